@@ -1,0 +1,1 @@
+"""vaxbot: the electronic vaccination certificate assistant."""

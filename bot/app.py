@@ -1,0 +1,128 @@
+"""The aiohttp application: typed app keys, one cleanup context per resource, ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import text
+
+from bot import webhooks
+from bot.appkeys import DB, ENGINE, HTTP, KEYRING, METRICS, SERVICES, SESSIONS, SETTINGS, WECHAT, WECHAT_API, WORKER
+from bot.config import ConfigError, Settings
+from bot.conversation import Services
+from bot.db import create_engine, migrate, sessionmaker
+from bot.engine import Engine
+from bot.keys import load_keyring
+from bot.messages import build_catalogue
+from bot.metrics import Metrics
+from bot.outbox import OutboxWorker, outbox_depth
+from bot.pii import Vault
+from bot.platforms.wechat import WeChatGateway
+from bot.platforms.wechat_api import WeChatAPI, WeChatSender
+from handlers import build_router
+
+log = logging.getLogger("vaxbot.app")
+
+
+def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Application:
+    """Build the service; refuses production settings that still use development keys or secrets."""
+    keyring = load_keyring(settings.keys_dir)
+    if settings.production:
+        problems = settings.production_problems(dev_keys=keyring.dev)
+        if problems:
+            raise ConfigError("refusing to start in production: " + "; ".join(problems))
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[KEYRING] = keyring
+    app[METRICS] = Metrics()
+    app[WECHAT] = WeChatGateway(settings)
+    vault = Vault(keyring)
+    app[SERVICES] = Services(settings=settings, vault=vault, catalogue=build_catalogue(settings.customer_service_phone))
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        if migrate_on_start:
+            await migrate(engine)
+        app[DB] = engine
+        app[SESSIONS] = sessionmaker(engine)
+        yield
+        await engine.dispose()
+
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_engine_and_worker)
+    webhooks.setup_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        app[HTTP] = session
+        yield
+
+
+async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    sessions = app[SESSIONS]
+    wechat_api = WeChatAPI(app[HTTP], sessions, settings, metrics)
+    app[WECHAT_API] = wechat_api
+    worker = OutboxWorker(
+        sessions,
+        {"wechat": WeChatSender(wechat_api)},
+        metrics,
+        batch_size=settings.outbox_batch_size,
+        max_attempts=settings.outbox_max_attempts,
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    app[WORKER] = worker
+    app[ENGINE] = Engine(
+        sessions,
+        build_router(),
+        app[SERVICES],
+        metrics,
+        state_ttl=timedelta(seconds=settings.state_ttl_seconds),
+        on_enqueued=worker.wake,
+    )
+    task = asyncio.create_task(worker.run()) if settings.run_outbox_worker else None
+    yield
+    # Why this order: requests have drained (aiohttp stops accepting first); finish their late
+    # updates so their replies are queued, then let the worker deliver what it has in hand.
+    await app[ENGINE].drain(grace=settings.reply_deadline_seconds + 2)
+    if task is not None:
+        worker.stop()
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        except TimeoutError:
+            log.warning("outbox worker did not stop in time; its leases will expire and be retried")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers, 503 otherwise."""
+    try:
+        async with request.app[DB].connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception:
+        log.exception("health check: database unreachable")
+        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+    return web.json_response({"status": "ok", "database": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition, with the outbox depth read at scrape time."""
+    registry = request.app[METRICS]
+    try:
+        async with request.app[SESSIONS]() as session:
+            depth = await outbox_depth(session)
+        for status in ("pending", "sending", "sent", "passive", "dead"):
+            registry.outbox_depth.labels(status).set(depth.get(status, 0))
+    except Exception:
+        log.exception("metrics: could not read the outbox depth")
+    return web.Response(body=registry.render(), content_type="text/plain", charset="utf-8")

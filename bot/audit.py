@@ -1,0 +1,45 @@
+"""The audit-log writer: every access to personal data leaves an append-only row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import AuditEntry, utcnow
+
+
+def record_access(
+    session: AsyncSession,
+    *,
+    actor_kind: str,
+    actor_ref: str,
+    action: str,
+    reason: str = "",
+    certificate_id: int | None = None,
+    vaccinee_id: int | None = None,
+    platform: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """Add an audit row to the session (committed with the access it records)."""
+    entry = AuditEntry(
+        at=utcnow(),
+        actor_kind=actor_kind,
+        actor_ref=actor_ref,
+        action=action,
+        reason=reason,
+        certificate_id=certificate_id,
+        vaccinee_id=vaccinee_id,
+        platform=platform,
+        detail=dict(detail or {}),
+    )
+    session.add(entry)
+    return entry
+
+
+async def entries_for_certificate(session: AsyncSession, certificate_id: int) -> Sequence[AuditEntry]:
+    """Every audit row about one certificate, oldest first."""
+    query = select(AuditEntry).where(AuditEntry.certificate_id == certificate_id).order_by(AuditEntry.id)
+    return (await session.scalars(query)).all()

@@ -1,0 +1,185 @@
+"""The ``vaxbot`` command: serve, worker, init, keys, db and platform menus."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from bot.app import create_app
+from bot.appkeys import WECHAT_API
+from bot.config import DEV_WECHAT_APPID, ConfigError, Settings, load_settings
+from bot.db import create_engine, migrate, sessionmaker
+from bot.demo import seed_demo
+from bot.keys import KeyringError, ensure_keyring, generate_dev_keys
+from bot.logs import configure_logging
+from bot.menu import wechat_menu
+from bot.pii import Vault
+
+log = logging.getLogger("vaxbot.cli")
+DEV_API_PREFIX = "/_dev/wechat"
+
+
+def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
+    """In development with the dev app id, outbound WeChat calls go to the built-in fake, not the internet."""
+    if settings.production or "VAXBOT_WECHAT_API_BASE" in environ or settings.wechat_appid != DEV_WECHAT_APPID:
+        return settings
+    return dataclasses.replace(settings, wechat_api_base=f"http://{settings.host}:{settings.port}{DEV_API_PREFIX}")
+
+
+async def prepare(settings: Settings) -> None:
+    """Keys (generated in development), schema, and demo data when enabled."""
+    keyring = ensure_keyring(settings.keys_dir, allow_generate=not settings.production)
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+        if settings.seed_demo_data and not settings.production:
+            if await seed_demo(sessionmaker(engine), Vault(keyring)):
+                log.info("demo data loaded")
+    finally:
+        await engine.dispose()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the webhook server (and, by default, the outbox worker)."""
+    settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    settings = _dev_api_base(settings, dict(os.environ))
+    asyncio.run(prepare(settings))
+    app = create_app(settings, migrate_on_start=False)
+    if not settings.production:
+        from bot.fakes.wechat import FakeWeChatAPI
+
+        app.add_subapp(DEV_API_PREFIX, FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret).app())
+    mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
+    print(
+        f"vaxbot is running at http://{settings.host}:{settings.port}\n"
+        f"  WeChat webhook:  http://{settings.host}:{settings.port}/wechat  ({mode} mode)\n"
+        f"  health:          http://{settings.host}:{settings.port}/healthz\n"
+        f"  metrics:         http://{settings.host}:{settings.port}/metrics\n"
+        f"  database:        {settings.database_url.split('@')[-1]}\n"
+        f"  environment:     {settings.env}"
+        + ("" if settings.production else "  (outbound WeChat calls go to the built-in fake)"),
+        flush=True,
+    )
+    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, access_log=None)
+    return 0
+
+
+def cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
+    """Run only the outbox worker (for deployments with separate worker processes)."""
+    settings = dataclasses.replace(settings, run_outbox_worker=True)
+
+    async def main() -> None:
+        app = create_app(settings, migrate_on_start=True)
+        runner = web.AppRunner(app)
+        await runner.setup()  # runs the cleanup contexts' start-up halves: database, client, worker
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("outbox worker running")
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_init(_args: argparse.Namespace, settings: Settings) -> int:
+    """Generate development keys, migrate the database and load demo data."""
+    asyncio.run(prepare(settings))
+    print("ready: keys, schema" + (", demo data" if settings.seed_demo_data and not settings.production else ""))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Key management."""
+    if args.action == "generate-dev":
+        if settings.production:
+            print("refusing to generate development keys in production", file=sys.stderr)
+            return 2
+        if (settings.keys_dir / "vault.json").exists() and not args.force:
+            print("keys already exist; pass --force to replace them (existing data will no longer open)")
+            return 1
+        path = generate_dev_keys(settings.keys_dir)
+        print(f"development keys written to {path}")
+    return 0
+
+
+def cmd_db(_args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the schema up to date."""
+
+    async def main() -> None:
+        engine = create_engine(settings)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_wechat_menu(_args: argparse.Namespace, settings: Settings) -> int:
+    """Push the account menu to WeChat."""
+
+    async def main() -> None:
+        app = create_app(dataclasses.replace(settings, run_outbox_worker=False))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await app[WECHAT_API].create_menu(wechat_menu())
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    print("menu pushed to WeChat")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="vaxbot", description="Electronic vaccination certificate assistant")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the webhook server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("worker", help="run the outbox worker only").set_defaults(func=cmd_worker)
+    sub.add_parser("init", help="keys, schema and demo data").set_defaults(func=cmd_init)
+    keys = sub.add_parser("keys", help="key material")
+    keys.add_argument("action", choices=["generate-dev"])
+    keys.add_argument("--force", action="store_true")
+    keys.set_defaults(func=cmd_keys)
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(func=cmd_db)
+    wechat = sub.add_parser("wechat", help="WeChat account management")
+    wechat.add_argument("action", choices=["menu"])
+    wechat.set_defaults(func=cmd_wechat_menu)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vaxbot`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        result: int = args.func(args, settings)
+        return result
+    except (ConfigError, KeyringError) as exc:
+        print(f"vaxbot: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Settings read from ``VAXBOT_*`` environment variables, with an optional ``.env`` file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+PREFIX = "VAXBOT_"
+
+# Development defaults: obviously fake, refused in production.
+DEV_WECHAT_APPID = "wx0000000000de0001"
+DEV_WECHAT_SECRET = "dev-secret-not-for-production"  # noqa: S105 (a public dev value)
+DEV_WECHAT_TOKEN = "vaxbotdevtoken"  # noqa: S105
+DEV_WECHAT_AES_KEY = "dmF4Ym90LWRldi1lbmNvZGluZy1hZXMta2V5LTAwMDE"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything vaxbot reads from its environment; build with :func:`load_settings`."""
+
+    env: str = "development"
+    database_url: str = "sqlite+aiosqlite:///var/vaxbot.db"
+    public_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keys_dir: Path = Path("keys")
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    wechat_appid: str = DEV_WECHAT_APPID
+    wechat_secret: str = DEV_WECHAT_SECRET
+    wechat_token: str = DEV_WECHAT_TOKEN
+    wechat_aes_key: str = DEV_WECHAT_AES_KEY
+    wechat_api_base: str = "https://api.weixin.qq.com"
+
+    # Platform deadlines: WeChat drops the connection after 5 s; answer well before.
+    reply_deadline_seconds: float = 4.0
+    max_body_bytes: int = 64 * 1024
+    timestamp_tolerance_seconds: int = 300
+    api_timeout_seconds: float = 10.0
+
+    run_outbox_worker: bool = True
+    outbox_poll_seconds: float = 0.5
+    outbox_max_attempts: int = 8
+    outbox_batch_size: int = 20
+
+    state_ttl_seconds: int = 30 * 60
+    processed_key_ttl_days: int = 3
+
+    customer_service_phone: str = "400-101-6588"
+    pilot_regions: tuple[str, ...] = ("3206", "3202")
+    child_born_on_or_after: date = date(2017, 1, 1)
+    adult_dose_on_or_after: date = date(2020, 12, 1)
+    adult_min_age: int = 18
+    max_grantees: int = 10
+    seed_demo_data: bool = True
+
+    @property
+    def production(self) -> bool:
+        """True when running for real users."""
+        return self.env == "production"
+
+    @property
+    def wechat_safe_mode_available(self) -> bool:
+        """True when an EncodingAESKey is configured (compatible and safe modes)."""
+        return bool(self.wechat_aes_key)
+
+    def production_problems(self, dev_keys: bool) -> list[str]:
+        """Reasons this configuration must not serve real users (empty when fine)."""
+        problems: list[str] = []
+        if dev_keys:
+            problems.append("the keys in the keys directory are development keys")
+        if self.wechat_appid == DEV_WECHAT_APPID:
+            problems.append("VAXBOT_WECHAT_APPID is the development app id")
+        if self.wechat_secret == DEV_WECHAT_SECRET:
+            problems.append("VAXBOT_WECHAT_SECRET is the development secret")
+        if self.wechat_token == DEV_WECHAT_TOKEN:
+            problems.append("VAXBOT_WECHAT_TOKEN is the development token")
+        if self.wechat_aes_key == DEV_WECHAT_AES_KEY:
+            problems.append("VAXBOT_WECHAT_AES_KEY is the development key")
+        if not self.public_url.startswith("https://"):
+            problems.append("VAXBOT_PUBLIC_URL must be https in production")
+        return problems
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _convert(field: dataclasses.Field[Any], raw: str) -> Any:
+    default = field.default
+    name = field.name
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, date):
+            return date.fromisoformat(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()} has an invalid value") from exc
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``VAXBOT_*`` variables; a ``.env`` file fills what the environment lacks."""
+    source = dict(os.environ if environ is None else environ)
+    file_path = env_file or Path(source.get(f"{PREFIX}ENV_FILE", ".env"))
+    merged = {**_read_env_file(file_path), **source}
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        raw = merged.get(PREFIX + field.name.upper())
+        if raw is None or (raw == "" and not isinstance(field.default, str)):
+            continue
+        values[field.name] = _convert(field, raw)
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.env not in {"development", "test", "production"}:
+        raise ConfigError("VAXBOT_ENV must be development, test or production")
+    if settings.wechat_aes_key and len(settings.wechat_aes_key) != 43:
+        raise ConfigError("VAXBOT_WECHAT_AES_KEY must be the 43-character EncodingAESKey")
+    return settings

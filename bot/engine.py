@@ -1,0 +1,272 @@
+"""The conversation engine: lock the user, deduplicate, load state, dispatch, save, enqueue replies.
+
+Everything one update does happens in one transaction: its processed-message key, the state it leaves,
+the rows it writes and the replies it queues. A crash before the commit leaves no trace, so the
+platform's retry runs it again; after the commit, a retry is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import outbox
+from bot.conversation import Context, Router, Services, Snapshot
+from bot.db import dialect_insert
+from bot.metrics import Metrics
+from bot.update import CONVERSATIONAL_KINDS, OutMessage, Text, Update
+from models import ConversationState, PlatformAccount, ProcessedMessage, utcnow
+
+log = logging.getLogger("vaxbot.engine")
+
+# A handler that runs longer than this is abandoned (its transaction rolls back).
+HANDLER_LIMIT_SECONDS = 60.0
+
+
+class KeyedLocks:
+    """One asyncio lock per key, created on demand and dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any) -> AsyncIterator[None]:
+        """Hold the lock for ``key``."""
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+async def claim_delivery(session: AsyncSession, update: Update, now: datetime) -> bool:
+    """Record the update's delivery key; False when it was already processed (a retry or a double tap).
+
+    On PostgreSQL a concurrent duplicate waits here until the first delivery's transaction ends.
+    """
+    insert = dialect_insert(session)
+    statement = (
+        insert(ProcessedMessage)
+        .values(platform=update.platform.value, app_id=update.app_id, dedupe_key=update.dedupe_key, created_at=now)
+        .on_conflict_do_nothing(index_elements=["platform", "app_id", "dedupe_key"])
+        .returning(ProcessedMessage.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+class SqlStateStore:
+    """Conversation state in ``conversation_states``, row-locked for the length of the transaction."""
+
+    async def load(self, session: AsyncSession, update: Update) -> ConversationState:
+        """Lock and return the user's state row, creating it on first contact."""
+        platform, app_id, user_id = update.user_key
+        query = (
+            select(ConversationState)
+            .where(
+                ConversationState.platform == platform,
+                ConversationState.app_id == app_id,
+                ConversationState.user_id == user_id,
+            )
+            .with_for_update()
+        )
+        row = (await session.scalars(query)).first()
+        if row is not None:
+            return row
+        insert = dialect_insert(session)
+        await session.execute(
+            insert(ConversationState)
+            .values(platform=platform, app_id=app_id, user_id=user_id, data={}, version=0, updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["platform", "app_id", "user_id"])
+        )
+        row = (await session.scalars(query)).first()
+        assert row is not None
+        return row
+
+    def save(self, row: ConversationState, snapshot: Snapshot, now: datetime) -> None:
+        """Write the new state into the locked row (only when it changed)."""
+        if (row.state, row.data, row.expires_at) == (snapshot.state, snapshot.data, snapshot.expires_at):
+            return
+        row.state = snapshot.state
+        row.data = snapshot.data
+        row.expires_at = snapshot.expires_at
+        row.version = (row.version or 0) + 1
+        row.updated_at = now
+
+
+async def touch_account(session: AsyncSession, update: Update, now: datetime) -> PlatformAccount:
+    """The platform account behind the update, created on first contact, with its last interaction."""
+    platform, app_id, user_id = update.user_key
+    query = select(PlatformAccount).where(
+        PlatformAccount.platform == platform,
+        PlatformAccount.app_id == app_id,
+        PlatformAccount.user_id == user_id,
+    )
+    account = (await session.scalars(query)).first()
+    if account is None:
+        account = PlatformAccount(platform=platform, app_id=app_id, user_id=user_id, following=True, created_at=now)
+        session.add(account)
+    if update.kind in CONVERSATIONAL_KINDS:
+        account.last_inbound_at = now
+        account.last_interaction_kind = update.kind.value
+    return account
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What processing an update produced."""
+
+    duplicate: bool
+    replies: tuple[OutMessage, ...] = ()
+    outbox_ids: tuple[int, ...] = ()
+    failed: bool = False
+
+
+class Engine:
+    """Runs updates through the router, one transaction each, and answers within the platform's deadline."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        router: Router,
+        services: Services,
+        metrics: Metrics,
+        *,
+        state_ttl: timedelta,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._router = router
+        self._services = services
+        self._metrics = metrics
+        self._state_ttl = state_ttl
+        self._states = SqlStateStore()
+        self._locks = KeyedLocks()
+        self._on_enqueued = on_enqueued
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def process(self, update: Update, hold_until: datetime | None = None) -> Outcome:
+        """Handle ``update`` once; replies are queued, held until ``hold_until`` for a passive answer."""
+        async with self._locks.hold(update.user_key):
+            try:
+                async with asyncio.timeout(HANDLER_LIMIT_SECONDS):
+                    outcome = await self._process_locked(update, hold_until)
+            except Exception:
+                self._metrics.handler_errors.labels(update.platform.value).inc()
+                log.exception("handler failed", extra={"platform": update.platform.value, "kind": update.kind})
+                outcome = await self._apologise(update, hold_until)
+        if outcome.outbox_ids:
+            self._on_enqueued()
+        return outcome
+
+    async def _process_locked(self, update: Update, hold_until: datetime | None) -> Outcome:
+        now = utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            if not await claim_delivery(session, update, now):
+                return Outcome(duplicate=True)
+            state_row = await self._states.load(session, update)
+            account = await touch_account(session, update, now)
+            snapshot, expired = self._current(state_row, now)
+            ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
+            await self._router.dispatch(ctx)
+            self._states.save(state_row, ctx.snapshot(self._state_ttl), now)
+            rows = [
+                outbox.enqueue_message(
+                    session,
+                    platform=update.platform.value,
+                    app_id=update.app_id,
+                    recipient=update.user_id,
+                    message=message,
+                    available_at=hold_until,
+                )
+                for message in ctx.replies
+            ]
+            await session.flush()
+            return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=tuple(row.id for row in rows))
+
+    async def _apologise(self, update: Update, hold_until: datetime | None) -> Outcome:
+        """The handler failed and rolled back: record the delivery and tell the user what to do."""
+        message = Text(self._services.catalogue("error_generic"))
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                if not await claim_delivery(session, update, utcnow()):
+                    return Outcome(duplicate=True)
+                if update.kind not in CONVERSATIONAL_KINDS:
+                    return Outcome(duplicate=False, failed=True)
+                row = outbox.enqueue_message(
+                    session,
+                    platform=update.platform.value,
+                    app_id=update.app_id,
+                    recipient=update.user_id,
+                    message=message,
+                    available_at=hold_until,
+                )
+                await session.flush()
+                return Outcome(duplicate=False, replies=(message,), outbox_ids=(row.id,), failed=True)
+        except Exception:
+            # The database itself is failing: nothing recorded, so the platform's retry will run it again.
+            log.exception("could not record the failure", extra={"platform": update.platform.value})
+            return Outcome(duplicate=False, failed=True)
+
+    @staticmethod
+    def _current(row: ConversationState, now: datetime) -> tuple[Snapshot, str | None]:
+        if row.state is not None and row.expires_at is not None and row.expires_at <= now:
+            return Snapshot(), row.state
+        return Snapshot(state=row.state, data=dict(row.data or {}), expires_at=row.expires_at), None
+
+    async def respond(self, update: Update, deadline: float, received_at: datetime) -> OutMessage | None:
+        """Process ``update`` and return the message to answer passively, if it is ready in time.
+
+        The replies are queued first and held a little past the deadline. If processing beats the
+        deadline, the first reply is claimed for the webhook's own answer and the rest are released to
+        the worker; otherwise the webhook answers with an acknowledgement and the worker sends them all.
+        """
+        hold_until = received_at + timedelta(seconds=deadline + 1.0)
+        task = asyncio.create_task(self.process(update, hold_until))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        remaining = deadline - (utcnow() - received_at).total_seconds()
+        done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
+        if not done:
+            log.warning("deadline passed; answer goes through the outbox", extra={"platform": update.platform.value})
+            self._on_enqueued()
+            return None
+        outcome = task.result()
+        if outcome.duplicate or not outcome.outbox_ids:
+            return None
+        first, *rest = outcome.outbox_ids
+        try:
+            # No timeout here on purpose: cancelling a commit in flight could mark the row answered
+            # while the webhook answers "success", and the message would be lost.
+            async with self._sessionmaker() as session, session.begin():
+                claimed = await outbox.claim_passive(session, first, rest)
+        except Exception:
+            log.exception("could not claim the passive reply; the worker will send it")
+            self._on_enqueued()
+            return None
+        if rest:
+            self._on_enqueued()
+        return outcome.replies[0] if claimed else None
+
+    async def drain(self, grace: float) -> None:
+        """Wait for updates still being processed (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)

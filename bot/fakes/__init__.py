@@ -1,0 +1,1 @@
+"""Faithful fakes of the platforms, for development and tests (refused in production)."""

@@ -1,0 +1,83 @@
+"""Key material in ``keys/``: loaded at start-up, generated for development only."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import secrets
+from pathlib import Path
+
+KEYRING_FILE = "vault.json"
+
+
+class KeyringError(Exception):
+    """Key material is missing or unusable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyring:
+    """Field-encryption keys (by key id) and the keyed-hash key for look-ups."""
+
+    data_keys: dict[int, bytes]
+    active_kid: int
+    hash_key: bytes
+    dev: bool
+
+    @property
+    def active_key(self) -> bytes:
+        """The key new ciphertexts are sealed with."""
+        return self.data_keys[self.active_kid]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def generate_dev_keys(keys_dir: Path) -> Path:
+    """Write a fresh development keyring (marked ``dev``) and return its path."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / KEYRING_FILE
+    payload = {
+        "dev": True,
+        "active_kid": 1,
+        "data_keys": {"1": _b64(secrets.token_bytes(32))},
+        "hash_key": _b64(secrets.token_bytes(32)),
+    }
+    tmp = path.with_suffix(".tmp")
+    # Why 0o600: the keyring is the only thing standing between the database file and the data.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    tmp.replace(path)
+    return path
+
+
+def load_keyring(keys_dir: Path) -> Keyring:
+    """Read ``keys/vault.json``; raise :class:`KeyringError` with a clear reason when unusable."""
+    path = keys_dir / KEYRING_FILE
+    if not path.is_file():
+        raise KeyringError(f"no keyring at {path.name} in the keys directory; run `vaxbot keys generate-dev`")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        data_keys = {int(kid): base64.b64decode(value) for kid, value in raw["data_keys"].items()}
+        active = int(raw["active_kid"])
+        hash_key = base64.b64decode(raw["hash_key"])
+        dev = bool(raw.get("dev", False))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyringError("the keyring file is malformed") from exc
+    if active not in data_keys:
+        raise KeyringError("the active key id has no key")
+    if any(len(key) != 32 for key in data_keys.values()) or len(hash_key) < 32:
+        raise KeyringError("keys must be 32 bytes")
+    if not 0 < active < 256:
+        raise KeyringError("key ids must be 1..255")
+    return Keyring(data_keys=data_keys, active_kid=active, hash_key=hash_key, dev=dev)
+
+
+def ensure_keyring(keys_dir: Path, allow_generate: bool) -> Keyring:
+    """Load the keyring, generating development keys first when allowed and none exist."""
+    if allow_generate and not (keys_dir / KEYRING_FILE).exists():
+        generate_dev_keys(keys_dir)
+    return load_keyring(keys_dir)

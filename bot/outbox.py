@@ -1,0 +1,264 @@
+"""The outbox: every outbound message is a row first; a worker delivers it with retries and back-off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.metrics import Metrics
+from bot.update import OutMessage, message_to_payload
+from models import OutboxMessage, utcnow
+
+log = logging.getLogger("vaxbot.outbox")
+
+LEASE = timedelta(seconds=60)
+
+
+class SendError(Exception):
+    """A delivery failed; ``retryable`` says whether trying again later can help."""
+
+    def __init__(self, code: str, message: str = "", *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Sender(Protocol):
+    """Delivers one outbox row on one platform, or raises :class:`SendError`."""
+
+    async def send(self, row: OutboxMessage) -> None:
+        """Deliver ``row``."""
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    platform: str,
+    app_id: str,
+    recipient: str,
+    kind: str,
+    payload: Mapping[str, Any],
+    available_at: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> OutboxMessage:
+    """Add an outbound message to the session; it is sent once the transaction commits."""
+    row = OutboxMessage(
+        platform=platform,
+        app_id=app_id,
+        recipient=recipient,
+        kind=kind,
+        payload=dict(payload),
+        status="pending",
+        attempts=0,
+        available_at=available_at or utcnow(),
+        idempotency_key=idempotency_key,
+    )
+    session.add(row)
+    return row
+
+
+def enqueue_message(
+    session: AsyncSession,
+    *,
+    platform: str,
+    app_id: str,
+    recipient: str,
+    message: OutMessage,
+    available_at: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> OutboxMessage:
+    """Enqueue a conversational message (text, image, link card)."""
+    kind, payload = message_to_payload(message)
+    return enqueue(
+        session,
+        platform=platform,
+        app_id=app_id,
+        recipient=recipient,
+        kind=kind,
+        payload=payload,
+        available_at=available_at,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def claim_passive(session: AsyncSession, first_id: int, follow_up_ids: Sequence[int]) -> bool:
+    """Mark ``first_id`` as answered in the webhook's own reply; release the follow-ups to the worker.
+
+    Returns False when the worker already took the row (the deadline had passed): then the webhook
+    must not repeat it.
+    """
+    now = utcnow()
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == first_id, OutboxMessage.status == "pending")
+        .values(status="passive", sent_at=now)
+    )
+    claimed = bool(getattr(result, "rowcount", 0))
+    if follow_up_ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(follow_up_ids), OutboxMessage.status == "pending")
+            .values(available_at=now)
+        )
+    return claimed
+
+
+def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
+    """Exponential back-off with jitter, capped at five minutes."""
+    base = min(300.0, 2.0 ** max(attempts - 1, 0))
+    if retry_after is not None:
+        base = max(base, retry_after)
+    return base * random.uniform(0.8, 1.2)
+
+
+@dataclasses.dataclass
+class Delivery:
+    """What happened to one claimed row."""
+
+    row_id: int
+    error: SendError | None
+
+
+class OutboxWorker:
+    """Claims due rows, delivers them through the platform senders, records the outcome.
+
+    Safe with several workers on PostgreSQL (``FOR UPDATE SKIP LOCKED``); on SQLite the database's
+    single writer serialises the claims. A worker that dies mid-send leaves a lease that expires, and the
+    row is taken again: nothing is lost (at worst a message is sent twice).
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        senders: Mapping[str, Sender],
+        metrics: Metrics,
+        *,
+        batch_size: int = 20,
+        max_attempts: int = 8,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._senders = senders
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from :meth:`run`."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until stopped."""
+        while not self._stopping:
+            try:
+                handled = await self.run_once()
+            except Exception:
+                log.exception("outbox batch failed")
+                handled = 0
+            if handled == 0 and not self._stopping:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it; return how many rows were handled."""
+        rows = await self._claim()
+        if not rows:
+            return 0
+        deliveries = await asyncio.gather(*(self._deliver(row) for row in rows))
+        await self._record(deliveries, {row.id: row for row in rows})
+        return len(rows)
+
+    async def _claim(self) -> list[OutboxMessage]:
+        now = utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            due = or_(
+                and_(OutboxMessage.status == "pending", OutboxMessage.available_at <= now),
+                and_(OutboxMessage.status == "sending", OutboxMessage.lease_until < now),
+            )
+            query = (
+                select(OutboxMessage)
+                .where(due)
+                .order_by(OutboxMessage.available_at, OutboxMessage.id)
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = list((await session.scalars(query)).all())
+            for row in rows:
+                row.status = "sending"
+                row.lease_until = now + LEASE
+                row.attempts += 1
+            return rows
+
+    async def _deliver(self, row: OutboxMessage) -> Delivery:
+        sender = self._senders.get(row.platform)
+        if sender is None:
+            return Delivery(row.id, SendError("no_sender", row.platform, retryable=False))
+        try:
+            await sender.send(row)
+        except SendError as exc:
+            return Delivery(row.id, exc)
+        except Exception as exc:  # a bug or an unexpected transport failure: retry, keep the reason
+            log.exception("outbox send crashed", extra={"outbox_id": row.id, "platform": row.platform})
+            return Delivery(row.id, SendError("crash", type(exc).__name__, retryable=True))
+        return Delivery(row.id, None)
+
+    async def _record(self, deliveries: Sequence[Delivery], rows: Mapping[int, OutboxMessage]) -> None:
+        now = utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            for delivery in deliveries:
+                row = rows[delivery.row_id]
+                error = delivery.error
+                values: dict[str, Any]
+                if error is None:
+                    values = {"status": "sent", "sent_at": now, "lease_until": None, "last_error": None}
+                    self._metrics.outbox_sent.labels(row.platform, row.kind).inc()
+                else:
+                    self._metrics.send_failures.labels(row.platform, error.code).inc()
+                    reason = str(error)[:256]
+                    if error.retryable and row.attempts < self._max_attempts:
+                        delay = backoff_seconds(row.attempts, error.retry_after)
+                        values = {
+                            "status": "pending",
+                            "available_at": now + timedelta(seconds=delay),
+                            "lease_until": None,
+                            "last_error": reason,
+                        }
+                    else:
+                        values = {"status": "dead", "lease_until": None, "last_error": reason}
+                        log.warning(
+                            "outbox message dead-lettered",
+                            extra={"outbox_id": row.id, "platform": row.platform, "code": error.code},
+                        )
+                # Only the lease holder records: a row re-claimed after an expired lease is someone else's.
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id == row.id, OutboxMessage.status == "sending")
+                    .where(OutboxMessage.attempts == row.attempts)
+                    .values(**values)
+                )
+
+
+async def outbox_depth(session: AsyncSession) -> dict[str, int]:
+    """Rows by status (for metrics and health)."""
+    result = await session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+    return {status: int(count) for status, count in result.all()}

@@ -1,0 +1,1 @@
+"""Platform adapters: one module per platform (inbound protocol) plus its API client."""

@@ -1,0 +1,293 @@
+"""An async client for WeChat's server API, and the outbox sender built on it.
+
+One access token per app, shared by every process through ``platform_tokens``: it is refreshed under a
+row lock (``stable_token``), and a call rejected for its token is retried once with a fresh one, never
+more (wechatpy's retry recurses without bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.db import dialect_insert
+from bot.metrics import Metrics
+from bot.outbox import SendError
+from models import OutboxMessage, PlatformToken, utcnow
+
+log = logging.getLogger("vaxbot.wechat.api")
+
+TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+# Refresh this long before WeChat's stated expiry, so no request goes out with a dying token.
+TOKEN_MARGIN = timedelta(minutes=5)
+RETRYABLE = {-1: 5.0, 45009: 600.0}  # errcode → minimum seconds before trying again
+PERMANENT_REASONS = {
+    43004: "user_not_following",
+    45015: "outside_service_window",
+    45047: "service_message_limit",
+    43101: "subscription_refused",
+    40037: "bad_template_id",
+    40003: "bad_openid",
+    47003: "bad_template_data",
+}
+
+
+class WeChatAPIError(Exception):
+    """WeChat answered with a non-zero ``errcode`` (or could not be reached: ``errcode`` -2)."""
+
+    def __init__(self, errcode: int, errmsg: str = "") -> None:
+        super().__init__(f"wechat errcode {errcode}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+class WeChatAPI:
+    """Typed calls to ``/cgi-bin/…`` over aiohttp."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self._http = http
+        self._sessionmaker = sessionmaker
+        self._base = settings.wechat_api_base.rstrip("/") + "/cgi-bin/"
+        self._appid = settings.wechat_appid
+        self._secret = settings.wechat_secret
+        self._timeout = aiohttp.ClientTimeout(total=settings.api_timeout_seconds)
+        self._metrics = metrics
+        self._cached: tuple[str, Any] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- access token -------------------------------------------------------------------
+
+    async def access_token(self, rejected: str | None = None) -> str:
+        """A valid token: from memory, else from the database, else fetched under the row lock.
+
+        ``rejected`` is a token WeChat just refused; it is never returned again, and when the database
+        still holds it the refresh is forced.
+        """
+        now = utcnow()
+        if self._cached and self._cached[0] != rejected and self._cached[1] - TOKEN_MARGIN > now:
+            return self._cached[0]
+        async with self._lock:
+            if self._cached and self._cached[0] != rejected and self._cached[1] - TOKEN_MARGIN > now:
+                return self._cached[0]
+            async with self._sessionmaker() as session, session.begin():
+                row = await self._locked_row(session)
+                fresh = row.token and row.expires_at and row.expires_at - TOKEN_MARGIN > utcnow()
+                if fresh and row.token != rejected:
+                    assert row.token is not None and row.expires_at is not None
+                    self._cached = (row.token, row.expires_at)
+                    return row.token
+                # Another process may have refreshed already (row.token differs from the rejected one);
+                # only force WeChat to rotate when the stored token is the one that failed.
+                force = rejected is not None and row.token == rejected
+                token, expires_in = await self._fetch_stable_token(force)
+                row.token = token
+                row.expires_at = utcnow() + timedelta(seconds=expires_in)
+                row.refreshed_at = utcnow()
+                row.refresh_count = (row.refresh_count or 0) + 1
+                self._cached = (token, row.expires_at)
+                self._metrics.token_refreshes.labels("wechat").inc()
+                return token
+
+    async def _locked_row(self, session: AsyncSession) -> PlatformToken:
+        query = (
+            select(PlatformToken)
+            .where(PlatformToken.platform == "wechat", PlatformToken.app_id == self._appid)
+            .with_for_update()
+        )
+        row = (await session.scalars(query)).first()
+        if row is None:
+            insert = dialect_insert(session)
+            await session.execute(
+                insert(PlatformToken)
+                .values(platform="wechat", app_id=self._appid, refresh_count=0)
+                .on_conflict_do_nothing(index_elements=["platform", "app_id"])
+            )
+            row = (await session.scalars(query)).first()
+        assert row is not None
+        return row
+
+    async def _fetch_stable_token(self, force_refresh: bool) -> tuple[str, int]:
+        body = {
+            "grant_type": "client_credential",
+            "appid": self._appid,
+            "secret": self._secret,
+            "force_refresh": force_refresh,
+        }
+        data = await self._request("POST", "stable_token", json=body)
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise WeChatAPIError(-3, "stable_token answered without access_token")
+        return token, int(data.get("expires_in", 7200))
+
+    # --- calls --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        data: Any = None,
+    ) -> dict[str, Any]:
+        try:
+            async with self._http.request(
+                method, self._base + path, params=params, json=json, data=data, timeout=self._timeout
+            ) as response:
+                if response.status != 200:
+                    raise WeChatAPIError(-2, f"http {response.status}")
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise WeChatAPIError(-2, type(exc).__name__) from exc
+        if not isinstance(body, dict):
+            raise WeChatAPIError(-2, "not a json object")
+        errcode = int(body.get("errcode", 0) or 0)
+        if errcode != 0:
+            raise WeChatAPIError(errcode, str(body.get("errmsg", "")))
+        return body
+
+    async def call(
+        self, path: str, *, json: Any = None, data: Any = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """POST to ``/cgi-bin/<path>`` with the access token; one refresh-and-retry on a token error."""
+        rejected: str | None = None
+        for attempt in range(2):
+            token = await self.access_token(rejected)
+            try:
+                # Multipart bodies are single-use streams: rebuild them for the retry.
+                body = data() if callable(data) else data
+                return await self._request(
+                    "POST", path, params={**(params or {}), "access_token": token}, json=json, data=body
+                )
+            except WeChatAPIError as exc:
+                if exc.errcode in TOKEN_ERRORS and attempt == 0:
+                    log.info("access token rejected; refreshing once", extra={"errcode": exc.errcode})
+                    rejected = token
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def send_text(self, openid: str, content: str) -> None:
+        """Customer-service text message."""
+        await self.call("message/custom/send", json={"touser": openid, "msgtype": "text", "text": {"content": content}})
+
+    async def send_image(self, openid: str, media_id: str) -> None:
+        """Customer-service image message."""
+        await self.call(
+            "message/custom/send",
+            json={"touser": openid, "msgtype": "image", "image": {"media_id": media_id}},
+        )
+
+    async def send_news(self, openid: str, article: dict[str, str]) -> None:
+        """Customer-service link card (one article)."""
+        item = {
+            "title": article.get("title", ""),
+            "description": article.get("description", ""),
+            "url": article.get("url", ""),
+            "picurl": article.get("image_url", ""),
+        }
+        await self.call("message/custom/send", json={"touser": openid, "msgtype": "news", "news": {"articles": [item]}})
+
+    async def upload_image(self, content: bytes, filename: str = "code.png") -> str:
+        """Upload a temporary image (kept three days by WeChat); returns its ``media_id``."""
+        if len(content) > 2 * 1024 * 1024:
+            raise WeChatAPIError(40009, "image larger than 2 MB")
+
+        def form() -> aiohttp.FormData:
+            body = aiohttp.FormData()
+            body.add_field("media", content, filename=filename, content_type="image/png")
+            return body
+
+        result = await self.call("media/upload", params={"type": "image"}, data=form)
+        return str(result["media_id"])
+
+    async def send_template(self, openid: str, template_id: str, data: dict[str, str], url: str = "") -> str:
+        """Template message; returns WeChat's ``msgid`` (the result arrives later as an event)."""
+        body: dict[str, Any] = {
+            "touser": openid,
+            "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
+        }
+        if url:
+            body["url"] = url
+        result = await self.call("message/template/send", json=body)
+        return str(result.get("msgid", ""))
+
+    async def send_subscription(self, openid: str, template_id: str, data: dict[str, str], page: str = "") -> None:
+        """Subscription notification (订阅通知); ``thing`` values must be ≤ 20 characters."""
+        body: dict[str, Any] = {
+            "touser": openid,
+            "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
+        }
+        if page:
+            body["page"] = page
+        await self.call("message/subscribe/bizsend", json=body)
+
+    async def create_menu(self, menu: dict[str, Any]) -> None:
+        """Replace the account's custom menu."""
+        await self.call("menu/create", json=menu)
+
+
+class WeChatSender:
+    """Delivers outbox rows through :class:`WeChatAPI`, mapping errcodes to retry or dead-letter."""
+
+    def __init__(self, api: WeChatAPI) -> None:
+        self._api = api
+
+    async def send(self, row: OutboxMessage) -> None:
+        """Deliver one row or raise :class:`SendError`."""
+        payload = row.payload
+        try:
+            if row.kind == "text":
+                await self._api.send_text(row.recipient, str(payload["content"]))
+            elif row.kind == "image":
+                media_id = payload.get("media_id")
+                if not media_id:
+                    media_id = await self._api.upload_image(base64.b64decode(payload["png_base64"]))
+                await self._api.send_image(row.recipient, str(media_id))
+            elif row.kind == "news":
+                await self._api.send_news(row.recipient, {k: str(v) for k, v in payload.items()})
+            elif row.kind == "template":
+                await self._api.send_template(
+                    row.recipient,
+                    str(payload["template_id"]),
+                    dict(payload["data"]),
+                    str(payload.get("url", "")),
+                )
+            elif row.kind == "subscribe":
+                await self._api.send_subscription(
+                    row.recipient,
+                    str(payload["template_id"]),
+                    dict(payload["data"]),
+                    str(payload.get("page", "")),
+                )
+            else:
+                raise SendError("unknown_kind", row.kind, retryable=False)
+        except WeChatAPIError as exc:
+            raise classify(exc) from exc
+
+
+def classify(exc: WeChatAPIError) -> SendError:
+    """Retry (busy, quota, transport, token trouble) or give up (user state, bad request)."""
+    code = exc.errcode
+    if code in RETRYABLE:
+        return SendError(f"wechat_{code}", exc.errmsg, retryable=True, retry_after=RETRYABLE[code])
+    if code in (-2, -3) or code in TOKEN_ERRORS:
+        return SendError(f"wechat_{code}", exc.errmsg, retryable=True)
+    reason = PERMANENT_REASONS.get(code, "rejected")
+    return SendError(f"wechat_{code}", reason, retryable=False)

@@ -1,0 +1,121 @@
+"""The platform-neutral shapes handlers see: one :class:`Update` in, :data:`OutMessage` values out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Platform(StrEnum):
+    """Where an update came from."""
+
+    WECHAT = "wechat"
+    ALIPAY = "alipay"
+
+
+class UpdateKind(StrEnum):
+    """What the user did, whatever the platform calls it."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    FOLLOW = "follow"
+    UNFOLLOW = "unfollow"
+    MENU_CLICK = "menu_click"
+    MENU_VIEW = "menu_view"
+    SCAN = "scan"  # a parametrised QR scanned by someone already following
+    SCAN_CODE = "scan_code"  # the menu's scan button returned a code's content
+    TEMPLATE_RESULT = "template_result"
+    SUBSCRIPTION = "subscription"  # subscription-message popup, change or sent report
+    UNKNOWN = "unknown"
+
+
+# Kinds a person caused directly; the rest are platform reports that never get an answer.
+CONVERSATIONAL_KINDS = frozenset(
+    {
+        UpdateKind.TEXT,
+        UpdateKind.IMAGE,
+        UpdateKind.FOLLOW,
+        UpdateKind.MENU_CLICK,
+        UpdateKind.SCAN,
+        UpdateKind.SCAN_CODE,
+        UpdateKind.UNKNOWN,
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """One thing that arrived from a platform, already verified, decrypted and parsed."""
+
+    platform: Platform
+    app_id: str
+    user_id: str
+    kind: UpdateKind
+    created_at: datetime
+    message_id: str = ""
+    text: str = ""
+    key: str = ""
+    raw_type: str = ""
+    extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dedupe_key(self) -> str:
+        """Messages dedupe on their id; events (id 0 or absent) on sender + creation time + event."""
+        if self.message_id and self.message_id != "0":
+            return f"msg:{self.message_id}"
+        return f"evt:{self.user_id}:{int(self.created_at.timestamp())}:{self.raw_type}"
+
+    @property
+    def user_key(self) -> tuple[str, str, str]:
+        """(platform, app, user): the key of conversation state and of the per-user lock."""
+        return (self.platform.value, self.app_id, self.user_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A plain text message."""
+
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """An image already uploaded to the platform (``media_id``)."""
+
+    media_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Article:
+    """A single link card (news reply on WeChat, image-text on Alipay)."""
+
+    title: str
+    description: str
+    url: str
+    image_url: str = ""
+
+
+OutMessage = Text | Image | Article
+
+
+def message_to_payload(message: OutMessage) -> tuple[str, dict[str, Any]]:
+    """Serialise a message for the outbox: (kind, payload)."""
+    if isinstance(message, Text):
+        return "text", {"content": message.content}
+    if isinstance(message, Image):
+        return "image", {"media_id": message.media_id}
+    return "news", dataclasses.asdict(message)
+
+
+def message_from_payload(kind: str, payload: Mapping[str, Any]) -> OutMessage:
+    """Inverse of :func:`message_to_payload`."""
+    if kind == "text":
+        return Text(content=str(payload["content"]))
+    if kind == "image":
+        return Image(media_id=str(payload["media_id"]))
+    if kind == "news":
+        return Article(**{field.name: str(payload.get(field.name, "")) for field in dataclasses.fields(Article)})
+    raise ValueError(f"not a conversational message kind: {kind}")

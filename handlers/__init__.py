@@ -1,0 +1,21 @@
+"""Journey handlers, one module each; :func:`build_router` wires them in priority order."""
+
+from __future__ import annotations
+
+from bot.conversation import Context, Router
+from handlers import coming_soon, questions, welcome
+
+
+async def fallback(ctx: Context) -> None:
+    """Nothing matched: a helpful menu, never silence."""
+    ctx.say("fallback")
+
+
+def build_router() -> Router:
+    """The router every platform's updates go through."""
+    router = Router(default=fallback)
+    router.include(questions.FLOW)
+    router.add(welcome.ROUTES)
+    router.add(questions.ROUTES)
+    router.add(coming_soon.ROUTES)
+    return router

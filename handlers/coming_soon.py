@@ -1,0 +1,24 @@
+"""Menu items whose journeys are not built yet: an honest answer that says what to do meanwhile."""
+
+from __future__ import annotations
+
+from bot.conversation import Context, Route, menu
+from bot.menu import LABELS, MenuKey
+
+PENDING_JOURNEYS = (
+    MenuKey.VERIFY,
+    MenuKey.CLAIM,
+    MenuKey.GRANT,
+    MenuKey.RECORDS,
+    MenuKey.SHOW_CODE,
+    MenuKey.BOOK,
+    MenuKey.MY_BOOKINGS,
+)
+
+
+async def not_yet(ctx: Context) -> None:
+    """Say the feature is on its way and point to what works today."""
+    ctx.say("feature_coming", feature=LABELS.get(ctx.update.key, "该"))
+
+
+ROUTES = [Route(menu(*PENDING_JOURNEYS), not_yet)]

@@ -1,0 +1,106 @@
+"""Journey 12: free-text questions answered from the seed FAQ; a numbered FAQ menu; never silence."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, normalise, text_in
+from bot.menu import MenuKey
+from bot.update import Update, UpdateKind
+
+# Order matters: the first topic whose keywords appear wins ("外省的新生儿" is about moving provinces).
+TOPICS: list[tuple[str, tuple[str, ...]]] = [
+    ("faq_rabies", ("狂犬", "犬伤", "被狗咬", "被猫")),
+    ("faq_other_province", ("外省", "省外", "外地", "外市", "转入", "搬家", "异地")),
+    ("faq_newborn", ("新生儿", "刚出生", "产科", "出生证", "宝宝刚")),
+    ("faq_wrong_info", ("信息有误", "信息错", "错误", "不对", "修改", "更正", "记录不全", "少了")),
+    (
+        "faq_no_pending",
+        ("待申领", "没有接种证", "申领不了", "领不了", "无法申领", "找不到", "看不到接种证", "申领条件"),
+    ),
+    ("faq_paper", ("纸质", "纸本", "小本", "接种本")),
+    ("faq_phone", ("客服", "电话", "人工", "投诉")),
+]
+_TOPIC_WORDS = [(key, tuple(normalise(word) for word in words)) for key, words in TOPICS]
+NUMBERED = [
+    "faq_no_pending",
+    "faq_wrong_info",
+    "faq_other_province",
+    "faq_newborn",
+    "faq_rabies",
+    "faq_paper",
+    "faq_phone",
+]
+
+
+class FaqSteps(StatesGroup):
+    """The numbered FAQ menu."""
+
+    choosing = State()
+
+
+async def show_faq(ctx: Context) -> None:
+    """List the common questions and wait for a number."""
+    ctx.say("faq_menu")
+    ctx.goto(FaqSteps.choosing)
+
+
+async def answer_number(ctx: Context) -> None:
+    """Answer the numbered question; stay in the menu so another number works too."""
+    choice = ctx.update.text.strip().translate(str.maketrans("１２３４５６７", "1234567"))
+    if choice.isdigit() and 1 <= int(choice) <= len(NUMBERED):
+        ctx.say(NUMBERED[int(choice) - 1])
+        ctx.goto(FaqSteps.choosing)
+        return
+    topic = match_topic(ctx.update.text)
+    if topic is not None:
+        ctx.say(topic)
+        ctx.finish()
+        return
+    ctx.say("faq_choose_again")
+
+
+async def leave(ctx: Context) -> None:
+    """Leave the FAQ menu."""
+    ctx.finish()
+    ctx.say("cancelled")
+
+
+def match_topic(text: str) -> str | None:
+    """The catalogue key of the FAQ answer a free-text question is about, if any."""
+    cleaned = normalise(text)
+    for key, words in _TOPIC_WORDS:
+        if any(word in cleaned for word in words):
+            return key
+    return None
+
+
+def on_known_topic(update: Update) -> bool:
+    """Matches a text message about one of the FAQ topics."""
+    return update.kind is UpdateKind.TEXT and match_topic(update.text) is not None
+
+
+async def answer_topic(ctx: Context) -> None:
+    """A free-text question on a known topic."""
+    key = match_topic(ctx.update.text)
+    assert key is not None
+    ctx.say(key)
+
+
+async def contact(ctx: Context) -> None:
+    """The customer-service phone."""
+    ctx.say("contact")
+
+
+FLOW = Flow(
+    name="faq",
+    entry_points=[Route(menu(MenuKey.FAQ), show_faq), Route(text_in("常见问题", "问题", "faq"), show_faq)],
+    states={FaqSteps.choosing: [Route(any_text, answer_number)]},
+    fallbacks=[Route(text_in("退出", "取消", "返回", "结束"), leave)],
+    timeout=timedelta(minutes=10),
+)
+
+ROUTES = [
+    Route(menu(MenuKey.CONTACT), contact),
+    Route(on_known_topic, answer_topic),
+]

@@ -1,0 +1,57 @@
+"""Journey 1: follow → welcome; unfollow recorded; help; unknown message types answered kindly."""
+
+from __future__ import annotations
+
+from bot.conversation import Context, Route, kind, text_in
+from bot.update import UpdateKind
+
+
+async def greet(ctx: Context) -> None:
+    """A new (or returning) follower: say what the account does and how to start."""
+    account = ctx.account
+    returning = account.unfollowed_at is not None or account.identity_id is not None
+    account.following = True
+    account.followed_at = ctx.now
+    ctx.say("welcome_back" if returning else "welcome")
+
+
+async def record_unfollow(ctx: Context) -> None:
+    """The user left: stop pushing to them (nothing can be sent back anyway)."""
+    ctx.account.following = False
+    ctx.account.unfollowed_at = ctx.now
+    ctx.finish()
+
+
+async def show_help(ctx: Context) -> None:
+    """What the account can do, by menu."""
+    ctx.say("help")
+
+
+async def unsupported(ctx: Context) -> None:
+    """Voice, video, location…: say we read text only."""
+    ctx.say("unsupported_message")
+
+
+async def image(ctx: Context) -> None:
+    """An image we cannot read."""
+    ctx.say("image_received")
+
+
+async def unknown_scan(ctx: Context) -> None:
+    """A scan of something that is not ours (the clinic side arrives with the show-code journey)."""
+    ctx.say("scan_unrecognised")
+
+
+async def platform_report(ctx: Context) -> None:
+    """Template-send results and subscription reports: nothing to answer."""
+
+
+ROUTES = [
+    Route(kind(UpdateKind.FOLLOW), greet),
+    Route(kind(UpdateKind.UNFOLLOW), record_unfollow),
+    Route(text_in("帮助", "菜单", "help", "你好", "您好", "hi", "hello", "在吗"), show_help),
+    Route(kind(UpdateKind.IMAGE), image),
+    Route(kind(UpdateKind.SCAN, UpdateKind.SCAN_CODE), unknown_scan),
+    Route(kind(UpdateKind.TEMPLATE_RESULT, UpdateKind.SUBSCRIPTION, UpdateKind.MENU_VIEW), platform_report),
+    Route(kind(UpdateKind.UNKNOWN), unsupported),
+]

@@ -1,0 +1,34 @@
+"""vaxbot's SQLAlchemy models; importing this package registers every table on ``Base.metadata``."""
+
+from models.base import Base, UTCDateTime, utcnow
+from models.certificate import Certificate, CodeToken, Grant
+from models.clinic import Appointment, Notice, Reminder, Slot, Visit
+from models.identity import Consent, Identity, PlatformAccount
+from models.ops import AuditEntry, ConversationState, OutboxMessage, PlatformToken, ProcessedMessage
+from models.registry import Clinic, Dose, Guardian, Vaccinee
+
+__all__ = [
+    "Appointment",
+    "AuditEntry",
+    "Base",
+    "Certificate",
+    "Clinic",
+    "CodeToken",
+    "Consent",
+    "ConversationState",
+    "Dose",
+    "Grant",
+    "Guardian",
+    "Identity",
+    "Notice",
+    "OutboxMessage",
+    "PlatformAccount",
+    "PlatformToken",
+    "ProcessedMessage",
+    "Reminder",
+    "Slot",
+    "UTCDateTime",
+    "Vaccinee",
+    "Visit",
+    "utcnow",
+]

@@ -1,0 +1,108 @@
+"""Booking slots and appointments, desk visits (亮码 flow), clinic notices and reminders."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId, UTCDateTime, utcnow
+
+
+class Slot(Base):
+    """A bookable time slot for one vaccine at one clinic."""
+
+    __tablename__ = "slots"
+    __table_args__ = (CheckConstraint("booked >= 0 AND booked <= capacity", name="within_capacity"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    vaccine_code: Mapped[str] = mapped_column(String(32))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    capacity: Mapped[int] = mapped_column(Integer)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+    mode: Mapped[str] = mapped_column(String(16), default="first_come")  # first_come | lottery
+
+
+class Appointment(Base):
+    """A booking of one vaccinee into one slot."""
+
+    __tablename__ = "appointments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slot_id: Mapped[int] = mapped_column(ForeignKey("slots.id"), index=True)
+    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
+    vaccine_code: Mapped[str] = mapped_column(String(32))
+    booked_by_identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    status: Mapped[str] = mapped_column(String(16), default="booked")  # booked|cancelled|attended|no_show
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# One live booking per person per vaccine, enforced by the database.
+Index(
+    "uq_appointments_active",
+    Appointment.vaccinee_id,
+    Appointment.vaccine_code,
+    unique=True,
+    sqlite_where=text("status = 'booked'"),
+    postgresql_where=text("status = 'booked'"),
+)
+
+
+class Visit(Base):
+    """One pass through the clinic desk: queued → registered → vaccinated → observing → done."""
+
+    __tablename__ = "visits"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    visit_date: Mapped[date] = mapped_column(Date)
+    queue_number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    dose_id: Mapped[int | None] = mapped_column(ForeignKey("doses.id"))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    vaccinated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    observation_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+Index("uq_visits_queue", Visit.clinic_id, Visit.visit_date, Visit.queue_number, unique=True)
+
+
+class Notice(Base):
+    """A clinic's notice to the families booked or registered with it."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # closure | reschedule | stock
+    title: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(String(16), default="booked")  # booked | registered
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Reminder(Base):
+    """A scheduled reminder; ``job_key`` is unique so a new plan replaces the old one."""
+
+    __tablename__ = "reminders"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_key: Mapped[str] = mapped_column(String(128), unique=True)
+    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # dose_due | appointment
+    vaccine_code: Mapped[str] = mapped_column(String(32))
+    dose_number: Mapped[int] = mapped_column(Integer)
+    due_on: Mapped[date] = mapped_column(Date)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")  # scheduled | sent | cancelled
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,79 @@
+"""The provincial registry as imported: clinics, vaccinees' files, their guardians and doses."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId, UTCDateTime, utcnow
+
+
+class Clinic(Base):
+    """A vaccination clinic (接种门诊)."""
+
+    __tablename__ = "clinics"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    region_code: Mapped[str] = mapped_column(String(6), index=True)
+    address: Mapped[str] = mapped_column(String(256), default="")
+    phone: Mapped[str] = mapped_column(String(32), default="")
+
+
+class Vaccinee(Base):
+    """A registry file (接种档案): one person who receives vaccines."""
+
+    __tablename__ = "vaccinees"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    registry_ref: Mapped[str] = mapped_column(String(64), unique=True)  # the registry's own file number
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    id_number_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Newborns have no ID number yet: the birth certificate number keys the file until they do.
+    birth_cert_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    birth_cert_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    name_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    sex: Mapped[str] = mapped_column(String(1))  # M | F
+    birth_date_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    # Coarse, non-identifying: enough to apply claim rules without opening the ciphertext.
+    birth_year: Mapped[int] = mapped_column(Integer)
+    region_code: Mapped[str] = mapped_column(String(6), index=True)
+    clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(16), default="child_clinic")  # obstetrics|child_clinic|adult
+    # Registry corrections take effect the next day (China time): rows carry the date they become visible.
+    effective_from: Mapped[date] = mapped_column(Date)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Guardian(Base):
+    """A guardian's ID number listed on a child's file."""
+
+    __tablename__ = "guardians"
+    __table_args__ = (UniqueConstraint("vaccinee_id", "id_number_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id", ondelete="CASCADE"), index=True)
+    id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    relationship: Mapped[str] = mapped_column(String(16), default="guardian")
+
+
+class Dose(Base):
+    """One dose given (from the registry import or recorded at a clinic desk)."""
+
+    __tablename__ = "doses"
+    __table_args__ = (UniqueConstraint("vaccinee_id", "vaccine_code", "dose_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id", ondelete="CASCADE"), index=True)
+    vaccine_code: Mapped[str] = mapped_column(String(32))
+    dose_number: Mapped[int] = mapped_column(Integer)
+    given_on: Mapped[date] = mapped_column(Date)
+    clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"))
+    lot_number: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(16), default="registry")  # registry | clinic
+    effective_from: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

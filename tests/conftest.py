@@ -1,0 +1,221 @@
+"""Test kit: a network guard, per-test databases (SQLite and PostgreSQL), the fake WeChat API, the app."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.engine import make_url
+
+from bot.app import create_app
+from bot.config import DEV_WECHAT_AES_KEY, Settings, load_settings
+from bot.db import create_engine, migrate
+from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.keys import generate_dev_keys
+
+POSTGRES_URL = os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
+REQUIRE_POSTGRES = os.environ.get("VAXBOT_REQUIRE_POSTGRES", "") == "1"
+
+
+# --- no test touches the real network --------------------------------------------------------
+
+_real_connect = socket.socket.connect
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_local(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if not isinstance(host, str):
+        return False
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+        raise RuntimeError(f"test tried to reach the network: {address[0]}")
+    return _real_connect(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if host is not None and not _is_local(host):
+        raise RuntimeError(f"test tried to resolve a network name: {host}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that reaches beyond loopback (connect or name resolution)."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+def _run_blocking(coroutine: Any) -> None:
+    """Run a coroutine to completion from sync code, even when an event loop is already running here."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
+# --- databases -------------------------------------------------------------------------------
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, scope="session")
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys")
+    generate_dev_keys(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrations run once, and are tested by it)."""
+    path = tmp_path_factory.mktemp("tpl") / "template.db"
+
+    async def build() -> None:
+        engine = create_engine(_settings(f"sqlite+aiosqlite:///{path}", Path(".")))
+        await migrate(engine)
+        await engine.dispose()
+
+    _run_blocking(build())
+    return path
+
+
+def _admin_dsn() -> str:
+    url = make_url(POSTGRES_URL)
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated PostgreSQL database used as TEMPLATE for each test's own database."""
+    if not POSTGRES_URL:
+        if REQUIRE_POSTGRES:
+            pytest.fail("VAXBOT_REQUIRE_POSTGRES=1 but VAXBOT_TEST_POSTGRES_URL is not set")
+        pytest.skip("PostgreSQL not configured (set VAXBOT_TEST_POSTGRES_URL); CI runs these")
+    import asyncpg
+
+    name = f"vaxbot_tpl_{os.getpid()}"
+
+    async def build() -> None:
+        conn = await asyncpg.connect(_admin_dsn())
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        engine = create_engine(_settings(url, Path(".")))
+        await migrate(engine)
+        await engine.dispose()
+
+    _run_blocking(build())
+    yield name
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(_admin_dsn())
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    _run_blocking(drop())
+
+
+@pytest.fixture
+async def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "vaxbot.db"
+        shutil.copyfile(template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    template_name: str = request.getfixturevalue("postgres_template")
+    import asyncpg
+
+    name = f"vaxbot_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(_admin_dsn())
+    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+    await conn.close()
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    conn = await asyncpg.connect(_admin_dsn())
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def _settings(database_url: str, keys_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "env": "test",
+        "database_url": database_url,
+        "keys_dir": keys_dir,
+        "wechat_aes_key": DEV_WECHAT_AES_KEY,
+        "run_outbox_worker": False,
+        "seed_demo_data": False,
+        "log_format": "json",
+    }
+    base.update(overrides)
+    return load_settings(environ={}, env_file=Path("/nonexistent/.env"), **base)
+
+
+# --- the fake WeChat and the app -------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_wechat() -> AsyncIterator[tuple[FakeWeChatAPI, str]]:
+    """The fake WeChat API on loopback: (fake, base URL)."""
+    fake = FakeWeChatAPI("wx0000000000de0001", "dev-secret-not-for-production")
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+def make_settings(database_url: str, keys_dir: Path, fake_wechat: tuple[FakeWeChatAPI, str]) -> Any:
+    """Settings for this test's database and fake WeChat, with overrides."""
+
+    def build(**overrides: Any) -> Settings:
+        overrides.setdefault("wechat_api_base", fake_wechat[1])
+        return _settings(database_url, keys_dir, **overrides)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Settings:
+    return make_settings()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def app_client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The whole service in-process, served on loopback."""
+    app = create_app(settings, migrate_on_start=False)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def wechat(settings: Settings) -> WeChatClientSim:
+    """Plays WeChat's servers calling our webhook."""
+    return WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
