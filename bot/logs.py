@@ -10,7 +10,7 @@ from typing import Any
 
 # A last line of defence: anything shaped like an ID number or a mobile number is masked even if a
 # careless log call passes one. Code must not rely on it: log pseudonyms, never values.
-_ID_LIKE = re.compile(r"(?<!\d)\d{6}(?:19|20)\d{2}\d{4}\d{3}[\dXx](?![\dXx])")
+_ID_LIKE = re.compile(r"(?<!\d)\d{6}(?:18|19|20)\d{2}\d{4}\d{3}[\dXx](?![\dXx])")
 _MOBILE_LIKE = re.compile(r"(?<!\d)(?:\+?86)?1[3-9]\d{9}(?!\d)")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

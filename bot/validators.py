@@ -47,7 +47,7 @@ def parse_id_number(raw: str, today: date | None = None) -> IdNumber:
         birth = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError as exc:
         raise InvalidIdNumber("id_birth_date") from exc
-    if birth.year < 1900 or birth > (today or date.today()):
+    if birth.year < 1800 or birth > (today or date.today()):
         raise InvalidIdNumber("id_birth_date")
     if id_check_char(value[:17]) != value[17]:
         raise InvalidIdNumber("id_check_char")

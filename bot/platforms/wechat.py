@@ -26,7 +26,7 @@ from wechatpy.replies import ArticlesReply, ImageReply, TextReply
 from bot.config import Settings
 from bot.update import Article, Image, OutMessage, Platform, Text, Update, UpdateKind
 
-_HOSTILE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_HOSTILE = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _SIMPLE_EVENTS = {
     "subscribe": UpdateKind.FOLLOW,
     "subscribe_scan": UpdateKind.FOLLOW,
@@ -65,8 +65,14 @@ def _require(query: Mapping[str, str], *names: str) -> list[str]:
     return values
 
 
-def _safe_xml(data: bytes | str) -> dict[str, Any]:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(400, "body is not UTF-8") from exc
+
+
+def _safe_xml(raw: str) -> dict[str, Any]:
     if _HOSTILE.search(raw):
         raise Rejected(400, "xml declarations are not accepted")
     try:
@@ -115,15 +121,15 @@ class WeChatGateway:
         """Verify, decrypt and parse a POST; returns the update and whether the reply must be encrypted."""
         self.verify_signature(query, now)
         encrypted = query.get("encrypt_type", "raw").lower() == "aes"
-        envelope = _safe_xml(body)
+        text = _decode(body)
+        envelope = _safe_xml(text)
         if encrypted:
             inner = self._decrypt(query, envelope)
             root = _safe_xml(inner)
         else:
             if "Encrypt" in envelope and "MsgType" not in envelope:
                 raise Rejected(400, "encrypted body without encrypt_type=aes")
-            inner = body.decode("utf-8", errors="strict") if isinstance(body, bytes) else body
-            root = envelope
+            inner, root = text, envelope
         return self._to_update(inner, root), encrypted
 
     def _decrypt(self, query: Mapping[str, str], envelope: Mapping[str, Any]) -> str:

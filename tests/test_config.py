@@ -1,0 +1,97 @@
+"""Configuration: environment variables, .env files, production refusals."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from bot.app import create_app
+from bot.config import ConfigError, load_settings
+from bot.keys import generate_dev_keys
+
+
+def test_environment_variables_are_read_and_typed(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={
+            "VAXBOT_DATABASE_URL": "postgresql+asyncpg://u@h/db",
+            "VAXBOT_PORT": "9000",
+            "VAXBOT_PILOT_REGIONS": "3206, 3202,3205",
+            "VAXBOT_CHILD_BORN_ON_OR_AFTER": "2018-01-01",
+            "VAXBOT_RUN_OUTBOX_WORKER": "false",
+            "VAXBOT_WECHAT_API_BASE": "http://127.0.0.1:1",
+        },
+        env_file=tmp_path / "none",
+    )
+    assert settings.database_url == "postgresql+asyncpg://u@h/db"
+    assert settings.port == 9000
+    assert settings.pilot_regions == ("3206", "3202", "3205")
+    assert settings.child_born_on_or_after == date(2018, 1, 1)
+    assert settings.run_outbox_worker is False
+    assert settings.wechat_api_base == "http://127.0.0.1:1"
+
+
+def test_env_file_fills_gaps_but_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text('# comment\nVAXBOT_PORT=7000\nVAXBOT_WECHAT_TOKEN="from-file"\n')
+    settings = load_settings(environ={"VAXBOT_PORT": "7100"}, env_file=env_file)
+    assert settings.port == 7100
+    assert settings.wechat_token == "from-file"
+
+
+def test_bad_values_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="VAXBOT_PORT"):
+        load_settings(environ={"VAXBOT_PORT": "eighty"}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match="EncodingAESKey"):
+        load_settings(environ={"VAXBOT_WECHAT_AES_KEY": "short"}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match="VAXBOT_ENV"):
+        load_settings(environ={"VAXBOT_ENV": "staging"}, env_file=tmp_path / "none")
+
+
+def test_empty_aes_key_means_plain_mode_only(tmp_path: Path) -> None:
+    settings = load_settings(environ={"VAXBOT_WECHAT_AES_KEY": ""}, env_file=tmp_path / "none")
+    assert settings.wechat_safe_mode_available is False
+
+
+def test_production_refuses_dev_keys_and_dev_secrets(tmp_path: Path) -> None:
+    generate_dev_keys(tmp_path)
+    settings = load_settings(
+        environ={"VAXBOT_ENV": "production", "VAXBOT_KEYS_DIR": str(tmp_path)}, env_file=tmp_path / "x"
+    )
+    with pytest.raises(ConfigError) as info:
+        create_app(settings)
+    message = str(info.value)
+    assert "development keys" in message
+    assert "VAXBOT_WECHAT_SECRET" in message
+    assert "https" in message
+
+
+def test_production_with_real_material_starts(tmp_path: Path) -> None:
+    import base64
+    import json
+    import secrets
+
+    (tmp_path / "vault.json").write_text(
+        json.dumps(
+            {
+                "dev": False,
+                "active_kid": 1,
+                "data_keys": {"1": base64.b64encode(secrets.token_bytes(32)).decode()},
+                "hash_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            }
+        )
+    )
+    settings = load_settings(
+        environ={
+            "VAXBOT_ENV": "production",
+            "VAXBOT_KEYS_DIR": str(tmp_path),
+            "VAXBOT_WECHAT_APPID": "wx1234567890abcdef",
+            "VAXBOT_WECHAT_SECRET": secrets.token_hex(16),
+            "VAXBOT_WECHAT_TOKEN": secrets.token_hex(8),
+            "VAXBOT_WECHAT_AES_KEY": base64.b64encode(secrets.token_bytes(32)).decode()[:43],
+            "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org",
+        },
+        env_file=tmp_path / "x",
+    )
+    assert create_app(settings) is not None

@@ -1,0 +1,61 @@
+"""Operations: health, metrics, and the menu command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.app import create_app
+from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from tests.conftest import _settings
+from tests.helpers import Client, post
+
+
+async def test_healthz_reports_the_database(app_client: Client) -> None:
+    response = await app_client.get("/healthz")
+    assert response.status == 200
+    assert (await response.json())["database"] == "ok"
+
+
+async def test_healthz_fails_when_the_database_is_unreachable(keys_dir: Path) -> None:
+    settings = _settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir)
+    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert (await response.json())["database"] == "unreachable"
+    finally:
+        await client.close()
+
+
+async def test_metrics_count_requests_outcomes_and_outbox(app_client: Client, wechat: WeChatClientSim) -> None:
+    await post(app_client, wechat.sign(wechat.text("o-m", "你好")))
+    bad = wechat.sign(wechat.text("o-m", "你好"))
+    bad.query["signature"] = "0" * 40
+    await post(app_client, bad)
+    text = await (await app_client.get("/metrics")).text()
+    assert 'vaxbot_webhook_requests_total{outcome="ok",platform="wechat"} 1.0' in text
+    assert 'vaxbot_webhook_requests_total{outcome="rejected",platform="wechat"} 1.0' in text
+    assert 'vaxbot_outbox_messages{status="passive"} 1.0' in text
+    assert "vaxbot_webhook_seconds_bucket" in text
+    assert "o-m" not in text  # no user ids in metrics
+
+
+async def test_menu_command_pushes_the_menu(make_settings: Any, fake_wechat: tuple[FakeWeChatAPI, str]) -> None:
+    from bot.appkeys import WECHAT_API
+    from bot.menu import wechat_menu
+
+    app = create_app(make_settings(), migrate_on_start=False)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        await app[WECHAT_API].create_menu(wechat_menu())
+    finally:
+        await client.close()
+    menus = [item for item in fake_wechat[0].received if item.path == "menu/create"]
+    assert len(menus) == 1
+    names = [button["name"] for button in menus[0].body["button"]]
+    assert names == ["我的接种证", "亮码预约", "帮助"]

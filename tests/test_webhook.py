@@ -1,0 +1,271 @@
+"""The /wechat endpoint over HTTP on both databases: rejections, duplicates, the deadline, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+import bot.app
+from bot.app import create_app
+from bot.appkeys import METRICS
+from bot.config import Settings
+from bot.conversation import Context, Route, Router, text_in
+from bot.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
+from handlers import build_router
+from models import AuditEntry, ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage
+from tests.helpers import Client, count, drain_outbox, outbox_rows, post
+
+
+async def test_url_check(app_client: Client, wechat: WeChatClientSim) -> None:
+    response = await app_client.get("/wechat", params=wechat.url_check("hello-echo"))
+    assert response.status == 200 and await response.text() == "hello-echo"
+    bad = wechat.url_check("hello-echo")
+    bad["timestamp"] = str(int(bad["timestamp"]) + 1)
+    response = await app_client.get("/wechat", params=bad)
+    assert response.status == 403
+
+
+def _tamper(request: SignedRequest, **query: str) -> SignedRequest:
+    return SignedRequest({**request.query, **query}, request.body)
+
+
+async def test_rejections_change_nothing(app_client: Client, wechat: WeChatClientSim) -> None:
+    good = wechat.sign(wechat.text("o-x", "你好"))
+    wrong_app = WeChatClientSim(wechat.token, "wx_not_our_app", wechat.aes_key).sign(wechat.text("o-x", "你好"))
+    stale = wechat.sign(wechat.text("o-x", "你好"), timestamp=int(time.time()) - 3600)
+    cases: list[tuple[SignedRequest, int]] = [
+        (_tamper(good, signature="0" * 40), 403),
+        (_tamper(good, msg_signature="f" * 40), 403),
+        (wrong_app, 403),
+        (stale, 403),
+        (SignedRequest({k: v for k, v in good.query.items() if k != "nonce"}, good.body), 400),
+        (SignedRequest({}, good.body), 400),
+        (SignedRequest(wechat.sign("<xml/>", mode="plain").query, b"<xml><oops"), 400),
+    ]
+    for request, status in cases:
+        got, body = await post(app_client, request)
+        assert got == status, (request.query, body)
+        assert "Traceback" not in body
+    assert await count(app_client, ProcessedMessage) == 0
+    assert await count(app_client, OutboxMessage) == 0
+    assert await count(app_client, PlatformAccount) == 0
+
+
+async def test_oversized_body_is_refused(app_client: Client, wechat: WeChatClientSim, settings: Settings) -> None:
+    huge = wechat.sign(wechat.text("o-big", "啊" * settings.max_body_bytes), mode="plain")
+    status, _ = await post(app_client, huge)
+    assert status == 413
+    assert await count(app_client, ProcessedMessage) == 0
+
+
+async def test_retries_take_effect_once_and_answer_once(
+    app_client: Client, wechat: WeChatClientSim, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    xml = wechat.text("o-dup", "客服电话", msg_id=424242)
+    answers = []
+    for _ in range(3):  # WeChat's three tries, one after another
+        status, body = await post(app_client, wechat.sign(xml))
+        assert status == 200
+        answers.append(wechat.open_reply(body))
+    assert answers[0] is not None and "400-101-6588" in answers[0]["Content"]
+    assert answers[1:] == [None, None]
+    await drain_outbox(app_client)
+    assert fake_wechat[0].sent_to("o-dup") == []
+    assert await count(app_client, ProcessedMessage) == 1
+    assert len(await outbox_rows(app_client, recipient="o-dup")) == 1
+
+
+async def test_concurrent_duplicates_answer_once(
+    app_client: Client, wechat: WeChatClientSim, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    for n in range(4):
+        xml = wechat.text(f"o-race-{n}", "帮助", msg_id=777000 + n)
+        results = await asyncio.gather(*(post(app_client, wechat.sign(xml)) for _ in range(3)))
+        assert all(status == 200 for status, _ in results)
+        passive = [wechat.open_reply(body) for _, body in results]
+        await drain_outbox(app_client)
+        pushed = fake_wechat[0].texts_to(f"o-race-{n}")
+        assert len([p for p in passive if p is not None]) + len(pushed) == 1, (passive, pushed)
+    assert await count(app_client, ProcessedMessage) == 4
+
+
+async def test_duplicate_follow_events_greet_once(app_client: Client, wechat: WeChatClientSim) -> None:
+    xml = wechat.event("o-follow", "subscribe", create_time=int(time.time()))
+    bodies = [await post(app_client, wechat.sign(xml)) for _ in range(2)]
+    assert wechat.open_reply(bodies[0][1]) is not None
+    assert wechat.open_reply(bodies[1][1]) is None
+
+
+@pytest.fixture
+def patched_router(monkeypatch: pytest.MonkeyPatch) -> Callable[[Route], None]:
+    """Put an extra route in front of the real ones (for slow or failing handlers)."""
+
+    def install(route: Route) -> None:
+        def build() -> Router:
+            router = build_router()
+            router.add([route])
+            router._routes.insert(0, router._routes.pop())
+            return router
+
+        monkeypatch.setattr(bot.app, "build_router", build)
+
+    return install
+
+
+async def _client(settings: Settings) -> TestClient[web.Request, web.Application]:
+    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+async def test_slow_work_is_acknowledged_in_time_and_answered_through_the_outbox(
+    make_settings: Any, patched_router: Callable[[Route], None], fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    async def slow(ctx: Context) -> None:
+        await asyncio.sleep(0.8)
+        ctx.say("contact")
+
+    patched_router(Route(text_in("慢一点"), slow))
+    settings = make_settings(reply_deadline_seconds=0.3)
+    client = await _client(settings)
+    try:
+        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+        started = time.perf_counter()
+        status, body = await post(client, sim.sign(sim.text("o-slow", "慢一点")))
+        elapsed = time.perf_counter() - started
+        assert status == 200 and body == "success"
+        assert elapsed < 0.6, elapsed
+        await asyncio.sleep(0.8 + 1.0)  # the handler finishes; the hold past the deadline lapses
+        await drain_outbox(client)
+        texts = fake_wechat[0].texts_to("o-slow")
+        assert len(texts) == 1 and "400-101-6588" in texts[0]
+    finally:
+        await client.close()
+
+
+async def test_handler_crash_rolls_back_and_apologises(
+    make_settings: Any, patched_router: Callable[[Route], None]
+) -> None:
+    async def broken(ctx: Context) -> None:
+        ctx.account.following = False
+        ctx.say("contact")
+        raise RuntimeError("bug")
+
+    patched_router(Route(text_in("坏了"), broken))
+    settings = make_settings()
+    client = await _client(settings)
+    try:
+        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+        xml = sim.text("o-crash", "坏了")
+        status, body = await post(client, sim.sign(xml))
+        reply = sim.open_reply(body)
+        assert status == 200 and reply is not None
+        assert "系统刚才开了个小差" in reply["Content"]
+        # The retry is a duplicate: no second apology.
+        _, again = await post(client, sim.sign(xml))
+        assert again == "success"
+        rows = await outbox_rows(client, recipient="o-crash")
+        assert [row.payload["content"] for row in rows] == [reply["Content"]]
+        assert client.app[METRICS].handler_errors.labels("wechat")._value.get() == 1
+    finally:
+        await client.close()
+
+
+async def test_unknown_types_get_a_polite_answer(app_client: Client, wechat: WeChatClientSim) -> None:
+    from bot.fakes.wechat import message_xml
+
+    voice = message_xml("gh", "o-voice", "voice", {"MediaId": "m", "Format": "amr", "MsgId": 99001}, int(time.time()))
+    status, body = await post(app_client, wechat.sign(voice))
+    reply = wechat.open_reply(body)
+    assert status == 200 and reply is not None and "只能看懂文字" in reply["Content"]
+    status, body = await post(app_client, wechat.sign(wechat.event("o-voice", "LOCATION", Latitude="1")))
+    assert status == 200 and wechat.open_reply(body) is not None
+
+
+async def test_platform_reports_get_no_answer(app_client: Client, wechat: WeChatClientSim) -> None:
+    report = wechat.event("o-r", "TEMPLATESENDJOBFINISH", MsgID=1234, Status="success")
+    status, body = await post(app_client, wechat.sign(report))
+    assert status == 200 and body == "success"
+
+
+async def test_unfollow_is_recorded_and_refollow_welcomes_back(app_client: Client, wechat: WeChatClientSim) -> None:
+    await post(app_client, wechat.sign(wechat.event("o-u", "subscribe", create_time=1_800_000_000 - 10)))
+    status, body = await post(
+        app_client, wechat.sign(wechat.event("o-u", "unsubscribe", create_time=1_800_000_000 - 5))
+    )
+    assert status == 200 and body == "success"
+    from sqlalchemy import select
+
+    from bot.appkeys import SESSIONS
+
+    async with app_client.app[SESSIONS]() as session:
+        account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == "o-u"))).one()
+        assert account.following is False and account.unfollowed_at is not None
+    _, body = await post(app_client, wechat.sign(wechat.event("o-u", "subscribe")))
+    reply = wechat.open_reply(body)
+    assert reply is not None and "欢迎回来" in reply["Content"]
+
+
+async def test_faq_menu_flow_keeps_state_between_messages(app_client: Client, wechat: WeChatClientSim) -> None:
+    async def say(text: str) -> str:
+        _, body = await post(app_client, wechat.sign(wechat.text("o-faq", text)))
+        reply = wechat.open_reply(body)
+        assert reply is not None
+        return str(reply["Content"])
+
+    assert "回复数字" in await say("常见问题")
+    assert "犬伤预防接种信息系统" in await say("5")
+    assert "产科" in await say("4")  # still in the menu: another number works
+    assert "1–7" in await say("随便说点什么")
+    assert "已退出" in await say("退出")
+    assert "没太明白" in await say("5")  # out of the menu: a bare number means nothing now
+    from sqlalchemy import select
+
+    from bot.appkeys import SESSIONS
+
+    async with app_client.app[SESSIONS]() as session:
+        row = (await session.scalars(select(ConversationState).where(ConversationState.user_id == "o-faq"))).one()
+        assert row.state is None
+
+
+async def test_expired_step_is_explained(app_client: Client, wechat: WeChatClientSim) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.appkeys import SESSIONS
+    from models import utcnow
+
+    _, body = await post(app_client, wechat.sign(wechat.text("o-exp", "常见问题")))
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(
+            update(ConversationState)
+            .where(ConversationState.user_id == "o-exp")
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    _, body = await post(app_client, wechat.sign(wechat.text("o-exp", "3")))
+    reply = wechat.open_reply(body)
+    assert reply is not None and "超时" in reply["Content"]
+
+
+async def test_menu_items_answer_honestly(app_client: Client, wechat: WeChatClientSim) -> None:
+    from bot.menu import LABELS
+
+    for key, label in LABELS.items():
+        _, body = await post(app_client, wechat.sign(wechat.event(f"o-menu-{key}", "CLICK", EventKey=key)))
+        reply = wechat.open_reply(body)
+        assert reply is not None, key
+        assert reply["Content"].strip(), key
+        if key not in ("HELP_FAQ", "HELP_CONTACT"):
+            assert f"「{label}」功能正在建设中" in reply["Content"]
+
+
+async def test_no_audit_rows_from_plain_chat(app_client: Client, wechat: WeChatClientSim) -> None:
+    await post(app_client, wechat.sign(wechat.text("o-a", "你好")))
+    assert await count(app_client, AuditEntry) == 0
