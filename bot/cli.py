@@ -34,6 +34,16 @@ def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
     return dataclasses.replace(settings, wechat_api_base=f"http://{settings.host}:{settings.port}{DEV_API_PREFIX}")
 
 
+def build_serving_app(settings: Settings) -> web.Application:
+    """The app ``serve`` runs: in development, with the fake of WeChat's API mounted beside it."""
+    app = create_app(settings, migrate_on_start=False)
+    if not settings.production:
+        from bot.fakes.wechat import FakeWeChatAPI
+
+        app.add_subapp(DEV_API_PREFIX, FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret).app())
+    return app
+
+
 async def prepare(settings: Settings) -> None:
     """Keys (generated in development), schema, and demo data when enabled."""
     keyring = ensure_keyring(settings.keys_dir, allow_generate=not settings.production)
@@ -52,11 +62,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     settings = _dev_api_base(settings, dict(os.environ))
     asyncio.run(prepare(settings))
-    app = create_app(settings, migrate_on_start=False)
-    if not settings.production:
-        from bot.fakes.wechat import FakeWeChatAPI
-
-        app.add_subapp(DEV_API_PREFIX, FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret).app())
+    app = build_serving_app(settings)
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
     print(
         f"vaxbot is running at http://{settings.host}:{settings.port}\n"
@@ -145,6 +151,18 @@ def cmd_wechat_menu(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    """Chat with a running development server from the terminal, as a WeChat user."""
+    if settings.production:
+        print("vaxbot chat is a development tool; it is refused in production", file=sys.stderr)
+        return 2
+    from bot.chat import run_chat
+
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    asyncio.run(run_chat(settings, url, args.user, args.mode, input))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="vaxbot", description="Electronic vaccination certificate assistant")
@@ -165,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     wechat = sub.add_parser("wechat", help="WeChat account management")
     wechat.add_argument("action", choices=["menu"])
     wechat.set_defaults(func=cmd_wechat_menu)
+    chat = sub.add_parser("chat", help="talk to a running development server as a WeChat user")
+    chat.add_argument("--user", default="demo-parent")
+    chat.add_argument("--url")
+    chat.add_argument("--mode", choices=["safe", "compatible", "plain"], default="safe")
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 

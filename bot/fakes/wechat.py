@@ -196,7 +196,22 @@ class FakeWeChatAPI:
         app.router.add_get("/cgi-bin/token", self._token_legacy)
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/{path:.+}", self._call)
+        app.router.add_get("/inbox", self._inbox)
         return app
+
+    async def _inbox(self, request: web.Request) -> web.Response:
+        """Development only: what was sent to one user, from position ``after`` (for ``vaxbot chat``)."""
+        touser = request.query.get("touser", "")
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            after = 0
+        items = [
+            {"position": position, "path": item.path, "body": item.body}
+            for position, item in enumerate(self.received)
+            if position >= after and item.body.get("touser") == touser
+        ]
+        return web.json_response({"items": items, "next": len(self.received)})
 
     def _issue(self) -> str:
         now = time.time()

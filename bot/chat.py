@@ -1,0 +1,122 @@
+"""``vaxbot chat``: talk to a running vaxbot from a terminal, exactly as WeChat's servers would.
+
+Every line is sent as a signed (and, in safe mode, encrypted) WeChat push to ``/wechat``; the passive
+reply is opened and printed, and messages pushed later through the customer-service API are read back
+from the development fake of WeChat's API. Development only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import aiohttp
+
+from bot.config import Settings
+from bot.fakes.wechat import WeChatClientSim
+from bot.menu import MENU
+
+HELP = "输入文字直接发送。命令：/follow 关注  /unfollow 取消关注  /click KEY 点菜单  /menu 菜单项  /quit 退出"
+
+
+def describe(body: dict[str, Any]) -> str:
+    """A one-line rendering of a message WeChat would show."""
+    kind = body.get("MsgType") or body.get("msgtype")
+    if kind == "text":
+        content = body.get("Content") or body.get("text", {}).get("content", "")
+        return str(content)
+    if kind == "image":
+        return "[图片]"
+    if kind == "news":
+        articles = body.get("news", {}).get("articles") or []
+        title = articles[0]["title"] if articles else body.get("Articles", {}).get("item", {}).get("Title", "")
+        return f"[链接] {title}"
+    if "template_id" in body:
+        return "[模板消息] " + " / ".join(str(v.get("value", "")) for v in body.get("data", {}).values())
+    return f"[{kind}]"
+
+
+class ChatSession:
+    """One user's conversation with a running vaxbot."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, settings: Settings, user: str, mode: str) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self.mode = mode
+        self.sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+        self.inbox_position = 0
+
+    async def start(self) -> None:
+        """Skip messages sent before this session."""
+        self.inbox_position = (await self._inbox())["next"]
+
+    async def _inbox(self) -> dict[str, Any]:
+        async with self.http.get(
+            f"{self.base_url}/_dev/wechat/inbox", params={"touser": self.user, "after": str(self.inbox_position)}
+        ) as response:
+            data: dict[str, Any] = await response.json()
+            return data
+
+    async def send(self, line: str) -> list[str]:
+        """Send one line (text or a /command); the answers, passive and pushed, in order."""
+        if line.startswith("/follow"):
+            xml = self.sim.event(self.user, "subscribe")
+        elif line.startswith("/unfollow"):
+            xml = self.sim.event(self.user, "unsubscribe")
+        elif line.startswith("/click"):
+            xml = self.sim.event(self.user, "CLICK", EventKey=line.partition(" ")[2].strip())
+        else:
+            xml = self.sim.text(self.user, line)
+        request = self.sim.sign(xml, mode=self.mode)
+        async with self.http.post(f"{self.base_url}/wechat", params=request.query, data=request.body) as response:
+            body = await response.text()
+            if response.status != 200:
+                return [f"(HTTP {response.status}: {body})"]
+        answers = []
+        reply = self.sim.open_reply(body)
+        if reply is not None:
+            answers.append(describe(reply))
+        # Pushed messages arrive through the outbox: wait for them a little (longer after an acknowledgement).
+        waited, limit = 0.0, 0.6 if reply is not None else 7.0
+        while waited < limit:
+            await asyncio.sleep(0.2)
+            waited += 0.2
+            inbox = await self._inbox()
+            self.inbox_position = inbox["next"]
+            pushed = [describe(item["body"]) for item in inbox["items"]]
+            answers.extend(pushed)
+            if pushed and reply is None:
+                break
+        return answers
+
+
+async def run_chat(
+    settings: Settings, base_url: str, user: str, mode: str, read_line: Callable[[], str], out: TextIO = sys.stdout
+) -> None:
+    """The interactive loop."""
+    async with aiohttp.ClientSession() as http:
+        session = ChatSession(http, base_url, settings, user, mode)
+        try:
+            await session.start()
+        except aiohttp.ClientError:
+            print(f"连接不到 {base_url}，请先运行 make run（或 vaxbot serve）。", file=out)
+            return
+        print(f"已连接 {base_url}，你是微信用户 {user}（{mode} 模式）。{HELP}", file=out)
+        while True:
+            try:
+                line = (await asyncio.to_thread(read_line)).strip()
+            except EOFError:
+                break
+            if not line:
+                continue
+            if line == "/quit":
+                break
+            if line == "/menu":
+                for group, items in MENU:
+                    print(f"  {group}: " + "  ".join(f"{label}=/click {key.value}" for label, key in items), file=out)
+                continue
+            for answer in await session.send(line):
+                print(f"vaxbot> {answer}", file=out)

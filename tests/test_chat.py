@@ -1,0 +1,43 @@
+"""The terminal client against the development server (the fake WeChat API mounted in-process)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer, unused_port
+
+from bot.chat import ChatSession, run_chat
+from bot.cli import DEV_API_PREFIX, build_serving_app
+
+
+async def test_chat_session_talks_through_the_signed_webhook(make_settings: Any) -> None:
+    port = unused_port()
+    settings = make_settings(
+        port=port, wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}", run_outbox_worker=True
+    )
+    server = TestServer(build_serving_app(settings), host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            chat = ChatSession(http, f"http://127.0.0.1:{port}", settings, "demo-chat", "safe")
+            await chat.start()
+            assert any("欢迎关注" in answer for answer in await chat.send("/follow"))
+            assert any("400-101-6588" in answer for answer in await chat.send("客服电话"))
+            assert any("回复数字" in answer for answer in await chat.send("/click HELP_FAQ"))
+
+        lines = iter(["/menu", "狂犬疫苗", "/quit"])
+        out = io.StringIO()
+        await run_chat(settings, f"http://127.0.0.1:{port}", "demo-chat-2", "plain", lambda: next(lines), out)
+        text = out.getvalue()
+        assert "申领接种证=/click CERT_CLAIM" in text
+        assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
+    finally:
+        await server.close()
+
+
+async def test_chat_explains_when_no_server_runs(make_settings: Any) -> None:
+    out = io.StringIO()
+    await run_chat(make_settings(), f"http://127.0.0.1:{unused_port()}", "u", "safe", lambda: "/quit", out)
+    assert "请先运行 make run" in out.getvalue()
