@@ -222,9 +222,12 @@ class Engine:
                 await session.flush()
                 return Outcome(duplicate=False, replies=(message,), outbox_ids=(row.id,), failed=True)
         except Exception:
-            # The database itself is failing: nothing recorded, so the platform's retry will run it again.
+            # The database itself is failing: nothing is recorded, but the user is still told, in the
+            # passive reply, that it did not work and to try again.
             log.exception("could not record the failure", extra={"platform": update.platform.value})
-            return Outcome(duplicate=False, failed=True)
+            if update.kind not in CONVERSATIONAL_KINDS:
+                return Outcome(duplicate=False, failed=True)
+            return Outcome(duplicate=False, replies=(message,), failed=True)
 
     @staticmethod
     def _current(row: ConversationState, now: datetime) -> tuple[Snapshot, str | None]:
@@ -250,6 +253,8 @@ class Engine:
             self._on_enqueued()
             return None
         outcome = task.result()
+        if outcome.failed and outcome.replies and not outcome.outbox_ids:
+            return outcome.replies[0]  # nothing could be queued: answer directly
         if outcome.duplicate or not outcome.outbox_ids:
             return None
         first, *rest = outcome.outbox_ids

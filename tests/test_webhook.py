@@ -269,3 +269,18 @@ async def test_menu_items_answer_honestly(app_client: Client, wechat: WeChatClie
 async def test_no_audit_rows_from_plain_chat(app_client: Client, wechat: WeChatClientSim) -> None:
     await post(app_client, wechat.sign(wechat.text("o-a", "你好")))
     assert await count(app_client, AuditEntry) == 0
+
+
+async def test_database_outage_still_answers_the_user(keys_dir: Any) -> None:
+    from tests.conftest import _settings
+
+    settings = _settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir)
+    client = await _client(settings)
+    try:
+        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+        status, body = await post(client, sim.sign(sim.text("o-outage", "你好")))
+        reply = sim.open_reply(body)
+        assert status == 200 and reply is not None
+        assert "请稍后再试" in reply["Content"]
+    finally:
+        await client.close()
