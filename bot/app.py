@@ -12,7 +12,20 @@ from aiohttp import web
 from sqlalchemy import text
 
 from bot import webhooks
-from bot.appkeys import DB, ENGINE, HTTP, KEYRING, METRICS, SERVICES, SESSIONS, SETTINGS, WECHAT, WECHAT_API, WORKER
+from bot.appkeys import (
+    DB,
+    ENGINE,
+    HTTP,
+    KEYRING,
+    METRICS,
+    SCHEDULER,
+    SERVICES,
+    SESSIONS,
+    SETTINGS,
+    WECHAT,
+    WECHAT_API,
+    WORKER,
+)
 from bot.config import ConfigError, Settings
 from bot.conversation import Services
 from bot.db import create_engine, migrate, sessionmaker
@@ -24,6 +37,7 @@ from bot.outbox import OutboxWorker, outbox_depth
 from bot.pii import Vault
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI, WeChatSender
+from bot.scheduler import Scheduler, prune
 from handlers import build_router
 
 log = logging.getLogger("vaxbot.app")
@@ -92,7 +106,23 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         on_enqueued=worker.wake,
     )
     task = asyncio.create_task(worker.run()) if settings.run_outbox_worker else None
+    scheduler = Scheduler()
+    scheduler.every(
+        "housekeeping",
+        timedelta(hours=1),
+        lambda: prune(
+            sessions,
+            timedelta(days=settings.processed_key_ttl_days),
+            timedelta(days=settings.delivered_outbox_ttl_days),
+        ),
+        first_in=60,
+    )
+    app[SCHEDULER] = scheduler
+    scheduler_task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield
+    if scheduler_task is not None:
+        scheduler.stop()
+        await asyncio.wait({scheduler_task}, timeout=5)
     # Why this order: requests have drained (aiohttp stops accepting first); finish their late
     # updates so their replies are queued, then let the worker deliver what it has in hand.
     await app[ENGINE].drain(grace=settings.reply_deadline_seconds + 2)

@@ -14,6 +14,7 @@ from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI
+from bot.scheduler import Scheduler
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", Keyring)
@@ -26,3 +27,4 @@ ENGINE = web.AppKey("engine", Engine)
 WECHAT = web.AppKey("wechat", WeChatGateway)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)
 WORKER = web.AppKey("worker", OutboxWorker)
+SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -54,6 +54,8 @@ class Settings:
 
     state_ttl_seconds: int = 30 * 60
     processed_key_ttl_days: int = 3
+    delivered_outbox_ttl_days: int = 30
+    run_scheduler: bool = True
 
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")

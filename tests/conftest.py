@@ -169,6 +169,7 @@ def _settings(database_url: str, keys_dir: Path, **overrides: Any) -> Settings:
         "keys_dir": keys_dir,
         "wechat_aes_key": DEV_WECHAT_AES_KEY,
         "run_outbox_worker": False,
+        "run_scheduler": False,
         "seed_demo_data": False,
         "log_format": "json",
     }
