@@ -30,7 +30,7 @@ from bot.config import ConfigError, Settings
 from bot.conversation import Services
 from bot.db import create_engine, migrate, sessionmaker
 from bot.engine import Engine
-from bot.keys import load_keyring
+from bot.keys import Keyring, load_keyring
 from bot.messages import build_catalogue
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker, outbox_depth
@@ -43,13 +43,18 @@ from handlers import build_router
 log = logging.getLogger("vaxbot.app")
 
 
-def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Application:
-    """Build the service; refuses production settings that still use development keys or secrets."""
-    keyring = load_keyring(settings.keys_dir)
+def refuse_unsafe_production(settings: Settings, keyring: Keyring) -> None:
+    """Raise :class:`ConfigError` when production would run with development keys or secrets."""
     if settings.production:
         problems = settings.production_problems(dev_keys=keyring.dev)
         if problems:
             raise ConfigError("refusing to start in production: " + "; ".join(problems))
+
+
+def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Application:
+    """Build the service; refuses production settings that still use development keys or secrets."""
+    keyring = load_keyring(settings.keys_dir)
+    refuse_unsafe_production(settings, keyring)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring
@@ -130,6 +135,9 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         worker.stop()
         try:
             await asyncio.wait_for(task, timeout=15)
+            # One last pass for what the drained requests just queued; anything left waits for the
+            # next process (rows are committed, nothing is lost).
+            await asyncio.wait_for(worker.run_once(), timeout=5)
         except TimeoutError:
             log.warning("outbox worker did not stop in time; its leases will expire and be retried")
 

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,7 @@ from bot.update import CONVERSATIONAL_KINDS, OutMessage, Text, Update
 from models import ConversationState, PlatformAccount, ProcessedMessage, utcnow
 
 log = logging.getLogger("vaxbot.engine")
+_T = TypeVar("_T")
 
 # A handler that runs longer than this is abandoned (its transaction rolls back).
 HANDLER_LIMIT_SECONDS = 60.0
@@ -243,14 +244,12 @@ class Engine:
         the worker; otherwise the webhook answers with an acknowledgement and the worker sends them all.
         """
         hold_until = received_at + timedelta(seconds=deadline + 1.0)
-        task = asyncio.create_task(self.process(update, hold_until))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._track(self.process(update, hold_until))
         remaining = deadline - (utcnow() - received_at).total_seconds()
         done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
         if not done:
             log.warning("deadline passed; answer goes through the outbox", extra={"platform": update.platform.value})
-            self._on_enqueued()
+            self._track(self._release_when_done(task))
             return None
         outcome = task.result()
         if outcome.failed and outcome.replies and not outcome.outbox_ids:
@@ -270,6 +269,24 @@ class Engine:
         if rest:
             self._on_enqueued()
         return outcome.replies[0] if claimed else None
+
+    def _track(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _release_when_done(self, task: asyncio.Task[Outcome]) -> None:
+        """A late update's replies go out as soon as they are queued, not when their hold lapses."""
+        outcome = await task
+        if not outcome.outbox_ids:
+            return
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await outbox.release_held(session, outcome.outbox_ids)
+        except Exception:
+            log.exception("could not release late replies; they go out when their hold lapses")
+        self._on_enqueued()
 
     async def drain(self, grace: float) -> None:
         """Wait for updates still being processed (graceful shutdown)."""

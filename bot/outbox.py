@@ -103,13 +103,18 @@ async def claim_passive(session: AsyncSession, first_id: int, follow_up_ids: Seq
         .values(status="passive", sent_at=now)
     )
     claimed = bool(getattr(result, "rowcount", 0))
-    if follow_up_ids:
+    await release_held(session, follow_up_ids)
+    return claimed
+
+
+async def release_held(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Make held rows due now (their passive chance is over)."""
+    if ids:
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id.in_(follow_up_ids), OutboxMessage.status == "pending")
-            .values(available_at=now)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+            .values(available_at=utcnow())
         )
-    return claimed
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
@@ -167,13 +172,14 @@ class OutboxWorker:
     async def run(self) -> None:
         """Deliver until stopped."""
         while not self._stopping:
+            # Cleared before the claim, not after: a wake() that lands while the claim runs is kept.
+            self._wake.clear()
             try:
                 handled = await self.run_once()
             except Exception:
                 log.exception("outbox batch failed")
                 handled = 0
             if handled == 0 and not self._stopping:
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
                 except TimeoutError:
