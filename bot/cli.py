@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from bot.app import create_app
+from bot.app import create_app, refuse_unsafe_production
 from bot.appkeys import WECHAT_API
 from bot.config import DEV_WECHAT_APPID, ConfigError, Settings, load_settings
 from bot.db import create_engine, migrate, sessionmaker
@@ -47,6 +47,7 @@ def build_serving_app(settings: Settings) -> web.Application:
 async def prepare(settings: Settings) -> None:
     """Keys (generated in development), schema, and demo data when enabled."""
     keyring = ensure_keyring(settings.keys_dir, allow_generate=not settings.production)
+    refuse_unsafe_production(settings, keyring)  # before touching the database
     engine = create_engine(settings)
     try:
         await migrate(engine)

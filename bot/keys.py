@@ -58,7 +58,10 @@ def load_keyring(keys_dir: Path) -> Keyring:
     """Read ``keys/vault.json``; raise :class:`KeyringError` with a clear reason when unusable."""
     path = keys_dir / KEYRING_FILE
     if not path.is_file():
-        raise KeyringError(f"no keyring at {path.name} in the keys directory; run `vaxbot keys generate-dev`")
+        raise KeyringError(
+            f"no keyring ({path.name}) in the keys directory: see keys/README.md"
+            " (for development, `vaxbot keys generate-dev`)"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         data_keys = {int(kid): base64.b64decode(value) for kid, value in raw["data_keys"].items()}
