@@ -95,7 +95,7 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
     app[WECHAT_API] = wechat_api
     worker = OutboxWorker(
         sessions,
-        {"wechat": WeChatSender(wechat_api)},
+        {"wechat": WeChatSender(wechat_api, sessions)},
         metrics,
         batch_size=settings.outbox_batch_size,
         max_attempts=settings.outbox_max_attempts,

@@ -14,18 +14,21 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db import dialect_insert
 from bot.metrics import Metrics
 from bot.outbox import SendError
-from models import OutboxMessage, PlatformToken, utcnow
+from models import OutboxMessage, PlatformAccount, PlatformToken, utcnow
 
 log = logging.getLogger("vaxbot.wechat.api")
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+# Customer-service messages may only follow a user's own message within this window.
+SERVICE_WINDOW = timedelta(hours=48)
+CUSTOMER_SERVICE_KINDS = frozenset({"text", "image", "news"})
 # Refresh this long before WeChat's stated expiry, so no request goes out with a dying token.
 TOKEN_MARGIN = timedelta(minutes=5)
 RETRYABLE = {-1: 5.0, 45009: 600.0}  # errcode → minimum seconds before trying again
@@ -246,40 +249,75 @@ class WeChatAPI:
 class WeChatSender:
     """Delivers outbox rows through :class:`WeChatAPI`, mapping errcodes to retry or dead-letter."""
 
-    def __init__(self, api: WeChatAPI) -> None:
+    def __init__(self, api: WeChatAPI, sessions: async_sessionmaker[AsyncSession] | None = None) -> None:
         self._api = api
+        self._sessions = sessions
 
     async def send(self, row: OutboxMessage) -> None:
         """Deliver one row or raise :class:`SendError`."""
-        payload = row.payload
+        if row.kind in CUSTOMER_SERVICE_KINDS and self._sessions is not None:
+            await self._check_window(row)
         try:
-            if row.kind == "text":
-                await self._api.send_text(row.recipient, str(payload["content"]))
-            elif row.kind == "image":
-                media_id = payload.get("media_id")
-                if not media_id:
-                    media_id = await self._api.upload_image(base64.b64decode(payload["png_base64"]))
-                await self._api.send_image(row.recipient, str(media_id))
-            elif row.kind == "news":
-                await self._api.send_news(row.recipient, {k: str(v) for k, v in payload.items()})
-            elif row.kind == "template":
-                await self._api.send_template(
-                    row.recipient,
-                    str(payload["template_id"]),
-                    dict(payload["data"]),
-                    str(payload.get("url", "")),
-                )
-            elif row.kind == "subscribe":
-                await self._api.send_subscription(
-                    row.recipient,
-                    str(payload["template_id"]),
-                    dict(payload["data"]),
-                    str(payload.get("page", "")),
-                )
-            else:
-                raise SendError("unknown_kind", row.kind, retryable=False)
+            await self._send(row)
         except WeChatAPIError as exc:
+            if exc.errcode == 43004 and self._sessions is not None:
+                await self._mark_unfollowed(row)
             raise classify(exc) from exc
+
+    async def _check_window(self, row: OutboxMessage) -> None:
+        """Customer-service messages only reach users who wrote to us in the last 48 hours."""
+        assert self._sessions is not None
+        async with self._sessions() as session:
+            last = await session.scalar(
+                select(PlatformAccount.last_inbound_at).where(
+                    PlatformAccount.platform == "wechat",
+                    PlatformAccount.app_id == row.app_id,
+                    PlatformAccount.user_id == row.recipient,
+                )
+            )
+        if last is None or utcnow() - last > SERVICE_WINDOW:
+            raise SendError("wechat_window", "outside_service_window", retryable=False)
+
+    async def _mark_unfollowed(self, row: OutboxMessage) -> None:
+        assert self._sessions is not None
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(PlatformAccount)
+                .where(
+                    PlatformAccount.platform == "wechat",
+                    PlatformAccount.app_id == row.app_id,
+                    PlatformAccount.user_id == row.recipient,
+                )
+                .values(following=False)
+            )
+
+    async def _send(self, row: OutboxMessage) -> None:
+        payload = row.payload
+        if row.kind == "text":
+            await self._api.send_text(row.recipient, str(payload["content"]))
+        elif row.kind == "image":
+            media_id = payload.get("media_id")
+            if not media_id:
+                media_id = await self._api.upload_image(base64.b64decode(payload["png_base64"]))
+            await self._api.send_image(row.recipient, str(media_id))
+        elif row.kind == "news":
+            await self._api.send_news(row.recipient, {k: str(v) for k, v in payload.items()})
+        elif row.kind == "template":
+            await self._api.send_template(
+                row.recipient,
+                str(payload["template_id"]),
+                dict(payload["data"]),
+                str(payload.get("url", "")),
+            )
+        elif row.kind == "subscribe":
+            await self._api.send_subscription(
+                row.recipient,
+                str(payload["template_id"]),
+                dict(payload["data"]),
+                str(payload.get("page", "")),
+            )
+        else:
+            raise SendError("unknown_kind", row.kind, retryable=False)
 
 
 def classify(exc: WeChatAPIError) -> SendError:
