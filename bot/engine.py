@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -131,6 +131,25 @@ async def touch_account(session: AsyncSession, update: Update, now: datetime) ->
     return account
 
 
+async def _queue_replies(
+    session: AsyncSession, update: Update, replies: Sequence[OutMessage], hold_until: datetime | None
+) -> tuple[int, ...]:
+    """Write the replies to the outbox (held until ``hold_until``) and return their row ids."""
+    rows = [
+        outbox.enqueue_message(
+            session,
+            platform=update.platform.value,
+            app_id=update.app_id,
+            recipient=update.user_id,
+            message=message,
+            available_at=hold_until,
+        )
+        for message in replies
+    ]
+    await session.flush()
+    return tuple(row.id for row in rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What processing an update produced."""
@@ -189,19 +208,8 @@ class Engine:
             ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
             await self._router.dispatch(ctx)
             self._states.save(state_row, ctx.snapshot(self._state_ttl), now)
-            rows = [
-                outbox.enqueue_message(
-                    session,
-                    platform=update.platform.value,
-                    app_id=update.app_id,
-                    recipient=update.user_id,
-                    message=message,
-                    available_at=hold_until,
-                )
-                for message in ctx.replies
-            ]
-            await session.flush()
-            return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=tuple(row.id for row in rows))
+            ids = await _queue_replies(session, update, ctx.replies, hold_until)
+            return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids)
 
     async def _apologise(self, update: Update, hold_until: datetime | None) -> Outcome:
         """The handler failed and rolled back: record the delivery and tell the user what to do."""
@@ -212,16 +220,8 @@ class Engine:
                     return Outcome(duplicate=True)
                 if update.kind not in CONVERSATIONAL_KINDS:
                     return Outcome(duplicate=False, failed=True)
-                row = outbox.enqueue_message(
-                    session,
-                    platform=update.platform.value,
-                    app_id=update.app_id,
-                    recipient=update.user_id,
-                    message=message,
-                    available_at=hold_until,
-                )
-                await session.flush()
-                return Outcome(duplicate=False, replies=(message,), outbox_ids=(row.id,), failed=True)
+                ids = await _queue_replies(session, update, [message], hold_until)
+                return Outcome(duplicate=False, replies=(message,), outbox_ids=ids, failed=True)
         except Exception:
             # The database itself is failing: nothing is recorded, but the user is still told, in the
             # passive reply, that it did not work and to try again.
