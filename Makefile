@@ -12,7 +12,7 @@ $(BIN)/vaxbot: pyproject.toml
 
 ## Start vaxbot: SQLite under var/, development keys in keys/, demo data, at http://127.0.0.1:8080
 run: $(BIN)/vaxbot
-	$(BIN)/vaxbot serve
+	VAXBOT_LOG_FORMAT=$${VAXBOT_LOG_FORMAT:-text} $(BIN)/vaxbot serve
 
 ## Lint, type-check and run the whole test suite on SQLite and on a throwaway PostgreSQL
 test: $(BIN)/vaxbot

@@ -65,16 +65,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(prepare(settings))
     app = build_serving_app(settings)
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
-    print(
-        f"vaxbot is running at http://{settings.host}:{settings.port}\n"
-        f"  WeChat webhook:  http://{settings.host}:{settings.port}/wechat  ({mode} mode)\n"
-        f"  health:          http://{settings.host}:{settings.port}/healthz\n"
-        f"  metrics:         http://{settings.host}:{settings.port}/metrics\n"
-        f"  database:        {settings.database_url.split('@')[-1]}\n"
-        f"  environment:     {settings.env}"
-        + ("" if settings.production else "  (outbound WeChat calls go to the built-in fake)"),
-        flush=True,
-    )
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        f"vaxbot is running at {base}",
+        f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
+        f"  health:          {base}/healthz",
+        f"  metrics:         {base}/metrics",
+        f"  database:        {settings.database_url.split('@')[-1]}",
+        f"  environment:     {settings.env}",
+    ]
+    if not settings.production:
+        lines += [
+            "  outbound WeChat: the built-in fake of WeChat's API (nothing leaves this machine)",
+            "  chat with it:    .venv/bin/vaxbot chat   (as a WeChat user: signed and encrypted)",
+        ]
+    print("\n".join(lines), flush=True)
     web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, access_log=None)
     return 0
 
