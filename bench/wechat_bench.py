@@ -962,13 +962,13 @@ def print_profiles(report: dict[str, Any], top: int) -> None:
 
 # --- where one message's CPU goes, stage by stage (--stages) ------------------------------------
 
-STAGES = ("open", "process", "claim_passive", "render", "worker_wake")
+STAGES = ("open", "respond", "render", "passive_claim", "worker_poll")
 STAGE_NOTES = {
     "open": "verify signature and msg_signature, decrypt, parse (WeChatGateway.open)",
-    "process": "lock, dedupe, load state, dispatch, save, queue reply: one transaction (Engine.process)",
-    "claim_passive": "mark the queued reply as answered passively: a second transaction (outbox.claim_passive)",
+    "respond": "lock, dedupe, load state, dispatch, save, queue reply: one transaction (Engine.respond)",
     "render": "TextReply and encryption (WeChatGateway.render)",
-    "worker_wake": "the outbox worker's claim after the wake-up each queued reply triggers (OutboxWorker.run_once)",
+    "passive_claim": "record the reply as answered passively (batched after the answer; one at a time here)",
+    "worker_poll": "one outbox worker claim query (under load it polls, it is not woken per message)",
 }
 
 
@@ -979,13 +979,10 @@ async def stage_breakdown(database_url: str, keys_dir: Path, scratch: Path, coun
     ``Engine.respond`` does when the reply is ready in time; it reaches into vaxbot's internals, so it is a
     diagnostic, kept apart from the figures above.
     """
-    from datetime import timedelta
-
     from sqlalchemy import event
 
-    from bot import outbox
     from bot.app import create_app
-    from bot.appkeys import DB, ENGINE, SESSIONS, WECHAT, WORKER
+    from bot.appkeys import DB, ENGINE, WECHAT, WORKER
     from models import utcnow
 
     settings = load_settings(
@@ -1008,7 +1005,7 @@ async def stage_breakdown(database_url: str, keys_dir: Path, scratch: Path, coun
         statements[0] += 1
 
     event.listen(app[DB].sync_engine, "before_cursor_execute", count_statement)
-    gateway, engine, worker, sessions = app[WECHAT], app[ENGINE], app[WORKER], app[SESSIONS]
+    gateway, engine, worker = app[WECHAT], app[ENGINE], app[WORKER]
     catalogue = build_catalogue(PHONE)
     sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key, ORIGINAL_ID)
     warm = max(50, count // 5)
@@ -1023,13 +1020,11 @@ async def stage_breakdown(database_url: str, keys_dir: Path, scratch: Path, coun
             marks = [(time.process_time(), statements[0])]
             update, encrypted = gateway.open(signed.query, signed.body)
             marks.append((time.process_time(), statements[0]))
-            outcome = await engine.process(update, utcnow() + timedelta(seconds=settings.reply_deadline_seconds + 1))
+            answer = await engine.respond(update, settings.reply_deadline_seconds, utcnow())
             marks.append((time.process_time(), statements[0]))
-            first, *rest = outcome.outbox_ids
-            async with sessions() as session, session.begin():
-                claimed = await outbox.claim_passive(session, first, rest)
+            body = gateway.render(update, answer, encrypted)
             marks.append((time.process_time(), statements[0]))
-            body = gateway.render(update, outcome.replies[0] if claimed else None, encrypted)
+            await engine.drain(grace=5)  # the batched passive claim, which the live server does after answering
             marks.append((time.process_time(), statements[0]))
             await worker.run_once()
             marks.append((time.process_time(), statements[0]))

@@ -63,7 +63,7 @@ class Context:
         self,
         update: Update,
         session: AsyncSession,
-        account: PlatformAccount,
+        account: PlatformAccount | None,
         snapshot: Snapshot,
         services: Services,
         now: datetime,
@@ -71,7 +71,7 @@ class Context:
     ) -> None:
         self.update = update
         self.session = session
-        self.account = account
+        self._account = account
         self.services = services
         self.now = now
         self.state = snapshot.state
@@ -80,6 +80,14 @@ class Context:
         self.expired_state = expired_state
         self.replies: list[OutMessage] = []
         self._timeout: timedelta | None = None
+
+    async def account(self) -> PlatformAccount:
+        """The user's platform account (loaded on first use: most messages never need it)."""
+        if self._account is None:
+            from bot.engine import touch_account
+
+            self._account = await touch_account(self.session, self.update, self.now)
+        return self._account
 
     @property
     def settings(self) -> Settings:

@@ -8,6 +8,7 @@ platform's retry runs it again; after the commit, a retry is recognised as a dup
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -15,21 +16,23 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
 from bot.conversation import Context, Router, Services, Snapshot
 from bot.db import dialect_insert
 from bot.metrics import Metrics
-from bot.update import CONVERSATIONAL_KINDS, OutMessage, Text, Update
-from models import ConversationState, PlatformAccount, ProcessedMessage, utcnow
+from bot.update import CONVERSATIONAL_KINDS, OutMessage, Text, Update, UpdateKind, message_to_payload
+from models import ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
 
 log = logging.getLogger("vaxbot.engine")
 _T = TypeVar("_T")
 
 # A handler that runs longer than this is abandoned (its transaction rolls back).
 HANDLER_LIMIT_SECONDS = 60.0
+INBOUND_PRECISION = timedelta(minutes=1)
+ACCOUNT_EVENTS = frozenset({UpdateKind.FOLLOW, UpdateKind.UNFOLLOW})
 
 
 class KeyedLocks:
@@ -126,28 +129,73 @@ async def touch_account(session: AsyncSession, update: Update, now: datetime) ->
         account = PlatformAccount(platform=platform, app_id=app_id, user_id=user_id, following=True, created_at=now)
         session.add(account)
     if update.kind in CONVERSATIONAL_KINDS:
-        account.last_inbound_at = now
-        account.last_interaction_kind = update.kind.value
+        last = account.last_inbound_at
+        # Windows are counted in hours: a write per minute is precise enough and spares the hot path.
+        if last is None or now - last > INBOUND_PRECISION or account.last_interaction_kind != update.kind.value:
+            account.last_inbound_at = now
+            account.last_interaction_kind = update.kind.value
     return account
+
+
+class RecentContacts:
+    """Users whose account row is known to exist with a last contact under a minute old (per process).
+
+    Lets the hot path skip reading and rewriting ``platform_accounts`` for a user who keeps typing; the
+    row is never deleted, so a stale entry can only delay the next ``last_inbound_at`` write by a minute.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._seen: collections.OrderedDict[tuple[str, str, str], tuple[datetime, str]] = collections.OrderedDict()
+        self._capacity = capacity
+
+    def stale(self, update: Update, now: datetime) -> bool:
+        """True when the account must be read (and maybe written) for this update."""
+        if update.kind not in CONVERSATIONAL_KINDS or update.kind in ACCOUNT_EVENTS:
+            return True
+        entry = self._seen.get(update.user_key)
+        return entry is None or now - entry[0] > INBOUND_PRECISION or entry[1] != update.kind.value
+
+    def seen(self, update: Update, now: datetime) -> None:
+        """Record a committed contact."""
+        if update.kind not in CONVERSATIONAL_KINDS or update.kind in ACCOUNT_EVENTS:
+            self._seen.pop(update.user_key, None)
+            return
+        entry = self._seen.get(update.user_key)
+        if entry is None or now - entry[0] > INBOUND_PRECISION or entry[1] != update.kind.value:
+            self._seen[update.user_key] = (now, update.kind.value)
+        self._seen.move_to_end(update.user_key)
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
 
 
 async def _queue_replies(
     session: AsyncSession, update: Update, replies: Sequence[OutMessage], hold_until: datetime | None
 ) -> tuple[int, ...]:
     """Write the replies to the outbox (held until ``hold_until``) and return their row ids."""
-    rows = [
-        outbox.enqueue_message(
-            session,
-            platform=update.platform.value,
-            app_id=update.app_id,
-            recipient=update.user_id,
-            message=message,
-            available_at=hold_until,
+    if not replies:
+        return ()
+    now = utcnow()
+    values = []
+    for message in replies:
+        kind, payload = message_to_payload(message)
+        values.append(
+            {
+                "platform": update.platform.value,
+                "app_id": update.app_id,
+                "recipient": update.user_id,
+                "kind": kind,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "available_at": hold_until or now,
+                "created_at": now,
+            }
         )
-        for message in replies
-    ]
-    await session.flush()
-    return tuple(row.id for row in rows)
+    # One multi-row INSERT … RETURNING, without the unit of work: this runs for every message.
+    result = await session.execute(
+        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), values
+    )
+    return tuple(result.scalars().all())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +230,8 @@ class Engine:
         self._locks = KeyedLocks()
         self._on_enqueued = on_enqueued
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._claims = outbox.PassiveClaims(sessionmaker, on_enqueued)
+        self._recent = RecentContacts()
 
     async def process(self, update: Update, hold_until: datetime | None = None) -> Outcome:
         """Handle ``update`` once; replies are queued, held until ``hold_until`` for a passive answer."""
@@ -193,8 +243,8 @@ class Engine:
                 self._metrics.handler_errors.labels(update.platform.value).inc()
                 log.exception("handler failed", extra={"platform": update.platform.value, "kind": update.kind})
                 outcome = await self._apologise(update, hold_until)
-        if outcome.outbox_ids:
-            self._on_enqueued()
+        if outcome.outbox_ids and hold_until is None:
+            self._on_enqueued()  # held replies wake the worker only when they are released
         return outcome
 
     async def _process_locked(self, update: Update, hold_until: datetime | None) -> Outcome:
@@ -203,13 +253,16 @@ class Engine:
             if not await claim_delivery(session, update, now):
                 return Outcome(duplicate=True)
             state_row = await self._states.load(session, update)
-            account = await touch_account(session, update, now)
+            account = None
+            if self._recent.stale(update, now):
+                account = await touch_account(session, update, now)
             snapshot, expired = self._current(state_row, now)
             ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
             await self._router.dispatch(ctx)
             self._states.save(state_row, ctx.snapshot(self._state_ttl), now)
             ids = await _queue_replies(session, update, ctx.replies, hold_until)
-            return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids)
+        self._recent.seen(update, now)  # committed: the account exists and its last contact is recorded
+        return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids)
 
     async def _apologise(self, update: Update, hold_until: datetime | None) -> Outcome:
         """The handler failed and rolled back: record the delivery and tell the user what to do."""
@@ -257,18 +310,8 @@ class Engine:
         if outcome.duplicate or not outcome.outbox_ids:
             return None
         first, *rest = outcome.outbox_ids
-        try:
-            # No timeout here on purpose: cancelling a commit in flight could mark the row answered
-            # while the webhook answers "success", and the message would be lost.
-            async with self._sessionmaker() as session, session.begin():
-                claimed = await outbox.claim_passive(session, first, rest)
-        except Exception:
-            log.exception("could not claim the passive reply; the worker will send it")
-            self._on_enqueued()
-            return None
-        if rest:
-            self._on_enqueued()
-        return outcome.replies[0] if claimed else None
+        self._claims.add(first, rest)
+        return outcome.replies[0]
 
     def _track(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.create_task(coroutine)
@@ -289,6 +332,7 @@ class Engine:
         self._on_enqueued()
 
     async def drain(self, grace: float) -> None:
-        """Wait for updates still being processed (graceful shutdown)."""
+        """Wait for updates still being processed, then for their passive claims (graceful shutdown)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        await self._claims.drain()

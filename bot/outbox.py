@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -115,6 +115,53 @@ async def release_held(session: AsyncSession, ids: Sequence[int]) -> None:
             .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
             .values(available_at=utcnow())
         )
+
+
+class PassiveClaims:
+    """Marks replies answered in the webhook's own response, in batches and off the request path.
+
+    The rows stay held until just past the platform's deadline, so a claim that lands a few
+    milliseconds after the response is still in time; one transaction serves every reply answered
+    meanwhile. If the process dies before the claim, the worker sends the reply after its hold: the user
+    may then read it twice, but never zero times.
+    """
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], on_released: Callable[[], None]) -> None:
+        self._sessionmaker = sessionmaker
+        self._on_released = on_released
+        self._answered: list[int] = []
+        self._released: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, answered: int, released: Sequence[int] = ()) -> None:
+        """Record that ``answered`` went out passively and ``released`` may go now."""
+        self._answered.append(answered)
+        self._released.extend(released)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._answered or self._released:
+            answered, self._answered = self._answered, []
+            released, self._released = self._released, []
+            try:
+                async with self._sessionmaker() as session, session.begin():
+                    if answered:
+                        await session.execute(
+                            update(OutboxMessage)
+                            .where(OutboxMessage.id.in_(answered), OutboxMessage.status == "pending")
+                            .values(status="passive", sent_at=utcnow())
+                        )
+                    await release_held(session, released)
+            except Exception:
+                log.exception("could not record passive replies; the worker will send them after their hold")
+            if released:
+                self._on_released()
+
+    async def drain(self) -> None:
+        """Wait until every claim is recorded."""
+        while self._task is not None and not self._task.done():
+            await self._task
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:

@@ -8,7 +8,7 @@ from bot.update import UpdateKind
 
 async def greet(ctx: Context) -> None:
     """A new (or returning) follower: say what the account does and how to start."""
-    account = ctx.account
+    account = await ctx.account()
     returning = account.unfollowed_at is not None or account.identity_id is not None
     account.following = True
     account.followed_at = ctx.now
@@ -17,8 +17,9 @@ async def greet(ctx: Context) -> None:
 
 async def record_unfollow(ctx: Context) -> None:
     """The user left: stop pushing to them (nothing can be sent back anyway)."""
-    ctx.account.following = False
-    ctx.account.unfollowed_at = ctx.now
+    account = await ctx.account()
+    account.following = False
+    account.unfollowed_at = ctx.now
     ctx.finish()
 
 

@@ -153,7 +153,7 @@ async def test_handler_crash_rolls_back_and_apologises(
     make_settings: Any, patched_router: Callable[[Route], None]
 ) -> None:
     async def broken(ctx: Context) -> None:
-        ctx.account.following = False
+        (await ctx.account()).following = False
         ctx.say("contact")
         raise RuntimeError("bug")
 
