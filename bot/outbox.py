@@ -90,23 +90,6 @@ def enqueue_message(
     )
 
 
-async def claim_passive(session: AsyncSession, first_id: int, follow_up_ids: Sequence[int]) -> bool:
-    """Mark ``first_id`` as answered in the webhook's own reply; release the follow-ups to the worker.
-
-    Returns False when the worker already took the row (the deadline had passed): then the webhook
-    must not repeat it.
-    """
-    now = utcnow()
-    result = await session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == first_id, OutboxMessage.status == "pending")
-        .values(status="passive", sent_at=now)
-    )
-    claimed = bool(getattr(result, "rowcount", 0))
-    await release_held(session, follow_up_ids)
-    return claimed
-
-
 async def release_held(session: AsyncSession, ids: Sequence[int]) -> None:
     """Make held rows due now (their passive chance is over)."""
     if ids:
