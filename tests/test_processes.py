@@ -607,3 +607,30 @@ def test_init_on_an_empty_directory_creates_keys_database_and_demo_data(tmp_path
     assert again.returncode == 0, again.stdout + again.stderr
     assert keyring.read_bytes() == key_material
     assert counts() == seeded
+
+
+@pytest.mark.slow
+async def test_separate_worker_process_delivers_and_stops_cleanly(
+    database_url: str, keys_dir: Path, fake_platform: FakePlatform, db: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    env = server_env(database_url, keys_dir, fake_platform.base_url)
+    await insert(db, text_row("o-worker-1", "第一条"), text_row("o-worker-2", "第二条"))
+    log = (tmp_path / "worker.stderr").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "worker"], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stderr=log
+    )
+    try:
+
+        async def delivered() -> bool:
+            return fake_platform.api.texts_to("o-worker-1") == ["第一条"] and fake_platform.api.texts_to(
+                "o-worker-2"
+            ) == ["第二条"]
+
+        await eventually(delivered, 20, "the worker process delivers both rows")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert [row.status for row in await outbox_rows(db)] == ["sent", "sent"]
