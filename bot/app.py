@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
     app[METRICS] = Metrics()
     app[WECHAT] = WeChatGateway(settings)
     vault = Vault(keyring)
-    app[SERVICES] = Services(settings=settings, vault=vault, catalogue=build_catalogue(settings.customer_service_phone))
+    app[SERVICES] = Services(settings=settings, vault=vault, catalogue=build_catalogue(settings))
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(settings)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.update import CONVERSATIONAL_KINDS, OutMessage, Text, Update, UpdateKind
+from bot.update import CONVERSATIONAL_KINDS, FRESH_START_KINDS, OutMessage, Text, Update, UpdateKind
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,7 +75,7 @@ class Context:
         self.services = services
         self.now = now
         self.state = snapshot.state
-        self.data = dict(snapshot.data)
+        self.data = snapshot.data
         self.expires_at = snapshot.expires_at
         self.expired_state = expired_state
         self.replies: list[OutMessage] = []
@@ -256,7 +256,7 @@ class Router:
                         return
         for flow, route in self._routes:
             if route.filter(update):
-                if update.kind not in {UpdateKind.TEXT, UpdateKind.IMAGE} and flow is not current:
+                if update.kind in FRESH_START_KINDS and flow is not current:
                     # A tap, scan or follow starts afresh: the old step would only confuse.
                     ctx.finish()
                 await self._run(ctx, route, flow)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -287,7 +288,8 @@ class Engine:
     def _current(row: ConversationState, now: datetime) -> tuple[Snapshot, str | None]:
         if row.state is not None and row.expires_at is not None and row.expires_at <= now:
             return Snapshot(), row.state
-        return Snapshot(state=row.state, data=dict(row.data or {}), expires_at=row.expires_at), None
+        # A deep copy: handlers may change nested values, and the stored row must see the difference.
+        return Snapshot(state=row.state, data=copy.deepcopy(row.data or {}), expires_at=row.expires_at), None
 
     async def respond(self, update: Update, deadline: float, received_at: datetime) -> OutMessage | None:
         """Process ``update`` and return the message to answer passively, if it is ready in time.

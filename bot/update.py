@@ -29,7 +29,8 @@ class UpdateKind(StrEnum):
     SCAN_CODE = "scan_code"  # the menu's scan button returned a code's content
     TEMPLATE_RESULT = "template_result"
     SUBSCRIPTION = "subscription"  # subscription-message popup, change or sent report
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # a message type we do not read (voice, video, location…)
+    OTHER_EVENT = "other_event"  # a background event nobody typed (LOCATION reports, mass-send results…)
 
 
 # Kinds a person caused directly; the rest are platform reports that never get an answer.
@@ -44,6 +45,10 @@ CONVERSATIONAL_KINDS = frozenset(
         UpdateKind.UNKNOWN,
     }
 )
+
+
+# Kinds that start something new: the conversation step in progress is abandoned.
+FRESH_START_KINDS = frozenset({UpdateKind.FOLLOW, UpdateKind.MENU_CLICK, UpdateKind.SCAN, UpdateKind.SCAN_CODE})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +68,14 @@ class Update:
 
     @property
     def dedupe_key(self) -> str:
-        """Messages dedupe on their id; events (id 0 or absent) on sender + creation time + event."""
+        """Messages dedupe on their id; events (id 0 or absent) on sender + creation time + event + key.
+
+        The key is part of it so that two different menu taps within one second both count; a retry of
+        one tap carries the same key and is still recognised.
+        """
         if self.message_id and self.message_id != "0":
             return f"msg:{self.message_id}"
-        return f"evt:{self.user_id}:{int(self.created_at.timestamp())}:{self.raw_type}"
+        return f"evt:{self.user_id}:{int(self.created_at.timestamp())}:{self.raw_type}:{self.key}"
 
     @property
     def user_key(self) -> tuple[str, str, str]:

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, normalise, text_in
+from bot.conversation import Context, Flow, Route, State, StatesGroup, menu, normalise, text_in
 from bot.menu import MenuKey
 from bot.update import Update, UpdateKind
 
 # Order matters: the first topic whose keywords appear wins ("外省的新生儿" is about moving provinces).
 TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ("faq_rabies", ("狂犬", "犬伤", "被狗咬", "被猫")),
-    ("faq_other_province", ("外省", "省外", "外地", "外市", "转入", "搬家", "异地")),
+    ("faq_other_province", ("外省", "省外", "外地", "外市", "搬家", "异地")),
     ("faq_newborn", ("新生儿", "刚出生", "产科", "出生证", "宝宝刚")),
-    ("faq_wrong_info", ("信息有误", "信息错", "错误", "不对", "修改", "更正", "记录不全", "少了")),
+    ("faq_phone", ("客服", "人工", "投诉")),
+    ("faq_wrong_info", ("信息有误", "信息错", "错误", "修改", "更正", "记录不全", "少了")),
     (
         "faq_no_pending",
         ("待申领", "没有接种证", "申领不了", "领不了", "无法申领", "找不到", "看不到接种证", "申领条件"),
     ),
     ("faq_paper", ("纸质", "纸本", "小本", "接种本")),
-    ("faq_phone", ("客服", "电话", "人工", "投诉")),
+    ("faq_phone", ("电话",)),
 ]
+_FULL_WIDTH = str.maketrans("１２３４５６７", "1234567")
 _TOPIC_WORDS = [(key, tuple(normalise(word) for word in words)) for key, words in TOPICS]
 NUMBERED = [
     "faq_no_pending",
@@ -45,19 +48,31 @@ async def show_faq(ctx: Context) -> None:
     ctx.goto(FaqSteps.choosing)
 
 
+_CHOICE = re.compile(r"^(?:第)?([1-7])(?:[.、。)）号个条]|题)?$")
+
+
+def faq_choice(text: str) -> int | None:
+    """The FAQ number in "3", "３", "3.", "第3个"…, or None."""
+    match = _CHOICE.match(normalise(text.translate(_FULL_WIDTH)))
+    return int(match.group(1)) if match else None
+
+
+def on_choice(update: Update) -> bool:
+    """Matches a numbered choice or a question on a known topic (anything else leaves the menu's hands)."""
+    return update.kind is UpdateKind.TEXT and (faq_choice(update.text) is not None or on_known_topic(update))
+
+
 async def answer_number(ctx: Context) -> None:
-    """Answer the numbered question; stay in the menu so another number works too."""
-    choice = ctx.update.text.strip().translate(str.maketrans("１２３４５６７", "1234567"))
-    if choice.isdigit() and 1 <= int(choice) <= len(NUMBERED):
-        ctx.say(NUMBERED[int(choice) - 1])
+    """Answer the numbered question (staying in the menu), or a free-text question on a known topic."""
+    choice = faq_choice(ctx.update.text)
+    if choice is not None:
+        ctx.say(NUMBERED[choice - 1])
         ctx.goto(FaqSteps.choosing)
         return
-    topic = match_topic(ctx.update.text)
-    if topic is not None:
-        ctx.say(topic)
-        ctx.finish()
-        return
-    ctx.say("faq_choose_again")
+    key = match_topic(ctx.update.text)
+    assert key is not None
+    ctx.say(key)
+    ctx.finish()
 
 
 async def leave(ctx: Context) -> None:
@@ -95,7 +110,7 @@ async def contact(ctx: Context) -> None:
 FLOW = Flow(
     name="faq",
     entry_points=[Route(menu(MenuKey.FAQ), show_faq), Route(text_in("常见问题", "问题", "faq"), show_faq)],
-    states={FaqSteps.choosing: [Route(any_text, answer_number)]},
+    states={FaqSteps.choosing: [Route(on_choice, answer_number)]},
     fallbacks=[Route(text_in("退出", "取消", "返回", "结束"), leave)],
     timeout=timedelta(minutes=10),
 )

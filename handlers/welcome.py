@@ -9,7 +9,7 @@ from bot.update import UpdateKind
 async def greet(ctx: Context) -> None:
     """A new (or returning) follower: say what the account does and how to start."""
     account = await ctx.account()
-    returning = account.unfollowed_at is not None or account.identity_id is not None
+    returning = account.identity_id is not None
     account.following = True
     account.followed_at = ctx.now
     ctx.say("welcome_back" if returning else "welcome")
@@ -44,7 +44,7 @@ async def unknown_scan(ctx: Context) -> None:
 
 
 async def platform_report(ctx: Context) -> None:
-    """Template-send results and subscription reports: nothing to answer."""
+    """Template-send results, subscription reports, location reports and the like: nothing to answer."""
 
 
 ROUTES = [
@@ -53,6 +53,9 @@ ROUTES = [
     Route(text_in("帮助", "菜单", "help", "你好", "您好", "hi", "hello", "在吗"), show_help),
     Route(kind(UpdateKind.IMAGE), image),
     Route(kind(UpdateKind.SCAN, UpdateKind.SCAN_CODE), unknown_scan),
-    Route(kind(UpdateKind.TEMPLATE_RESULT, UpdateKind.SUBSCRIPTION, UpdateKind.MENU_VIEW), platform_report),
+    Route(
+        kind(UpdateKind.TEMPLATE_RESULT, UpdateKind.SUBSCRIPTION, UpdateKind.MENU_VIEW, UpdateKind.OTHER_EVENT),
+        platform_report,
+    ),
     Route(kind(UpdateKind.UNKNOWN), unsupported),
 ]

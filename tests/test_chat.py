@@ -29,7 +29,7 @@ async def test_chat_session_talks_through_the_signed_webhook(make_settings: Any)
 
         lines = iter(["/menu", "狂犬疫苗", "/quit"])
         out = io.StringIO()
-        await run_chat(settings, f"http://127.0.0.1:{port}", "demo-chat-2", "plain", lambda: next(lines), out)
+        await run_chat(settings, f"http://127.0.0.1:{port}", "demo-chat-2", "compatible", lambda: next(lines), out)
         text = out.getvalue()
         assert "申领接种证=/click CERT_CLAIM" in text
         assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text

@@ -193,6 +193,27 @@ def test_malformed_and_hostile_xml_is_rejected(body: bytes) -> None:
     assert info.value.status == 400
 
 
+def test_plain_request_is_refused_in_safe_mode() -> None:
+    sim = WeChatClientSim(SAMPLE_TOKEN, SAMPLE_APPID, SAMPLE_KEY)
+    request = sim.sign(sim.text("o1", "hi"), mode="plain")
+    with pytest.raises(Rejected) as info:
+        gateway(SAMPLE_TOKEN, SAMPLE_KEY, SAMPLE_APPID).open(request.query, request.body)
+    assert info.value.status == 403
+
+
+def test_unknown_events_are_not_conversation() -> None:
+    sim = WeChatClientSim("vaxbotdevtoken", "wx0000000000de0001", KEY)
+    for event in ("LOCATION", "MASSSENDJOBFINISH", "pic_sysphoto", "location_select"):
+        assert _open(sim.event("o1", event)).kind is UpdateKind.OTHER_EVENT  # type: ignore[attr-defined]
+
+
+def test_two_menu_taps_in_one_second_are_two_events() -> None:
+    sim = WeChatClientSim("vaxbotdevtoken", "wx0000000000de0001", KEY)
+    a = _open(sim.event("o1", "CLICK", EventKey="HELP_FAQ", create_time=1700000000))
+    b = _open(sim.event("o1", "CLICK", EventKey="HELP_CONTACT", create_time=1700000000))
+    assert a.dedupe_key != b.dedupe_key  # type: ignore[attr-defined]
+
+
 def test_encrypted_envelope_sent_as_plain_is_rejected() -> None:
     with pytest.raises(Rejected):
         gateway(SAMPLE_TOKEN, SAMPLE_KEY, SAMPLE_APPID).open(
@@ -275,7 +296,7 @@ def test_every_documented_type_becomes_one_update() -> None:
         (sim.event(u, "subscribe_msg_popup_event"), UpdateKind.SUBSCRIPTION, "", ""),
         (sim.event(u, "subscribe_msg_change_event"), UpdateKind.SUBSCRIPTION, "", ""),
         (sim.event(u, "subscribe_msg_sent_event"), UpdateKind.SUBSCRIPTION, "", ""),
-        (sim.event(u, "LOCATION", Latitude="23.1", Longitude="113.3", Precision="50"), UpdateKind.UNKNOWN, "", ""),
+        (sim.event(u, "LOCATION", Latitude="23.1", Longitude="113.3", Precision="50"), UpdateKind.OTHER_EVENT, "", ""),
     ]
     for xml, kind, key, text in cases:
         update = _open(xml)

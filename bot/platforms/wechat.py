@@ -127,6 +127,11 @@ class WeChatGateway:
             inner = self._decrypt(query, envelope)
             root = _safe_xml(inner)
         else:
+            if self._aes_key is not None:
+                # Only the body's ciphertext is authenticated (msg_signature); a plain request's
+                # signature covers token, timestamp and nonce but not the body, so in safe or
+                # compatible mode a plain request could carry any body under a captured signature.
+                raise Rejected(403, "plain request while an EncodingAESKey is configured")
             if "Encrypt" in envelope and "MsgType" not in envelope:
                 raise Rejected(400, "encrypted body without encrypt_type=aes")
             inner, root = text, envelope
@@ -180,7 +185,7 @@ class WeChatGateway:
             return Update(kind=UpdateKind.UNKNOWN, extra=extra, **common)
         # wechatpy strips "qrscene_" for subscribe_scan and renames the event: read what it left.
         event = str(message.event if hasattr(message, "event") else event).lower()
-        kind = _SIMPLE_EVENTS.get(event, UpdateKind.UNKNOWN)
+        kind = _SIMPLE_EVENTS.get(event, UpdateKind.OTHER_EVENT)
         key = str(data.get("EventKey") or "")
         text = ""
         if kind is UpdateKind.SCAN_CODE:
