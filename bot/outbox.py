@@ -161,6 +161,7 @@ class Delivery:
 
     row_id: int
     error: SendError | None
+    deferred: bool = False  # not tried: an earlier message to the same recipient failed
 
 
 class OutboxWorker:
@@ -220,9 +221,24 @@ class OutboxWorker:
         rows = await self._claim()
         if not rows:
             return 0
-        deliveries = await asyncio.gather(*(self._deliver(row) for row in rows))
-        await self._record(deliveries, {row.id: row for row in rows})
+        # One recipient's messages go out one after another, in the order they were queued; different
+        # recipients in parallel. After a failure, that recipient's later messages wait their turn.
+        by_recipient: dict[tuple[str, str, str], list[OutboxMessage]] = {}
+        for row in sorted(rows, key=lambda item: item.id):
+            by_recipient.setdefault((row.platform, row.app_id, row.recipient), []).append(row)
+        groups = await asyncio.gather(*(self._deliver_in_order(group) for group in by_recipient.values()))
+        await self._record([delivery for group in groups for delivery in group], {row.id: row for row in rows})
         return len(rows)
+
+    async def _deliver_in_order(self, rows: Sequence[OutboxMessage]) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        for row in rows:
+            last = deliveries[-1] if deliveries else None
+            if last is not None and (last.deferred or (last.error is not None and last.error.retryable)):
+                deliveries.append(Delivery(row.id, None, deferred=True))  # it will be retried: keep the order
+                continue
+            deliveries.append(await self._deliver(row))
+        return deliveries
 
     async def _claim(self) -> list[OutboxMessage]:
         now = utcnow()
@@ -260,12 +276,22 @@ class OutboxWorker:
 
     async def _record(self, deliveries: Sequence[Delivery], rows: Mapping[int, OutboxMessage]) -> None:
         now = utcnow()
+        blocked_until: dict[tuple[str, str, str], datetime] = {}
         async with self._sessionmaker() as session, session.begin():
             for delivery in deliveries:
                 row = rows[delivery.row_id]
                 error = delivery.error
+                recipient = (row.platform, row.app_id, row.recipient)
                 values: dict[str, Any]
-                if error is None:
+                if delivery.deferred:
+                    # Back in the queue behind the failed one, without spending an attempt.
+                    values = {
+                        "status": "pending",
+                        "attempts": row.attempts - 1,
+                        "available_at": blocked_until.get(recipient, now),
+                        "lease_until": None,
+                    }
+                elif error is None:
                     values = {"status": "sent", "sent_at": now, "lease_until": None, "last_error": None}
                     self._metrics.outbox_sent.labels(row.platform, row.kind).inc()
                 else:
@@ -273,9 +299,10 @@ class OutboxWorker:
                     reason = str(error)[:256]
                     if error.retryable and row.attempts < self._max_attempts:
                         delay = backoff_seconds(row.attempts, error.retry_after)
+                        blocked_until[recipient] = now + timedelta(seconds=delay)
                         values = {
                             "status": "pending",
-                            "available_at": now + timedelta(seconds=delay),
+                            "available_at": blocked_until[recipient],
                             "lease_until": None,
                             "last_error": reason,
                         }

@@ -486,3 +486,28 @@ async def test_not_following_marks_the_account(app: web.Application, fake: FakeW
 async def set_account(app: web.Application, user_id: str, **values: Any) -> None:
     async with app[SESSIONS]() as session, session.begin():
         await session.execute(update(PlatformAccount).where(PlatformAccount.user_id == user_id).values(**values))
+
+
+async def test_one_recipients_messages_keep_their_order_through_a_failure(
+    app: web.Application, fake: FakeWeChatAPI
+) -> None:
+    ids = [await add_text(app, "o-order", text) for text in ("第一条", "第二条", "第三条")]
+    fake.fail(CUSTOM_SEND, -1)  # the first one fails once (system busy)
+    assert await app[WORKER].run_once() == 3
+    assert fake.texts_to("o-order") == []  # the later ones were not sent ahead of it
+    rows = [await get(app, row_id) for row_id in ids]
+    assert [row.status for row in rows] == ["pending", "pending", "pending"]
+    assert [row.attempts for row in rows] == [1, 0, 0]  # waiting behind it costs no attempt
+    assert rows[1].available_at == rows[0].available_at == rows[2].available_at
+    for row_id in ids:
+        await make_due(app, row_id)
+    assert await app[WORKER].run_once() == 3
+    assert fake.texts_to("o-order") == ["第一条", "第二条", "第三条"]
+
+
+async def test_a_dead_message_does_not_hold_back_the_next(app: web.Application, fake: FakeWeChatAPI) -> None:
+    ids = [await add_text(app, "o-next", text) for text in ("第一条", "第二条")]
+    fake.fail(CUSTOM_SEND, 45047)  # permanent for the first
+    await app[WORKER].run_once()
+    assert [(await get(app, row_id)).status for row_id in ids] == ["dead", "sent"]
+    assert fake.texts_to("o-next") == ["第二条"]

@@ -279,8 +279,8 @@ def test_classify_covers_every_code() -> None:
     for code in (-2, -3, 40001, 40014, 42001):
         error = classify(WeChatAPIError(code, "x"))
         assert error.retryable and error.retry_after is None
-    unknown = classify(WeChatAPIError(48001, "api unauthorized"))
-    assert not unknown.retryable and "rejected" in str(unknown)
+    unknown = classify(WeChatAPIError(49999, "something new"))
+    assert unknown.retryable and unknown.code == "wechat_49999"  # retried until the attempts run out
 
 
 async def test_transport_timeout_is_retryable(
@@ -309,7 +309,18 @@ async def test_unreachable_server_is_retryable(
     api = WeChatAPI(app[HTTP], app[SESSIONS], closed, app[METRICS])
     with pytest.raises(SendError) as caught:
         await WeChatSender(api).send(row("text", {"content": "hello"}))
-    assert caught.value.retryable and caught.value.code == "wechat_-2"
+    # The token could not be fetched (the server is unreachable): retryable, with the cause kept.
+    assert caught.value.retryable and caught.value.code == "wechat_-3" and "-2" in str(caught.value)
+
+
+async def test_token_refusal_is_retryable_not_dead(app: web.Application, fake: FakeWeChatAPI) -> None:
+    fake.fail("stable_token", 40164)  # e.g. the server's IP is not whitelisted yet
+    api = app[WECHAT_API]
+    with pytest.raises(SendError) as caught:
+        await WeChatSender(api).send(row("text", {"content": "hello"}))
+    assert caught.value.retryable and "40164" in str(caught.value)
+    await WeChatSender(api).send(row("text", {"content": "hello"}))  # fixed: the next attempt goes out
+    assert fake.texts_to("o-user-1") == ["hello"]
 
 
 # --- the calls ------------------------------------------------------------------------------------

@@ -40,6 +40,13 @@ PERMANENT_REASONS = {
     40037: "bad_template_id",
     40003: "bad_openid",
     47003: "bad_template_data",
+    40004: "bad_media_type",
+    40005: "bad_file_type",
+    40007: "bad_media_id",
+    40009: "image_too_large",
+    44002: "empty_body",
+    47001: "bad_body_format",
+    48001: "api_not_authorised",
 }
 
 
@@ -169,7 +176,12 @@ class WeChatAPI:
         """POST to ``/cgi-bin/<path>`` with the access token; one refresh-and-retry on a token error."""
         rejected: str | None = None
         for attempt in range(2):
-            token = await self.access_token(rejected)
+            try:
+                token = await self.access_token(rejected)
+            except WeChatAPIError as exc:
+                # No token (secret rotated, IP not whitelisted, WeChat down): the message itself is fine,
+                # so this is worth retrying later, whatever stable_token answered.
+                raise WeChatAPIError(-3, f"no access token: {exc.errcode} {exc.errmsg}") from exc
             try:
                 # Multipart bodies are single-use streams: rebuild them for the retry.
                 body = data() if callable(data) else data
@@ -327,5 +339,7 @@ def classify(exc: WeChatAPIError) -> SendError:
         return SendError(f"wechat_{code}", exc.errmsg, retryable=True, retry_after=RETRYABLE[code])
     if code in (-2, -3) or code in TOKEN_ERRORS:
         return SendError(f"wechat_{code}", exc.errmsg, retryable=True)
-    reason = PERMANENT_REASONS.get(code, "rejected")
-    return SendError(f"wechat_{code}", reason, retryable=False)
+    if code in PERMANENT_REASONS:
+        return SendError(f"wechat_{code}", PERMANENT_REASONS[code], retryable=False)
+    # An errcode we do not know: retry with back-off until the attempts run out, keeping the code.
+    return SendError(f"wechat_{code}", exc.errmsg or "unknown errcode", retryable=True)
