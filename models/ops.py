@@ -97,3 +97,5 @@ class PlatformToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refresh_count: Mapped[int] = mapped_column(Integer, default=0)
+    # A process fetching a new token holds this lease, so the others wait instead of fetching too.
+    refreshing_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

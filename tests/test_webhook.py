@@ -302,3 +302,19 @@ async def test_database_outage_still_answers_the_user(keys_dir: Any) -> None:
         assert "请稍后再试" in reply["Content"]
     finally:
         await client.close()
+
+
+async def test_a_slow_token_fetch_does_not_stall_the_webhook(
+    app_client: Client, wechat: WeChatClientSim, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    from bot.appkeys import WECHAT_API
+
+    fake_wechat[0].stall("stable_token", 2.0)
+    fetch = asyncio.create_task(app_client.app[WECHAT_API].access_token())
+    await asyncio.sleep(0.2)  # the fetch is under way, waiting for WeChat
+    started = time.perf_counter()
+    status, body = await post(app_client, wechat.sign(wechat.text("o-during-fetch", "客服电话")))
+    assert status == 200 and wechat.open_reply(body) is not None
+    assert time.perf_counter() - started < 1.0
+    assert not fetch.done()
+    assert await fetch

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -31,6 +32,8 @@ SERVICE_WINDOW = timedelta(hours=48)
 CUSTOMER_SERVICE_KINDS = frozenset({"text", "image", "news"})
 # Refresh this long before WeChat's stated expiry, so no request goes out with a dying token.
 TOKEN_MARGIN = timedelta(minutes=5)
+# How long one process may take to fetch a token before another may try.
+REFRESH_LEASE = timedelta(seconds=15)
 RETRYABLE = {-1: 5.0, 45009: 600.0}  # errcode → minimum seconds before trying again
 PERMANENT_REASONS = {
     43004: "user_not_following",
@@ -82,10 +85,12 @@ class WeChatAPI:
     # --- access token -------------------------------------------------------------------
 
     async def access_token(self, rejected: str | None = None) -> str:
-        """A valid token: from memory, else from the database, else fetched under the row lock.
+        """A valid token: from memory, else from the database, else fetched by one process at a time.
 
         ``rejected`` is a token WeChat just refused; it is never returned again, and when the database
-        still holds it the refresh is forced.
+        still holds it the refresh is forced. The fetch happens outside any transaction, under a lease
+        on the token row: holding a row lock (and, on SQLite, the database's only writer) across an
+        HTTP call would stall every webhook for as long as WeChat takes to answer.
         """
         now = utcnow()
         if self._cached and self._cached[0] != rejected and self._cached[1] - TOKEN_MARGIN > now:
@@ -93,31 +98,71 @@ class WeChatAPI:
         async with self._lock:
             if self._cached and self._cached[0] != rejected and self._cached[1] - TOKEN_MARGIN > now:
                 return self._cached[0]
-            async with self._sessionmaker() as session, session.begin():
-                row = await self._locked_row(session)
-                fresh = row.token and row.expires_at and row.expires_at - TOKEN_MARGIN > utcnow()
-                if fresh and row.token != rejected:
-                    assert row.token is not None and row.expires_at is not None
-                    self._cached = (row.token, row.expires_at)
-                    return row.token
-                # Another process may have refreshed already (row.token differs from the rejected one);
-                # only force WeChat to rotate when the stored token is the one that failed.
-                force = rejected is not None and row.token == rejected
-                token, expires_in = await self._fetch_stable_token(force)
-                row.token = token
-                row.expires_at = utcnow() + timedelta(seconds=expires_in)
-                row.refreshed_at = utcnow()
-                row.refresh_count = (row.refresh_count or 0) + 1
-                self._cached = (token, row.expires_at)
-                self._metrics.token_refreshes.labels("wechat").inc()
-                return token
+            waited_until = time.monotonic() + REFRESH_LEASE.total_seconds()
+            while True:
+                async with self._sessionmaker() as session, session.begin():
+                    row = await self._token_row(session)
+                    found = self._usable(row, rejected)
+                    if found is not None:
+                        return found
+                    # Another process may have refreshed already (row.token differs from the rejected
+                    # one); only force WeChat to rotate when the stored token is the one that failed.
+                    force = rejected is not None and row.token == rejected
+                    leased = await self._take_lease(session, row)
+                if leased:
+                    return await self._refresh(force)
+                if time.monotonic() > waited_until:
+                    raise WeChatAPIError(-3, "another process did not finish refreshing the token")
+                await asyncio.sleep(0.05)
 
-    async def _locked_row(self, session: AsyncSession) -> PlatformToken:
-        query = (
-            select(PlatformToken)
-            .where(PlatformToken.platform == "wechat", PlatformToken.app_id == self._appid)
-            .with_for_update()
+    async def _take_lease(self, session: AsyncSession, row: PlatformToken) -> bool:
+        now = utcnow()
+        result = await session.execute(
+            update(PlatformToken)
+            .where(PlatformToken.id == row.id)
+            .where(or_(PlatformToken.refreshing_until.is_(None), PlatformToken.refreshing_until < now))
+            .where(PlatformToken.token.is_(None) if row.token is None else PlatformToken.token == row.token)
+            .values(refreshing_until=now + REFRESH_LEASE)
+            .execution_options(synchronize_session=False)
         )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def _refresh(self, force: bool) -> str:
+        try:
+            token, expires_in = await self._fetch_stable_token(force)
+        except Exception:
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(PlatformToken)
+                    .where(PlatformToken.platform == "wechat", PlatformToken.app_id == self._appid)
+                    .values(refreshing_until=None)
+                )
+            raise
+        expires_at = utcnow() + timedelta(seconds=expires_in)
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                update(PlatformToken)
+                .where(PlatformToken.platform == "wechat", PlatformToken.app_id == self._appid)
+                .values(
+                    token=token,
+                    expires_at=expires_at,
+                    refreshed_at=utcnow(),
+                    refresh_count=PlatformToken.refresh_count + 1,
+                    refreshing_until=None,
+                )
+            )
+        self._cached = (token, expires_at)
+        self._metrics.token_refreshes.labels("wechat").inc()
+        return token
+
+    def _usable(self, row: PlatformToken, rejected: str | None) -> str | None:
+        if row.token and row.expires_at and row.expires_at - TOKEN_MARGIN > utcnow() and row.token != rejected:
+            self._cached = (row.token, row.expires_at)
+            return row.token
+        return None
+
+    async def _token_row(self, session: AsyncSession) -> PlatformToken:
+        query = select(PlatformToken).where(PlatformToken.platform == "wechat", PlatformToken.app_id == self._appid)
         row = (await session.scalars(query)).first()
         if row is None:
             insert = dialect_insert(session)

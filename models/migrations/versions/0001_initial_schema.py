@@ -98,6 +98,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("refresh_count", sa.Integer(), nullable=False),
+        sa.Column("refreshing_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platform_tokens")),
         sa.UniqueConstraint("platform", "app_id", name=op.f("uq_platform_tokens_platform_app_id")),
     )
