@@ -29,7 +29,7 @@ from bot.appkeys import (
 from bot.config import ConfigError, Settings
 from bot.conversation import Services
 from bot.db import create_engine, migrate, sessionmaker
-from bot.engine import Engine
+from bot.engine import HANDLER_LIMIT_SECONDS, Engine
 from bot.keys import Keyring, load_keyring
 from bot.messages import build_catalogue
 from bot.metrics import Metrics
@@ -130,7 +130,7 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait({scheduler_task}, timeout=5)
     # Why this order: requests have drained (aiohttp stops accepting first); finish their late
     # updates so their replies are queued, then let the worker deliver what it has in hand.
-    await app[ENGINE].drain(grace=settings.reply_deadline_seconds + 2)
+    await app[ENGINE].drain(grace=HANDLER_LIMIT_SECONDS + 5)
     if task is not None:
         worker.stop()
         try:

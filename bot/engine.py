@@ -12,19 +12,29 @@ import collections
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, select
+from sqlalchemy import update as update_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
 from bot.conversation import Context, Router, Services, Snapshot
 from bot.db import dialect_insert
 from bot.metrics import Metrics
-from bot.update import CONVERSATIONAL_KINDS, OutMessage, Text, Update, UpdateKind, message_to_payload
+from bot.update import (
+    CONVERSATIONAL_KINDS,
+    OutMessage,
+    Text,
+    Update,
+    UpdateKind,
+    message_from_payload,
+    message_to_payload,
+)
 from models import ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
 
 log = logging.getLogger("vaxbot.engine")
@@ -33,6 +43,10 @@ _T = TypeVar("_T")
 # A handler that runs longer than this is abandoned (its transaction rolls back).
 HANDLER_LIMIT_SECONDS = 60.0
 INBOUND_PRECISION = timedelta(minutes=1)
+# WeChat retries a delivery 5 s after sending it when it got no answer; a copy that arrives this long after
+# the original was taken up is such a retry, not a concurrent duplicate.
+RETRY_AFTER = timedelta(seconds=2)
+PASSIVE_HOLD = timedelta(seconds=30)
 ACCOUNT_EVENTS = frozenset({UpdateKind.FOLLOW, UpdateKind.UNFOLLOW})
 
 
@@ -138,6 +152,12 @@ async def touch_account(session: AsyncSession, update: Update, now: datetime) ->
     return account
 
 
+def reply_key(update: Update, index: int) -> str:
+    """The outbox key of the ``index``-th reply to an update (a retry finds its answer by it)."""
+    digest = hashlib.sha256(f"{update.platform.value}|{update.app_id}|{update.dedupe_key}".encode()).hexdigest()
+    return f"reply:{digest[:40]}:{index}"
+
+
 class RecentContacts:
     """Users whose account row is known to exist with a last contact under a minute old (per process).
 
@@ -177,7 +197,7 @@ async def _queue_replies(
         return ()
     now = utcnow()
     values = []
-    for message in replies:
+    for index, message in enumerate(replies):
         kind, payload = message_to_payload(message)
         values.append(
             {
@@ -190,6 +210,7 @@ async def _queue_replies(
                 "attempts": 0,
                 "available_at": hold_until or now,
                 "created_at": now,
+                "idempotency_key": reply_key(update, index),
             }
         )
     # One multi-row INSERT … RETURNING, without the unit of work: this runs for every message.
@@ -298,7 +319,9 @@ class Engine:
         deadline, the first reply is claimed for the webhook's own answer and the rest are released to
         the worker; otherwise the webhook answers with an acknowledgement and the worker sends them all.
         """
-        hold_until = received_at + timedelta(seconds=deadline + 1.0)
+        # Every path that stays alive releases or claims the held rows explicitly; the hold only decides
+        # how soon the worker steps in after a crash (or a failed claim), so it can be generous.
+        hold_until = received_at + timedelta(seconds=deadline) + PASSIVE_HOLD
         task = self._track(self.process(update, hold_until))
         remaining = deadline - (utcnow() - received_at).total_seconds()
         done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
@@ -309,11 +332,53 @@ class Engine:
         outcome = task.result()
         if outcome.failed and outcome.replies and not outcome.outbox_ids:
             return outcome.replies[0]  # nothing could be queued: answer directly
-        if outcome.duplicate or not outcome.outbox_ids:
+        if outcome.duplicate:
+            return await self._answer_retry(update, received_at)
+        if not outcome.outbox_ids:
             return None
         first, *rest = outcome.outbox_ids
         self._claims.add(first, rest)
         return outcome.replies[0]
+
+    async def _answer_retry(self, update: Update, received_at: datetime) -> OutMessage | None:
+        """A duplicate delivery: answer it again only when it is the platform's retry of a lost answer.
+
+        WeChat retries only when it got no answer in time, so a copy arriving well after the original
+        means the original's passive reply never reached the user: send the same reply again (or claim
+        the still-queued one). A copy arriving at the same time as the original (a double tap, a
+        concurrent duplicate) gets the acknowledgement, so the user reads the answer once.
+        """
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                first_seen = await session.scalar(
+                    select(ProcessedMessage.created_at).where(
+                        ProcessedMessage.platform == update.platform.value,
+                        ProcessedMessage.app_id == update.app_id,
+                        ProcessedMessage.dedupe_key == update.dedupe_key,
+                    )
+                )
+                if first_seen is None or received_at - first_seen < RETRY_AFTER:
+                    return None
+                row = (
+                    await session.scalars(
+                        select(OutboxMessage).where(OutboxMessage.idempotency_key == reply_key(update, 0))
+                    )
+                ).first()
+                if row is None or row.status not in ("passive", "pending"):
+                    return None
+                if row.status == "pending":
+                    claimed = await session.execute(
+                        update_(OutboxMessage)
+                        .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
+                        .values(status="passive", sent_at=utcnow())
+                    )
+                    if not getattr(claimed, "rowcount", 0):
+                        return None
+                log.info("answering a platform retry again", extra={"platform": update.platform.value})
+                return message_from_payload(row.kind, row.payload)
+        except Exception:
+            log.exception("could not look up the answer to a retried delivery")
+            return None
 
     def _track(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.create_task(coroutine)

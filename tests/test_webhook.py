@@ -318,3 +318,32 @@ async def test_a_slow_token_fetch_does_not_stall_the_webhook(
     assert time.perf_counter() - started < 1.0
     assert not fetch.done()
     assert await fetch
+
+
+async def test_a_retry_after_a_lost_answer_gets_the_same_answer_again(
+    app_client: Client, wechat: WeChatClientSim, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.appkeys import SESSIONS
+    from models import utcnow
+
+    xml = wechat.text("o-lost", "客服电话", msg_id=5150001)
+    _, first = await post(app_client, wechat.sign(xml))
+    answer = wechat.open_reply(first)
+    assert answer is not None
+    # WeChat never got that answer (it arrived after 5 s), so it retries five seconds later.
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(
+            update(ProcessedMessage)
+            .where(ProcessedMessage.dedupe_key == "msg:5150001")
+            .values(created_at=utcnow() - timedelta(seconds=5))
+        )
+    _, retry = await post(app_client, wechat.sign(xml))
+    again = wechat.open_reply(retry)
+    assert again is not None and again["Content"] == answer["Content"]
+    await drain_outbox(app_client)
+    assert fake_wechat[0].texts_to("o-lost") == []  # answered in the reply, not pushed as well
+    assert await count(app_client, ProcessedMessage) == 1
