@@ -73,6 +73,11 @@ DEV_API_PREFIX = "/_dev/wechat"
 SCRIPT = str(Path(__file__).resolve())
 
 
+def expected_catalogue() -> Any:
+    """The message catalogue the servers answer from (default settings, the bench's phone)."""
+    return build_catalogue(load_settings(environ={}, env_file=Path("/nonexistent/.env"), customer_service_phone=PHONE))
+
+
 def log(message: str) -> None:
     """Progress goes to stderr, so ``--json`` output stays clean."""
     print(message, file=sys.stderr, flush=True)
@@ -93,7 +98,7 @@ def ceiling_app() -> web.Application:
     from wechatpy.replies import TextReply
 
     crypto = WeChatCrypto(DEV_WECHAT_TOKEN, DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID)
-    catalogue = build_catalogue(PHONE)
+    catalogue = expected_catalogue()
     answers = {text: catalogue(key) for text, key in TEXTS}
     fallback = catalogue("fallback")
 
@@ -715,7 +720,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else Plan(warmup=2.0, duration=args.duration, connections=args.connections, open_connections=256, quick=False)
     )
     postgres_url = "" if args.no_postgres or args.quick else os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
-    catalogue = build_catalogue(PHONE)
+    catalogue = expected_catalogue()
     expected = {key: catalogue(key) for _, key in TEXTS}
     sim = WeChatClientSim(DEV_WECHAT_TOKEN, DEV_WECHAT_APPID, DEV_WECHAT_AES_KEY, original_id=ORIGINAL_ID)
     requests = Requests(sim, expected)
@@ -1006,7 +1011,7 @@ async def stage_breakdown(database_url: str, keys_dir: Path, scratch: Path, coun
 
     event.listen(app[DB].sync_engine, "before_cursor_execute", count_statement)
     gateway, engine, worker = app[WECHAT], app[ENGINE], app[WORKER]
-    catalogue = build_catalogue(PHONE)
+    catalogue = expected_catalogue()
     sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key, ORIGINAL_ID)
     warm = max(50, count // 5)
     cpu = dict.fromkeys(STAGES, 0.0)
