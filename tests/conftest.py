@@ -220,3 +220,15 @@ async def app_client(settings: Settings) -> AsyncIterator[TestClient[web.Request
 def wechat(settings: Settings) -> WeChatClientSim:
     """Plays WeChat's servers calling our webhook."""
     return WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+
+
+@pytest.fixture
+def fake(fake_wechat: tuple[FakeWeChatAPI, str]) -> FakeWeChatAPI:
+    """The fake WeChat API alone."""
+    return fake_wechat[0]
+
+
+@pytest.fixture
+def app(app_client: TestClient[web.Request, web.Application]) -> web.Application:
+    """The application behind ``app_client``."""
+    return app_client.app

@@ -33,16 +33,6 @@ PNG = base64.b64decode(
 )
 
 
-@pytest.fixture
-def fake(fake_wechat: tuple[FakeWeChatAPI, str]) -> FakeWeChatAPI:
-    return fake_wechat[0]
-
-
-@pytest.fixture
-def app(app_client: Client) -> web.Application:
-    return app_client.app
-
-
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[web.Application]:
     """The whole service with particular settings."""

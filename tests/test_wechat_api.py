@@ -36,16 +36,6 @@ CUSTOM_SEND = "message/custom/send"
 
 
 @pytest.fixture
-def fake(fake_wechat: tuple[FakeWeChatAPI, str]) -> FakeWeChatAPI:
-    return fake_wechat[0]
-
-
-@pytest.fixture
-def app(app_client: Client) -> web.Application:
-    return app_client.app
-
-
-@pytest.fixture
 def api(app: web.Application) -> WeChatAPI:
     return app[WECHAT_API]
 
