@@ -315,9 +315,10 @@ class Engine:
     async def respond(self, update: Update, deadline: float, received_at: datetime) -> OutMessage | None:
         """Process ``update`` and return the message to answer passively, if it is ready in time.
 
-        The replies are queued first and held a little past the deadline. If processing beats the
-        deadline, the first reply is claimed for the webhook's own answer and the rest are released to
-        the worker; otherwise the webhook answers with an acknowledgement and the worker sends them all.
+        The replies are queued first, held back from the worker. If processing beats the deadline, the
+        first reply is the webhook's own answer (recorded as such in a batch just after) and the rest are
+        released to the worker; otherwise the webhook answers with an acknowledgement and all of them are
+        released as soon as they are queued.
         """
         # Every path that stays alive releases or claims the held rows explicitly; the hold only decides
         # how soon the worker steps in after a crash (or a failed claim), so it can be generous.
