@@ -143,13 +143,20 @@ async def touch_account(session: AsyncSession, update: Update, now: datetime) ->
     if account is None:
         account = PlatformAccount(platform=platform, app_id=app_id, user_id=user_id, following=True, created_at=now)
         session.add(account)
-    if update.kind in CONVERSATIONAL_KINDS:
-        last = account.last_inbound_at
-        # Windows are counted in hours: a write per minute is precise enough and spares the hot path.
-        if last is None or now - last > INBOUND_PRECISION or account.last_interaction_kind != update.kind.value:
-            account.last_inbound_at = now
-            account.last_interaction_kind = update.kind.value
+    if update.kind in CONVERSATIONAL_KINDS and contact_outdated(
+        account.last_inbound_at, account.last_interaction_kind, update, now
+    ):
+        account.last_inbound_at = now
+        account.last_interaction_kind = update.kind.value
     return account
+
+
+def contact_outdated(last_at: datetime | None, last_kind: str | None, update: Update, now: datetime) -> bool:
+    """Whether the recorded last contact must be rewritten for this update.
+
+    Windows are counted in hours: a write per minute is precise enough and spares the hot path.
+    """
+    return last_at is None or now - last_at > INBOUND_PRECISION or last_kind != update.kind.value
 
 
 def reply_key(update: Update, index: int) -> str:
@@ -173,16 +180,15 @@ class RecentContacts:
         """True when the account must be read (and maybe written) for this update."""
         if update.kind not in CONVERSATIONAL_KINDS or update.kind in ACCOUNT_EVENTS:
             return True
-        entry = self._seen.get(update.user_key)
-        return entry is None or now - entry[0] > INBOUND_PRECISION or entry[1] != update.kind.value
+        last_at, last_kind = self._seen.get(update.user_key, (None, None))
+        return contact_outdated(last_at, last_kind, update, now)
 
     def seen(self, update: Update, now: datetime) -> None:
         """Record a committed contact."""
         if update.kind not in CONVERSATIONAL_KINDS or update.kind in ACCOUNT_EVENTS:
             self._seen.pop(update.user_key, None)
             return
-        entry = self._seen.get(update.user_key)
-        if entry is None or now - entry[0] > INBOUND_PRECISION or entry[1] != update.kind.value:
+        if self.stale(update, now):
             self._seen[update.user_key] = (now, update.kind.value)
         self._seen.move_to_end(update.user_key)
         while len(self._seen) > self._capacity:
