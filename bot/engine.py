@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, select
-from sqlalchemy import update as update_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
@@ -373,14 +372,8 @@ class Engine:
                 ).first()
                 if row is None or row.status not in ("passive", "pending"):
                     return None
-                if row.status == "pending":
-                    claimed = await session.execute(
-                        update_(OutboxMessage)
-                        .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
-                        .values(status="passive", sent_at=utcnow())
-                    )
-                    if not getattr(claimed, "rowcount", 0):
-                        return None
+                if row.status == "pending" and not await outbox.mark_passive(session, [row.id]):
+                    return None
                 log.info("answering a platform retry again", extra={"platform": update.platform.value})
                 return message_from_payload(row.kind, row.payload)
         except Exception:

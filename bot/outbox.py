@@ -90,6 +90,18 @@ def enqueue_message(
     )
 
 
+async def mark_passive(session: AsyncSession, ids: Sequence[int]) -> int:
+    """Record still-pending rows as answered in the webhook's own reply; returns how many were."""
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+        .values(status="passive", sent_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def release_held(session: AsyncSession, ids: Sequence[int]) -> None:
     """Make held rows due now (their passive chance is over)."""
     if ids:
@@ -129,12 +141,7 @@ class PassiveClaims:
             released, self._released = self._released, []
             try:
                 async with self._sessionmaker() as session, session.begin():
-                    if answered:
-                        await session.execute(
-                            update(OutboxMessage)
-                            .where(OutboxMessage.id.in_(answered), OutboxMessage.status == "pending")
-                            .values(status="passive", sent_at=utcnow())
-                        )
+                    await mark_passive(session, answered)
                     await release_held(session, released)
             except Exception:
                 log.exception("could not record passive replies; the worker will send them after their hold")
