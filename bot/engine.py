@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
@@ -32,7 +32,6 @@ from bot.update import (
     Update,
     UpdateKind,
     message_from_payload,
-    message_to_payload,
 )
 from models import ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
 
@@ -198,31 +197,15 @@ async def _queue_replies(
     session: AsyncSession, update: Update, replies: Sequence[OutMessage], hold_until: datetime | None
 ) -> tuple[int, ...]:
     """Write the replies to the outbox (held until ``hold_until``) and return their row ids."""
-    if not replies:
-        return ()
-    now = utcnow()
-    values = []
-    for index, message in enumerate(replies):
-        kind, payload = message_to_payload(message)
-        values.append(
-            {
-                "platform": update.platform.value,
-                "app_id": update.app_id,
-                "recipient": update.user_id,
-                "kind": kind,
-                "payload": payload,
-                "status": "pending",
-                "attempts": 0,
-                "available_at": hold_until or now,
-                "created_at": now,
-                "idempotency_key": reply_key(update, index),
-            }
-        )
-    # One multi-row INSERT … RETURNING, without the unit of work: this runs for every message.
-    result = await session.execute(
-        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), values
+    return await outbox.enqueue_messages(
+        session,
+        platform=update.platform.value,
+        app_id=update.app_id,
+        recipient=update.user_id,
+        messages=replies,
+        idempotency_keys=[reply_key(update, index) for index in range(len(replies))],
+        available_at=hold_until,
     )
-    return tuple(result.scalars().all())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.metrics import Metrics
@@ -51,19 +51,59 @@ def enqueue(
     idempotency_key: str | None = None,
 ) -> OutboxMessage:
     """Add an outbound message to the session; it is sent once the transaction commits."""
-    row = OutboxMessage(
-        platform=platform,
-        app_id=app_id,
-        recipient=recipient,
-        kind=kind,
-        payload=dict(payload),
-        status="pending",
-        attempts=0,
-        available_at=available_at or utcnow(),
-        idempotency_key=idempotency_key,
-    )
+    row = OutboxMessage(**_new_row(platform, app_id, recipient, kind, payload, available_at, idempotency_key))
     session.add(row)
     return row
+
+
+def _new_row(
+    platform: str,
+    app_id: str,
+    recipient: str,
+    kind: str,
+    payload: Mapping[str, Any],
+    available_at: datetime | None,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "platform": platform,
+        "app_id": app_id,
+        "recipient": recipient,
+        "kind": kind,
+        "payload": dict(payload),
+        "status": "pending",
+        "attempts": 0,
+        "available_at": available_at or now,
+        "created_at": now,
+        "idempotency_key": idempotency_key,
+    }
+
+
+async def enqueue_messages(
+    session: AsyncSession,
+    *,
+    platform: str,
+    app_id: str,
+    recipient: str,
+    messages: Sequence[OutMessage],
+    idempotency_keys: Sequence[str],
+    available_at: datetime | None = None,
+) -> tuple[int, ...]:
+    """Queue several conversational messages in one multi-row INSERT … RETURNING; their row ids, in order.
+
+    The bulk path skips the ORM's unit of work: it runs for every message the engine answers.
+    """
+    if not messages:
+        return ()
+    values = [
+        _new_row(platform, app_id, recipient, *message_to_payload(message), available_at, key)
+        for message, key in zip(messages, idempotency_keys, strict=True)
+    ]
+    result = await session.execute(
+        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), values
+    )
+    return tuple(result.scalars().all())
 
 
 def enqueue_message(
