@@ -16,6 +16,11 @@ DEV_WECHAT_APPID = "wx0000000000de0001"
 DEV_WECHAT_SECRET = "dev-secret-not-for-production"  # noqa: S105 (a public dev value)
 DEV_WECHAT_TOKEN = "vaxbotdevtoken"  # noqa: S105
 DEV_WECHAT_AES_KEY = "dmF4Ym90LWRldi1lbmNvZGluZy1hZXMta2V5LTAwMDE"
+DEV_ALIPAY_APPID = "2099000000000001"
+# Development key files in the keys directory (written by ``vaxbot keys generate-dev``): our app's pair,
+# and the pair the built-in fake Alipay signs with, standing in for Alipay's own.
+DEV_ALIPAY_APP_KEY = "alipay_app"
+DEV_ALIPAY_PLATFORM_KEY = "alipay_platform"
 
 
 class ConfigError(Exception):
@@ -40,6 +45,13 @@ class Settings:
     wechat_token: str = DEV_WECHAT_TOKEN
     wechat_aes_key: str = DEV_WECHAT_AES_KEY
     wechat_api_base: str = "https://api.weixin.qq.com"
+
+    # Alipay life account / mini program; an empty app id turns the channel off. Key settings are
+    # file paths; empty means the development files in the keys directory.
+    alipay_appid: str = DEV_ALIPAY_APPID
+    alipay_private_key: str = ""
+    alipay_public_key: str = ""
+    alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
 
     # Platform deadlines: WeChat drops the connection after 5 s; answer well before.
     reply_deadline_seconds: float = 4.0
@@ -75,6 +87,28 @@ class Settings:
         """True when an EncodingAESKey is configured (compatible and safe modes)."""
         return bool(self.wechat_aes_key)
 
+    @property
+    def alipay_enabled(self) -> bool:
+        """True when the Alipay channel is configured (an app id is set)."""
+        return bool(self.alipay_appid)
+
+    @property
+    def alipay_private_key_path(self) -> Path:
+        """Our app's private key (PKCS#1 or PKCS#8 PEM)."""
+        if self.alipay_private_key:
+            return Path(self.alipay_private_key)
+        return self._dev_key(DEV_ALIPAY_APP_KEY, "private")
+
+    @property
+    def alipay_public_key_path(self) -> Path:
+        """Alipay's public key, which every inbound post and every API response is checked against."""
+        if self.alipay_public_key:
+            return Path(self.alipay_public_key)
+        return self._dev_key(DEV_ALIPAY_PLATFORM_KEY, "public")
+
+    def _dev_key(self, stem: str, half: str) -> Path:
+        return self.keys_dir / f"{stem}_{half}.pem"
+
     def production_problems(self, dev_keys: bool) -> list[str]:
         """Reasons this configuration must not serve real users (empty when fine)."""
         problems: list[str] = []
@@ -88,6 +122,13 @@ class Settings:
             problems.append("VAXBOT_WECHAT_TOKEN is the development token")
         if self.wechat_aes_key == DEV_WECHAT_AES_KEY:
             problems.append("VAXBOT_WECHAT_AES_KEY is the development key")
+        if self.alipay_enabled:
+            if self.alipay_appid == DEV_ALIPAY_APPID:
+                problems.append("VAXBOT_ALIPAY_APPID is the development app id (set it empty to turn Alipay off)")
+            if not self.alipay_private_key:
+                problems.append("VAXBOT_ALIPAY_PRIVATE_KEY is not set (the development key would be used)")
+            if not self.alipay_public_key:
+                problems.append("VAXBOT_ALIPAY_PUBLIC_KEY is not set (the development key would be used)")
         if not self.public_url.startswith("https://"):
             problems.append("VAXBOT_PUBLIC_URL must be https in production")
         return problems

@@ -9,6 +9,9 @@ import os
 import secrets
 from pathlib import Path
 
+from bot.config import DEV_ALIPAY_APP_KEY, DEV_ALIPAY_PLATFORM_KEY
+from bot.platforms.alipay_sign import generate_key_pair
+
 KEYRING_FILE = "vault.json"
 
 
@@ -36,8 +39,9 @@ def _b64(data: bytes) -> str:
 
 
 def generate_dev_keys(keys_dir: Path) -> Path:
-    """Write a fresh development keyring (marked ``dev``) and return its path."""
+    """Write a fresh development keyring (marked ``dev``) and the Alipay pairs; return the keyring's path."""
     keys_dir.mkdir(parents=True, exist_ok=True)
+    generate_dev_alipay_keys(keys_dir)
     path = keys_dir / KEYRING_FILE
     payload = {
         "dev": True,
@@ -52,6 +56,13 @@ def generate_dev_keys(keys_dir: Path) -> Path:
         json.dump(payload, handle, indent=2)
     tmp.replace(path)
     return path
+
+
+def generate_dev_alipay_keys(keys_dir: Path, *, replace: bool = True) -> None:
+    """Our app's RSA pair and the pair the development fake of Alipay signs with."""
+    for stem in (DEV_ALIPAY_APP_KEY, DEV_ALIPAY_PLATFORM_KEY):
+        if replace or not (keys_dir / f"{stem}_private.pem").exists():
+            generate_key_pair(keys_dir, stem)
 
 
 def load_keyring(keys_dir: Path) -> Keyring:
@@ -83,4 +94,6 @@ def ensure_keyring(keys_dir: Path, allow_generate: bool) -> Keyring:
     """Load the keyring, generating development keys first when allowed and none exist."""
     if allow_generate and not (keys_dir / KEYRING_FILE).exists():
         generate_dev_keys(keys_dir)
+    elif allow_generate:
+        generate_dev_alipay_keys(keys_dir, replace=False)  # a keys directory from before Alipay
     return load_keyring(keys_dir)
