@@ -10,23 +10,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import xmltodict
 from wechatpy import parse_message
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.replies import ArticlesReply, ImageReply, TextReply
 
 from bot.config import Settings
+from bot.platforms.common import Rejected, safe_xml
 from bot.update import Article, Image, OutMessage, Platform, Text, Update, UpdateKind
 
-_HOSTILE = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _SIMPLE_EVENTS = {
     "subscribe": UpdateKind.FOLLOW,
     "subscribe_scan": UpdateKind.FOLLOW,
@@ -41,15 +39,6 @@ _SIMPLE_EVENTS = {
     "subscribe_msg_change_event": UpdateKind.SUBSCRIPTION,
     "subscribe_msg_sent_event": UpdateKind.SUBSCRIPTION,
 }
-
-
-class Rejected(Exception):
-    """The request is not a valid WeChat delivery; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def sha1_signature(*parts: str) -> str:
@@ -73,16 +62,7 @@ def _decode(body: bytes) -> str:
 
 
 def _safe_xml(raw: str) -> dict[str, Any]:
-    if _HOSTILE.search(raw):
-        raise Rejected(400, "xml declarations are not accepted")
-    try:
-        parsed = xmltodict.parse(raw, disable_entities=True)
-    except Exception as exc:  # expat errors, entity refusal, bad encodings
-        raise Rejected(400, "malformed xml") from exc
-    root = parsed.get("xml") if isinstance(parsed, dict) else None
-    if not isinstance(root, dict):
-        raise Rejected(400, "malformed xml")
-    return root
+    return safe_xml(raw, "xml")
 
 
 class WeChatGateway:
