@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from bot import webhooks
 from bot.appkeys import (
+    ALIPAY,
     DB,
     ENGINE,
     HTTP,
@@ -35,6 +36,8 @@ from bot.messages import build_catalogue
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker, outbox_depth
 from bot.pii import Vault
+from bot.platforms import alipay_sign
+from bot.platforms.alipay import AlipayGateway
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI, WeChatSender
 from bot.scheduler import Scheduler, prune
@@ -60,6 +63,15 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
     app[KEYRING] = keyring
     app[METRICS] = Metrics()
     app[WECHAT] = WeChatGateway(settings)
+    if settings.alipay_enabled:
+        try:
+            app[ALIPAY] = AlipayGateway(
+                settings.alipay_appid,
+                alipay_sign.read_private_key(settings.alipay_private_key_path),
+                alipay_sign.read_public_key(settings.alipay_public_key_path),
+            )
+        except alipay_sign.AlipayKeyError as exc:
+            raise ConfigError(f"{exc} (see keys/README.md; set VAXBOT_ALIPAY_APPID empty to turn Alipay off)") from exc
     vault = Vault(keyring)
     app[SERVICES] = Services(settings=settings, vault=vault, catalogue=build_catalogue(settings))
 

@@ -12,6 +12,7 @@ from bot.engine import Engine
 from bot.keys import Keyring
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
+from bot.platforms.alipay import AlipayGateway
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI
 from bot.scheduler import Scheduler
@@ -25,6 +26,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 SERVICES = web.AppKey("services", Services)
 ENGINE = web.AppKey("engine", Engine)
 WECHAT = web.AppKey("wechat", WeChatGateway)
+ALIPAY = web.AppKey("alipay", AlipayGateway)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)
 WORKER = web.AppKey("worker", OutboxWorker)
 SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -52,6 +52,9 @@ class Settings:
     alipay_private_key: str = ""
     alipay_public_key: str = ""
     alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
+    # Alipay's posts carry no signed timestamp: a message older than this is a replay (processed keys
+    # are kept for days, so within it a replay is recognised as a duplicate).
+    alipay_max_message_age_seconds: int = 24 * 3600
 
     # Platform deadlines: WeChat drops the connection after 5 s; answer well before.
     reply_deadline_seconds: float = 4.0

@@ -26,6 +26,7 @@ from bot.conversation import Context, Router, Services, Snapshot
 from bot.db import dialect_insert
 from bot.metrics import Metrics
 from bot.update import (
+    CONTACT_KINDS,
     CONVERSATIONAL_KINDS,
     OutMessage,
     Text,
@@ -141,7 +142,7 @@ async def touch_account(session: AsyncSession, update: Update, now: datetime) ->
     if account is None:
         account = PlatformAccount(platform=platform, app_id=app_id, user_id=user_id, following=True, created_at=now)
         session.add(account)
-    if update.kind in CONVERSATIONAL_KINDS and contact_outdated(
+    if update.kind in CONTACT_KINDS and contact_outdated(
         account.last_inbound_at, account.last_interaction_kind, update, now
     ):
         account.last_inbound_at = now
@@ -176,14 +177,14 @@ class RecentContacts:
 
     def stale(self, update: Update, now: datetime) -> bool:
         """True when the account must be read (and maybe written) for this update."""
-        if update.kind not in CONVERSATIONAL_KINDS or update.kind in ACCOUNT_EVENTS:
+        if update.kind not in CONTACT_KINDS or update.kind in ACCOUNT_EVENTS:
             return True
         last_at, last_kind = self._seen.get(update.user_key, (None, None))
         return contact_outdated(last_at, last_kind, update, now)
 
     def seen(self, update: Update, now: datetime) -> None:
         """Record a committed contact."""
-        if update.kind not in CONVERSATIONAL_KINDS or update.kind in ACCOUNT_EVENTS:
+        if update.kind not in CONTACT_KINDS or update.kind in ACCOUNT_EVENTS:
             self._seen.pop(update.user_key, None)
             return
         if self.stale(update, now):
@@ -216,6 +217,7 @@ class Outcome:
     replies: tuple[OutMessage, ...] = ()
     outbox_ids: tuple[int, ...] = ()
     failed: bool = False
+    recorded: bool = True  # False only when the database could not even record the delivery
 
 
 class Engine:
@@ -290,8 +292,8 @@ class Engine:
             # passive reply, that it did not work and to try again.
             log.exception("could not record the failure", extra={"platform": update.platform.value})
             if update.kind not in CONVERSATIONAL_KINDS:
-                return Outcome(duplicate=False, failed=True)
-            return Outcome(duplicate=False, replies=(message,), failed=True)
+                return Outcome(duplicate=False, failed=True, recorded=False)
+            return Outcome(duplicate=False, replies=(message,), failed=True, recorded=False)
 
     @staticmethod
     def _current(row: ConversationState, now: datetime) -> tuple[Snapshot, str | None]:
@@ -328,6 +330,21 @@ class Engine:
         first, *rest = outcome.outbox_ids
         self._claims.add(first, rest)
         return outcome.replies[0]
+
+    async def deliver(self, update: Update, deadline: float, received_at: datetime) -> bool | None:
+        """Process an update whose answers all go out through the outbox (no passive reply, as on Alipay).
+
+        Returns True once the delivery is recorded (or was a duplicate), False when the database could not
+        record it (the platform should retry), and None when the deadline passed first: processing goes
+        on, and its replies are released to the worker as soon as they are queued.
+        """
+        task = self._track(self.process(update))
+        remaining = deadline - (utcnow() - received_at).total_seconds()
+        done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
+        if not done:
+            log.warning("deadline passed; processing goes on", extra={"platform": update.platform.value})
+            return None
+        return task.result().recorded
 
     async def _answer_retry(self, update: Update, received_at: datetime) -> OutMessage | None:
         """A duplicate delivery: answer it again only when it is the platform's retry of a lost answer.

@@ -27,6 +27,7 @@ class UpdateKind(StrEnum):
     MENU_VIEW = "menu_view"
     SCAN = "scan"  # a parametrised QR scanned by someone already following
     SCAN_CODE = "scan_code"  # the menu's scan button returned a code's content
+    ENTER = "enter"  # opened the Alipay life account's page (key: the scene of the code that led there)
     TEMPLATE_RESULT = "template_result"
     SUBSCRIPTION = "subscription"  # subscription-message popup, change or sent report
     UNKNOWN = "unknown"  # a message type we do not read (voice, video, location…)
@@ -45,6 +46,11 @@ CONVERSATIONAL_KINDS = frozenset(
         UpdateKind.UNKNOWN,
     }
 )
+
+
+# Kinds that count as contact for the platforms' customer-service windows: what a person did, including
+# opening the account's page, which asks for no answer but lets us send one message that day on Alipay.
+CONTACT_KINDS = CONVERSATIONAL_KINDS | {UpdateKind.ENTER}
 
 
 # Kinds that start something new: the conversation step in progress is abandoned.
@@ -71,11 +77,12 @@ class Update:
         """Messages dedupe on their id; events (id 0 or absent) on sender + creation time + event + key.
 
         The key is part of it so that two different menu taps within one second both count; a retry of
-        one tap carries the same key and is still recognised.
+        one tap carries the same key and is still recognised. Time is in milliseconds, as precise as
+        the platform gives it (WeChat: seconds; Alipay: milliseconds).
         """
         if self.message_id and self.message_id != "0":
             return f"msg:{self.message_id}"
-        return f"evt:{self.user_id}:{int(self.created_at.timestamp())}:{self.raw_type}:{self.key}"
+        return f"evt:{self.user_id}:{round(self.created_at.timestamp() * 1000)}:{self.raw_type}:{self.key}"
 
     @property
     def user_key(self) -> tuple[str, str, str]:

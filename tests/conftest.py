@@ -21,8 +21,10 @@ from sqlalchemy.engine import make_url
 from bot.app import create_app
 from bot.config import DEV_WECHAT_AES_KEY, Settings, load_settings
 from bot.db import create_engine, migrate
+from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.keys import generate_dev_keys
+from bot.platforms import alipay_sign
 
 POSTGRES_URL = os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("VAXBOT_REQUIRE_POSTGRES", "") == "1"
@@ -232,3 +234,13 @@ def fake(fake_wechat: tuple[FakeWeChatAPI, str]) -> FakeWeChatAPI:
 def app(app_client: TestClient[web.Request, web.Application]) -> web.Application:
     """The application behind ``app_client``."""
     return app_client.app
+
+
+@pytest.fixture
+def alipay(settings: Settings) -> AlipayClientSim:
+    """Plays Alipay's servers posting to our gateway (signed with the development platform key)."""
+    return AlipayClientSim(
+        settings.alipay_appid,
+        alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
+        alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem"),
+    )

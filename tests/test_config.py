@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from bot.app import create_app
+from bot.appkeys import ALIPAY
 from bot.config import ConfigError, load_settings
 from bot.keys import generate_dev_keys
+from bot.platforms.alipay_sign import generate_key_pair
 
 
 def test_environment_variables_are_read_and_typed(tmp_path: Path) -> None:
@@ -64,10 +66,13 @@ def test_production_refuses_dev_keys_and_dev_secrets(tmp_path: Path) -> None:
     message = str(info.value)
     assert "development keys" in message
     assert "VAXBOT_WECHAT_SECRET" in message
+    assert "VAXBOT_ALIPAY_APPID" in message
+    assert "VAXBOT_ALIPAY_PRIVATE_KEY" in message
     assert "https" in message
 
 
-def test_production_with_real_material_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("alipay", ["off", "configured"])
+def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> None:
     import base64
     import json
     import secrets
@@ -82,8 +87,18 @@ def test_production_with_real_material_starts(tmp_path: Path) -> None:
             }
         )
     )
+    alipay_env = {"VAXBOT_ALIPAY_APPID": ""}
+    if alipay == "configured":
+        ours, _ = generate_key_pair(tmp_path / "alipay", "ours")
+        _, theirs = generate_key_pair(tmp_path / "alipay", "theirs")
+        alipay_env = {
+            "VAXBOT_ALIPAY_APPID": "2021004100000001",
+            "VAXBOT_ALIPAY_PRIVATE_KEY": str(ours),
+            "VAXBOT_ALIPAY_PUBLIC_KEY": str(theirs),
+        }
     settings = load_settings(
         environ={
+            **alipay_env,
             "VAXBOT_ENV": "production",
             "VAXBOT_KEYS_DIR": str(tmp_path),
             "VAXBOT_WECHAT_APPID": "wx1234567890abcdef",
@@ -94,4 +109,16 @@ def test_production_with_real_material_starts(tmp_path: Path) -> None:
         },
         env_file=tmp_path / "x",
     )
-    assert create_app(settings) is not None
+    app = create_app(settings)
+    assert (ALIPAY in app) is (alipay == "configured")
+
+
+def test_unreadable_alipay_key_is_explained(tmp_path: Path) -> None:
+    generate_dev_keys(tmp_path)
+    (tmp_path / "broken.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n")
+    settings = load_settings(
+        environ={"VAXBOT_KEYS_DIR": str(tmp_path), "VAXBOT_ALIPAY_PRIVATE_KEY": str(tmp_path / "broken.pem")},
+        env_file=tmp_path / "x",
+    )
+    with pytest.raises(ConfigError, match="private key"):
+        create_app(settings)

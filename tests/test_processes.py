@@ -539,6 +539,7 @@ PRODUCTION_MATERIAL = {
     "VAXBOT_WECHAT_TOKEN": "p7Kq2mXv9LrT4sWz",
     "VAXBOT_WECHAT_AES_KEY": "aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5oQ7sU9w",
     "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org",
+    "VAXBOT_ALIPAY_APPID": "",  # a WeChat-only deployment
 }
 
 
