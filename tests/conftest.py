@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import make_url
 
+import bot.app
 from bot.app import create_app
 from bot.config import DEV_WECHAT_AES_KEY, Settings, load_settings
+from bot.conversation import Route, Router
 from bot.db import create_engine, migrate
 from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.keys import generate_dev_keys
 from bot.platforms import alipay_sign
+from handlers import build_router
 
 POSTGRES_URL = os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("VAXBOT_REQUIRE_POSTGRES", "") == "1"
@@ -244,3 +247,19 @@ def alipay(settings: Settings) -> AlipayClientSim:
         alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
         alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem"),
     )
+
+
+@pytest.fixture
+def patched_router(monkeypatch: pytest.MonkeyPatch) -> Callable[[Route], None]:
+    """Put an extra route in front of the real ones (for slow or failing handlers)."""
+
+    def install(route: Route) -> None:
+        def build() -> Router:
+            router = build_router()
+            router.add([route])
+            router._routes.insert(0, router._routes.pop())
+            return router
+
+        monkeypatch.setattr(bot.app, "build_router", build)
+
+    return install

@@ -45,3 +45,9 @@ async def count(client: Client, model: Any) -> int:
     """Rows in a table."""
     async with client.app[SESSIONS]() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def post_alipay(client: Client, body: bytes, path: str = "/alipay") -> tuple[int, bytes, str]:
+    """POST a form as Alipay's gateway would; returns (status, raw body, Content-Type)."""
+    response = await client.post(path, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return response.status, await response.read(), response.headers.get("Content-Type", "")

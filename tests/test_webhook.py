@@ -7,17 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-import bot.app
 from bot.app import create_app
 from bot.appkeys import METRICS
 from bot.config import Settings
-from bot.conversation import Context, Route, Router, text_in
+from bot.conversation import Context, Route, text_in
 from bot.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
-from handlers import build_router
 from models import AuditEntry, ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage
 from tests.helpers import Client, count, drain_outbox, outbox_rows, post
 
@@ -100,22 +97,6 @@ async def test_duplicate_follow_events_greet_once(app_client: Client, wechat: We
     bodies = [await post(app_client, wechat.sign(xml)) for _ in range(2)]
     assert wechat.open_reply(bodies[0][1]) is not None
     assert wechat.open_reply(bodies[1][1]) is None
-
-
-@pytest.fixture
-def patched_router(monkeypatch: pytest.MonkeyPatch) -> Callable[[Route], None]:
-    """Put an extra route in front of the real ones (for slow or failing handlers)."""
-
-    def install(route: Route) -> None:
-        def build() -> Router:
-            router = build_router()
-            router.add([route])
-            router._routes.insert(0, router._routes.pop())
-            return router
-
-        monkeypatch.setattr(bot.app, "build_router", build)
-
-    return install
 
 
 async def _client(settings: Settings) -> TestClient[web.Request, web.Application]:

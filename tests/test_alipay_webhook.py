@@ -1,0 +1,211 @@
+"""The /alipay endpoint over HTTP on both databases: handshake, acks, rejections, duplicates, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from bot.app import create_app
+from bot.appkeys import SESSIONS
+from bot.config import Settings
+from bot.conversation import Context, Route, text_in
+from bot.fakes.alipay import AlipayClientSim
+from bot.platforms import alipay_sign
+from models import OutboxMessage, PlatformAccount, ProcessedMessage
+from tests.helpers import Client, count, outbox_rows, post_alipay
+
+USER = "2088000000000201"
+
+
+async def _client(settings: Settings) -> TestClient[web.Request, web.Application]:
+    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+def _texts(rows: list[OutboxMessage]) -> list[str]:
+    return [str(row.payload.get("content", "")) for row in rows]
+
+
+async def test_gateway_check_over_http(app_client: Client, alipay: AlipayClientSim, settings: Settings) -> None:
+    status, body, content_type = await post_alipay(app_client, alipay.check_form())
+    assert status == 200 and content_type == "text/xml;charset=GBK"
+    reply = alipay.open_reply(body)
+    ours = alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem")
+    assert reply.inner["success"] == "true"
+    assert reply.inner["biz_content"] == alipay_sign.public_key_body(ours)
+
+    stranger = alipay_sign.read_private_key(settings.keys_dir / "alipay_app_private.pem")  # not Alipay's key
+    status, body, _ = await post_alipay(app_client, alipay.check_form(key=stranger))
+    assert status == 200
+    assert alipay.open_reply(body).inner["error_code"] == "VERIFY_FAILED"
+    assert await count(app_client, ProcessedMessage) == 0
+
+
+async def test_text_is_acked_and_answered_through_the_outbox(app_client: Client, alipay: AlipayClientSim) -> None:
+    for charset in ("GBK", "UTF-8"):
+        body = alipay.form(alipay.text(USER, "客服电话是多少"), charset=charset)
+        status, raw, content_type = await post_alipay(app_client, body)
+        assert status == 200 and content_type == f"text/xml;charset={charset}"
+        ack = alipay.open_reply(raw, charset=charset).inner["XML"]
+        assert (ack["MsgType"], ack["ToUserId"]) == ("ack", USER)
+    rows = await outbox_rows(app_client, platform="alipay", recipient=USER)
+    assert len(rows) == 2 and all("400-101-6588" in text for text in _texts(rows))
+    assert {row.status for row in rows} == {"pending"}  # no passive reply on Alipay: the worker sends them
+    assert all(row.available_at <= row.created_at for row in rows)  # not held back
+
+
+async def test_rejections_change_nothing(app_client: Client, alipay: AlipayClientSim, settings: Settings) -> None:
+    stranger = alipay_sign.read_private_key(settings.keys_dir / "alipay_app_private.pem")
+
+    def swap(fields: dict[str, str]) -> None:
+        fields["biz_content"] = fields["biz_content"].replace("你好", "您好")
+
+    xml = alipay.text(USER, "你好")
+    cases = [
+        (alipay.form(xml, key=stranger), 403),
+        (alipay.form(xml, tamper=swap), 403),
+        (alipay.form(xml, service="alipay.open.public.unknown"), 400),
+        (alipay.form("<XML><AppId>broken"), 400),
+        (b"charset=GBK&service=alipay.mobile.public.message.notify", 400),
+        (b"\x00\xff garbage", 400),
+    ]
+    for body, expected in cases:
+        status, raw, _ = await post_alipay(app_client, body)
+        assert status == expected, raw
+        assert b"Traceback" not in raw
+    assert await count(app_client, ProcessedMessage) == 0
+    assert await count(app_client, OutboxMessage) == 0
+    assert await count(app_client, PlatformAccount) == 0
+
+
+async def test_oversized_body_is_refused(app_client: Client, alipay: AlipayClientSim, settings: Settings) -> None:
+    body = alipay.form(alipay.text(USER, "啊" * settings.max_body_bytes))
+    status, _, _ = await post_alipay(app_client, body)
+    assert status == 413
+    assert await count(app_client, ProcessedMessage) == 0
+
+
+async def test_redeliveries_take_effect_once(app_client: Client, alipay: AlipayClientSim) -> None:
+    body = alipay.form(alipay.text(USER, "客服电话", msg_id="77001"))
+    for _ in range(3):
+        status, raw, _ = await post_alipay(app_client, body)
+        assert status == 200 and alipay.open_reply(raw).inner["XML"]["MsgType"] == "ack"
+    results = await asyncio.gather(*(post_alipay(app_client, body) for _ in range(3)))
+    assert {status for status, _, _ in results} == {200}
+    assert await count(app_client, ProcessedMessage) == 1
+    assert len(await outbox_rows(app_client, recipient=USER)) == 1
+
+
+async def test_two_taps_in_one_second_both_count(app_client: Client, alipay: AlipayClientSim) -> None:
+    now = alipay.now_ms()
+    for offset in (0, 300):
+        body = alipay.form(alipay.event(USER, "click", "HELP_CONTACT", create_time=now + offset))
+        assert (await post_alipay(app_client, body))[0] == 200
+    again = alipay.form(alipay.event(USER, "click", "HELP_CONTACT", create_time=now))
+    assert (await post_alipay(app_client, again))[0] == 200
+    assert len(await outbox_rows(app_client, recipient=USER)) == 2
+
+
+async def test_enter_is_contact_without_an_answer(app_client: Client, alipay: AlipayClientSim) -> None:
+    body = alipay.form(alipay.event(USER, "enter", alipay.scene("CLINIC-NT-CC-01")))
+    status, _, _ = await post_alipay(app_client, body)
+    assert status == 200
+    assert await outbox_rows(app_client, recipient=USER) == []
+    async with app_client.app[SESSIONS]() as session:
+        account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == USER))).one()
+    assert account.platform == "alipay" and account.last_interaction_kind == "enter"
+    assert account.last_inbound_at is not None
+
+
+async def test_follow_unfollow_and_welcome(app_client: Client, alipay: AlipayClientSim) -> None:
+    await post_alipay(app_client, alipay.form(alipay.event(USER, "follow")))
+    rows = await outbox_rows(app_client, recipient=USER)
+    assert rows and "欢迎" in _texts(rows)[0]
+    await post_alipay(app_client, alipay.form(alipay.event(USER, "unfollow")))
+    async with app_client.app[SESSIONS]() as session:
+        account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == USER))).one()
+    assert account.following is False
+    assert len(await outbox_rows(app_client, recipient=USER)) == 1  # nothing said to someone who left
+
+
+async def test_a_replayed_old_message_is_acknowledged_and_ignored(app_client: Client, alipay: AlipayClientSim) -> None:
+    two_days_ago = alipay.now_ms() - 2 * 24 * 3600 * 1000
+    body = alipay.form(alipay.text(USER, "客服电话", create_time=two_days_ago))
+    status, raw, _ = await post_alipay(app_client, body)
+    assert status == 200 and alipay.open_reply(raw).inner["XML"]["MsgType"] == "ack"
+    assert await count(app_client, ProcessedMessage) == 0
+    assert await count(app_client, OutboxMessage) == 0
+
+
+async def test_slow_work_is_acked_by_the_deadline_and_answered_later(
+    make_settings: Any, patched_router: Callable[[Route], None], alipay: AlipayClientSim
+) -> None:
+    async def slow(ctx: Context) -> None:
+        await asyncio.sleep(0.8)
+        ctx.say("contact")
+
+    patched_router(Route(text_in("慢一点"), slow))
+    client = await _client(make_settings(reply_deadline_seconds=0.3))
+    try:
+        started = time.perf_counter()
+        status, raw, _ = await post_alipay(client, alipay.form(alipay.text(USER, "慢一点")))
+        assert time.perf_counter() - started < 0.6
+        assert status == 200 and alipay.open_reply(raw).inner["XML"]["MsgType"] == "ack"
+        await asyncio.sleep(1.0)
+        rows = await outbox_rows(client, recipient=USER)
+        assert len(rows) == 1 and "400-101-6588" in _texts(rows)[0]
+    finally:
+        await client.close()
+
+
+async def test_handler_crash_apologises_through_the_outbox(
+    make_settings: Any, patched_router: Callable[[Route], None], alipay: AlipayClientSim
+) -> None:
+    async def broken(ctx: Context) -> None:
+        ctx.say("contact")
+        raise RuntimeError("bug")
+
+    patched_router(Route(text_in("坏了"), broken))
+    client = await _client(make_settings())
+    try:
+        body = alipay.form(alipay.text(USER, "坏了"))
+        for _ in range(2):
+            status, _, _ = await post_alipay(client, body)
+            assert status == 200
+        texts = _texts(await outbox_rows(client, recipient=USER))
+        assert len(texts) == 1 and "系统刚才开了个小差" in texts[0]
+    finally:
+        await client.close()
+
+
+async def test_database_outage_asks_alipay_to_deliver_again(keys_dir: Any) -> None:
+    from tests.conftest import _settings
+
+    settings = _settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir)
+    client = await _client(settings)
+    try:
+        sim = AlipayClientSim(
+            settings.alipay_appid,
+            alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
+            alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
+        )
+        status, _, _ = await post_alipay(client, sim.form(sim.text(USER, "你好")))
+        assert status == 503
+    finally:
+        await client.close()
+
+
+async def test_channel_off_means_no_endpoint(make_settings: Any, alipay: AlipayClientSim) -> None:
+    client = await _client(make_settings(alipay_appid=""))
+    try:
+        status, _, _ = await post_alipay(client, alipay.form(alipay.text(USER, "你好")))
+        assert status in (404, 405)
+    finally:
+        await client.close()
