@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, UTCDateTime, utcnow
@@ -43,6 +43,9 @@ class PlatformAccount(Base):
     # Customer-service windows are counted from the last thing the user did.
     last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_interaction_kind: Mapped[str | None] = mapped_column(String(16))
+    # Alipay: the China date on which the one message allowed after the user opened the account's page
+    # (event_type enter_ppchat) was used.
+    enter_sent_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
