@@ -46,3 +46,23 @@ def wechat_menu() -> dict[str, Any]:
             for group, items in MENU
         ]
     }
+
+
+def alipay_menu() -> dict[str, Any]:
+    """The body of Alipay's ``alipay.open.public.menu.create``: a text menu whose taps arrive as ``click``.
+
+    A group with sub-buttons carries only its name; each sub-button is an ``out`` (event) button whose
+    ``action_param`` comes back as the click's ActionParam.
+    """
+    return {
+        "type": "text",
+        "button": [
+            {
+                "name": group,
+                "sub_button": [
+                    {"name": label, "action_type": "out", "action_param": key.value} for label, key in items
+                ],
+            }
+            for group, items in MENU
+        ],
+    }

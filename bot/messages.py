@@ -113,6 +113,10 @@ MESSAGES: Final[dict[str, str]] = {
     "id_birth_date": "身份证号中的出生日期不正确，请检查后重新输入。",
     "id_check_char": "身份证号最后一位校验码不对，可能有一位输错了，请仔细核对后重新输入。",
     "phone_invalid": "手机号格式不对，请输入11位手机号码（例如 138 0000 0000）。",
+    # --- words on Alipay's message cards ---------------------------------------------------
+    "card_action_details": "查看详情",
+    "card_action_image": "查看大图",
+    "card_image_title": "请查看图片",
 }
 
 

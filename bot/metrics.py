@@ -39,6 +39,12 @@ class Metrics:
         self.token_refreshes = Counter(
             "vaxbot_access_token_refreshes", "Access-token fetches", ["platform"], registry=self.registry
         )
+        self.api_errors = Counter(
+            "vaxbot_platform_api_errors",
+            "Platform API calls that failed, by code (response_signature_invalid deserves an alert)",
+            ["platform", "code"],
+            registry=self.registry,
+        )
         self.handler_errors = Counter(
             "vaxbot_handler_errors", "Handlers that raised", ["platform"], registry=self.registry
         )
