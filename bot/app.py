@@ -14,6 +14,7 @@ from sqlalchemy import text
 from bot import webhooks
 from bot.appkeys import (
     ALIPAY,
+    ALIPAY_API,
     DB,
     ENGINE,
     HTTP,
@@ -34,10 +35,11 @@ from bot.engine import HANDLER_LIMIT_SECONDS, Engine
 from bot.keys import Keyring, load_keyring
 from bot.messages import build_catalogue
 from bot.metrics import Metrics
-from bot.outbox import OutboxWorker, outbox_depth
+from bot.outbox import OutboxWorker, Sender, outbox_depth
 from bot.pii import Vault
 from bot.platforms import alipay_sign
 from bot.platforms.alipay import AlipayGateway
+from bot.platforms.alipay_api import AlipayAPI, AlipaySender
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI, WeChatSender
 from bot.scheduler import Scheduler, prune
@@ -105,9 +107,14 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
     sessions = app[SESSIONS]
     wechat_api = WeChatAPI(app[HTTP], sessions, settings, metrics)
     app[WECHAT_API] = wechat_api
+    senders: dict[str, Sender] = {"wechat": WeChatSender(wechat_api, sessions)}
+    if settings.alipay_enabled:
+        alipay_api = AlipayAPI.from_settings(app[HTTP], settings, metrics)
+        app[ALIPAY_API] = alipay_api
+        senders["alipay"] = AlipaySender(alipay_api, sessions)
     worker = OutboxWorker(
         sessions,
-        {"wechat": WeChatSender(wechat_api, sessions)},
+        senders,
         metrics,
         batch_size=settings.outbox_batch_size,
         max_attempts=settings.outbox_max_attempts,

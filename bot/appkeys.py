@@ -13,6 +13,7 @@ from bot.keys import Keyring
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
 from bot.platforms.alipay import AlipayGateway
+from bot.platforms.alipay_api import AlipayAPI
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI
 from bot.scheduler import Scheduler
@@ -27,6 +28,7 @@ SERVICES = web.AppKey("services", Services)
 ENGINE = web.AppKey("engine", Engine)
 WECHAT = web.AppKey("wechat", WeChatGateway)
 ALIPAY = web.AppKey("alipay", AlipayGateway)
+ALIPAY_API = web.AppKey("alipay_api", AlipayAPI)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)
 WORKER = web.AppKey("worker", OutboxWorker)
 SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -1,8 +1,10 @@
-"""``vaxbot chat``: talk to a running vaxbot from a terminal, exactly as WeChat's servers would.
+"""``vaxbot chat``: talk to a running vaxbot from a terminal, exactly as WeChat's or Alipay's servers would.
 
-Every line is sent as a signed (and, in safe mode, encrypted) WeChat push to ``/wechat``; the passive
+On WeChat every line is sent as a signed (and, in safe mode, encrypted) push to ``/wechat``; the passive
 reply is opened and printed, and messages pushed later through the customer-service API are read back
-from the development fake of WeChat's API. Development only.
+from the development fake of WeChat's API. On Alipay every line is a signed form post to ``/alipay``
+whose signed ack is verified; the answers all arrive later through the development fake of Alipay's
+gateway, which is told about each interaction as Alipay itself would know it. Development only.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from typing import Any, TextIO
 import aiohttp
 
 from bot.config import Settings
+from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.wechat import WeChatClientSim
 from bot.menu import MENU
+from bot.platforms import alipay_sign
 
 HELP = "输入文字直接发送。命令：/follow 关注  /unfollow 取消关注  /click KEY 点菜单  /menu 菜单项  /quit 退出"
+ALIPAY_HELP = HELP.replace("/menu 菜单项", "/enter 进入生活号  /menu 菜单项")
+PLATFORM_NAMES = {"wechat": "微信", "alipay": "支付宝"}
 
 
 def describe(body: dict[str, Any]) -> str:
@@ -38,8 +44,26 @@ def describe(body: dict[str, Any]) -> str:
     return f"[{kind}]"
 
 
+def describe_alipay(method: str, biz: dict[str, Any]) -> str:
+    """A one-line rendering of a message Alipay would show."""
+    if method.endswith("custom.send"):
+        if biz.get("msg_type") == "text":
+            return str(biz.get("text", {}).get("content", ""))
+        articles = biz.get("articles") or [{}]
+        return f"[图文] {articles[0].get('title') or articles[0].get('desc') or ''}"
+    if method.endswith("single.send"):
+        context = biz.get("template", {}).get("context", {})
+        values = [str(value.get("value", "")) for value in context.values() if isinstance(value, dict)]
+        return "[模板消息] " + " / ".join(values)
+    if method.endswith("templatemessage.send"):
+        return "[小程序订阅消息] " + str(biz.get("data", ""))
+    return f"[{method}]"
+
+
 class ChatSession:
-    """One user's conversation with a running vaxbot."""
+    """One user's conversation with a running vaxbot, as a WeChat user."""
+
+    platform = "wechat"
 
     def __init__(self, http: aiohttp.ClientSession, base_url: str, settings: Settings, user: str, mode: str) -> None:
         self.http = http
@@ -93,18 +117,105 @@ class ChatSession:
         return answers
 
 
+class AlipayChatSession:
+    """One user's conversation with a running vaxbot, as an Alipay life-account user."""
+
+    platform = "alipay"
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, settings: Settings, user: str) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self._interaction = ""
+        self.sim = AlipayClientSim(
+            settings.alipay_appid,
+            alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
+            alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem"),
+            on_interaction=self._noted,
+        )
+        self.inbox_position = 0
+
+    async def start(self) -> None:
+        """Skip messages sent before this session."""
+        self.inbox_position = (await self._inbox())["next"]
+
+    async def _inbox(self) -> dict[str, Any]:
+        async with self.http.get(
+            f"{self.base_url}/_dev/alipay/inbox", params={"user": self.user, "after": str(self.inbox_position)}
+        ) as response:
+            data: dict[str, Any] = await response.json()
+            return data
+
+    def _noted(self, _user: str, kind: str) -> None:
+        self._interaction = kind
+
+    async def send(self, line: str) -> list[str]:
+        """Send one line (text or a /command); the answers pushed back, in order."""
+        self._interaction = ""
+        if line.startswith("/follow"):
+            xml = self.sim.event(self.user, "follow")
+        elif line.startswith("/unfollow"):
+            xml = self.sim.event(self.user, "unfollow")
+        elif line.startswith("/enter"):
+            scene = line.partition(" ")[2].strip()
+            xml = self.sim.event(self.user, "enter", self.sim.scene(scene) if scene else "")
+        elif line.startswith("/click"):
+            xml = self.sim.event(self.user, "click", line.partition(" ")[2].strip())
+        else:
+            xml = self.sim.text(self.user, line)
+        if self._interaction:
+            # Alipay knows what its user just did; the fake gateway learns it the same moment.
+            params = {"user": self.user, "kind": self._interaction}
+            async with self.http.post(f"{self.base_url}/_dev/alipay/interaction", params=params) as response:
+                response.raise_for_status()
+        async with self.http.post(
+            f"{self.base_url}/alipay",
+            data=self.sim.form(xml),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ) as response:
+            body = await response.read()
+            if response.status != 200:
+                return [f"(HTTP {response.status}: {body.decode('utf-8', 'replace')})"]
+        self.sim.open_reply(body)  # the signed ack must verify, or this raises
+        answers: list[str] = []
+        waited, limit = 0.0, 7.0
+        while waited < limit:
+            await asyncio.sleep(0.2)
+            waited += 0.2
+            inbox = await self._inbox()
+            self.inbox_position = inbox["next"]
+            pushed = [describe_alipay(item["method"], item["biz"]) for item in inbox["items"]]
+            answers.extend(pushed)
+            if answers and not pushed:
+                break  # the answers came and nothing more followed
+        return answers
+
+
 async def run_chat(
-    settings: Settings, base_url: str, user: str, mode: str, read_line: Callable[[], str], out: TextIO = sys.stdout
+    settings: Settings,
+    base_url: str,
+    user: str,
+    mode: str,
+    read_line: Callable[[], str],
+    out: TextIO = sys.stdout,
+    platform: str = "wechat",
 ) -> None:
     """The interactive loop."""
     async with aiohttp.ClientSession() as http:
-        session = ChatSession(http, base_url, settings, user, mode)
+        session: ChatSession | AlipayChatSession
+        if platform == "alipay":
+            session = AlipayChatSession(http, base_url, settings, user)
+        else:
+            session = ChatSession(http, base_url, settings, user, mode)
         try:
             await session.start()
         except aiohttp.ClientError:
             print(f"连接不到 {base_url}，请先运行 make run（或 vaxbot serve）。", file=out)
             return
-        print(f"已连接 {base_url}，你是微信用户 {user}（{mode} 模式）。{HELP}", file=out)
+        if platform == "alipay":
+            print(f"已连接 {base_url}，你是支付宝用户 {user}。{ALIPAY_HELP}", file=out)
+        else:
+            print(f"已连接 {base_url}，你是微信用户 {user}（{mode} 模式）。{HELP}", file=out)
         while True:
             try:
                 line = (await asyncio.to_thread(read_line)).strip()

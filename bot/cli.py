@@ -14,33 +14,48 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from bot.app import create_app, refuse_unsafe_production
-from bot.appkeys import WECHAT_API
-from bot.config import DEV_WECHAT_APPID, ConfigError, Settings, load_settings
+from bot.appkeys import ALIPAY_API, WECHAT_API
+from bot.config import DEV_ALIPAY_APPID, DEV_WECHAT_APPID, ConfigError, Settings, load_settings
 from bot.db import create_engine, migrate, sessionmaker
 from bot.demo import seed_demo
 from bot.keys import KeyringError, ensure_keyring, generate_dev_keys
 from bot.logs import configure_logging
-from bot.menu import wechat_menu
+from bot.menu import alipay_menu, wechat_menu
 from bot.pii import Vault
 
 log = logging.getLogger("vaxbot.cli")
 DEV_API_PREFIX = "/_dev/wechat"
+DEV_ALIPAY_PREFIX = "/_dev/alipay"
 
 
 def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
-    """In development with the dev app id, outbound WeChat calls go to the built-in fake, not the internet."""
-    if settings.production or "VAXBOT_WECHAT_API_BASE" in environ or settings.wechat_appid != DEV_WECHAT_APPID:
+    """In development with the dev app ids, outbound calls go to the built-in fakes, not the internet."""
+    if settings.production:
         return settings
-    return dataclasses.replace(settings, wechat_api_base=f"http://{settings.host}:{settings.port}{DEV_API_PREFIX}")
+    base = f"http://{settings.host}:{settings.port}"
+    if "VAXBOT_WECHAT_API_BASE" not in environ and settings.wechat_appid == DEV_WECHAT_APPID:
+        settings = dataclasses.replace(settings, wechat_api_base=base + DEV_API_PREFIX)
+    if "VAXBOT_ALIPAY_GATEWAY" not in environ and settings.alipay_appid == DEV_ALIPAY_APPID:
+        settings = dataclasses.replace(settings, alipay_gateway=f"{base}{DEV_ALIPAY_PREFIX}/gateway.do")
+    return settings
 
 
 def build_serving_app(settings: Settings) -> web.Application:
-    """The app ``serve`` runs: in development, with the fake of WeChat's API mounted beside it."""
+    """The app ``serve`` runs: in development, with the fakes of WeChat's API and Alipay's gateway beside it."""
     app = create_app(settings, migrate_on_start=False)
     if not settings.production:
+        from bot.fakes.alipay_gateway import FakeAlipayGateway
         from bot.fakes.wechat import FakeWeChatAPI
+        from bot.platforms import alipay_sign
 
         app.add_subapp(DEV_API_PREFIX, FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret).app())
+        if settings.alipay_appid == DEV_ALIPAY_APPID:
+            fake = FakeAlipayGateway(
+                settings.alipay_appid,
+                alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem"),
+                alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
+            )
+            app.add_subapp(DEV_ALIPAY_PREFIX, fake.app())
     return app
 
 
@@ -66,9 +81,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     app = build_serving_app(settings)
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
     base = f"http://{settings.host}:{settings.port}"
+    alipay = f"{base}/alipay" if settings.alipay_enabled else "off (VAXBOT_ALIPAY_APPID is empty)"
     lines = [
         f"vaxbot is running at {base}",
         f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
+        f"  Alipay gateway:  {alipay}",
         f"  health:          {base}/healthz",
         f"  metrics:         {base}/metrics",
         f"  database:        {settings.database_url.split('@')[-1]}",
@@ -76,8 +93,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     ]
     if not settings.production:
         lines += [
-            "  outbound WeChat: the built-in fake of WeChat's API (nothing leaves this machine)",
+            "  outbound calls:  the built-in fakes of WeChat's API and Alipay's gateway (nothing leaves this machine)",
             "  chat with it:    .venv/bin/vaxbot chat   (as a WeChat user: signed and encrypted)",
+            "                   .venv/bin/vaxbot chat --platform alipay   (as an Alipay user: RSA2-signed)",
         ]
     print("\n".join(lines), flush=True)
     web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, access_log=None)
@@ -157,15 +175,38 @@ def cmd_wechat_menu(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_alipay_menu(_args: argparse.Namespace, settings: Settings) -> int:
+    """Push the life account's menu to Alipay (the same menu as WeChat's)."""
+    if not settings.alipay_enabled:
+        print("the Alipay channel is off (VAXBOT_ALIPAY_APPID is empty)", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        app = create_app(dataclasses.replace(settings, run_outbox_worker=False))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await app[ALIPAY_API].create_menu(alipay_menu())
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    print("menu pushed to Alipay")
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    """Chat with a running development server from the terminal, as a WeChat user."""
+    """Chat with a running development server from the terminal, as a WeChat or Alipay user."""
     if settings.production:
         print("vaxbot chat is a development tool; it is refused in production", file=sys.stderr)
         return 2
     from bot.chat import run_chat
 
     url = args.url or f"http://{settings.host}:{settings.port}"
-    asyncio.run(run_chat(settings, url, args.user, args.mode, input))
+    if args.platform == "alipay" and not settings.alipay_enabled:
+        print("the Alipay channel is off (VAXBOT_ALIPAY_APPID is empty)", file=sys.stderr)
+        return 2
+    asyncio.run(run_chat(settings, url, args.user, args.mode, input, platform=args.platform))
     return 0
 
 
@@ -189,10 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     wechat = sub.add_parser("wechat", help="WeChat account management")
     wechat.add_argument("action", choices=["menu"])
     wechat.set_defaults(func=cmd_wechat_menu)
-    chat = sub.add_parser("chat", help="talk to a running development server as a WeChat user")
+    alipay = sub.add_parser("alipay", help="Alipay life account management")
+    alipay.add_argument("action", choices=["menu"])
+    alipay.set_defaults(func=cmd_alipay_menu)
+    chat = sub.add_parser("chat", help="talk to a running development server as a WeChat or Alipay user")
+    chat.add_argument("--platform", choices=["wechat", "alipay"], default="wechat")
     chat.add_argument("--user", default="demo-parent")
     chat.add_argument("--url")
-    chat.add_argument("--mode", choices=["safe", "compatible", "plain"], default="safe")
+    chat.add_argument("--mode", choices=["safe", "compatible", "plain"], default="safe", help="WeChat only")
     chat.set_defaults(func=cmd_chat)
     return parser
 

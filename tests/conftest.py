@@ -20,10 +20,11 @@ from sqlalchemy.engine import make_url
 
 import bot.app
 from bot.app import create_app
-from bot.config import DEV_WECHAT_AES_KEY, Settings, load_settings
+from bot.config import DEV_ALIPAY_APPID, DEV_WECHAT_AES_KEY, Settings, load_settings
 from bot.conversation import Route, Router
 from bot.db import create_engine, migrate
 from bot.fakes.alipay import AlipayClientSim
+from bot.fakes.alipay_gateway import FakeAlipayGateway
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.keys import generate_dev_keys
 from bot.platforms import alipay_sign
@@ -196,11 +197,31 @@ async def fake_wechat() -> AsyncIterator[tuple[FakeWeChatAPI, str]]:
 
 
 @pytest.fixture
-def make_settings(database_url: str, keys_dir: Path, fake_wechat: tuple[FakeWeChatAPI, str]) -> Any:
-    """Settings for this test's database and fake WeChat, with overrides."""
+async def fake_alipay(keys_dir: Path) -> AsyncIterator[tuple[FakeAlipayGateway, str]]:
+    """The fake Alipay gateway on loopback: (fake, gateway URL)."""
+    fake = FakeAlipayGateway(
+        DEV_ALIPAY_APPID,
+        alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
+        alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
+    )
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("/gateway.do"))
+    await server.close()
+
+
+@pytest.fixture
+def make_settings(
+    database_url: str,
+    keys_dir: Path,
+    fake_wechat: tuple[FakeWeChatAPI, str],
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> Any:
+    """Settings for this test's database and the fake platforms, with overrides."""
 
     def build(**overrides: Any) -> Settings:
         overrides.setdefault("wechat_api_base", fake_wechat[1])
+        overrides.setdefault("alipay_gateway", fake_alipay[1])
         return _settings(database_url, keys_dir, **overrides)
 
     return build
@@ -240,12 +261,16 @@ def app(app_client: TestClient[web.Request, web.Application]) -> web.Application
 
 
 @pytest.fixture
-def alipay(settings: Settings) -> AlipayClientSim:
-    """Plays Alipay's servers posting to our gateway (signed with the development platform key)."""
+def alipay(settings: Settings, fake_alipay: tuple[FakeAlipayGateway, str]) -> AlipayClientSim:
+    """Plays Alipay's servers posting to our gateway (signed with the development platform key).
+
+    What the simulated user does is also what the fake gateway knows, so its windows hold.
+    """
     return AlipayClientSim(
         settings.alipay_appid,
         alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
         alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem"),
+        on_interaction=fake_alipay[0].note_interaction,
     )
 
 

@@ -28,7 +28,7 @@ from bot.platforms.alipay import CHECK_SERVICE, NOTIFY_SERVICE
 FORM_TYPE = "application/x-www-form-urlencoded"
 _REPLY = re.compile(r"<alipay><response>(?P<inner>.*)</response><sign>(?P<sign>[^<]*)</sign>", re.DOTALL)
 # What a user did, as the fake API's customer-service windows count it.
-WINDOW_KINDS = {"follow": "follow", "click": "click", "enter": "enter_ppchat"}
+WINDOW_KINDS = {"follow": "follow", "click": "click", "enter": "enter_ppchat", "unfollow": "unfollow"}
 
 
 def _cdata(value: str) -> str:
