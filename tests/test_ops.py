@@ -59,3 +59,51 @@ async def test_menu_command_pushes_the_menu(make_settings: Any, fake_wechat: tup
     assert len(menus) == 1
     names = [button["name"] for button in menus[0].body["button"]]
     assert names == ["我的接种证", "亮码预约", "帮助"]
+
+
+def test_alipay_menu_command_pushes_the_same_menu(keys_dir: Any, tmp_path: Any) -> None:
+    """``vaxbot alipay menu`` end to end: its own event loop, signed, verified by the fake gateway."""
+    import argparse
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    from bot.cli import cmd_alipay_menu
+    from bot.config import DEV_ALIPAY_APPID
+    from bot.fakes.alipay_gateway import FakeAlipayGateway
+    from bot.platforms import alipay_sign
+    from tests.conftest import _settings
+
+    fake = FakeAlipayGateway(
+        DEV_ALIPAY_APPID,
+        alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
+        alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
+    )
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(fake.app())
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        settings = _settings(
+            f"sqlite+aiosqlite:///{tmp_path / 'menu.db'}",
+            keys_dir,
+            alipay_gateway=f"http://127.0.0.1:{port}/gateway.do",
+        )
+        assert cmd_alipay_menu(argparse.Namespace(), settings) == 0
+        assert fake.menu is not None
+        names = [button["name"] for button in fake.menu["button"]]
+        assert names == ["我的接种证", "亮码预约", "帮助"]
+        keys = [sub["action_param"] for button in fake.menu["button"] for sub in button["sub_button"]]
+        assert "CERT_CLAIM" in keys and "HELP_FAQ" in keys
+        off = _settings(f"sqlite+aiosqlite:///{tmp_path / 'off.db'}", keys_dir, alipay_appid="")
+        assert cmd_alipay_menu(argparse.Namespace(), off) == 2
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
