@@ -5,7 +5,8 @@ from models.certificate import Certificate, CodeToken, Grant
 from models.clinic import Appointment, Notice, Reminder, Slot, Visit
 from models.identity import Consent, Identity, PlatformAccount
 from models.ops import AuditEntry, ConversationState, OutboxMessage, PlatformToken, ProcessedMessage
-from models.registry import Clinic, Dose, Guardian, Vaccinee
+from models.registry import Clinic, Dose, Guardian, RegistryBatch, RegistryStaged, Vaccinee
+from models.verification import Verification
 
 __all__ = [
     "Appointment",
@@ -25,10 +26,13 @@ __all__ = [
     "PlatformAccount",
     "PlatformToken",
     "ProcessedMessage",
+    "RegistryBatch",
+    "RegistryStaged",
     "Reminder",
     "Slot",
     "UTCDateTime",
     "Vaccinee",
+    "Verification",
     "Visit",
     "utcnow",
 ]

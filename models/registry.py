@@ -77,3 +77,28 @@ class Dose(Base):
     source: Mapped[str] = mapped_column(String(16), default="registry")  # registry | clinic
     effective_from: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegistryBatch(Base):
+    """One import of a registry file: staged whole, applied whole on its effective date (China time)."""
+
+    __tablename__ = "registry_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(128))  # the file's name, never its content
+    records: Mapped[int] = mapped_column(Integer)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    effective_from: Mapped[date] = mapped_column(Date, index=True)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RegistryStaged(Base):
+    """One validated record of a batch (a file with its guardians and doses), sealed until applied."""
+
+    __tablename__ = "registry_staged"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("registry_batches.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    registry_ref: Mapped[str] = mapped_column(String(64))
+    payload_enc: Mapped[bytes] = mapped_column(LargeBinary)

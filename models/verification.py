@@ -1,0 +1,35 @@
+"""Face-verification attempts: one single-use, expiring link per attempt, re-checked with the provider."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId, UTCDateTime, utcnow
+
+
+class Verification(Base):
+    """One attempt by one chat account to prove who they are.
+
+    The link the user opens carries a random handle; only its hash is stored. The name and ID number the
+    user typed are sealed; the provider's reference (BizToken, certify_id, verify_id) is not personal data.
+    """
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    handle_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("platform_accounts.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))  # tencent | wechat_mini | alipay | dev
+    provider_ref: Mapped[str | None] = mapped_column(String(128), index=True)
+    id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    name_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    # pending → started (provider called) → passed | failed | mismatch | expired
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
