@@ -27,7 +27,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import PurePath
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -51,6 +51,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
+from bot.chinatime import CHINA, china_now, china_today
 from bot.config import Settings
 from bot.messages import MESSAGES
 from bot.metrics import Metrics
@@ -61,7 +62,6 @@ from models import OutboxMessage, PlatformAccount, utcnow
 log = logging.getLogger("vaxbot.alipay.api")
 
 # Alipay reads every timestamp as Beijing time, whatever zone this machine runs in.
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 CHARSET = "utf-8"
 SUCCESS = "10000"
@@ -225,16 +225,6 @@ def raw_members(text: str) -> dict[str, str]:
 def response_key(method: str) -> str:
     """``alipay.open.public.menu.create`` → ``alipay_open_public_menu_create_response``."""
     return method.replace(".", "_") + "_response"
-
-
-def china_now() -> datetime:
-    """The current time in China (UTC+8), independent of this machine's zone."""
-    return datetime.now(CHINA)
-
-
-def china_today() -> date:
-    """Today's date in China."""
-    return china_now().date()
 
 
 # --- the client ---------------------------------------------------------------------------------------
