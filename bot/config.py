@@ -72,6 +72,21 @@ class Settings:
     delivered_outbox_ttl_days: int = 30
     run_scheduler: bool = True
 
+    # Face verification (实名认证): one provider per platform. Empty means "dev" (the simulated page on our own
+    # server) outside production; production must name a real one ("dev" is refused there).
+    face_provider_wechat: str = ""  # tencent | wechat_mini | dev
+    face_provider_alipay: str = ""  # alipay | dev
+    # Age range → method (粤健通 model); only "face" runs here, birth_certificate and household are elsewhere.
+    face_age_tiers: str = "0-16:face,17-59:face,60-:face"
+    face_link_ttl_seconds: int = 30 * 60
+    tencent_secret_id: str = ""
+    tencent_secret_key: str = ""
+    tencent_faceid_rule_id: str = ""
+    tencent_faceid_endpoint: str = "https://faceid.tencentcloudapi.com"
+    tencent_faceid_version: str = "2018-03-01"
+    tencent_region: str = "ap-guangzhou"
+    wechat_face_page: str = "pages/face/verify"  # the mini-program page that runs wx.requestFacialVerify
+
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")
     child_born_on_or_after: date = date(2017, 1, 1)
@@ -134,6 +149,20 @@ class Settings:
                 problems.append("VAXBOT_ALIPAY_PUBLIC_KEY is not set (the development key would be used)")
         if not self.public_url.startswith("https://"):
             problems.append("VAXBOT_PUBLIC_URL must be https in production")
+        if not self.face_provider_wechat:
+            problems.append("VAXBOT_FACE_PROVIDER_WECHAT is not set (tencent or wechat_mini)")
+        if self.alipay_enabled and not self.face_provider_alipay:
+            problems.append("VAXBOT_FACE_PROVIDER_ALIPAY is not set (alipay)")
+        if self.face_provider_wechat == "dev":
+            problems.append("VAXBOT_FACE_PROVIDER_WECHAT is dev (the simulated face page)")
+        if self.alipay_enabled and self.face_provider_alipay == "dev":
+            problems.append("VAXBOT_FACE_PROVIDER_ALIPAY is dev (the simulated face page)")
+        if self.face_provider_wechat == "tencent":
+            for name in ("tencent_secret_id", "tencent_secret_key", "tencent_faceid_rule_id"):
+                if not getattr(self, name):
+                    problems.append(f"VAXBOT_{name.upper()} is not set (needed by the tencent face provider)")
+            if not self.tencent_faceid_endpoint.startswith("https://"):
+                problems.append("VAXBOT_TENCENT_FACEID_ENDPOINT must be https in production")
         return problems
 
 

@@ -9,6 +9,11 @@ from the interactions it is told about, answers with Alipay's codes and sub-code
 with the platform key over the exact ``<method>_response`` text it emits, records what it accepted, and
 can be told to fail, stall, tamper with or leave unsigned its answers.
 
+Identity verification (``alipay.user.certify.open.*``): ``initialize`` checks its fields and a unique
+``outer_order_no``; the ``certify`` page (a verified GET) lets the test user choose 通过 / 不通过 / 换一个人
+(or the test calls :meth:`FakeAlipayGateway.complete_certify`) and sends the browser to ``return_url``;
+``query`` answers ``passed`` T or F, and forgets a certify_id not certified within 23 hours.
+
 Method and app-id problems are answered with an unsigned ``error_response``; everything else with a
 signed ``<method>_response``. Refused in production (see ``bot.cli``); nothing here leaves loopback.
 """
@@ -43,7 +48,9 @@ MINI_SEND = "alipay.open.app.mini.templatemessage.send"
 IMAGE_UPLOAD = "alipay.offline.material.image.upload"
 MENU_CREATE = "alipay.open.public.menu.create"
 CERTIFY_PAGE = "alipay.user.certify.open.certify"
-METHODS = frozenset({CUSTOM_SEND, SINGLE_SEND, MINI_SEND, IMAGE_UPLOAD, MENU_CREATE})
+CERTIFY_INITIALIZE = "alipay.user.certify.open.initialize"
+CERTIFY_QUERY = "alipay.user.certify.open.query"
+METHODS = frozenset({CUSTOM_SEND, SINGLE_SEND, MINI_SEND, IMAGE_UPLOAD, MENU_CREATE, CERTIFY_INITIALIZE, CERTIFY_QUERY})
 PAGE_METHODS = frozenset({CERTIFY_PAGE})
 MESSAGE_METHODS = frozenset({CUSTOM_SEND, SINGLE_SEND, MINI_SEND})
 
@@ -64,6 +71,13 @@ MINI_VALUE_LIMIT = 50
 _KEYWORD = re.compile(r"keyword[1-9][0-9]*")
 _COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
 MENU_ACTIONS = frozenset({"out", "link", "tel", "map", "consumption"})
+# Identity verification: a certify_id can be certified for about 23 hours; once certified, its result can
+# be queried for months. An unknown or lapsed one answers OPEN_CERTIFY_BILL_NOT_EXIST. The sub-code for a
+# repeated outer_order_no is the fake's own (Alipay requires it unique but does not document the answer).
+CERTIFY_TTL = timedelta(hours=23)
+CERTIFY_RESULTS = frozenset({"pass", "fail", "other"})
+_OUTER_ORDER_NO = re.compile(r"[A-Za-z0-9]{1,32}")
+_CERT_NO = re.compile(r"\d{17}[\dX]")
 
 
 def _utcnow() -> datetime:
@@ -92,6 +106,19 @@ class Interaction:
 
     kind: str  # follow | click | chat | enter_ppchat
     at: datetime
+
+
+@dataclasses.dataclass
+class Certification:
+    """One ``initialize``: whom to verify, where the browser goes back, and how the user finished."""
+
+    certify_id: str
+    outer_order_no: str
+    cert_name: str
+    cert_no: str
+    return_url: str
+    created: datetime
+    result: str | None = None  # pass | fail | other
 
 
 @dataclasses.dataclass
@@ -148,6 +175,7 @@ class FakeAlipayGateway:
         self.enter_used_on: dict[str, date] = {}
         self.indent: int | None = None  # pretty-print answers (whitespace the signature must survive)
         self.response_fields: dict[str, dict[str, Any]] = {}
+        self.certifications: dict[str, Certification] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._stalls: dict[str, float] = {}
         self._tamper: dict[str, int] = {}
@@ -200,6 +228,18 @@ class FakeAlipayGateway:
         """The text of every customer-service text message to one user."""
         return [str(item.biz["text"]["content"]) for item in self.sent_to(user_id) if item.biz["msg_type"] == "text"]
 
+    def complete_certify(self, certify_id: str, result: str) -> Certification:
+        """The user finishes the face on Alipay's page: ``pass``, ``fail`` or ``other`` (someone else's face)."""
+        certification = self.certifications[certify_id]
+        if result not in CERTIFY_RESULTS:
+            raise ValueError(f"unknown result {result!r}")
+        if certification.result is not None:
+            raise ValueError("this certify_id is already certified")
+        if self.clock() - certification.created > CERTIFY_TTL:
+            raise ValueError("this certify_id has expired")
+        certification.result = result
+        return certification
+
     # --- the gateway ---
 
     def app(self) -> web.Application:
@@ -210,6 +250,7 @@ class FakeAlipayGateway:
         app.router.add_get("/inbox", self._inbox)
         app.router.add_post("/interaction", self._interaction)
         app.router.add_get("/images/{name}", self._image)
+        app.router.add_post("/certify/{certify_id}", self._certify_done)
         return app
 
     async def _interaction(self, request: web.Request) -> web.Response:
@@ -271,8 +312,28 @@ class FakeAlipayGateway:
             return web.Response(status=400, text=page, content_type="text/html", charset="utf-8")
         self.pages.append(Received(params["method"], biz, params, self.clock()))
         certify_id = escape(str(biz.get("certify_id", "")))
-        page = f"<html><body><h1>支付宝身份验证（开发模拟）</h1><p>certify_id: {certify_id}</p></body></html>"
+        certification = self.certifications.get(str(biz.get("certify_id", "")))
+        choices = ""
+        if certification is not None and certification.result is None:
+            # Relative to gateway.do, wherever the fake is mounted.
+            buttons = "".join(
+                f'<button type="submit" name="result" value="{value}">{label}</button> '
+                for value, label in (("pass", "通过"), ("fail", "不通过"), ("other", "换一个人"))
+            )
+            choices = f'<form method="post" action="certify/{certify_id}">{buttons}</form>'
+        page = f"<html><body><h1>支付宝身份验证（开发模拟）</h1><p>certify_id: {certify_id}</p>{choices}</body></html>"
         return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    async def _certify_done(self, request: web.Request) -> web.Response:
+        """The user's choice on the page; Alipay sends the browser to return_url whatever the result."""
+        form = await request.post()
+        try:
+            certification = self.complete_certify(request.match_info["certify_id"], str(form.get("result", "")))
+        except KeyError:
+            return web.Response(status=404, text="OPEN_CERTIFY_BILL_NOT_EXIST", charset="utf-8")
+        except ValueError as exc:
+            return web.Response(status=409, text=str(exc), charset="utf-8")
+        raise web.HTTPSeeOther(certification.return_url)
 
     async def _read(self, request: web.Request) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
         """Query-string and body parameters (form or multipart), and uploaded files."""
@@ -375,6 +436,11 @@ class FakeAlipayGateway:
         if method == IMAGE_UPLOAD:
             return self._upload(params, files, request, now)
         biz = self._biz(params)
+        if method in (CERTIFY_INITIALIZE, CERTIFY_QUERY):
+            certify = self._certify_initialize if method == CERTIFY_INITIALIZE else self._certify_query
+            answer = certify(biz, now)
+            self.received.append(Received(method, biz, params, now))
+            return answer
         if method == CUSTOM_SEND:
             self._custom_send(biz, now)
         elif method == SINGLE_SEND:
@@ -506,6 +572,42 @@ class FakeAlipayGateway:
     def _menu_action(button: dict[str, Any]) -> None:
         if button.get("action_type") not in MENU_ACTIONS or not button.get("action_param"):
             raise _invalid("action_type/action_param")
+
+    def _certify_initialize(self, biz: dict[str, Any], now: datetime) -> dict[str, Any]:
+        order_no = biz.get("outer_order_no")
+        if not isinstance(order_no, str) or not _OUTER_ORDER_NO.fullmatch(order_no):
+            raise _invalid("outer_order_no")
+        if biz.get("biz_code") != "FACE":
+            raise _invalid("biz_code")
+        identity = biz.get("identity_param")
+        if (
+            not isinstance(identity, dict)
+            or identity.get("identity_type") != "CERT_INFO"
+            or identity.get("cert_type") != "IDENTITY_CARD"
+            or not isinstance(identity.get("cert_name"), str)
+            or not identity["cert_name"].strip()
+            or not isinstance(identity.get("cert_no"), str)
+            or not _CERT_NO.fullmatch(identity["cert_no"])
+        ):
+            raise _invalid("identity_param")
+        merchant = biz.get("merchant_config")
+        return_url = merchant.get("return_url") if isinstance(merchant, dict) else None
+        if not isinstance(return_url, str) or not return_url.startswith(("http://", "https://")):
+            raise _invalid("merchant_config.return_url")
+        if any(item.outer_order_no == order_no for item in self.certifications.values()):
+            raise _Refusal("40004", "OUTER_ORDER_NO_REPEATED", "商户请求唯一标识重复")
+        certify_id = secrets.token_hex(16)
+        self.certifications[certify_id] = Certification(
+            certify_id, order_no, identity["cert_name"], identity["cert_no"], return_url, now
+        )
+        return {"certify_id": certify_id}
+
+    def _certify_query(self, biz: dict[str, Any], now: datetime) -> dict[str, Any]:
+        certification = self.certifications.get(str(biz.get("certify_id", "")))
+        if certification is None or (certification.result is None and now - certification.created > CERTIFY_TTL):
+            raise _Refusal("40004", "OPEN_CERTIFY_BILL_NOT_EXIST", "无效的certify_id")
+        # CERT_INFO names the person: someone else's face does not pass, and "F" also means "not yet".
+        return {"passed": "T" if certification.result == "pass" else "F"}
 
     def _upload(
         self, params: dict[str, str], files: dict[str, tuple[str, bytes]], request: web.Request, now: datetime

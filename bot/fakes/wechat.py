@@ -4,7 +4,9 @@
   compatible mode, encrypted) webhook requests exactly as WeChat does, and opens encrypted replies.
 * :class:`FakeWeChatAPI` plays WeChat's server API that *we* call: it issues access tokens, verifies
   them on every call, validates request bodies, records what it receives, and can be told to fail with
-  any errcode or to stall.
+  any errcode or to stall. It also serves the mini program's face verification
+  (``/cityservice/face/identify/getverifyid`` and ``queryverifyinfo``), finished by
+  :meth:`FakeWeChatAPI.complete_face`.
 
 Refused in production (see ``bot.cli``); nothing here touches the network beyond loopback.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -164,6 +168,7 @@ class FakeWeChatAPI:
         self._failures: dict[str, list[_Failure]] = {}
         self._stalls: dict[str, float] = {}
         self.subscribers: list[asyncio.Queue[Received]] = []
+        self.face_sessions: dict[str, FaceSession] = {}  # verify_id → session (微信人脸核身)
 
     # --- test controls ---
     def fail(self, path: str, errcode: int, times: int = 1) -> None:
@@ -189,6 +194,18 @@ class FakeWeChatAPI:
         """The text of every customer-service text message to one user."""
         return [item.body["text"]["content"] for item in self.sent_to(openid) if item.body.get("msgtype") == "text"]
 
+    def complete_face(self, verify_id: str, result: str) -> FaceSession:
+        """The user runs ``wx.requestFacialVerify``: ``pass``, ``fail``, ``other`` (another face) or ``cancel``."""
+        session = self.face_sessions[verify_id]
+        if result not in FACE_VERIFY_RET:
+            raise ValueError(f"unknown result {result!r}")
+        if session.verify_ret is not None:
+            raise ValueError("this verify_id is already used")
+        if time.time() - session.created > FACE_VERIFY_TTL:
+            raise ValueError("this verify_id has expired")
+        session.verify_ret = FACE_VERIFY_RET[result]
+        return session
+
     # --- the API ---
     def app(self) -> web.Application:
         """The aiohttp application to serve (mount at ``/cgi-bin``)."""
@@ -196,6 +213,7 @@ class FakeWeChatAPI:
         app.router.add_get("/cgi-bin/token", self._token_legacy)
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/{path:.+}", self._call)
+        app.router.add_post("/cityservice/face/identify/{name}", self._face)
         app.router.add_get("/inbox", self._inbox)
         return app
 
@@ -313,6 +331,113 @@ class FakeWeChatAPI:
         self.media[media_id] = content
         self.received.append(Received("media/upload", {"media_id": media_id, "size": len(content)}, token))
         return web.json_response({"type": "image", "media_id": media_id, "created_at": int(time.time())})
+
+    # --- face verification (微信人脸核身 2.0) ---
+
+    async def _face(self, request: web.Request) -> web.Response:
+        """``getverifyid`` and ``queryverifyinfo`` under ``/cityservice/face/identify/``, token checked first."""
+        path = "cityservice/face/identify/" + request.match_info["name"]
+        token = request.query.get("access_token", "")
+        if not token:
+            return web.json_response({"errcode": 41001, "errmsg": "access_token missing"})
+        expiry = self.tokens.get(token)
+        if expiry is None:
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
+        if expiry <= time.time():
+            return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
+        if (failed := await self._maybe_fail(path)) is not None:
+            return failed
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": 47001, "errmsg": "data format error"})
+        if not isinstance(body, dict):
+            return web.json_response({"errcode": 47001, "errmsg": "data format error"})
+        if path.endswith("/getverifyid"):
+            answer = self._getverifyid(body)
+        elif path.endswith("/queryverifyinfo"):
+            answer = self._queryverifyinfo(body)
+        else:
+            answer = {"errcode": 48001, "errmsg": f"api unauthorized: {escape(path)}"}
+        if answer["errcode"] == 0:
+            self.received.append(Received(path, body, token))
+        return web.json_response(answer)
+
+    def _getverifyid(self, body: dict[str, Any]) -> dict[str, Any]:
+        seq_no, cert, openid = body.get("out_seq_no"), body.get("cert_info"), body.get("openid")
+        if not isinstance(seq_no, str) or not _OUT_SEQ_NO.match(seq_no):
+            return {"errcode": FACE_INVALID_ARGS, "errmsg": "invalid args: out_seq_no"}
+        if (
+            not isinstance(cert, dict)
+            or cert.get("cert_type") != "IDENTITY_CARD"
+            or not isinstance(cert.get("cert_name"), str)
+            or not cert["cert_name"].strip()
+            or not isinstance(cert.get("cert_no"), str)
+            or not _ID_NUMBER.match(cert["cert_no"])
+        ):
+            return {"errcode": FACE_INVALID_ARGS, "errmsg": "invalid args: cert_info"}
+        if not isinstance(openid, str) or not openid:
+            return {"errcode": 40003, "errmsg": "invalid openid"}
+        if any(session.out_seq_no == seq_no for session in self.face_sessions.values()):
+            return {"errcode": FACE_DUPLICATE_SEQ_NO, "errmsg": "out_seq_no already used"}
+        verify_id = secrets.token_urlsafe(32)
+        self.face_sessions[verify_id] = FaceSession(
+            verify_id, seq_no, openid, cert["cert_type"], cert["cert_name"], cert["cert_no"], time.time()
+        )
+        return {"errcode": 0, "errmsg": "ok", "verify_id": verify_id, "expires_in": FACE_VERIFY_TTL}
+
+    def _queryverifyinfo(self, body: dict[str, Any]) -> dict[str, Any]:
+        session = self.face_sessions.get(str(body.get("verify_id", "")))
+        if session is None:
+            return {"errcode": FACE_INVALID_VERIFY_ID, "errmsg": "invalid verify_id"}
+        # WeChat checks what we send against the session and answers an errcode, not a verify_ret.
+        if (
+            body.get("out_seq_no") != session.out_seq_no
+            or body.get("openid") != session.openid
+            or body.get("cert_hash") != session.cert_hash
+        ):
+            return {"errcode": FACE_SESSION_MISMATCH, "errmsg": "out_seq_no, openid or cert_hash mismatch"}
+        if session.verify_ret is None:
+            if time.time() - session.created > FACE_VERIFY_TTL:
+                return {"errcode": FACE_EXPIRED, "errmsg": "verify_id expired"}
+            return {"errcode": 0, "errmsg": "ok"}  # the face has not been done yet
+        return {"errcode": 0, "errmsg": "ok", "verify_ret": session.verify_ret}
+
+
+# Face verification: verify_ret values from queryverifyinfo's enum (10000 识别成功, 10002 人脸特征检测失败,
+# 10004 比对人脸信息不符, 90004 用户在识别过程中取消). WeChat documents that a mismatched out_seq_no, openid
+# or cert_hash answers an errcode instead of a verify_ret, but not which one: the 84xxx codes here are the
+# fake's (84001 is the old face API's "invalid identify id"), and 40097 is WeChat's generic "invalid args".
+FACE_VERIFY_TTL = 3600  # getverifyid's expires_in
+FACE_VERIFY_RET = {"pass": 10000, "fail": 10002, "other": 10004, "cancel": 90004}
+FACE_INVALID_ARGS = 40097
+FACE_INVALID_VERIFY_ID = 84001
+FACE_EXPIRED = 84002
+FACE_SESSION_MISMATCH = 84014
+FACE_DUPLICATE_SEQ_NO = 84015
+_OUT_SEQ_NO = re.compile(r"^[A-Za-z0-9_-]{5,32}$")
+_ID_NUMBER = re.compile(r"^\d{17}[\dX]$")
+
+
+@dataclasses.dataclass
+class FaceSession:
+    """One ``getverifyid`` session and, once the user ran the face, its ``verify_ret``."""
+
+    verify_id: str
+    out_seq_no: str
+    openid: str
+    cert_type: str
+    cert_name: str
+    cert_no: str
+    created: float
+    verify_ret: int | None = None
+
+    @property
+    def cert_hash(self) -> str:
+        """WeChat's digest of the session's identity (each value base64'd, then SHA-256 of the joined string)."""
+        parts = {"cert_type": self.cert_type, "cert_name": self.cert_name, "cert_no": self.cert_no}
+        text = "&".join(f"{key}={base64.b64encode(value.encode()).decode()}" for key, value in parts.items())
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _validate(path: str, body: Any) -> tuple[int, str] | None:
