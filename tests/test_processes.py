@@ -540,6 +540,7 @@ PRODUCTION_MATERIAL = {
     "VAXBOT_WECHAT_AES_KEY": "aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5oQ7sU9w",
     "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org",
     "VAXBOT_ALIPAY_APPID": "",  # a WeChat-only deployment
+    "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini",
 }
 
 
@@ -600,7 +601,7 @@ def test_init_on_an_empty_directory_creates_keys_database_and_demo_data(tmp_path
 
     seeded = counts()
     assert seeded["alembic_version"] == 1
-    assert seeded["clinics"] == 2 and seeded["vaccinees"] == 4 and seeded["doses"] > 0
+    assert seeded["clinics"] == 4 and seeded["vaccinees"] == 9 and seeded["doses"] > 0
 
     # Running it again changes nothing: same keys (data stays readable), demo data loaded once.
     key_material = keyring.read_bytes()
