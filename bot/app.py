@@ -16,6 +16,7 @@ from bot.appkeys import (
     ALIPAY,
     ALIPAY_API,
     DB,
+    DEV_FACE,
     ENGINE,
     HTTP,
     KEYRING,
@@ -24,6 +25,7 @@ from bot.appkeys import (
     SERVICES,
     SESSIONS,
     SETTINGS,
+    VERIFICATION,
     WECHAT,
     WECHAT_API,
     WORKER,
@@ -32,6 +34,9 @@ from bot.config import ConfigError, Settings
 from bot.conversation import Services
 from bot.db import create_engine, migrate, sessionmaker
 from bot.engine import HANDLER_LIMIT_SECONDS, Engine
+from bot.face.dev import MOUNT as DEV_FACE_MOUNT
+from bot.face.dev import DevFace
+from bot.face.providers import build_face_providers, by_provider_name, needs_dev_face
 from bot.keys import Keyring, load_keyring
 from bot.messages import build_catalogue
 from bot.metrics import Metrics
@@ -42,7 +47,9 @@ from bot.platforms.alipay import AlipayGateway
 from bot.platforms.alipay_api import AlipayAPI, AlipaySender
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI, WeChatSender
+from bot.registry import apply_due_batches
 from bot.scheduler import Scheduler, prune
+from bot.verification import VerificationRoutes
 from handlers import build_router
 
 log = logging.getLogger("vaxbot.app")
@@ -90,6 +97,13 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_engine_and_worker)
     webhooks.setup_routes(app)
+    # Face verification: the browser-facing routes now, the providers once the HTTP clients exist.
+    dev = DevFace(settings.public_url) if needs_dev_face(settings) else None
+    if dev is not None:
+        app.add_subapp(DEV_FACE_MOUNT, dev.app())
+        app[DEV_FACE] = dev
+    app[VERIFICATION] = VerificationRoutes(app[SERVICES])
+    app[VERIFICATION].setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
@@ -121,6 +135,9 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         poll_seconds=settings.outbox_poll_seconds,
     )
     app[WORKER] = worker
+    face = build_face_providers(settings, app[HTTP], wechat_api, app.get(ALIPAY_API), dev=app.get(DEV_FACE))
+    app[VERIFICATION].providers.update(by_provider_name(face))
+    app[VERIFICATION].sessions = sessions
     app[ENGINE] = Engine(
         sessions,
         build_router(),
@@ -141,6 +158,8 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         ),
         first_in=60,
     )
+    # Batches become visible shortly after midnight China time (and at start-up, for any that came due).
+    scheduler.every("registry", timedelta(minutes=10), lambda: apply_due_batches(sessions, app[SERVICES].vault))
     app[SCHEDULER] = scheduler
     scheduler_task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.conversation import Services
 from bot.engine import Engine
+from bot.face.dev import DevFace
 from bot.keys import Keyring
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker
@@ -17,6 +18,7 @@ from bot.platforms.alipay_api import AlipayAPI
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI
 from bot.scheduler import Scheduler
+from bot.verification import VerificationRoutes
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", Keyring)
@@ -32,3 +34,5 @@ ALIPAY_API = web.AppKey("alipay_api", AlipayAPI)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)
 WORKER = web.AppKey("worker", OutboxWorker)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+VERIFICATION = web.AppKey("verification", VerificationRoutes)
+DEV_FACE = web.AppKey("dev_face", DevFace)

@@ -210,6 +210,89 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a certificate's audit rows, oldest first (China time; actors are references, never data)."""
+    from bot.audit import entries_for_certificate
+    from bot.chinatime import CHINA
+    from models import AuditEntry, Certificate
+
+    async def main() -> Sequence[AuditEntry] | None:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session:
+                if await session.get(Certificate, args.certificate) is None:
+                    return None
+                return await entries_for_certificate(session, args.certificate)
+        finally:
+            await engine.dispose()
+
+    entries = asyncio.run(main())
+    if entries is None:
+        print(f"no certificate with id {args.certificate}")
+        return 0
+    print(f"certificate {args.certificate}: {len(entries)} audit {'entry' if len(entries) == 1 else 'entries'}")
+    row = "{:<26}  {:<24}  {:<16}  {:<16}  {}"
+    print(row.format("time (China)", "actor", "action", "reason", "platform"))
+    for entry in entries:
+        at = entry.at.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S +08:00")
+        print(row.format(at, entry.actor_ref, entry.action, entry.reason or "-", entry.platform or "-"))
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
+    """Import a registry file (staged until its effective date, China time), or apply the batches now due."""
+    from datetime import date
+    from pathlib import Path
+
+    from bot.chinatime import china_today
+    from bot.keys import load_keyring
+    from bot.registry import RegistryRejected, apply_due_batches, effective_date, import_registry_file
+
+    keyring = load_keyring(settings.keys_dir)
+    refuse_unsafe_production(settings, keyring)
+    vault = Vault(keyring)
+    today = china_today()
+
+    async def run_import(path: Path, effective: date) -> str:
+        engine = create_engine(settings)
+        try:
+            summary = await import_registry_file(
+                sessionmaker(engine), vault, path, effective_from=effective, today=today, dry_run=args.dry_run
+            )
+        finally:
+            await engine.dispose()
+        return summary.describe()
+
+    async def run_apply() -> list[str]:
+        engine = create_engine(settings)
+        try:
+            return [batch.describe() for batch in await apply_due_batches(sessionmaker(engine), vault, today)]
+        finally:
+            await engine.dispose()
+
+    if args.action == "apply":
+        applied = asyncio.run(run_apply())
+        print("\n".join(["applied " + line for line in applied]) if applied else "no registry batch is due")
+        return 0
+    path = Path(args.file)
+    try:
+        effective = effective_date(args.effective, today)
+    except ValueError as exc:
+        print(f"vaxbot: {exc}", file=sys.stderr)
+        return 2
+    if not path.is_file():
+        print(f"vaxbot: no such file: {path}", file=sys.stderr)
+        return 2
+    try:
+        print(asyncio.run(run_import(path, effective)))
+    except RegistryRejected as exc:
+        print(f"{path.name}: refused, nothing written ({len(exc.errors)} error(s)):", file=sys.stderr)
+        for number, error in enumerate(exc.errors, 1):
+            print(f"  {number}. {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="vaxbot", description="Electronic vaccination certificate assistant")
@@ -239,6 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--url")
     chat.add_argument("--mode", choices=["safe", "compatible", "plain"], default="safe", help="WeChat only")
     chat.set_defaults(func=cmd_chat)
+    registry = sub.add_parser("registry", help="import provincial registry files; apply the batches now due")
+    registry_actions = registry.add_subparsers(dest="action", required=True)
+    registry_import = registry_actions.add_parser("import", help="validate a file whole and stage it")
+    registry_import.add_argument("file", help="a .csv or .json file (docs/registry-format.md)")
+    registry_import.add_argument(
+        "--effective", help="'today' or YYYY-MM-DD (China time); default tomorrow, the nightly rule"
+    )
+    registry_import.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
+    registry_actions.add_parser("apply", help="apply every staged batch whose effective date has come")
+    registry.set_defaults(func=cmd_registry)
+    audit = sub.add_parser("audit", help="read the audit log")
+    audit.add_argument("action", choices=["show"])
+    audit.add_argument("--certificate", type=int, required=True, help="the certificate's id")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 

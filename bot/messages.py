@@ -107,12 +107,201 @@ MESSAGES: Final[dict[str, str]] = {
         "在外省接种后回来的，也请带上纸质接种证，方便门诊补录外省的接种记录。"
     ),
     "faq_phone": "客服电话：{phone}。",
+    # --- real-name verification (实名认证) -----------------------------------------------
+    "verify_intro": (
+        "实名认证需要核对您的姓名、身份证号，并完成一次人脸识别。信息只用于办理电子预防接种证，全程加密保存。\n"
+        "请输入您的姓名（随时回复「取消」可退出）："
+    ),
+    "verify_bad_name": "姓名格式好像不对，请输入身份证上的姓名（2～20个字）。",
+    "verify_ask_id": "请输入您本人的18位身份证号（回复「上一步」可重新输入姓名）：",
+    "verify_already": "您已完成实名认证（{name}，{id}）。回复「申领接种证」查看可申领的接种证。",
+    "verify_link_title": "点击进行人脸识别",
+    "verify_link_description": "将以 {name}（{id}）进行认证。链接{minutes}分钟内有效，只能使用一次。",
+    "verify_link_sent": (
+        "请点击上方链接，按提示完成人脸识别，完成后我会告诉您结果。\n链接过期或没有收到结果，回复「实名认证」重新获取。"
+    ),
+    "verify_tier_birth_certificate": (
+        "{age}周岁的用户需要通过出生医学证明信息核验身份，这项服务暂未开通。"
+        "孩子的接种证请由父母或监护人实名认证后申领。"
+    ),
+    "verify_tier_household": (
+        "{age}周岁及以上的用户需要通过户籍信息核验身份，这项服务暂未开通。"
+        "可以请家人在「证照授权」中为您授权查看，或到接种门诊现场办理。客服电话 {phone}。"
+    ),
+    "verify_passed": "实名认证成功！您已认证为 {name}（{id}）。\n回复「申领接种证」查看可以申领的接种证。",
+    "verify_failed": (
+        "人脸识别没有通过，实名认证未完成。请确认是本人操作、光线充足、正对镜头，然后回复「实名认证」重新认证。"
+    ),
+    "verify_mismatch": (
+        "人脸识别的结果与您填写的姓名、身份证号不一致，实名认证未完成。"
+        "请核对后回复「实名认证」重新认证；替家人办理，请由家人本人认证。"
+    ),
+    "verify_needed": "这项服务需要先完成实名认证。回复「实名认证」开始，只需填写姓名、身份证号并完成一次人脸识别。",
+    "page_verify_title": "电子预防接种证 · 实名认证",
+    "page_verify_invalid": "这个认证链接无效。请回到聊天窗口，回复「实名认证」获取新的链接。",
+    "page_verify_used": "这个认证链接已经使用过了。请回到聊天窗口查看认证结果；需要重新认证，请回复「实名认证」。",
+    "page_verify_expired": "这个认证链接已过期。请回到聊天窗口，回复「实名认证」获取新的链接。",
+    "page_verify_unavailable": "人脸识别服务暂时无法打开，请稍后再点一次链接。一直不行请拨打客服电话 {phone}。",
+    "page_verify_pending": "暂时还没有拿到认证结果，请稍等几秒后刷新本页面。",
+    "page_verify_passed": "实名认证成功！请返回聊天窗口，继续申领电子预防接种证。",
+    "page_verify_failed": "人脸识别没有通过。请返回聊天窗口，回复「实名认证」重新认证。",
+    "page_verify_mismatch": "人脸识别结果与填写的信息不一致，认证未完成。请返回聊天窗口，回复「实名认证」重新认证。",
+    "page_verify_app": "请在小程序中打开完成人脸识别。",
+    # --- pending list and claiming (待申领 → 申领) ----------------------------------------
+    "relation_self": "本人",
+    "relation_child": "子女",
+    "claim_list_head": "您可以申领的电子预防接种证：",
+    "claim_list_item": "{number}. {name}（{relation}，{id}）",
+    "claim_list_foot": "回复序号查看并申领，回复「退出」结束。",
+    "claim_others_head": "其他与您有关的接种档案：",
+    "claim_line_mine": "· {name}（{relation}）：已申领，可在「接种记录」查看",
+    "claim_line_granted": "· {name}（{relation}）：已由家人申领并授权给您，可在「接种记录」查看",
+    "claim_line_taken": "· {name}（{relation}）：已由其他家人申领。一个孩子的接种证只能由一位家人申领，请申领的家人在「证照授权」中为您授权",
+    "claim_line_ineligible": "· {name}（{relation}）：暂不能申领，{reason}",
+    "claim_not_pilot": "建档单位不在试点城市（目前仅{regions}）",
+    "claim_born_too_early": "{child_date}之前出生的儿童暂不能申领",
+    "claim_newborn_wait": "档案还在产科，转入儿童预防接种门诊后次日即可申领",
+    "claim_minor_self": "未满{adult_age}周岁，需由父母或监护人申领",
+    "claim_no_recent_dose": "需要有{adult_date}及以后的接种记录",
+    "claim_none_found": "没有找到与您身份证号关联的接种档案。",
+    "claim_choice_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "claim_confirm": (
+        "请核对接种证信息：\n"
+        "姓名：{name}\n"
+        "身份证号：{id}\n"
+        "出生年月：{birth}\n"
+        "建档单位：{clinic}\n\n"
+        "{consent}"
+        "确认无误请回复「同意并申领」。信息有误请联系建档门诊修改（次日生效）；回复「退出」结束。"
+    ),
+    "claim_consent_child": "申领孩子的接种证，表示您作为监护人同意本服务按照《个人信息保护法》处理孩子的接种信息，用于查看记录、亮码接种和接收提醒。\n\n",
+    "claim_consent_adult": "申领后，本服务将按照《个人信息保护法》处理您的接种信息，用于查看记录、亮码接种和接收提醒。\n\n",
+    "claim_confirm_hint": "请回复「同意并申领」完成申领，或回复「退出」。",
+    "claim_success": (
+        "电子预防接种证申领成功！\n{name}的接种证已加入您的账户，现在可以：\n"
+        "· 回复「接种记录」查看已接种的疫苗\n"
+        "{grant_hint}"
+        "· 到门诊接种时点「亮码接种」"
+    ),
+    "claim_success_grant_hint": "· 点「证照授权」让家人一起查看\n",
+    "claim_taken_now": (
+        "抱歉，{name}的接种证刚刚已被其他家人申领。一个孩子的接种证只能由一位家人申领，"
+        "请申领的家人在「证照授权」中为您授权，授权后您也能查看。"
+    ),
+    "claim_gone": "这份档案现在不能申领了，我们重新看一下列表吧。",
     # --- ID number and phone validation (used by later journeys) ---------------------------
     "id_length": "身份证号应为18位，您输入的位数不对，请检查后重新输入。",
     "id_chars": "身份证号前17位应为数字，最后一位是数字或字母X，请检查后重新输入。",
     "id_birth_date": "身份证号中的出生日期不正确，请检查后重新输入。",
     "id_check_char": "身份证号最后一位校验码不对，可能有一位输错了，请仔细核对后重新输入。",
     "phone_invalid": "手机号格式不对，请输入11位手机号码（例如 138 0000 0000）。",
+    # --- family authorisation and records ------------------------------------------------
+    "grant_need_verify": (
+        "证照授权需要先完成实名认证，这样我们才能确认您是孩子接种证的申领人。\n"
+        "回复「实名认证」即可开始，按提示填写姓名、身份证号并完成认证。"
+    ),
+    "grant_no_child_certificate": (
+        "只有孩子电子预防接种证的申领人，才能授权家人一起查看；成人本人的接种证不能授权给他人。\n"
+        "您目前还没有申领孩子的接种证。如果孩子的接种档案登记了您的身份证号，可以回复「申领接种证」先申领。"
+    ),
+    "grant_granted_to_you": "家人已授权您查看{names}的接种证，回复「接种记录」就能查看，不需要再授权。",
+    "grant_pick_head": "您申领了这几位孩子的接种证，请回复序号，选择要管理授权的一位：",
+    "grant_pick_item": "{number}. {name}（{id}）",
+    "grant_pick_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "grant_overview_head": "{name}（{id}）的电子预防接种证\n已授权 {count}/{limit} 人",
+    "grant_overview_item": "{number}. {name} · {relationship} · {phone}",
+    "grant_overview_empty": "目前还没有授权家人。",
+    "grant_overview_options": (
+        "回复「添加」授权一位家人；回复「撤销」加序号取消授权（例如「撤销1」）；回复「退出」结束。\n"
+        "被授权的家人完成实名认证后，可以查看孩子的接种记录、亮码接种，但不能再授权给别人。"
+    ),
+    "grant_overview_options_full": (
+        "已达到{limit}人的上限。如需授权新的家人，请先撤销一位（例如回复「撤销1」）；回复「退出」结束。"
+    ),
+    "grant_manage_hint": "回复「添加」授权家人，回复「撤销」加序号取消授权（例如「撤销1」），或回复「退出」结束。",
+    "grant_ask_id": "请输入要授权的家人的18位身份证号（回复「上一步」返回，回复「取消」退出）：",
+    "grant_ask_id_again": "请重新输入要授权的家人的身份证号，或回复「上一步」返回。",
+    "grant_is_child": "这是孩子本人的身份证号。请输入要授权的家人（例如祖父母）的身份证号。",
+    "grant_ask_name": "请输入这位家人的姓名，与身份证上一致（回复「上一步」可重新输入身份证号）：",
+    "grant_bad_name": "姓名格式好像不对：请输入2～20个字的姓名，可以是中文，外文姓名可用字母和「·」。",
+    "grant_ask_relationship": "这位家人是孩子的什么人？请回复序号或称呼：\n{choices}\n（回复「上一步」可重新输入姓名）",
+    "grant_bad_relationship": "请回复1～7的序号，或直接回复称呼（例如「祖母」）。",
+    "grant_ask_phone": "请输入这位家人的11位手机号（回复「上一步」可重新选择关系）：",
+    "grant_confirm": (
+        "请核对授权信息：\n"
+        "孩子：{child}\n"
+        "家人：{name}（{relationship}）\n"
+        "身份证号：{id}\n"
+        "手机号：{phone}\n\n"
+        "授权后，这位家人完成实名认证就能查看{child}的接种记录、亮码接种，但不能再授权给别人。\n"
+        "确认无误请回复「确认授权」；需要修改请回复「上一步」；回复「取消」放弃。"
+    ),
+    "grant_confirm_hint": "请回复「确认授权」完成授权，回复「上一步」修改，或回复「取消」放弃。",
+    "grant_added": "已授权{name}（{relationship}）查看{child}的电子预防接种证，目前已授权 {count}/{limit} 人。",
+    "grant_added_notified": "我们已发消息告诉TA，TA回复「接种记录」就能查看。",
+    "grant_added_not_yet": (
+        "TA还没有在本服务完成实名认证：请TA在微信或支付宝关注「电子预防接种证助手」并完成实名认证，之后就能看到了。"
+    ),
+    "grant_added_more": "回复「添加」继续授权，回复「退出」结束。",
+    "grant_notice_grantee": (
+        "您好！{holder}已授权您查看{child}的电子预防接种证。\n"
+        "回复「接种记录」即可查看孩子的接种记录；带孩子去门诊接种时，也可以点「亮码接种」。"
+    ),
+    "grant_already_done": "这位家人已经授权好了，不需要再确认。回复「添加」继续授权，回复「退出」结束。",
+    "grant_self": "不能授权给您自己：您是申领人，本来就能查看。",
+    "grant_duplicate": "这位家人已经被授权查看这份接种证了，不需要重复授权。",
+    "grant_full": "每份接种证最多授权{limit}位家人，现在已经满了。如需授权新的家人，请先撤销一位（例如回复「撤销1」）。",
+    "grant_adult_refused": "成人本人的电子预防接种证不能授权给他人查看。",
+    "grant_not_holder": "只有这份接种证的申领人才能管理授权。",
+    "grant_gone": "这份接种证现在不能管理授权了，请重新点菜单「证照授权」查看。",
+    "grant_revoke_which": "请在「撤销」后面加上序号，例如「撤销1」。",
+    "grant_revoke_no_such": "没有第{number}位授权的家人，请对照列表中的序号重新回复（例如「撤销1」）。",
+    "grant_revoke_confirm": (
+        "确定撤销{name}（{relationship}）查看{child}接种证的授权吗？撤销后TA就不能再查看了。\n"
+        "确认请回复「确认撤销」；不撤销请回复「上一步」。"
+    ),
+    "grant_revoke_confirm_hint": "请回复「确认撤销」撤销授权，或回复「上一步」返回。",
+    "grant_revoked": "已撤销{name}（{relationship}）的授权，TA不能再查看{child}的接种证了。目前已授权 {count}/{limit} 人。",
+    "grant_revoked_already": "这项授权已经撤销了，不需要再操作。回复「添加」授权家人，或回复「退出」结束。",
+    "grant_notice_revoked": (
+        "您好，{holder}已撤销您查看{child}电子预防接种证的授权，您将不能再查看这份接种证。如有疑问，请与孩子的家人联系。"
+    ),
+    "grant_cancelled": "好的，已退出证照授权，刚才填写的信息没有保存。",
+    "grant_left": "好的，已退出证照授权。需要时点菜单「证照授权」再来。",
+    "relationship_father": "父亲",
+    "relationship_mother": "母亲",
+    "relationship_grandfather": "祖父",
+    "relationship_grandmother": "祖母",
+    "relationship_mat_grandfather": "外祖父",
+    "relationship_mat_grandmother": "外祖母",
+    "relationship_guardian": "其他监护人",
+    "records_need_verify": (
+        "查看接种记录需要先完成实名认证，这样我们才能确认哪些接种证属于您。\n回复「实名认证」即可开始。"
+    ),
+    "records_none": (
+        "您还没有可以查看的电子预防接种证。\n"
+        "· 本人或孩子的接种证：回复「申领接种证」，申领后就能查看；\n"
+        "· 孩子的接种证已由其他家人申领：请TA在「证照授权」中为您授权，授权后回复「接种记录」即可查看。"
+    ),
+    "records_pick_head": "请回复序号，选择要查看的接种证：",
+    "records_pick_item": "{number}. {name}（{role}）",
+    "records_pick_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "records_role_self": "本人",
+    "records_role_child": "子女",
+    "records_role_granted": "已授权",
+    "records_header": "{name}的接种记录\n身份证号：{id}\n出生年月：{birth}",
+    "records_header_more": "{name}的接种记录（续）",
+    "records_birth": "{year}年{month}月",
+    "records_date": "{year}年{month}月{day}日",
+    "records_vaccine": "【{vaccine}】",
+    "records_dose": "第{number}剂　{date}　{clinic}",
+    "records_dose_no_clinic": "第{number}剂　{date}",
+    "records_empty": "暂时还没有可以显示的接种记录。在门诊新登记或更正的记录，次日就能看到。",
+    "records_footer": (
+        "下一针：应种疫苗和时间暂时还不能在这里显示，请以接种门诊的告知为准。\n"
+        "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n"
+        "记录有误请联系接种门诊核实，修正后次日生效。"
+    ),
     # --- words on Alipay's message cards ---------------------------------------------------
     "card_action_details": "查看详情",
     "card_action_image": "查看大图",
@@ -122,6 +311,31 @@ MESSAGES: Final[dict[str, str]] = {
 
 # Region codes of pilot cities (the first four digits of an ID number or a clinic's region code).
 REGION_NAMES: Final[dict[str, str]] = {"3206": "南通市", "3202": "无锡市", "3201": "南京市", "3205": "苏州市"}
+
+# Vaccine codes of the registry (national schedule and common self-paid vaccines) → what records show.
+VACCINE_NAMES: Final[dict[str, str]] = {
+    "HepB": "乙肝疫苗",
+    "BCG": "卡介苗",
+    "IPV": "脊灰灭活疫苗",
+    "bOPV": "二价脊灰减毒活疫苗",
+    "DTaP": "百白破疫苗",
+    "DT": "白破疫苗",
+    "MMR": "麻腮风疫苗",
+    "JE-L": "乙脑减毒活疫苗",
+    "JE-I": "乙脑灭活疫苗",
+    "MPSV-A": "A群流脑多糖疫苗",
+    "MPSV-AC": "A群C群流脑多糖疫苗",
+    "HepA-L": "甲肝减毒活疫苗",
+    "HepA-I": "甲肝灭活疫苗",
+    "HPV2": "双价HPV疫苗",
+    "HPV9": "九价HPV疫苗",
+    "PCV13": "13价肺炎球菌结合疫苗",
+    "Hib": "b型流感嗜血杆菌结合疫苗",
+    "EV71": "肠道病毒71型灭活疫苗",
+    "VAR": "水痘减毒活疫苗",
+    "Flu": "流感疫苗",
+    "Rota": "轮状病毒疫苗",
+}
 
 
 def _chinese_date(value: date) -> str:

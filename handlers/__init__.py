@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.conversation import Context, Router
-from handlers import coming_soon, questions, welcome
+from handlers import claim, coming_soon, grant, questions, records, verify, welcome
 
 
 async def fallback(ctx: Context) -> None:
@@ -15,6 +15,10 @@ def build_router() -> Router:
     """The router every platform's updates go through."""
     router = Router(default=fallback)
     router.include(questions.FLOW)
+    router.include(verify.FLOW)
+    router.include(claim.FLOW)
+    router.include(grant.FLOW)
+    router.include(records.FLOW)
     router.add(welcome.ROUTES)
     router.add(questions.ROUTES)
     router.add(coming_soon.ROUTES)

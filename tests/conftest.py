@@ -29,6 +29,7 @@ from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.keys import generate_dev_keys
 from bot.platforms import alipay_sign
 from handlers import build_router
+from tests.channels import Alipay, Channel, WeChat
 
 POSTGRES_URL = os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("VAXBOT_REQUIRE_POSTGRES", "") == "1"
@@ -288,3 +289,18 @@ def patched_router(monkeypatch: pytest.MonkeyPatch) -> Callable[[Route], None]:
         monkeypatch.setattr(bot.app, "build_router", build)
 
     return install
+
+
+@pytest.fixture(params=["wechat", "alipay"])
+def channel(
+    request: pytest.FixtureRequest,
+    app_client: TestClient[web.Request, web.Application],
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> Channel:
+    """A user's side of one platform (each test runs once per platform)."""
+    if request.param == "wechat":
+        return WeChat(app_client, wechat, fake)
+    return Alipay(app_client, alipay, fake_alipay[0])

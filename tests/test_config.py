@@ -87,7 +87,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             }
         )
     )
-    alipay_env = {"VAXBOT_ALIPAY_APPID": ""}
+    alipay_env = {"VAXBOT_ALIPAY_APPID": "", "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini"}
     if alipay == "configured":
         ours, _ = generate_key_pair(tmp_path / "alipay", "ours")
         _, theirs = generate_key_pair(tmp_path / "alipay", "theirs")
@@ -95,6 +95,8 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             "VAXBOT_ALIPAY_APPID": "2021004100000001",
             "VAXBOT_ALIPAY_PRIVATE_KEY": str(ours),
             "VAXBOT_ALIPAY_PUBLIC_KEY": str(theirs),
+            "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini",
+            "VAXBOT_FACE_PROVIDER_ALIPAY": "alipay",
         }
     settings = load_settings(
         environ={

@@ -7,82 +7,13 @@ signatures and enforces its windows. What the user reads must be the same on bot
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import pytest
-
 from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.alipay_gateway import FakeAlipayGateway
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.menu import LABELS
 from models import OutboxMessage
-from tests.helpers import Client, drain_outbox, outbox_rows, post, post_alipay
-
-Step = tuple[str, str]  # (action, argument): follow, unfollow, enter, click KEY, text CONTENT
-
-
-class Channel(Protocol):
-    async def do(self, user: str, step: Step) -> list[str]: ...
-
-
-class WeChat:
-    def __init__(self, client: Client, sim: WeChatClientSim, fake: FakeWeChatAPI) -> None:
-        self.client, self.sim, self.fake = client, sim, fake
-
-    async def do(self, user: str, step: Step) -> list[str]:
-        action, argument = step
-        if action == "text":
-            xml = self.sim.text(user, argument)
-        elif action == "click":
-            xml = self.sim.event(user, "CLICK", EventKey=argument)
-        elif action == "enter":
-            return []  # WeChat has no page-enter event
-        else:
-            xml = self.sim.event(user, {"follow": "subscribe", "unfollow": "unsubscribe"}[action])
-        before = len(self.fake.texts_to(user))
-        status, body = await post(self.client, self.sim.sign(xml))
-        assert status == 200
-        reply = self.sim.open_reply(body)
-        await drain_outbox(self.client)
-        passive = [str(reply["Content"])] if reply is not None else []
-        return passive + self.fake.texts_to(user)[before:]
-
-
-class Alipay:
-    def __init__(self, client: Client, sim: AlipayClientSim, fake: FakeAlipayGateway) -> None:
-        self.client, self.sim, self.fake = client, sim, fake
-
-    async def do(self, user: str, step: Step) -> list[str]:
-        action, argument = step
-        if action == "text":
-            xml = self.sim.text(user, argument)
-        elif action == "click":
-            xml = self.sim.event(user, "click", argument)
-        elif action == "enter":
-            xml = self.sim.event(user, "enter", self.sim.scene(argument) if argument else "")
-        else:
-            xml = self.sim.event(user, action)
-        before = len(self.fake.texts_to(user))
-        status, body, _ = await post_alipay(self.client, self.sim.form(xml))
-        assert status == 200
-        assert self.sim.open_reply(body).inner["XML"]["MsgType"] == "ack"
-        await drain_outbox(self.client)
-        return self.fake.texts_to(user)[before:]
-
-
-@pytest.fixture(params=["wechat", "alipay"])
-def channel(
-    request: pytest.FixtureRequest,
-    app_client: Client,
-    wechat: WeChatClientSim,
-    fake: FakeWeChatAPI,
-    alipay: AlipayClientSim,
-    fake_alipay: tuple[FakeAlipayGateway, str],
-) -> Channel:
-    if request.param == "wechat":
-        return WeChat(app_client, wechat, fake)
-    return Alipay(app_client, alipay, fake_alipay[0])
-
+from tests.channels import Alipay, Channel, Step, WeChat
+from tests.helpers import Client, drain_outbox, outbox_rows, post_alipay
 
 SCRIPT: list[tuple[Step, list[str]]] = [
     (("follow", ""), ["欢迎关注"]),
@@ -91,7 +22,8 @@ SCRIPT: list[tuple[Step, list[str]]] = [
     (("text", "第4个"), ["产科"]),
     (("text", "退出"), ["已退出"]),
     (("text", "客服电话是多少"), ["400-101-6588"]),
-    (("click", "CERT_CLAIM"), [f"「{LABELS['CERT_CLAIM']}」功能正在建设中"]),
+    (("click", "CERT_CLAIM"), ["需要先完成实名认证"]),
+    (("click", "BOOK_MINE"), [f"「{LABELS['BOOK_MINE']}」功能正在建设中"]),
     (("text", "随便说点什么"), ["没太明白"]),
     (("enter", "CLINIC-NT-CC-01"), []),
     (("unfollow", ""), []),

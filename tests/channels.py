@@ -1,0 +1,138 @@
+"""Talking to the service as a user of either platform, through each platform's real protocol."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from bot.appkeys import ENGINE
+from bot.fakes.alipay import AlipayClientSim
+from bot.fakes.alipay_gateway import FakeAlipayGateway
+from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from tests.helpers import Client, drain_outbox, post, post_alipay
+
+Step = tuple[str, str]  # (action, argument): follow, unfollow, enter, click KEY, text CONTENT
+
+
+class Channel(Protocol):
+    platform: str
+    app_id: str
+
+    async def do(self, user: str, step: Step) -> list[str]: ...
+
+    async def say(self, user: str, text: str) -> str: ...
+
+    def inbox(self, user: str) -> list[str]: ...
+
+
+class WeChat:
+    platform = "wechat"
+
+    def __init__(self, client: Client, sim: WeChatClientSim, fake: FakeWeChatAPI) -> None:
+        self.client, self.sim, self.fake = client, sim, fake
+        self.app_id = sim.app_id
+        # WeChat's CreateTime has one-second resolution and taps dedupe on it: a script that taps the
+        # same menu twice within a second would look like a double tap, so each event gets its own second.
+        self._clock = int(time.time()) - 600
+
+    async def say(self, user: str, text: str) -> str:
+        """Send a text; everything the user read back, joined."""
+        return "\n".join(await self.do(user, ("text", text)))
+
+    def inbox(self, user: str) -> list[str]:
+        """Every message pushed to the user so far (passive replies are not kept by WeChat)."""
+        return [_pushed(item.body) for item in self.fake.sent_to(user)]
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    async def do(self, user: str, step: Step) -> list[str]:
+        action, argument = step
+        if action == "text":
+            xml = self.sim.text(user, argument)
+        elif action == "click":
+            xml = self.sim.event(user, "CLICK", create_time=self._tick(), EventKey=argument)
+        elif action == "enter":
+            return []  # WeChat has no page-enter event
+        else:
+            xml = self.sim.event(
+                user, {"follow": "subscribe", "unfollow": "unsubscribe"}[action], create_time=self._tick()
+            )
+        before = len(self.fake.sent_to(user))
+        status, body = await post(self.client, self.sim.sign(xml))
+        assert status == 200
+        reply = self.sim.open_reply(body)
+        await self.client.app[ENGINE].drain(grace=5)  # the passive claim releases the other replies
+        await drain_outbox(self.client)
+        passive = [_passive(reply)] if reply is not None else []
+        return passive + [_pushed(item.body) for item in self.fake.sent_to(user)[before:]]
+
+
+class Alipay:
+    platform = "alipay"
+
+    def __init__(self, client: Client, sim: AlipayClientSim, fake: FakeAlipayGateway) -> None:
+        self.client, self.sim, self.fake = client, sim, fake
+        self.app_id = sim.app_id
+
+    async def say(self, user: str, text: str) -> str:
+        """Send a text; everything the user read back, joined."""
+        return "\n".join(await self.do(user, ("text", text)))
+
+    def inbox(self, user: str) -> list[str]:
+        """Every message sent to the user so far."""
+        return [_card(item.biz) for item in self.fake.sent_to(user)]
+
+    async def do(self, user: str, step: Step) -> list[str]:
+        action, argument = step
+        if action == "text":
+            xml = self.sim.text(user, argument)
+        elif action == "click":
+            xml = self.sim.event(user, "click", argument)
+        elif action == "enter":
+            xml = self.sim.event(user, "enter", self.sim.scene(argument) if argument else "")
+        else:
+            xml = self.sim.event(user, action)
+        before = len(self.fake.sent_to(user))
+        status, body, _ = await post_alipay(self.client, self.sim.form(xml))
+        assert status == 200
+        assert self.sim.open_reply(body).inner["XML"]["MsgType"] == "ack"
+        await drain_outbox(self.client)
+        return [_card(item.biz) for item in self.fake.sent_to(user)[before:]]
+
+
+def _passive(reply: dict[str, Any]) -> str:
+    """A WeChat passive reply as the user reads it (link cards as ``[链接] title url``)."""
+    if reply.get("MsgType") == "news":
+        item = reply["Articles"]["item"]
+        return f"[链接] {item['Title']} {item['Description']} {item['Url']}"
+    return str(reply.get("Content", f"[{reply.get('MsgType')}]"))
+
+
+def _pushed(body: dict[str, Any]) -> str:
+    """A WeChat customer-service message as the user reads it."""
+    if body.get("msgtype") == "news":
+        article = body["news"]["articles"][0]
+        return f"[链接] {article['title']} {article['description']} {article['url']}"
+    if body.get("msgtype") == "text":
+        return str(body["text"]["content"])
+    return f"[{body.get('msgtype')}]"
+
+
+def _card(biz: dict[str, Any]) -> str:
+    """An Alipay message as the user reads it."""
+    if biz.get("msg_type") == "text":
+        return str(biz["text"]["content"])
+    if biz.get("msg_type") == "image-text":
+        article = biz["articles"][0]
+        return f"[链接] {article.get('title', '')} {article.get('desc', '')} {article.get('url', '')}"
+    return f"[{biz.get('msg_type') or 'template'}]"
+
+
+def link_in(answers: list[str]) -> str:
+    """The URL of the (first) link card among the answers."""
+    for answer in answers:
+        if answer.startswith("[链接] "):
+            return answer.rsplit(" ", 1)[1]
+    raise AssertionError(f"no link card in {answers}")
