@@ -168,6 +168,16 @@ def normalise(text: str) -> str:
     return re.sub(r"[\s，。！？!?,.、]+", "", text).lower()
 
 
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+_LIST_NUMBER = re.compile(r"^第?(\d{1,2})[.、。)）号个位条项]?$")
+
+
+def list_number(text: str) -> int | None:
+    """The number picked from a numbered list: "2", "２", "2.", "第2个"…; None for anything else."""
+    match = _LIST_NUMBER.match(normalise(text.translate(_FULL_WIDTH_DIGITS)))
+    return int(match.group(1)) if match else None
+
+
 def text_in(*words: str) -> Filter:
     """Matches a text that is exactly one of ``words`` (ignoring spaces and punctuation)."""
     wanted = frozenset(normalise(word) for word in words)

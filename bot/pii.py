@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -48,6 +49,14 @@ class Vault:
         """Keyed hash (HMAC-SHA256, hex) of a normalised value, for equality look-ups."""
         message = field.encode("ascii") + b"\x00" + value.encode("utf-8")
         return hmac.new(self._keyring.hash_key, message, hashlib.sha256).hexdigest()
+
+    def seal_text(self, field: str, value: str) -> str:
+        """:meth:`seal` as base64 text, for a value that must wait in JSON (conversation state)."""
+        return base64.b64encode(self.seal(field, value)).decode("ascii")
+
+    def open_text(self, field: str, value: str) -> str:
+        """The value :meth:`seal_text` sealed."""
+        return self.open(field, base64.b64decode(value))
 
     def pseudonym(self, value: str) -> str:
         """A short stable reference for logs (never the value itself)."""

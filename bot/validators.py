@@ -62,3 +62,12 @@ def normalize_mobile(raw: str) -> str | None:
     elif value.startswith("0086"):
         value = value[4:]
     return value if _MOBILE.match(value) else None
+
+
+_NAME = re.compile(r"^[\u3400-\u9fffA-Za-z][\u3400-\u9fffA-Za-z· ]{0,18}[\u3400-\u9fffA-Za-z]$")
+
+
+def normalize_name(raw: str) -> str | None:
+    """A name as on an ID card (2–20 characters, Chinese or letters, ``·`` between parts), or None."""
+    value = re.sub(r"\s+", " ", raw.strip()).replace("•", "·").replace("・", "·")
+    return value if _NAME.match(value) else None

@@ -10,7 +10,6 @@ UPDATE, so a replayed, forged or concurrent request finds nothing to move and ch
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import secrets
@@ -50,16 +49,6 @@ def verify_url(settings: Settings, handle: str) -> str:
 def done_url(settings: Settings, handle: str) -> str:
     """Where the provider sends the browser back to."""
     return settings.public_url.rstrip("/") + DONE_PATH.format(handle=handle)
-
-
-def seal_for_state(vault: Vault, field: str, value: str) -> str:
-    """A personal value kept in conversation state between two steps: sealed, never plain JSON."""
-    return base64.b64encode(vault.seal(field, value)).decode("ascii")
-
-
-def open_from_state(vault: Vault, field: str, value: str) -> str:
-    """The value :func:`seal_for_state` sealed."""
-    return vault.open(field, base64.b64decode(value))
 
 
 def create_attempt(

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from bot.audit import record_access
 from bot.certificates import FileView, PendingItem, Standing, actor, bound_identity, claim, pending_for
 from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, normalise, text_in
+from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, text_in
 from bot.menu import MenuKey
 from bot.update import Text
 from models import Consent, Identity
 
 CONSENT_VERSION = "2026-11"
-
-
-_FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
-_NUMBER = re.compile(r"^(?:第)?(\d{1,2})(?:[.、。)）号个条项])?$")
-
-
-def list_choice(text: str) -> int | None:
-    """The number picked from a list: "2", "２", "2.", "第2个"…; None for anything else."""
-    match = _NUMBER.match(normalise(text.translate(_FULL_WIDTH)))
-    return int(match.group(1)) if match else None
 
 
 class ClaimSteps(StatesGroup):
@@ -115,7 +104,7 @@ async def show_pending(ctx: Context) -> None:
 async def choose(ctx: Context) -> None:
     """A number from the list: show the file, masked, for checking."""
     options = [int(value) for value in ctx.data.get("options", [])]
-    number = list_choice(ctx.update.text)
+    number = list_number(ctx.update.text)
     if number is None or not 1 <= number <= len(options):
         ctx.say("claim_choice_invalid")
         ctx.goto(ClaimSteps.choosing)

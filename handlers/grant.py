@@ -7,7 +7,6 @@ us on. Adult certificates cannot be authorised, and a grantee cannot authorise a
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -24,12 +23,12 @@ from bot.certificates import (
     visible_certificates,
 )
 from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, normalise, text_in
+from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, normalise, text_in
 from bot.menu import MenuKey
 from bot.outbox import enqueue_message
 from bot.pii import Vault, mask_id_number, mask_name, mask_phone
 from bot.update import Text, Update, UpdateKind
-from bot.validators import InvalidIdNumber, normalize_mobile, parse_id_number
+from bot.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
 from models import Grant, Identity
 
 # Stored codes, in the order the relationship question lists them (labels: "relationship_<code>").
@@ -51,9 +50,7 @@ RELATIONSHIP_ALIASES = {
 }
 ENTRY_WORDS = ("证照授权", "授权", "授权家人")
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
-_NUMBER = re.compile(r"^第?(\d{1,2})[.、)）号个位条]?$")
 _REVOKE = re.compile(r"^撤销(?:授权)?第?(\d{1,2})[号个位条]?$")
-_NAME = re.compile(r"^[\u3400-\u9fffA-Za-z][\u3400-\u9fffA-Za-z· ]{0,18}[\u3400-\u9fffA-Za-z]$")
 
 
 class GrantSteps(StatesGroup):
@@ -85,39 +82,18 @@ DRAFT_STEPS = frozenset(
 # --- small pure helpers ------------------------------------------------------------------------
 
 
-def choice_number(text: str) -> int | None:
-    """The number in "2", "２", "2.", "第2个"…, or None."""
-    match = _NUMBER.match(normalise(text.translate(_FULL_WIDTH)))
-    return int(match.group(1)) if match else None
-
-
 def revoke_number(text: str) -> int | None:
     """The number in "撤销2", "撤销 2", "撤销第2位"…, or None."""
     match = _REVOKE.match(normalise(text.translate(_FULL_WIDTH)))
     return int(match.group(1)) if match else None
 
 
-def valid_name(text: str) -> str | None:
-    """A grantee's name as typed (trimmed, dots unified) when it looks like a name on an ID card, else None."""
-    value = re.sub(r"\s+", " ", text.strip()).replace("•", "·").replace("・", "·")
-    return value if _NAME.match(value) and len(value) <= 20 else None
-
-
 def _is_choice(update: Update) -> bool:
-    return update.kind is UpdateKind.TEXT and choice_number(update.text) is not None
+    return update.kind is UpdateKind.TEXT and list_number(update.text) is not None
 
 
 def _is_revoke(update: Update) -> bool:
     return update.kind is UpdateKind.TEXT and revoke_number(update.text) is not None
-
-
-def _seal(vault: Vault, field: str, value: str) -> str:
-    """A personal value kept in conversation state between steps: sealed, never plain JSON."""
-    return base64.b64encode(vault.seal(field, value)).decode("ascii")
-
-
-def _open(vault: Vault, field: str, value: str) -> str:
-    return vault.open(field, base64.b64decode(value))
 
 
 def _lines(ctx: Context, *texts: str) -> None:
@@ -133,7 +109,7 @@ def relationship_label(ctx: Context, code: str) -> str:
 
 def parse_relationship(ctx: Context, text: str) -> str | None:
     """The relationship code for a number of the list, a listed label or a common alias, or None."""
-    number = choice_number(text)
+    number = list_number(text)
     if number is not None:
         return RELATIONSHIPS[number - 1] if 1 <= number <= len(RELATIONSHIPS) else None
     word = normalise(text)
@@ -255,7 +231,7 @@ async def start(ctx: Context) -> None:
 async def choose(ctx: Context) -> None:
     """A number from the list of held children's certificates."""
     identity = await _identity(ctx)
-    number = choice_number(ctx.update.text)
+    number = list_number(ctx.update.text)
     choices = list(ctx.data.get("choices", []))
     if identity is None or number is None or not 1 <= number <= len(choices):
         ctx.say("grant_pick_invalid")
@@ -375,18 +351,18 @@ async def got_id_number(ctx: Context) -> None:
         _lines(ctx, ctx.text(refusal), ctx.text("grant_ask_id_again"))
         ctx.goto(GrantSteps.id_number)
         return
-    ctx.goto(GrantSteps.name, draft={**_draft(ctx), "id_number": _seal(vault, "id_number", parsed.value)})
+    ctx.goto(GrantSteps.name, draft={**_draft(ctx), "id_number": vault.seal_text("id_number", parsed.value)})
     ctx.say("grant_ask_name")
 
 
 async def got_name(ctx: Context) -> None:
     """Validate the grantee's name and ask how they are related to the child."""
-    name = valid_name(ctx.update.text)
+    name = normalize_name(ctx.update.text)
     if name is None:
         ctx.say("grant_bad_name")
         ctx.goto(GrantSteps.name)
         return
-    ctx.goto(GrantSteps.relationship, draft={**_draft(ctx), "name": _seal(ctx.services.vault, "name", name)})
+    ctx.goto(GrantSteps.relationship, draft={**_draft(ctx), "name": ctx.services.vault.seal_text("name", name)})
     _ask_relationship(ctx)
 
 
@@ -413,7 +389,7 @@ async def got_phone(ctx: Context) -> None:
         ctx.goto(GrantSteps.phone)
         return
     vault = ctx.services.vault
-    draft = {**_draft(ctx), "phone": _seal(vault, "phone", phone)}
+    draft = {**_draft(ctx), "phone": vault.seal_text("phone", phone)}
     grantee = _grantee(vault, draft)
     if grantee is None:  # a step was skipped (a stale state): start the grantee again
         ctx.goto(GrantSteps.id_number, draft={})
@@ -434,10 +410,10 @@ def _grantee(vault: Vault, draft: dict[str, str]) -> Grantee | None:
     if not all(draft.get(field) for field in ("id_number", "name", "relationship", "phone")):
         return None
     return Grantee(
-        id_number=_open(vault, "id_number", draft["id_number"]),
-        name=_open(vault, "name", draft["name"]),
+        id_number=vault.open_text("id_number", draft["id_number"]),
+        name=vault.open_text("name", draft["name"]),
         relationship=draft["relationship"],
-        phone=_open(vault, "phone", draft["phone"]),
+        phone=vault.open_text("phone", draft["phone"]),
     )
 
 

@@ -6,7 +6,6 @@ and the next doses due are not shown until there is a forecaster to compute them
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import date, timedelta
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 
 from bot.certificates import Visible, bound_identity, doses_of, record_view, visible_certificates
 from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, normalise, text_in
+from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, text_in
 from bot.menu import MenuKey
 from bot.messages import VACCINE_NAMES
 from bot.update import Text, Update, UpdateKind
@@ -23,8 +22,6 @@ from models import Clinic, Dose, Identity
 ENTRY_WORDS = ("接种记录", "查记录", "结果查询", "查询接种记录", "我的接种记录", "查看接种记录")
 # Each message stays well under what the platforms take; longer records go out as several messages.
 MAX_MESSAGE_CHARS = 1500
-_FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
-_NUMBER = re.compile(r"^第?(\d{1,2})[.、)）号个位条]?$")
 
 
 class RecordsSteps(StatesGroup):
@@ -33,14 +30,8 @@ class RecordsSteps(StatesGroup):
     choosing = State()
 
 
-def choice_number(text: str) -> int | None:
-    """The number in "2", "２", "2.", "第2个"…, or None."""
-    match = _NUMBER.match(normalise(text.translate(_FULL_WIDTH)))
-    return int(match.group(1)) if match else None
-
-
 def _is_choice(update: Update) -> bool:
-    return update.kind is UpdateKind.TEXT and choice_number(update.text) is not None
+    return update.kind is UpdateKind.TEXT and list_number(update.text) is not None
 
 
 def role_key(visible: Visible) -> str:
@@ -110,7 +101,7 @@ async def start(ctx: Context) -> None:
 
 async def choose(ctx: Context) -> None:
     """A number from the list: show that certificate's records (if it is still visible)."""
-    number = choice_number(ctx.update.text)
+    number = list_number(ctx.update.text)
     choices = list(ctx.data.get("choices", []))
     if number is None or not 1 <= number <= len(choices):
         ctx.say("records_pick_invalid")

@@ -6,7 +6,6 @@ browser and in :mod:`bot.verification`, which tells the user the result through 
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from bot.certificates import age_on, bound_identity
@@ -17,10 +16,8 @@ from bot.face.providers import method_for_age, provider_name_for
 from bot.menu import MenuKey
 from bot.pii import mask_id_number, mask_name
 from bot.update import Article, Text
-from bot.validators import InvalidIdNumber, parse_id_number
-from bot.verification import create_attempt, open_from_state, seal_for_state, verify_url
-
-_NAME = re.compile(r"^[\u4e00-\u9fff·•A-Za-z][\u4e00-\u9fff·• A-Za-z]{1,19}$")
+from bot.validators import InvalidIdNumber, normalize_name, parse_id_number
+from bot.verification import create_attempt, verify_url
 
 
 class VerifySteps(StatesGroup):
@@ -28,12 +25,6 @@ class VerifySteps(StatesGroup):
 
     name = State()
     id_number = State()
-
-
-def valid_name(text: str) -> str | None:
-    """The name as typed (trimmed) when it looks like a name on an ID card, else None."""
-    value = text.strip()
-    return value if _NAME.match(value) else None
 
 
 async def start(ctx: Context) -> None:
@@ -52,12 +43,12 @@ async def start(ctx: Context) -> None:
 
 async def got_name(ctx: Context) -> None:
     """Keep the name (sealed) and ask for the ID number."""
-    name = valid_name(ctx.update.text)
+    name = normalize_name(ctx.update.text)
     if name is None:
         ctx.say("verify_bad_name")
         ctx.goto(VerifySteps.name)
         return
-    ctx.goto(VerifySteps.id_number, name=seal_for_state(ctx.services.vault, "name", name))
+    ctx.goto(VerifySteps.id_number, name=ctx.services.vault.seal_text("name", name))
     ctx.say("verify_ask_id")
 
 
@@ -77,7 +68,7 @@ async def got_id_number(ctx: Context) -> None:
         ctx.goto(VerifySteps.id_number)
         return
     vault = ctx.services.vault
-    name = open_from_state(vault, "name", str(ctx.data["name"]))
+    name = vault.open_text("name", str(ctx.data["name"]))
     age = age_on(parsed.birth_date, today)
     method = method_for_age(ctx.settings, age)
     ctx.finish()

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from datetime import date, timedelta
 
-import pytest
 from sqlalchemy import select
 
-from bot.appkeys import ENGINE, SERVICES, SESSIONS
+from bot.appkeys import SERVICES, SESSIONS
 from bot.certificates import Grantee, add_grant
 from bot.chinatime import china_today
 from bot.config import Settings
@@ -38,7 +36,8 @@ from models import (
     Vaccinee,
     utcnow,
 )
-from tests.helpers import Client, drain_outbox, outbox_rows, post, post_alipay
+from tests.channels import Alipay, Channel, WeChat
+from tests.helpers import Client, drain_outbox, outbox_rows, post
 
 CLINIC_NAME = "南通市崇川区和平桥街道社区卫生服务中心预防接种门诊"
 GRANDPA = DemoPerson("T-GP", "林国栋", demo_id_number("320602", date(1961, 4, 3), 315), "M", date(1961, 4, 3))
@@ -230,73 +229,6 @@ async def _assert_nothing_leaks(client: Client, transcript: list[str]) -> None:
 def _one(answers: list[str]) -> str:
     assert len(answers) == 1, answers
     return answers[0]
-
-
-# --- channels -----------------------------------------------------------------------------------------
-
-
-class WeChat:
-    """A WeChat user: signed, encrypted posts; the passive answer plus what the customer-service API got."""
-
-    platform = "wechat"
-
-    def __init__(self, client: Client, sim: WeChatClientSim, fake: FakeWeChatAPI) -> None:
-        self.client, self.sim, self.fake = client, sim, fake
-        # Events dedupe on CreateTime (seconds): each tap gets its own second, or two taps of one menu
-        # item within a second would count as a double tap.
-        self._clock = int(time.time()) - 600
-
-    async def do(self, user: str, step: tuple[str, str]) -> list[str]:
-        action, argument = step
-        if action == "text":
-            xml = self.sim.text(user, argument)
-        else:
-            self._clock += 1
-            event = {"click": "CLICK", "follow": "subscribe"}[action]
-            xml = self.sim.event(user, event, create_time=self._clock, **({"EventKey": argument} if argument else {}))
-        before = len(self.fake.texts_to(user))
-        status, body = await post(self.client, self.sim.sign(xml))
-        assert status == 200
-        reply = self.sim.open_reply(body)
-        await self.client.app[ENGINE].drain(grace=5)  # the passive claim releases the other replies
-        await drain_outbox(self.client)
-        return ([str(reply["Content"])] if reply is not None else []) + self.fake.texts_to(user)[before:]
-
-
-class Alipay:
-    """An Alipay user: signed forms acknowledged; every answer goes through the outbox to the fake gateway."""
-
-    platform = "alipay"
-
-    def __init__(self, client: Client, sim: AlipayClientSim, fake: FakeAlipayGateway) -> None:
-        self.client, self.sim, self.fake = client, sim, fake
-
-    async def do(self, user: str, step: tuple[str, str]) -> list[str]:
-        action, argument = step
-        xml = self.sim.text(user, argument) if action == "text" else self.sim.event(user, action, argument)
-        before = len(self.fake.texts_to(user))
-        status, body, _ = await post_alipay(self.client, self.sim.form(xml))
-        assert status == 200
-        assert self.sim.open_reply(body).inner["XML"]["MsgType"] == "ack"
-        await drain_outbox(self.client)
-        return self.fake.texts_to(user)[before:]
-
-
-Channel = WeChat | Alipay
-
-
-@pytest.fixture(params=["wechat", "alipay"])
-def channel(
-    request: pytest.FixtureRequest,
-    app_client: Client,
-    wechat: WeChatClientSim,
-    fake: FakeWeChatAPI,
-    alipay: AlipayClientSim,
-    fake_alipay: tuple[FakeAlipayGateway, str],
-) -> Channel:
-    if request.param == "wechat":
-        return WeChat(app_client, wechat, fake)
-    return Alipay(app_client, alipay, fake_alipay[0])
 
 
 def _platform(channel: Channel) -> str:
