@@ -41,21 +41,25 @@ def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
 
 
 def build_serving_app(settings: Settings) -> web.Application:
-    """The app ``serve`` runs: in development, with the fakes of WeChat's API and Alipay's gateway beside it."""
+    """The app ``serve`` runs: in development, with the fakes of the platforms and the sandbox beside it."""
     app = create_app(settings, migrate_on_start=False)
     if not settings.production:
         from bot.fakes.alipay_gateway import FakeAlipayGateway
         from bot.fakes.wechat import FakeWeChatAPI
         from bot.platforms import alipay_sign
+        from bot.sandbox import MOUNT, Sandbox
 
-        app.add_subapp(DEV_API_PREFIX, FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret).app())
+        wechat_fake = FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret)
+        app.add_subapp(DEV_API_PREFIX, wechat_fake.app())
+        alipay_fake = None
         if settings.alipay_appid == DEV_ALIPAY_APPID:
-            fake = FakeAlipayGateway(
+            alipay_fake = FakeAlipayGateway(
                 settings.alipay_appid,
                 alipay_sign.read_public_key(settings.keys_dir / "alipay_app_public.pem"),
                 alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
             )
-            app.add_subapp(DEV_ALIPAY_PREFIX, fake.app())
+            app.add_subapp(DEV_ALIPAY_PREFIX, alipay_fake.app())
+        app.add_subapp(MOUNT, Sandbox(settings, wechat_fake, alipay_fake).app())
     return app
 
 
@@ -82,7 +86,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
     base = f"http://{settings.host}:{settings.port}"
     alipay = f"{base}/alipay" if settings.alipay_enabled else "off (VAXBOT_ALIPAY_APPID is empty)"
-    lines = [
+    lines = (
+        [f"vaxbot is running: open {base}/sandbox to chat as a WeChat or Alipay user"]
+        if not settings.production
+        else []
+    )
+    lines += [
         f"vaxbot is running at {base}",
         f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
         f"  Alipay gateway:  {alipay}",

@@ -1,0 +1,134 @@
+"""The browser sandbox in real headless Chromium: verify, claim and authorise on WeChat; the grandparent on Alipay.
+
+Everything goes through the page as a person would use it; the page's server side signs (and on WeChat
+encrypts) each message and posts it to the real webhooks. Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer, unused_port
+
+from bot.appkeys import SERVICES, SESSIONS
+from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, build_serving_app
+from bot.demo import GRANDMA, PARENT, seed_demo
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _browser_or_skip() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("VAXBOT_REQUIRE_BROWSER") == "1":
+            pytest.fail("VAXBOT_REQUIRE_BROWSER=1 but no chromium is installed")
+        pytest.skip("no chromium here (CI installs it and sets VAXBOT_REQUIRE_BROWSER=1)")
+    return CHROMIUM
+
+
+async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backend: str) -> None:
+    executable = _browser_or_skip()
+    from playwright.async_api import async_playwright
+
+    port = unused_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = make_settings(
+        port=port,
+        public_url=base,
+        wechat_api_base=f"{base}{DEV_API_PREFIX}",
+        alipay_gateway=f"{base}{DEV_ALIPAY_PREFIX}/gateway.do",
+        run_outbox_worker=True,
+        outbox_poll_seconds=0.1,
+    )
+    app = build_serving_app(settings)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        assert await seed_demo(app[SESSIONS], app[SERVICES].vault)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=executable, args=FLAGS)
+            page = await browser.new_page()
+            await page.goto(f"{base}/sandbox")
+            log = page.locator("#log")
+
+            async def menu(group: str, item: str) -> None:
+                await page.locator(".group > button", has_text=group).click()
+                await page.locator(".items button", has_text=item).click()
+
+            async def say(text: str) -> None:
+                await page.fill("#text", text)
+                await page.press("#text", "Enter")
+
+            async def verify(name: str, id_number: str) -> None:
+                await menu("帮助", "实名认证")
+                await log.get_by_text("请输入您的姓名").last.wait_for()
+                await say(name)
+                await log.get_by_text("请输入您本人的18位身份证号").last.wait_for()
+                await say(id_number)
+                link = log.get_by_role("link", name="点击进行人脸识别").last
+                await link.wait_for()
+                async with page.expect_popup() as popup_info:
+                    await link.click()
+                popup = await popup_info.value
+                await popup.get_by_role("button", name="通过", exact=True).click()
+                await popup.get_by_text("实名认证成功").wait_for()
+                await popup.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-face-page.png"))
+                await popup.close()
+                await log.get_by_text("实名认证成功！您已认证为").last.wait_for(timeout=15000)
+
+            # WeChat, as the parent: follow, verify, claim.
+            await page.click("#follow")
+            await log.get_by_text("欢迎关注").first.wait_for()
+            await verify(PARENT.name, PARENT.id_number)
+            await menu("我的接种证", "申领接种证")
+            await log.get_by_text("您可以申领的电子预防接种证").last.wait_for()
+            said = "\n".join(await log.locator(".msg:not(.me)").all_inner_texts())  # what vaxbot sent
+            assert PARENT.id_number not in said and PARENT.name not in said and "林*雨" in said
+            number = re.search(r"(\d+)\. 林\*满", said)
+            assert number is not None, said
+            await say(number.group(1))
+            await log.get_by_text("请核对接种证信息").last.wait_for()
+            await say("同意并申领")
+            await log.get_by_text("电子预防接种证申领成功").last.wait_for()
+            # …and authorise the grandmother, step by step.
+            await menu("我的接种证", "证照授权")
+            await log.get_by_text("已授权 0/10 人").last.wait_for()
+            for text in ("添加", GRANDMA.id_number, GRANDMA.name, "祖母", "13912345678"):
+                await say(text)
+                await page.wait_for_timeout(300)
+            await log.get_by_text("确认授权").last.wait_for()
+            await say("确认授权")
+            await log.get_by_text("已授权 1/10 人").last.wait_for()
+            await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-wechat.png"))
+
+            # Alipay, as the grandmother: the same journeys through the other platform's protocol.
+            await page.select_option("#platform", "alipay")
+            await page.select_option("#user", "grandma")
+            assert "支付宝生活号" in await page.inner_text("#bar")
+            await page.click("#follow")
+            await log.get_by_text("欢迎关注").first.wait_for(timeout=15000)
+            await verify(GRANDMA.name, GRANDMA.id_number)
+            await menu("我的接种证", "接种记录")
+            await log.get_by_text("乙肝疫苗").last.wait_for(timeout=15000)  # the grandchild's records
+            await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-alipay.png"))
+            said = "\n".join(await log.locator(".msg:not(.me)").all_inner_texts())
+            assert GRANDMA.id_number not in said and GRANDMA.name not in said and "林*满" in said
+            await browser.close()
+    finally:
+        await server.close()
