@@ -123,8 +123,9 @@ class Sandbox:
         platforms = ["wechat"] + (["alipay"] if self._alipay is not None else [])
         return web.json_response({"users": demo_users(), "menu": menu, "platforms": platforms})
 
-    def _base(self, request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
+    def _base(self) -> str:
+        # Our own address from the settings, never from the request's Host header.
+        return f"http://{self._settings.host}:{self._settings.port}"
 
     async def send(self, request: web.Request) -> web.Response:
         """One thing the user did: posted to our own webhook, signed like the platform."""
@@ -138,9 +139,9 @@ class Sandbox:
             return web.json_response({"error": "bad action"}, status=400)
         async with aiohttp.ClientSession() as http:
             if platform == "wechat":
-                return await self._send_wechat(http, self._base(request), user, action, value)
+                return await self._send_wechat(http, self._base(), user, action, value)
             if platform == "alipay" and self._alipay is not None:
-                return await self._send_alipay(http, self._base(request), user, action, value)
+                return await self._send_alipay(http, self._base(), user, action, value)
         return web.json_response({"error": "unknown platform"}, status=400)
 
     async def _send_wechat(
