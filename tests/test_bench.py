@@ -1,4 +1,4 @@
-"""The benchmark keeps working: a short run whose every answer is checked (speed is not asserted here)."""
+"""The benchmarks keep working: short runs whose every answer is checked (speed is not asserted here)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_quick_bench_runs_and_every_answer_is_right() -> None:
+def run_quick(script: str) -> dict[str, Any]:
+    """Run ``bench/<script> --quick --json`` in a clean environment; its report."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VAXBOT_")}
-    result = subprocess.run(
-        [sys.executable, "bench/wechat_bench.py", "--quick", "--json"],
+    result = subprocess.run(  # noqa: S603 (our own bench scripts)
+        [sys.executable, f"bench/{script}", "--quick", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -26,7 +27,47 @@ def test_quick_bench_runs_and_every_answer_is_right() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
     assert report["answers_ok"] is True
+    return report
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_and_every_answer_is_right() -> None:
+    report = run_quick("wechat_bench.py")
     servers = json.dumps(report)
     assert "requests_per_second" in servers and "ratio_to_ceiling" in servers
+
+
+@pytest.mark.slow
+def test_quick_alipay_bench_runs_and_every_answer_is_right() -> None:
+    report = run_quick("alipay_bench.py")
+    assert report["servers"]["postgres"] is None  # --quick: ceiling and SQLite only
+
+    for label in ("ceiling", "sqlite"):
+        figures = report["servers"][label]
+        answers = figures["answers"]
+        assert answers["ack"] > 0
+        assert answers["wrong"] == answers["error"] == 0, figures["problems"]
+        assert figures["closed_loop"]["requests_per_second"] > 0
+        for phase in ("open_loop", "open_loop_half_own_max") if label == "sqlite" else ("open_loop",):
+            assert figures[phase]["p50_ms"] > 0
+            assert figures[phase]["p99_ms"] >= figures[phase]["p50_ms"]
+
+    sqlite = report["servers"]["sqlite"]
+    assert sqlite["ratio_to_ceiling"] > 0
+    assert sqlite["cpu_ratio_to_ceiling"] > 0
+    # The throughput with every answer delivered (the outbox catching up after the closed loop).
+    assert sqlite["closed_loop_drained"]["requests_per_second"] > 0
+    assert sqlite["answered_ratio_to_ceiling"] > 0
+    for phase in ("closed_loop", "open_loop_half_own_max", "open_loop"):
+        assert sqlite[f"{phase}_drained"]["answers_still_queued"] == 0
+    # Every answer goes out through the outbox: what the worker delivered carried the FAQ's text.
+    assert sqlite["deliveries"]["wrong"] == 0
+    assert sqlite["deliveries"]["delivered"] == sqlite["deliveries"]["right_text"]
+
+    signing = report["signing"]
+    assert signing["signatures_identical"] is True
+    assert signing["vaxbot_sign_us"] > 0 and signing["sdk_sign_us"] > 0
+    assert signing["sdk_over_vaxbot"] > 0
+    assert report["protocol"]["open_us"] > 0 and report["protocol"]["ack_us"] > 0
