@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.metrics import Metrics
 from bot.update import OutMessage, message_to_payload
-from models import OutboxMessage, utcnow
+from models import OutboxMessage, PlatformAccount, utcnow
 
 log = logging.getLogger("vaxbot.outbox")
 
@@ -37,6 +37,21 @@ class Sender(Protocol):
 
     async def send(self, row: OutboxMessage) -> None:
         """Deliver ``row``."""
+
+
+def addressee(row: OutboxMessage) -> ColumnElement[bool]:
+    """A WHERE clause on ``platform_accounts`` for the account an outbox row is addressed to."""
+    return and_(
+        PlatformAccount.platform == row.platform,
+        PlatformAccount.app_id == row.app_id,
+        PlatformAccount.user_id == row.recipient,
+    )
+
+
+async def mark_unfollowed(sessions: async_sessionmaker[AsyncSession], row: OutboxMessage) -> None:
+    """The platform says the row's recipient no longer follows us: record it on their account."""
+    async with sessions() as session, session.begin():
+        await session.execute(update(PlatformAccount).where(addressee(row)).values(following=False))
 
 
 def enqueue(

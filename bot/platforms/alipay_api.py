@@ -55,7 +55,7 @@ from bot.chinatime import CHINA, china_now, china_today
 from bot.config import Settings
 from bot.messages import MESSAGES
 from bot.metrics import Metrics
-from bot.outbox import SendError
+from bot.outbox import SendError, addressee, mark_unfollowed
 from bot.platforms import alipay_sign
 from models import OutboxMessage, PlatformAccount, utcnow
 
@@ -509,7 +509,7 @@ class AlipaySender:
                 raise SendError("unknown_kind", row.kind, retryable=False)
         except AlipayAPIError as exc:
             if exc.code == "40004" and exc.sub_code.endswith("MSG_SD_NOFOLLOW"):
-                await self._mark_unfollowed(row)
+                await mark_unfollowed(self._sessions, row)
             raise classify(exc) from exc
 
     async def _send_custom(self, row: OutboxMessage) -> None:
@@ -554,11 +554,7 @@ class AlipaySender:
             raise
 
     async def _account(self, session: AsyncSession, row: OutboxMessage) -> PlatformAccount | None:
-        query = select(PlatformAccount).where(
-            PlatformAccount.platform == "alipay",
-            PlatformAccount.app_id == row.app_id,
-            PlatformAccount.user_id == row.recipient,
-        )
+        query = select(PlatformAccount).where(addressee(row))
         return (await session.scalars(query)).first()
 
     async def _open_window(self, row: OutboxMessage) -> Window:
@@ -596,12 +592,7 @@ class AlipaySender:
         async with self._sessions() as session, session.begin():
             await session.execute(
                 update(PlatformAccount)
-                .where(
-                    PlatformAccount.platform == "alipay",
-                    PlatformAccount.app_id == row.app_id,
-                    PlatformAccount.user_id == row.recipient,
-                    PlatformAccount.enter_sent_on == china_today(),
-                )
+                .where(addressee(row), PlatformAccount.enter_sent_on == china_today())
                 .values(enter_sent_on=previous)
             )
 
@@ -615,18 +606,6 @@ class AlipaySender:
         }
         context.update({key: _keyword(value) for key, value in data.items()})
         await self._api.template_send(row.recipient, str(payload["template_id"]), context)
-
-    async def _mark_unfollowed(self, row: OutboxMessage) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(PlatformAccount)
-                .where(
-                    PlatformAccount.platform == "alipay",
-                    PlatformAccount.app_id == row.app_id,
-                    PlatformAccount.user_id == row.recipient,
-                )
-                .values(following=False)
-            )
 
 
 def _png(payload: Mapping[str, Any]) -> bytes:

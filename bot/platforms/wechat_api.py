@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.db import dialect_insert
 from bot.metrics import Metrics
-from bot.outbox import SendError
+from bot.outbox import SendError, addressee, mark_unfollowed
 from models import OutboxMessage, PlatformAccount, PlatformToken, utcnow
 
 log = logging.getLogger("vaxbot.wechat.api")
@@ -318,35 +318,16 @@ class WeChatSender:
             await self._send(row)
         except WeChatAPIError as exc:
             if exc.errcode == 43004 and self._sessions is not None:
-                await self._mark_unfollowed(row)
+                await mark_unfollowed(self._sessions, row)
             raise classify(exc) from exc
 
     async def _check_window(self, row: OutboxMessage) -> None:
         """Customer-service messages only reach users who wrote to us in the last 48 hours."""
         assert self._sessions is not None
         async with self._sessions() as session:
-            last = await session.scalar(
-                select(PlatformAccount.last_inbound_at).where(
-                    PlatformAccount.platform == "wechat",
-                    PlatformAccount.app_id == row.app_id,
-                    PlatformAccount.user_id == row.recipient,
-                )
-            )
+            last = await session.scalar(select(PlatformAccount.last_inbound_at).where(addressee(row)))
         if last is None or utcnow() - last > SERVICE_WINDOW:
             raise SendError("wechat_window", "outside_service_window", retryable=False)
-
-    async def _mark_unfollowed(self, row: OutboxMessage) -> None:
-        assert self._sessions is not None
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(PlatformAccount)
-                .where(
-                    PlatformAccount.platform == "wechat",
-                    PlatformAccount.app_id == row.app_id,
-                    PlatformAccount.user_id == row.recipient,
-                )
-                .values(following=False)
-            )
 
     async def _send(self, row: OutboxMessage) -> None:
         payload = row.payload
