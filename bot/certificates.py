@@ -228,14 +228,37 @@ async def visible_certificates(session: AsyncSession, vault: Vault, identity: Id
             .order_by(Certificate.id)
         )
     ).all()
-    result: list[Visible] = []
-    for role, certificates in (("holder", held), ("grantee", granted)):
-        for certificate in certificates:
-            vaccinee = await session.get(Vaccinee, certificate.vaccinee_id)
-            assert vaccinee is not None
-            relation = "self" if certificate.kind == "adult" and role == "holder" else "child"
-            result.append(Visible(certificate, await _open_file(session, vault, vaccinee, relation), role))
-    return result
+    return [
+        await _visible(session, vault, certificate, role)
+        for role, certificates in (("holder", held), ("grantee", granted))
+        for certificate in certificates
+    ]
+
+
+async def _visible(session: AsyncSession, vault: Vault, certificate: Certificate, role: str) -> Visible:
+    vaccinee = await session.get(Vaccinee, certificate.vaccinee_id)
+    assert vaccinee is not None
+    relation = "self" if certificate.kind == "adult" and role == "holder" else "child"
+    return Visible(certificate, await _open_file(session, vault, vaccinee, relation), role)
+
+
+async def role_of(session: AsyncSession, identity: Identity, certificate_id: int) -> str | None:
+    """How ``identity`` may see a certificate now: "holder", "grantee", or None (never, or no longer)."""
+    certificate = await session.get(Certificate, certificate_id)
+    if certificate is None:
+        return None
+    if certificate.holder_identity_id == identity.id:
+        return "holder"
+    return "grantee" if await _active_grant(session, certificate_id, identity.id_number_hash) else None
+
+
+async def open_visible(session: AsyncSession, vault: Vault, identity: Identity, certificate_id: int) -> Visible | None:
+    """One certificate as :func:`visible_certificates` shows it, if ``identity`` may still see it."""
+    role = await role_of(session, identity, certificate_id)
+    certificate = await session.get(Certificate, certificate_id)
+    if role is None or certificate is None:
+        return None
+    return await _visible(session, vault, certificate, role)
 
 
 async def active_grants(session: AsyncSession, certificate_id: int) -> Sequence[Grant]:

@@ -11,12 +11,13 @@ from datetime import date, timedelta
 
 from sqlalchemy import select
 
-from bot.certificates import Visible, bound_identity, doses_of, record_view, visible_certificates
+from bot.certificates import Visible, doses_of, record_view
 from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, text_in
+from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
 from bot.menu import MenuKey
 from bot.messages import VACCINE_NAMES
-from bot.update import Text, Update, UpdateKind
+from bot.update import Text
+from handlers.picking import LEAVE_WORDS, Picker, is_choice, leave
 from models import Clinic, Dose, Identity
 
 ENTRY_WORDS = ("接种记录", "查记录", "结果查询", "查询接种记录", "我的接种记录", "查看接种记录")
@@ -28,17 +29,6 @@ class RecordsSteps(StatesGroup):
     """Choosing one of several certificates."""
 
     choosing = State()
-
-
-def _is_choice(update: Update) -> bool:
-    return update.kind is UpdateKind.TEXT and list_number(update.text) is not None
-
-
-def role_key(visible: Visible) -> str:
-    """The catalogue key of how the person relates to a certificate: 本人, 子女 or 已授权."""
-    if visible.role == "grantee":
-        return "records_role_granted"
-    return "records_role_self" if visible.certificate.kind == "adult" else "records_role_child"
 
 
 def pack(blocks: Sequence[str], limit: int, continued: str) -> list[str]:
@@ -70,59 +60,6 @@ def pack(blocks: Sequence[str], limit: int, continued: str) -> list[str]:
     if current:
         messages.append(current)
     return messages
-
-
-async def _identity(ctx: Context) -> Identity | None:
-    return await bound_identity(ctx.session, await ctx.account())
-
-
-async def start(ctx: Context) -> None:
-    """「接种记录」: the records of the one certificate this person may see, or a numbered choice."""
-    ctx.finish()
-    identity = await _identity(ctx)
-    if identity is None:
-        ctx.say("records_need_verify")
-        return
-    visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
-    if not visible:
-        ctx.say("records_none")
-        return
-    if len(visible) == 1:
-        await show(ctx, identity, visible[0])
-        return
-    lines = [ctx.text("records_pick_head")]
-    lines += [
-        ctx.text("records_pick_item", number=number, name=item.file.masked_name, role=ctx.text(role_key(item)))
-        for number, item in enumerate(visible, 1)
-    ]
-    ctx.reply(Text("\n".join(lines)))
-    ctx.goto(RecordsSteps.choosing, choices=[item.certificate.id for item in visible])
-
-
-async def choose(ctx: Context) -> None:
-    """A number from the list: show that certificate's records (if it is still visible)."""
-    number = list_number(ctx.update.text)
-    choices = list(ctx.data.get("choices", []))
-    if number is None or not 1 <= number <= len(choices):
-        ctx.say("records_pick_invalid")
-        ctx.goto(RecordsSteps.choosing)
-        return
-    ctx.finish()
-    identity = await _identity(ctx)
-    if identity is None:
-        ctx.say("records_need_verify")
-        return
-    for item in await visible_certificates(ctx.session, ctx.services.vault, identity):
-        if item.certificate.id == choices[number - 1]:
-            await show(ctx, identity, item)
-            return
-    await start(ctx)  # no longer visible (a grant was revoked meanwhile): the list as it is now
-
-
-async def not_a_choice(ctx: Context) -> None:
-    """Anything else while the list is open."""
-    ctx.say("records_pick_invalid")
-    ctx.goto(RecordsSteps.choosing)
 
 
 def _date(ctx: Context, value: date) -> str:
@@ -168,22 +105,24 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
         ctx.reply(Text(message))
 
 
-async def leave(ctx: Context) -> None:
-    """Leave the list."""
-    ctx.finish()
-    ctx.say("cancelled")
-
+PICKER = Picker(
+    state=RecordsSteps.choosing,
+    act=show,
+    need_verify="records_need_verify",
+    none="records_none",
+    head="records_pick_head",
+)
 
 FLOW = Flow(
     name="records",
-    entry_points=[Route(menu(MenuKey.RECORDS), start), Route(text_in(*ENTRY_WORDS), start)],
+    entry_points=[Route(menu(MenuKey.RECORDS), PICKER.start), Route(text_in(*ENTRY_WORDS), PICKER.start)],
     states={
         RecordsSteps.choosing: [
-            Route(_is_choice, choose),
-            Route(text_in(*ENTRY_WORDS), start),
-            Route(any_text, not_a_choice),
+            Route(is_choice, PICKER.choose),
+            Route(text_in(*ENTRY_WORDS), PICKER.start),
+            Route(any_text, PICKER.not_a_choice),
         ]
     },
-    fallbacks=[Route(text_in("退出", "取消", "结束", "返回"), leave)],
+    fallbacks=[Route(text_in(*LEAVE_WORDS), leave)],
     timeout=timedelta(minutes=10),
 )

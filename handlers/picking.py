@@ -1,0 +1,93 @@
+"""Choosing one certificate to act on: used by the journeys that read a certificate (records, show code).
+
+A person who may see one certificate goes straight to it; with several, they get a numbered list and
+the chosen one is checked again when they answer (a grant may have been revoked meanwhile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from bot.certificates import Visible, bound_identity, visible_certificates
+from bot.conversation import Context, State, list_number
+from bot.update import Text, Update, UpdateKind
+from models import Identity
+
+Act = Callable[[Context, Identity, Visible], Awaitable[None]]
+LEAVE_WORDS = ("退出", "取消", "结束", "返回")
+
+
+def is_choice(update: Update) -> bool:
+    """A text that is a list number."""
+    return update.kind is UpdateKind.TEXT and list_number(update.text) is not None
+
+
+def role_key(visible: Visible) -> str:
+    """The catalogue key of how the person relates to a certificate: 本人, 子女 or 已授权."""
+    if visible.role == "grantee":
+        return "records_role_granted"
+    return "records_role_self" if visible.certificate.kind == "adult" else "records_role_child"
+
+
+@dataclasses.dataclass(frozen=True)
+class Picker:
+    """One journey's way of choosing: its state, what it does with the choice, and its texts."""
+
+    state: State
+    act: Act
+    need_verify: str  # catalogue keys
+    none: str
+    head: str
+    invalid: str = "records_pick_invalid"
+
+    async def start(self, ctx: Context) -> None:
+        """Act on the one certificate this person may see, or offer a numbered choice."""
+        ctx.finish()
+        identity = await bound_identity(ctx.session, await ctx.account())
+        if identity is None:
+            ctx.say(self.need_verify)
+            return
+        visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
+        if not visible:
+            ctx.say(self.none)
+            return
+        if len(visible) == 1:
+            await self.act(ctx, identity, visible[0])
+            return
+        lines = [ctx.text(self.head)]
+        lines += [
+            ctx.text("records_pick_item", number=number, name=item.file.masked_name, role=ctx.text(role_key(item)))
+            for number, item in enumerate(visible, 1)
+        ]
+        ctx.reply(Text("\n".join(lines)))
+        ctx.goto(self.state, choices=[item.certificate.id for item in visible])
+
+    async def choose(self, ctx: Context) -> None:
+        """A number from the list: act on that certificate if it is still visible."""
+        number = list_number(ctx.update.text)
+        choices = list(ctx.data.get("choices", []))
+        if number is None or not 1 <= number <= len(choices):
+            await self.not_a_choice(ctx)
+            return
+        ctx.finish()
+        identity = await bound_identity(ctx.session, await ctx.account())
+        if identity is None:
+            ctx.say(self.need_verify)
+            return
+        for item in await visible_certificates(ctx.session, ctx.services.vault, identity):
+            if item.certificate.id == choices[number - 1]:
+                await self.act(ctx, identity, item)
+                return
+        await self.start(ctx)  # no longer visible (a grant was revoked meanwhile): the list as it is now
+
+    async def not_a_choice(self, ctx: Context) -> None:
+        """Anything else while the list is open: say how to answer, and keep the list open."""
+        ctx.say(self.invalid)
+        ctx.goto(self.state)
+
+
+async def leave(ctx: Context) -> None:
+    """Leave the list."""
+    ctx.finish()
+    ctx.say("cancelled")
