@@ -28,6 +28,7 @@ from bot.metrics import Metrics
 from bot.update import (
     CONTACT_KINDS,
     CONVERSATIONAL_KINDS,
+    Image,
     OutMessage,
     Text,
     Update,
@@ -327,6 +328,9 @@ class Engine:
             return await self._answer_retry(update, received_at)
         if not outcome.outbox_ids:
             return None
+        if isinstance(outcome.replies[0], Image) and not outcome.replies[0].media_id:
+            self._claims.add(None, outcome.outbox_ids)  # an image still to upload: all go through the outbox
+            return None
         first, *rest = outcome.outbox_ids
         self._claims.add(first, rest)
         return outcome.replies[0]
@@ -372,6 +376,8 @@ class Engine:
                 ).first()
                 if row is None or row.status not in ("passive", "pending"):
                     return None
+                if row.kind == "image" and not row.payload.get("media_id"):
+                    return None  # never a passive reply (see respond): the worker sends it
                 if row.status == "pending" and not await outbox.mark_passive(session, [row.id]):
                     return None
                 log.info("answering a platform retry again", extra={"platform": update.platform.value})

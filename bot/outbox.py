@@ -183,9 +183,10 @@ class PassiveClaims:
         self._released: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, answered: int, released: Sequence[int] = ()) -> None:
-        """Record that ``answered`` went out passively and ``released`` may go now."""
-        self._answered.append(answered)
+    def add(self, answered: int | None, released: Sequence[int] = ()) -> None:
+        """Record that ``answered`` (if any) went out passively and ``released`` may go now."""
+        if answered is not None:
+            self._answered.append(answered)
         self._released.extend(released)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush())

@@ -99,9 +99,14 @@ class Text:
 
 @dataclasses.dataclass(frozen=True)
 class Image:
-    """An image already uploaded to the platform (``media_id``)."""
+    """An image: already uploaded to the platform (``media_id``), or PNG bytes the sender uploads first.
 
-    media_id: str
+    Only an uploaded image can be a passive reply; handlers never call a platform, so theirs are PNGs
+    and go out through the outbox.
+    """
+
+    media_id: str = ""
+    png_base64: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +127,7 @@ def message_to_payload(message: OutMessage) -> tuple[str, dict[str, Any]]:
     if isinstance(message, Text):
         return "text", {"content": message.content}
     if isinstance(message, Image):
-        return "image", {"media_id": message.media_id}
+        return "image", {key: value for key, value in dataclasses.asdict(message).items() if value}
     return "news", dataclasses.asdict(message)
 
 
@@ -131,7 +136,7 @@ def message_from_payload(kind: str, payload: Mapping[str, Any]) -> OutMessage:
     if kind == "text":
         return Text(content=str(payload["content"]))
     if kind == "image":
-        return Image(media_id=str(payload["media_id"]))
+        return Image(media_id=str(payload.get("media_id", "")), png_base64=str(payload.get("png_base64", "")))
     if kind == "news":
         return Article(**{field.name: str(payload.get(field.name, "")) for field in dataclasses.fields(Article)})
     raise ValueError(f"not a conversational message kind: {kind}")
