@@ -15,6 +15,7 @@ from bot import webhooks
 from bot.appkeys import (
     ALIPAY,
     ALIPAY_API,
+    CODE_PAGES,
     DB,
     DEV_FACE,
     ENGINE,
@@ -30,6 +31,7 @@ from bot.appkeys import (
     WECHAT_API,
     WORKER,
 )
+from bot.code_page import CodePageRoutes
 from bot.config import ConfigError, Settings
 from bot.conversation import Services
 from bot.db import create_engine, migrate, sessionmaker
@@ -104,6 +106,8 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
         app[DEV_FACE] = dev
     app[VERIFICATION] = VerificationRoutes(app[SERVICES])
     app[VERIFICATION].setup(app)
+    app[CODE_PAGES] = CodePageRoutes(app[SERVICES])
+    app[CODE_PAGES].setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
@@ -138,6 +142,7 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
     face = build_face_providers(settings, app[HTTP], wechat_api, app.get(ALIPAY_API), dev=app.get(DEV_FACE))
     app[VERIFICATION].providers.update(by_provider_name(face))
     app[VERIFICATION].sessions = sessions
+    app[CODE_PAGES].sessions = sessions
     app[ENGINE] = Engine(
         sessions,
         build_router(),

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.code_page import CodePageRoutes
 from bot.config import Settings
 from bot.conversation import Services
 from bot.engine import Engine
@@ -36,3 +37,4 @@ WORKER = web.AppKey("worker", OutboxWorker)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 VERIFICATION = web.AppKey("verification", VerificationRoutes)
 DEV_FACE = web.AppKey("dev_face", DevFace)
+CODE_PAGES = web.AppKey("code_pages", CodePageRoutes)

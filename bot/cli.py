@@ -248,6 +248,51 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
+    """Scan a shown code at a clinic desk (取号): the text a scanner read, as an argument or on stdin."""
+    from sqlalchemy import select
+
+    from bot.desk import Ticket, take_number
+    from bot.keys import load_keyring
+    from bot.messages import build_catalogue
+    from bot.qr import CodeRejected
+    from models import Clinic, utcnow
+
+    payload = args.code if args.code is not None else sys.stdin.readline()
+    catalogue = build_catalogue(settings)
+    vault = Vault(load_keyring(settings.keys_dir))
+
+    async def main() -> Ticket | str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                clinic = (await session.scalars(select(Clinic).where(Clinic.code == args.clinic))).first()
+                if clinic is None:
+                    return f"no clinic with code {args.clinic}"
+                try:
+                    return await take_number(
+                        session, vault, catalogue, clinic=clinic, payload=payload, staff=args.staff, now=utcnow()
+                    )
+                except CodeRejected as exc:
+                    return catalogue(f"desk_code_{exc.problem.value}")
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(main())
+    if isinstance(result, str):
+        print(result)
+        return 1
+    values = {
+        "number": result.queue_number,
+        "name": result.masked_name,
+        "id": result.masked_id,
+        "birth": result.birth_year_month,
+        "role": catalogue(f"desk_role_{result.role}"),
+    }
+    print(catalogue("desk_ticket_again" if result.already_queued else "desk_ticket", **values))
+    return 0
+
+
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     """Import a registry file (staged until its effective date, China time), or apply the batches now due."""
     from datetime import date
@@ -341,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     registry_import.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
     registry_actions.add_parser("apply", help="apply every staged batch whose effective date has come")
     registry.set_defaults(func=cmd_registry)
+    clinic = sub.add_parser("clinic", help="clinic desk actions")
+    clinic_actions = clinic.add_subparsers(dest="action", required=True)
+    scan = clinic_actions.add_parser("scan", help="scan a shown code: take a queue number (取号)")
+    scan.add_argument("--clinic", required=True, help="the clinic's registry code")
+    scan.add_argument("--staff", default="desk", help="who is scanning (for the audit log)")
+    scan.add_argument("code", nargs="?", help="the scanned text; read from standard input when omitted")
+    scan.set_defaults(func=cmd_clinic_scan)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
     audit.add_argument("--certificate", type=int, required=True, help="the certificate's id")

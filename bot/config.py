@@ -87,6 +87,12 @@ class Settings:
     tencent_region: str = "ap-guangzhou"
     wechat_face_page: str = "pages/face/verify"  # the mini-program page that runs wx.requestFacialVerify
 
+    # Show code (亮码接种): the QR image sent in the chat, the link to the code page, and each code that
+    # page shows (it fetches a new one a third of the way through the old one's life).
+    code_ttl_seconds: int = 30 * 60
+    code_page_ttl_seconds: int = 30 * 60
+    code_page_code_seconds: int = 3 * 60
+
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")
     child_born_on_or_after: date = date(2017, 1, 1)

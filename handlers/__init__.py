@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.conversation import Context, Router
-from handlers import claim, coming_soon, grant, questions, records, verify, welcome
+from handlers import claim, coming_soon, grant, questions, records, show_code, verify, welcome
 
 
 async def fallback(ctx: Context) -> None:
@@ -19,6 +19,7 @@ def build_router() -> Router:
     router.include(claim.FLOW)
     router.include(grant.FLOW)
     router.include(records.FLOW)
+    router.include(show_code.FLOW)
     router.add(welcome.ROUTES)
     router.add(questions.ROUTES)
     router.add(coming_soon.ROUTES)

@@ -6,7 +6,6 @@ from bot.conversation import Context, Route, menu
 from bot.menu import LABELS, MenuKey
 
 PENDING_JOURNEYS = (
-    MenuKey.SHOW_CODE,
     MenuKey.BOOK,
     MenuKey.MY_BOOKINGS,
 )

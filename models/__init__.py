@@ -1,8 +1,8 @@
 """vaxbot's SQLAlchemy models; importing this package registers every table on ``Base.metadata``."""
 
 from models.base import Base, UTCDateTime, utcnow
-from models.certificate import Certificate, CodeToken, Grant
-from models.clinic import Appointment, Notice, Reminder, Slot, Visit
+from models.certificate import Certificate, CodePage, CodeToken, Grant
+from models.clinic import Appointment, Notice, QueueCounter, Reminder, Slot, Visit
 from models.identity import Consent, Identity, PlatformAccount
 from models.ops import AuditEntry, ConversationState, OutboxMessage, PlatformToken, ProcessedMessage
 from models.registry import Clinic, Dose, Guardian, RegistryBatch, RegistryStaged, Vaccinee
@@ -14,6 +14,7 @@ __all__ = [
     "Base",
     "Certificate",
     "Clinic",
+    "CodePage",
     "CodeToken",
     "Consent",
     "ConversationState",
@@ -26,6 +27,7 @@ __all__ = [
     "PlatformAccount",
     "PlatformToken",
     "ProcessedMessage",
+    "QueueCounter",
     "RegistryBatch",
     "RegistryStaged",
     "Reminder",

@@ -1,4 +1,4 @@
-"""Electronic certificates, their single holder, family grants and short-lived code tokens."""
+"""Electronic certificates, their single holder, family grants, short-lived code tokens and code pages."""
 
 from __future__ import annotations
 
@@ -63,3 +63,18 @@ class CodeToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CodePage(Base):
+    """A link to a page that keeps a fresh code on screen (亮码页面); the URL's handle is stored hashed."""
+
+    __tablename__ = "code_pages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    handle_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificates.id"), index=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the page last got a new code: refreshes faster than the page's own timer are refused.
+    last_code_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -74,6 +74,27 @@ class Visit(Base):
 
 
 Index("uq_visits_queue", Visit.clinic_id, Visit.visit_date, Visit.queue_number, unique=True)
+# A file is in a clinic's queue once a day at most while its visit is open (two desks, one child).
+_OPEN_VISIT = text("status IN ('queued', 'registered', 'vaccinated', 'observing')")
+Index(
+    "uq_visits_open",
+    Visit.vaccinee_id,
+    Visit.clinic_id,
+    Visit.visit_date,
+    unique=True,
+    sqlite_where=_OPEN_VISIT,
+    postgresql_where=_OPEN_VISIT,
+)
+
+
+class QueueCounter(Base):
+    """The last queue number a clinic gave out on one day; bumped atomically by each 取号."""
+
+    __tablename__ = "queue_counters"
+
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer)
 
 
 class Notice(Base):

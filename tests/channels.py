@@ -9,6 +9,7 @@ from bot.appkeys import ENGINE
 from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.alipay_gateway import FakeAlipayGateway
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.platforms.alipay_api import IMAGE_ACTION_NAME
 from tests.helpers import Client, drain_outbox, post, post_alipay
 
 Step = tuple[str, str]  # (action, argument): follow, unfollow, enter, click KEY, text CONTENT
@@ -23,6 +24,8 @@ class Channel(Protocol):
     async def say(self, user: str, text: str) -> str: ...
 
     def inbox(self, user: str) -> list[str]: ...
+
+    def images(self, user: str) -> list[bytes]: ...
 
 
 class WeChat:
@@ -42,6 +45,11 @@ class WeChat:
     def inbox(self, user: str) -> list[str]:
         """Every message pushed to the user so far (passive replies are not kept by WeChat)."""
         return [_pushed(item.body) for item in self.fake.sent_to(user)]
+
+    def images(self, user: str) -> list[bytes]:
+        """Every image sent to the user so far, as the uploaded bytes its media_id names."""
+        sent = [item.body for item in self.fake.sent_to(user) if item.body.get("msgtype") == "image"]
+        return [self.fake.media[body["image"]["media_id"]] for body in sent]
 
     def _tick(self) -> int:
         self._clock += 1
@@ -83,6 +91,12 @@ class Alipay:
     def inbox(self, user: str) -> list[str]:
         """Every message sent to the user so far."""
         return [_card(item.biz) for item in self.fake.sent_to(user)]
+
+    def images(self, user: str) -> list[bytes]:
+        """Every image sent to the user so far (an image-text card whose picture was uploaded)."""
+        articles = [item.biz["articles"][0] for item in self.fake.sent_to(user) if item.biz.get("articles")]
+        names = [str(a["image_url"]).rsplit("/", 1)[1] for a in articles if a.get("action_name") == IMAGE_ACTION_NAME]
+        return [self.fake.images[name.rsplit(".", 1)[0]] for name in names]
 
     async def do(self, user: str, step: Step) -> list[str]:
         action, argument = step

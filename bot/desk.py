@@ -1,0 +1,149 @@
+"""The clinic's side of a shown code: scanning it takes a queue number (取号).
+
+A code works once and only while the person who showed it may still see the certificate. A file already
+in today's queue at this clinic keeps its number (a second code for the same child does not queue it
+twice). The person who showed the code is told their number on every platform they use, and the scan is
+audited under the clinic's name. Later desk steps (登记, 接种, 留观) build on the visit this creates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import outbox
+from bot.audit import record_access
+from bot.certificates import Visible, open_visible
+from bot.chinatime import china_date
+from bot.db import dialect_insert
+from bot.identity import accounts_of
+from bot.messages import Catalogue
+from bot.pii import Vault
+from bot.qr import CodeProblem, CodeRejected, redeem_code
+from bot.update import Text
+from models import Clinic, Identity, QueueCounter, Visit
+
+OPEN_STATUSES = ("queued", "registered", "vaccinated", "observing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """What the desk screen shows after a scan: the number and the masked file."""
+
+    visit_id: int
+    queue_number: int
+    already_queued: bool
+    certificate_id: int
+    masked_name: str
+    masked_id: str
+    birth_year_month: str  # "2023-05": enough to tell two children apart, not the birth date
+    role: str  # how the person who showed it relates to the certificate: holder | grantee
+
+
+async def _next_number(session: AsyncSession, clinic_id: int, day: date) -> int:
+    """Bump the clinic's counter for the day: one upsert, so two desks never get the same number."""
+    insert = dialect_insert(session)
+    statement = (
+        insert(QueueCounter)
+        .values(clinic_id=clinic_id, day=day, last_number=1)
+        .on_conflict_do_update(
+            index_elements=[QueueCounter.clinic_id, QueueCounter.day],
+            set_={"last_number": QueueCounter.last_number + 1},
+        )
+        .returning(QueueCounter.last_number)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def _open_visit(session: AsyncSession, vaccinee_id: int, clinic_id: int, day: date) -> Visit | None:
+    query = select(Visit).where(
+        Visit.vaccinee_id == vaccinee_id,
+        Visit.clinic_id == clinic_id,
+        Visit.visit_date == day,
+        Visit.status.in_(OPEN_STATUSES),
+    )
+    return (await session.scalars(query)).first()
+
+
+async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: datetime) -> tuple[Visit, bool]:
+    """Today's open visit of this file at this clinic, or a new one with the next number."""
+    day = china_date(now)
+    vaccinee_id = visible.certificate.vaccinee_id
+    existing = await _open_visit(session, vaccinee_id, clinic.id, day)
+    if existing is not None:
+        return existing, True
+    visit = Visit(
+        vaccinee_id=vaccinee_id,
+        clinic_id=clinic.id,
+        certificate_id=visible.certificate.id,
+        visit_date=day,
+        queue_number=await _next_number(session, clinic.id, day),
+        status="queued",
+        queued_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(visit)
+    except IntegrityError:
+        # Another desk queued the same file at the same moment (a second code): theirs stands.
+        existing = await _open_visit(session, vaccinee_id, clinic.id, day)
+        if existing is None:
+            raise
+        return existing, True
+    return visit, False
+
+
+async def take_number(
+    session: AsyncSession,
+    vault: Vault,
+    catalogue: Catalogue,
+    *,
+    clinic: Clinic,
+    payload: str,
+    staff: str,
+    now: datetime,
+) -> Ticket:
+    """Redeem a scanned code at ``clinic`` and queue its file; raises :class:`CodeRejected`."""
+    token = await redeem_code(session, vault, payload, now)
+    identity = await session.get(Identity, token.shown_by_identity_id)
+    visible = await open_visible(session, vault, identity, token.certificate_id) if identity else None
+    if identity is None or visible is None:
+        raise CodeRejected(CodeProblem.NO_ACCESS)
+    visit, already = await _queue(session, visible, clinic, now)
+    record_access(
+        session,
+        actor_kind="staff",
+        actor_ref=f"clinic:{clinic.code}:{staff}"[:64],
+        action="desk_queue",
+        reason=visible.role,
+        certificate_id=visible.certificate.id,
+        vaccinee_id=visible.certificate.vaccinee_id,
+        detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already},
+    )
+    if not already:
+        text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
+        for account in await accounts_of(session, identity.id):
+            if account.following:
+                outbox.enqueue_message(
+                    session,
+                    platform=account.platform,
+                    app_id=account.app_id,
+                    recipient=account.user_id,
+                    message=Text(text),
+                    idempotency_key=f"desk_queue:{visit.id}:{account.id}",
+                )
+    birth = visible.file.birth_date
+    return Ticket(
+        visit_id=visit.id,
+        queue_number=visit.queue_number,
+        already_queued=already,
+        certificate_id=visible.certificate.id,
+        masked_name=visible.file.masked_name,
+        masked_id=visible.file.masked_id,
+        birth_year_month=f"{birth.year:04d}-{birth.month:02d}",
+        role=visible.role,
+    )
