@@ -23,6 +23,7 @@ from bot.fakes.alipay_gateway import FakeAlipayGateway
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.menu import MENU
 from bot.platforms import alipay_sign
+from bot.platforms.alipay_api import IMAGE_ACTION_NAME
 
 MOUNT = "/sandbox"
 
@@ -58,7 +59,8 @@ def _wechat_view(body: dict[str, Any]) -> dict[str, str]:
         item = body["Articles"]["item"]
         return {"kind": "link", "title": item["Title"], "text": item["Description"], "url": item["Url"]}
     if kind == "image":
-        return {"kind": "image", "text": "[图片]"}
+        media_id = str(body.get("image", {}).get("media_id") or body.get("Image", {}).get("MediaId") or "")
+        return {"kind": "image", "text": "[图片]", "src": f"{MOUNT}/api/media/{media_id}"}
     if "template_id" in body:
         values = " / ".join(str(value.get("value", "")) for value in body.get("data", {}).values())
         return {"kind": "template", "text": values}
@@ -70,6 +72,8 @@ def _alipay_view(method: str, biz: dict[str, Any]) -> dict[str, str]:
         if biz.get("msg_type") == "text":
             return {"kind": "text", "text": str(biz["text"]["content"])}
         article = (biz.get("articles") or [{}])[0]
+        if article.get("action_name") == IMAGE_ACTION_NAME and article.get("image_url"):
+            return {"kind": "image", "text": str(article.get("title", "")), "src": str(article["image_url"])}
         return {
             "kind": "link",
             "title": str(article.get("title", "")),
@@ -109,6 +113,7 @@ class Sandbox:
         app.router.add_get("/api/config", self.config)
         app.router.add_post("/api/send", self.send)
         app.router.add_get("/api/inbox", self.inbox)
+        app.router.add_get("/api/media/{media_id}", self.media)
         return app
 
     async def page(self, _request: web.Request) -> web.Response:
@@ -187,6 +192,13 @@ class Sandbox:
         # Taps dedupe on WeChat's one-second CreateTime: give each tap its own second.
         self._clock = max(self._clock + 1, int(time.time()))
         return self._clock
+
+    async def media(self, request: web.Request) -> web.Response:
+        """An image vaxbot uploaded to the WeChat fake (what the user's phone would download)."""
+        content = self._wechat_fake.media.get(request.match_info["media_id"])
+        if content is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=content, content_type="image/png", headers={"Cache-Control": "no-store"})
 
     async def inbox(self, request: web.Request) -> web.Response:
         """What the platform delivered to one user since position ``after`` (pushed messages)."""

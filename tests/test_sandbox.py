@@ -1,11 +1,14 @@
-"""The browser sandbox in real headless Chromium: verify, claim and authorise on WeChat; the grandparent on Alipay.
+"""The browser sandbox in real headless Chromium: verify, claim, show code and authorise on WeChat; the
+grandparent's view on Alipay.
 
 Everything goes through the page as a person would use it; the page's server side signs (and on WeChat
-encrypts) each message and posts it to the real webhooks. Screenshots land in test-artifacts/.
+encrypts) each message and posts it to the real webhooks. The QR codes are read from screenshots with a
+real QR reader and taken to the clinic desk. Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -13,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zxingcpp
 from aiohttp.test_utils import TestServer, unused_port
+from PIL import Image
+from sqlalchemy import select
 
 from bot.appkeys import SERVICES, SESSIONS
 from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, build_serving_app
 from bot.demo import GRANDMA, PARENT, seed_demo
+from bot.desk import take_number
+from models import Clinic, utcnow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -31,6 +39,25 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def _read(png: bytes) -> str:
+    """What a clinic's scanner reads from a screenshot."""
+    result = zxingcpp.read_barcode(Image.open(io.BytesIO(png)).convert("L"))
+    assert result is not None, "no QR code in the screenshot"
+    return str(result.text)
+
+
+async def _desk(app: Any, payload: str) -> int:
+    """Scan a code at the demo clinic; returns the queue number."""
+    services = app[SERVICES]
+    async with app[SESSIONS]() as session, session.begin():
+        clinic = (await session.scalars(select(Clinic).order_by(Clinic.id))).first()
+        assert clinic is not None
+        ticket = await take_number(
+            session, services.vault, services.catalogue, clinic=clinic, payload=payload, staff="nurse", now=utcnow()
+        )
+    return ticket.queue_number
 
 
 def _browser_or_skip() -> str:
@@ -106,6 +133,27 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
             await log.get_by_text("请核对接种证信息").last.wait_for()
             await say("同意并申领")
             await log.get_by_text("电子预防接种证申领成功").last.wait_for()
+            # …show the child's code: the image in the chat, then the page that keeps a fresh one.
+            await menu("亮码预约", "亮码接种")
+            image = log.locator(".image img").last
+            await image.wait_for(timeout=15000)
+            await page.wait_for_function("() => [...document.querySelectorAll('.image img')].every(i => i.complete)")
+            chat_code = _read(await image.screenshot())
+            await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-code-chat.png"))
+            assert re.fullmatch(r"VX1:[A-Z2-7]{24}:\d{10}:[A-Z2-7]{24}", chat_code), chat_code
+            code_link = log.get_by_role("link", name="打开林*满的接种码页面").last
+            await code_link.wait_for(timeout=15000)
+            async with page.expect_popup() as popup_info:
+                await code_link.click()
+            code_page = await popup_info.value
+            await code_page.locator("#code svg").wait_for(timeout=15000)
+            assert "林*满" in await code_page.inner_text("body") and PARENT.name not in await code_page.content()
+            await code_page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-code-page.png"))
+            page_code = _read(await code_page.locator("#code").screenshot())
+            assert page_code != chat_code and page_code.startswith("VX1:")
+            await code_page.close()
+            assert await _desk(app, page_code) == 1  # the nurse scans the page's code: 取号
+            await log.get_by_text("排队号：1号").last.wait_for(timeout=15000)
             # …and authorise the grandmother, step by step.
             await menu("我的接种证", "证照授权")
             await log.get_by_text("已授权 0/10 人").last.wait_for()
@@ -126,6 +174,11 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
             await verify(GRANDMA.name, GRANDMA.id_number)
             await menu("我的接种证", "接种记录")
             await log.get_by_text("乙肝疫苗").last.wait_for(timeout=15000)  # the grandchild's records
+            await menu("亮码预约", "亮码接种")  # a grantee may show the grandchild's code too
+            grandma_image = log.locator(".image img").last
+            await grandma_image.wait_for(timeout=15000)
+            await page.wait_for_function("() => [...document.querySelectorAll('.image img')].every(i => i.complete)")
+            assert _read(await grandma_image.screenshot()).startswith("VX1:")
             await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-alipay.png"))
             said = "\n".join(await log.locator(".msg:not(.me)").all_inner_texts())
             assert GRANDMA.id_number not in said and GRANDMA.name not in said and "林*满" in said
