@@ -21,24 +21,30 @@ from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.wechat import WeChatClientSim
 from bot.menu import MENU
 from bot.platforms import alipay_sign
+from bot.sandbox import MOUNT as SANDBOX_MOUNT
 
 HELP = "输入文字直接发送。命令：/follow 关注  /unfollow 取消关注  /click KEY 点菜单  /menu 菜单项  /quit 退出"
 ALIPAY_HELP = HELP.replace("/menu 菜单项", "/enter 进入生活号  /menu 菜单项")
 PLATFORM_NAMES = {"wechat": "微信", "alipay": "支付宝"}
 
 
-def describe(body: dict[str, Any]) -> str:
-    """A one-line rendering of a message WeChat would show."""
+def describe(body: dict[str, Any], base_url: str = "") -> str:
+    """A one-line rendering of a message WeChat would show (links and images with an address to open)."""
     kind = body.get("MsgType") or body.get("msgtype")
     if kind == "text":
         content = body.get("Content") or body.get("text", {}).get("content", "")
         return str(content)
     if kind == "image":
-        return "[图片]"
+        media_id = body.get("image", {}).get("media_id") or body.get("Image", {}).get("MediaId") or ""
+        return f"[图片] {base_url}{SANDBOX_MOUNT}/api/media/{media_id}" if media_id else "[图片]"
     if kind == "news":
         articles = body.get("news", {}).get("articles") or []
-        title = articles[0]["title"] if articles else body.get("Articles", {}).get("item", {}).get("Title", "")
-        return f"[链接] {title}"
+        if articles:
+            title, url = articles[0]["title"], articles[0]["url"]
+        else:
+            item = body.get("Articles", {}).get("item", {})
+            title, url = item.get("Title", ""), item.get("Url", "")
+        return f"[链接] {title} {url}"
     if "template_id" in body:
         return "[模板消息] " + " / ".join(str(v.get("value", "")) for v in body.get("data", {}).values())
     return f"[{kind}]"
@@ -49,8 +55,8 @@ def describe_alipay(method: str, biz: dict[str, Any]) -> str:
     if method.endswith("custom.send"):
         if biz.get("msg_type") == "text":
             return str(biz.get("text", {}).get("content", ""))
-        articles = biz.get("articles") or [{}]
-        return f"[图文] {articles[0].get('title') or articles[0].get('desc') or ''}"
+        article = (biz.get("articles") or [{}])[0]
+        return f"[图文] {article.get('title') or article.get('desc') or ''} {article.get('url') or ''}".rstrip()
     if method.endswith("single.send"):
         context = biz.get("template", {}).get("context", {})
         values = [str(value.get("value", "")) for value in context.values() if isinstance(value, dict)]
@@ -102,7 +108,7 @@ class ChatSession:
         answers = []
         reply = self.sim.open_reply(body)
         if reply is not None:
-            answers.append(describe(reply))
+            answers.append(describe(reply, self.base_url))
         # Pushed messages arrive through the outbox: wait for them a little (longer after an acknowledgement).
         waited, limit = 0.0, 0.6 if reply is not None else 7.0
         while waited < limit:
@@ -110,7 +116,7 @@ class ChatSession:
             waited += 0.2
             inbox = await self._inbox()
             self.inbox_position = inbox["next"]
-            pushed = [describe(item["body"]) for item in inbox["items"]]
+            pushed = [describe(item["body"], self.base_url) for item in inbox["items"]]
             answers.extend(pushed)
             if pushed and reply is None:
                 break

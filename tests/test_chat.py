@@ -72,3 +72,18 @@ async def test_alipay_chat_talks_through_the_signed_gateway(make_settings: Any) 
         assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
     finally:
         await server.close()
+
+
+def test_links_and_images_come_with_an_address_to_open() -> None:
+    from bot.chat import describe, describe_alipay
+
+    base = "http://127.0.0.1:8080"
+    news = {"msgtype": "news", "news": {"articles": [{"title": "点击进行人脸识别", "url": f"{base}/verify/h"}]}}
+    assert describe(news, base) == f"[链接] 点击进行人脸识别 {base}/verify/h"
+    passive = {"MsgType": "news", "Articles": {"item": {"Title": "打开", "Url": f"{base}/code/h"}}}
+    assert describe(passive) == f"[链接] 打开 {base}/code/h"
+    assert describe({"msgtype": "image", "image": {"media_id": "m1"}}, base) == f"[图片] {base}/sandbox/api/media/m1"
+    card = {"msg_type": "image-text", "articles": [{"title": "请查看图片", "url": f"{base}/_dev/alipay/images/x.png"}]}
+    assert describe_alipay("alipay.open.public.message.custom.send", card) == (
+        f"[图文] 请查看图片 {base}/_dev/alipay/images/x.png"
+    )
