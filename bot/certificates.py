@@ -39,6 +39,7 @@ class FileView:
     name: str
     id_number: str  # "" for a newborn without one
     birth_date: date
+    sex: str  # M | F (the schedule differs: HPV for girls)
     clinic_name: str
     region: str  # first four digits of the clinic's (or the file's) region code
 
@@ -94,6 +95,7 @@ async def _open_file(session: AsyncSession, vault: Vault, vaccinee: Vaccinee, re
         name=vault.open("name", vaccinee.name_enc),
         id_number=vault.open("id_number", vaccinee.id_number_enc) if vaccinee.id_number_enc else "",
         birth_date=date.fromisoformat(vault.open("birth_date", vaccinee.birth_date_enc)),
+        sex=vaccinee.sex,
         clinic_name=clinic.name if clinic is not None else "",
         region=region_code[:4],
     )

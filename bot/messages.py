@@ -297,8 +297,15 @@ MESSAGES: Final[dict[str, str]] = {
     "records_dose": "第{number}剂　{date}　{clinic}",
     "records_dose_no_clinic": "第{number}剂　{date}",
     "records_empty": "暂时还没有可以显示的接种记录。在门诊新登记或更正的记录，次日就能看到。",
+    "records_next_head": "【下一针】按国家免疫规划儿童免疫程序推算：",
+    "records_next_overdue": "· {vaccine} 第{number}剂：已逾期（应在{past_due}前完成），请尽快联系接种门诊补种",
+    "records_next_due": "· {vaccine} 第{number}剂：现在可以接种",
+    "records_next_upcoming": "· {vaccine} 第{number}剂：{date}起可以接种",
+    "records_next_more": "· 另有{count}剂在更晚的时候，临近时可再点「接种记录」查看。",
+    "records_next_none": "国家免疫规划疫苗目前没有需要接种的，按时接种，真棒！",
+    "records_next_note_needs_ppd": "（需先做结核菌素皮试，阴性才能补种）",
     "records_footer": (
-        "下一针：应种疫苗和时间暂时还不能在这里显示，请以接种门诊的告知为准。\n"
+        "下一针按国家免疫程序推算，仅供参考，请以接种门诊的告知为准；自费疫苗不在推算之列。\n"
         "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n"
         "记录有误请联系接种门诊核实，修正后次日生效。"
     ),

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from bot.certificates import Visible, doses_of, record_view
 from bot.chinatime import china_date
 from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
+from bot.forecast import Forecast, GivenDose, add_months, forecast_next_doses
 from bot.menu import MenuKey
 from bot.messages import VACCINE_NAMES
 from bot.update import Text
@@ -21,6 +22,8 @@ from handlers.picking import LEAVE_WORDS, Picker, is_choice, leave
 from models import Clinic, Dose, Identity
 
 ENTRY_WORDS = ("接种记录", "查记录", "结果查询", "查询接种记录", "我的接种记录", "查看接种记录")
+# The 下一针 block lists doses coming within this many months; later ones are counted, not listed.
+UPCOMING_MONTHS = 3
 # Each message stays well under what the platforms take; longer records go out as several messages.
 MAX_MESSAGE_CHARS = 1500
 
@@ -66,8 +69,29 @@ def _date(ctx: Context, value: date) -> str:
     return ctx.text("records_date", year=value.year, month=value.month, day=value.day)
 
 
+def next_doses(ctx: Context, forecasts: Sequence[Forecast], today: date) -> str:
+    """The 下一针 block: every late or due dose, the ones coming within a few months, and a count of the rest."""
+    if not forecasts:
+        return "\n".join([ctx.text("records_next_head"), ctx.text("records_next_none")])
+    horizon = add_months(today, UPCOMING_MONTHS)
+    shown = [item for item in forecasts if item.status != "upcoming" or item.recommended <= horizon]
+    lines = [ctx.text("records_next_head")]
+    for item in shown:
+        values = {"vaccine": VACCINE_NAMES.get(item.vaccine_code, item.vaccine_code), "number": item.dose_number}
+        if item.status == "overdue" and item.past_due is not None:
+            line = ctx.text("records_next_overdue", past_due=_date(ctx, item.past_due), **values)
+        elif item.status == "due":
+            line = ctx.text("records_next_due", **values)
+        else:
+            line = ctx.text("records_next_upcoming", date=_date(ctx, item.earliest), **values)
+        lines.append(line + (ctx.text(f"records_next_note_{item.note}") if item.note else ""))
+    if len(shown) < len(forecasts):
+        lines.append(ctx.text("records_next_more", count=len(forecasts) - len(shown)))
+    return "\n".join(lines)
+
+
 async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
-    """The masked header, the doses grouped by vaccine, and what is not shown here; audited."""
+    """The masked header, the doses grouped by vaccine, the next doses (children), what is not shown; audited."""
     record_view(ctx.session, identity, visible, "records_view", ctx.update.platform.value)
     doses = await doses_of(ctx.session, visible.certificate.vaccinee_id, china_date(ctx.now))
     clinic_ids = {dose.clinic_id for dose in doses if dose.clinic_id is not None}
@@ -99,6 +123,10 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
         blocks.append("\n".join(lines))
     if not groups:
         blocks.append(ctx.text("records_empty"))
+    if visible.certificate.kind == "child":
+        record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
+        today = china_date(ctx.now)
+        blocks.append(next_doses(ctx, forecast_next_doses(birth, visible.file.sex, record, today), today))
     blocks.append(ctx.text("records_footer"))
     continued = ctx.text("records_header_more", name=visible.file.masked_name)
     for message in pack(blocks, MAX_MESSAGE_CHARS, continued):

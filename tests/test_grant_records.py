@@ -569,14 +569,17 @@ async def test_records_show_doses_by_vaccine_masked_and_audited(app_client: Clie
     ]
     assert records.index("【乙肝疫苗】") < records.index("【卡介苗】") < records.index("【百白破疫苗】")
     assert "【XYZ-9】" in records  # an unknown code is shown as it is
-    assert "麻腮风" not in records  # recorded today, visible tomorrow
-    assert "下一针" in records and "暂时还不能在这里显示" in records and "狂犬疫苗" in records
+    assert "【麻腮风疫苗】" not in records  # recorded today, visible tomorrow
+    # The forecast counts what is visible: DTaP 2 was due at 4 months and is late since the first birthday.
+    assert "【下一针】" in records and "· 百白破疫苗 第2剂：已逾期（应在2024年5月20日前完成）" in records
+    assert "· 麻腮风疫苗 第1剂：已逾期" in records and "狂犬疫苗" in records
     assert len(records) <= MAX_MESSAGE_CHARS
 
     own = await parent.say("查记录")
     assert "2. 林*雨（本人）" in own
     own = _one(await parent("text", "2"))
     assert "【九价HPV疫苗】" in own and "第1剂　2024年4月8日" in own and "出生年月：1992年3月" in own
+    assert "【下一针】" not in own  # the childhood schedule is not forecast for an adult
     views = [e for e in await _audit(app_client) if e.action == "records_view"]
     assert [(e.certificate_id, e.reason, e.platform) for e in views] == [
         (child, "holder", _platform(channel)),
@@ -615,3 +618,30 @@ def test_pack_keeps_blocks_whole_and_messages_short() -> None:
     assert messages[1] == "(more)\n\n" + "b" * 900
     assert all(message.startswith("(more)") for message in messages[1:])
     assert "".join(messages).count("c") == 1200 and messages[-1].endswith("foot")
+
+
+async def test_demo_children_show_what_is_late_due_or_complete(app_client: Client, channel: Channel) -> None:
+    from bot.demo import WX_CHILD, WX_PARENT, WX_TODDLER, seed_demo
+    from tests.world import verified
+
+    assert await seed_demo(app_client.app[SESSIONS], app_client.app[SERVICES].vault)
+    user = "o-demo-chen" if channel.platform == "wechat" else "2088000000000901"
+    identity = await verified(app_client, channel.platform, user, WX_PARENT.name, WX_PARENT.id_number, channel.app_id)
+    vault = app_client.app[SERVICES].vault
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        for person in (WX_CHILD, WX_TODDLER):
+            file = (
+                await session.scalars(
+                    select(Vaccinee).where(Vaccinee.id_number_hash == vault.digest("id_number", person.id_number))
+                )
+            ).one()
+            session.add(Certificate(vaccinee_id=file.id, holder_identity_id=identity, kind="child", claimed_via="t"))
+    listing = "\n".join(await channel.do(user, ("click", "CERT_RECORDS")))
+    complete = await channel.say(user, next(line[0] for line in listing.splitlines() if "陈*远" in line))
+    assert "【下一针】" in complete and "目前没有需要接种的" in complete and "已逾期" not in complete
+    listing = "\n".join(await channel.do(user, ("click", "CERT_RECORDS")))
+    toddler = await channel.say(user, next(line[0] for line in listing.splitlines() if "陈*语" in line))
+    # Born 2025-05-10: the 18-month doses are due from 2026-11-10 and late from the second birthday.
+    for vaccine in ("百白破疫苗 第4剂", "麻腮风疫苗 第2剂", "甲肝减毒活疫苗 第1剂"):
+        assert f"· {vaccine}：" in toddler, vaccine
+    assert WX_TODDLER.name not in toddler and WX_TODDLER.id_number not in toddler
