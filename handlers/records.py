@@ -1,7 +1,8 @@
 """Journey 8: records (接种记录 / 结果查询) — the doses of a certificate its holder or a grantee may see.
 
-Every look is audited. Names and ID numbers are masked, the birth date shows only year and month,
-and the next doses due are not shown until there is a forecaster to compute them honestly.
+Every look is audited. Names and ID numbers are masked, the birth date shows only year and month. A
+child's records end with the next doses from :mod:`bot.forecast` (the national childhood schedule):
+late ones, those due now, and those coming within a few months.
 """
 
 from __future__ import annotations
