@@ -7,15 +7,17 @@ the chosen one is checked again when they answer (a grant may have been revoked 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from bot.certificates import Visible, bound_identity, visible_certificates
-from bot.conversation import Context, State, list_number
+from bot.conversation import Context, Flow, Route, State, any_text, list_number, menu, text_in
 from bot.update import Text, Update, UpdateKind
 from models import Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]
 LEAVE_WORDS = ("退出", "取消", "结束", "返回")
+CHOOSING_TIMEOUT = timedelta(minutes=10)
 
 
 def is_choice(update: Update) -> bool:
@@ -85,6 +87,22 @@ class Picker:
         """Anything else while the list is open: say how to answer, and keep the list open."""
         ctx.say(self.invalid)
         ctx.goto(self.state)
+
+    def flow(self, name: str, menu_key: str, words: Sequence[str]) -> Flow:
+        """The journey's flow: its menu item or words start it; a number chooses; 退出 leaves."""
+        return Flow(
+            name=name,
+            entry_points=[Route(menu(menu_key), self.start), Route(text_in(*words), self.start)],
+            states={
+                self.state: [
+                    Route(is_choice, self.choose),
+                    Route(text_in(*words), self.start),
+                    Route(any_text, self.not_a_choice),
+                ]
+            },
+            fallbacks=[Route(text_in(*LEAVE_WORDS), leave)],
+            timeout=CHOOSING_TIMEOUT,
+        )
 
 
 async def leave(ctx: Context) -> None:

@@ -8,18 +8,18 @@ late ones, those due now, and those coming within a few months.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 
 from sqlalchemy import select
 
 from bot.certificates import Visible, doses_of, record_view
 from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
+from bot.conversation import Context, State, StatesGroup
 from bot.forecast import Forecast, GivenDose, add_months, forecast_next_doses
 from bot.menu import MenuKey
 from bot.messages import VACCINE_NAMES
 from bot.update import Text
-from handlers.picking import LEAVE_WORDS, Picker, is_choice, leave
+from handlers.picking import Picker
 from models import Clinic, Dose, Identity
 
 ENTRY_WORDS = ("接种记录", "查记录", "结果查询", "查询接种记录", "我的接种记录", "查看接种记录")
@@ -142,16 +142,4 @@ PICKER = Picker(
     head="records_pick_head",
 )
 
-FLOW = Flow(
-    name="records",
-    entry_points=[Route(menu(MenuKey.RECORDS), PICKER.start), Route(text_in(*ENTRY_WORDS), PICKER.start)],
-    states={
-        RecordsSteps.choosing: [
-            Route(is_choice, PICKER.choose),
-            Route(text_in(*ENTRY_WORDS), PICKER.start),
-            Route(any_text, PICKER.not_a_choice),
-        ]
-    },
-    fallbacks=[Route(text_in(*LEAVE_WORDS), leave)],
-    timeout=timedelta(minutes=10),
-)
+FLOW = PICKER.flow("records", MenuKey.RECORDS, ENTRY_WORDS)

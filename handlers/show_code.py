@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from bot.certificates import Visible, record_view
 from bot.code_page import code_page_url, open_code_page
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
+from bot.conversation import Context, State, StatesGroup
 from bot.menu import MenuKey
 from bot.qr import issue_code, qr_png
 from bot.update import Article, Image, Text
-from handlers.picking import LEAVE_WORDS, Picker, is_choice, leave
+from handlers.picking import Picker
 from models import Identity
 
 ENTRY_WORDS = ("亮码", "亮码接种", "接种码", "出示接种码", "我的接种码", "二维码", "出示二维码")
@@ -63,16 +63,4 @@ PICKER = Picker(
     head="code_pick_head",
 )
 
-FLOW = Flow(
-    name="show_code",
-    entry_points=[Route(menu(MenuKey.SHOW_CODE), PICKER.start), Route(text_in(*ENTRY_WORDS), PICKER.start)],
-    states={
-        ShowCodeSteps.choosing: [
-            Route(is_choice, PICKER.choose),
-            Route(text_in(*ENTRY_WORDS), PICKER.start),
-            Route(any_text, PICKER.not_a_choice),
-        ]
-    },
-    fallbacks=[Route(text_in(*LEAVE_WORDS), leave)],
-    timeout=timedelta(minutes=10),
-)
+FLOW = PICKER.flow("show_code", MenuKey.SHOW_CODE, ENTRY_WORDS)
