@@ -28,11 +28,11 @@ from bot.metrics import Metrics
 from bot.update import (
     CONTACT_KINDS,
     CONVERSATIONAL_KINDS,
-    Image,
     OutMessage,
     Text,
     Update,
     UpdateKind,
+    can_be_passive,
     message_from_payload,
 )
 from models import ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
@@ -328,8 +328,8 @@ class Engine:
             return await self._answer_retry(update, received_at)
         if not outcome.outbox_ids:
             return None
-        if isinstance(outcome.replies[0], Image) and not outcome.replies[0].media_id:
-            self._claims.add(None, outcome.outbox_ids)  # an image still to upload: all go through the outbox
+        if not can_be_passive(outcome.replies[0]):
+            self._claims.add(None, outcome.outbox_ids)  # all go through the outbox
             return None
         first, *rest = outcome.outbox_ids
         self._claims.add(first, rest)
@@ -376,7 +376,7 @@ class Engine:
                 ).first()
                 if row is None or row.status not in ("passive", "pending"):
                     return None
-                if row.kind == "image" and not row.payload.get("media_id"):
+                if row.kind != "text" and not can_be_passive(message_from_payload(row.kind, row.payload)):
                     return None  # never a passive reply (see respond): the worker sends it
                 if row.status == "pending" and not await outbox.mark_passive(session, [row.id]):
                     return None

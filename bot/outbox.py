@@ -210,6 +210,10 @@ class PassiveClaims:
             await self._task
 
 
+# What is left of a credential's payload (a show-code image or code-page link) once it is delivered.
+SCRUBBED: dict[str, Any] = {"credential": True, "scrubbed": True}
+
+
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
     """Exponential back-off with jitter, capped at five minutes."""
     base = min(300.0, 2.0 ** max(attempts - 1, 0))
@@ -375,6 +379,8 @@ class OutboxWorker:
                             "outbox message dead-lettered",
                             extra={"outbox_id": row.id, "platform": row.platform, "code": error.code},
                         )
+                if values["status"] in ("sent", "dead") and row.payload.get("credential"):
+                    values["payload"] = SCRUBBED  # a delivered (or undeliverable) code is not kept
                 # Only the lease holder records: a row re-claimed after an expired lease is someone else's.
                 await session.execute(
                     update(OutboxMessage)

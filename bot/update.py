@@ -107,6 +107,7 @@ class Image:
 
     media_id: str = ""
     png_base64: str = ""
+    credential: bool = False  # a show-code image: the outbox scrubs it once delivered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,26 +118,44 @@ class Article:
     description: str
     url: str
     image_url: str = ""
+    credential: bool = False  # the link opens a credential (the code page): scrubbed once delivered
 
 
 OutMessage = Text | Image | Article
+
+
+def can_be_passive(message: OutMessage) -> bool:
+    """Whether a reply may be the webhook's own answer: not an image still to upload, not a credential.
+
+    A passive answer leaves its outbox row behind unscrubbed, and an image needs an upload first.
+    """
+    if isinstance(message, Text):
+        return True
+    return not message.credential and not (isinstance(message, Image) and not message.media_id)
 
 
 def message_to_payload(message: OutMessage) -> tuple[str, dict[str, Any]]:
     """Serialise a message for the outbox: (kind, payload)."""
     if isinstance(message, Text):
         return "text", {"content": message.content}
+    payload = dataclasses.asdict(message)
+    if payload.pop("credential"):  # only credentials carry the flag, so other payloads are as before
+        payload["credential"] = True
     if isinstance(message, Image):
-        return "image", {key: value for key, value in dataclasses.asdict(message).items() if value}
-    return "news", dataclasses.asdict(message)
+        return "image", {key: value for key, value in payload.items() if value}
+    return "news", payload
 
 
 def message_from_payload(kind: str, payload: Mapping[str, Any]) -> OutMessage:
     """Inverse of :func:`message_to_payload`."""
     if kind == "text":
         return Text(content=str(payload["content"]))
+    credential = bool(payload.get("credential"))
     if kind == "image":
-        return Image(media_id=str(payload.get("media_id", "")), png_base64=str(payload.get("png_base64", "")))
+        media_id, png = str(payload.get("media_id", "")), str(payload.get("png_base64", ""))
+        return Image(media_id=media_id, png_base64=png, credential=credential)
     if kind == "news":
-        return Article(**{field.name: str(payload.get(field.name, "")) for field in dataclasses.fields(Article)})
+        texts = {field.name: str(payload.get(field.name, "")) for field in dataclasses.fields(Article)}
+        texts.pop("credential")
+        return Article(**texts, credential=credential)
     raise ValueError(f"not a conversational message kind: {kind}")

@@ -45,12 +45,13 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
     masked = {"name": visible.file.masked_name, "id": visible.file.masked_id}
     # The caption first: only a text can be the webhook's own answer; the image needs an upload.
     ctx.reply(Text(ctx.text("code_caption", minutes=int(ttl.total_seconds() // 60), **masked)))
-    ctx.reply(Image(png_base64=base64.b64encode(qr_png(issued.payload)).decode("ascii")))
+    ctx.reply(Image(png_base64=base64.b64encode(qr_png(issued.payload)).decode("ascii"), credential=True))
     ctx.reply(
         Article(
             title=ctx.text("code_page_link_title", **masked),
             description=ctx.text("code_page_link_description", minutes=int(page_ttl.total_seconds() // 60)),
             url=code_page_url(settings, handle),
+            credential=True,
         )
     )
 

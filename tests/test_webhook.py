@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import update
 
 from bot.app import create_app
-from bot.appkeys import METRICS
+from bot.appkeys import METRICS, SESSIONS
 from bot.config import Settings
 from bot.conversation import Context, Route, text_in
 from bot.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
-from models import AuditEntry, ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage
+from models import AuditEntry, ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
 from tests.helpers import Client, count, drain_outbox, outbox_rows, post
 
 
@@ -331,3 +333,42 @@ async def test_a_retry_after_a_lost_answer_gets_the_same_answer_again(
     await drain_outbox(app_client)
     assert fake_wechat[0].texts_to("o-lost") == []  # answered in the reply, not pushed as well
     assert await count(app_client, ProcessedMessage) == 1
+
+
+async def test_an_image_to_upload_or_a_credential_is_never_the_passive_reply(
+    make_settings: Any, patched_router: Callable[[Route], None], fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    import base64
+
+    from bot.outbox import SCRUBBED
+    from bot.update import Article, Image
+
+    png = base64.b64encode(bytes.fromhex("89504e470d0a1a0a") + b"\0" * 64).decode()
+
+    async def picture(ctx: Context) -> None:
+        ctx.reply(Image(png_base64=png))
+        ctx.reply(Article(title="码", description="页面", url="http://127.0.0.1/code/h", credential=True))
+
+    patched_router(Route(text_in("图片"), picture))
+    settings = make_settings()
+    client = await _client(settings)
+    try:
+        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+        first = sim.text("o-pic", "图片")
+        status, body = await post(client, sim.sign(first))
+        assert status == 200 and body == "success"  # acknowledged: both go through the outbox
+        await asyncio.sleep(0.2)
+        await drain_outbox(client)
+        sent = [item.body for item in fake_wechat[0].sent_to("o-pic")]
+        assert [body["msgtype"] for body in sent] == ["image", "news"]
+        assert fake_wechat[0].media[sent[0]["image"]["media_id"]].startswith(bytes.fromhex("89504e47"))
+        rows = {row.kind: row for row in await outbox_rows(client)}
+        assert rows["image"].payload == {"png_base64": png}  # not a credential: kept as it was
+        assert rows["news"].payload == SCRUBBED and rows["news"].status == "sent"
+        # WeChat's retry of that message, long after: still no passive image or credential.
+        async with client.app[SESSIONS]() as session, session.begin():
+            await session.execute(update(ProcessedMessage).values(created_at=utcnow() - timedelta(seconds=30)))
+        _, again = await post(client, sim.sign(first))
+        assert again == "success"
+    finally:
+        await client.close()
