@@ -286,6 +286,7 @@ MESSAGES: Final[dict[str, str]] = {
     "records_pick_head": "请回复序号，选择要查看的接种证：",
     "records_pick_item": "{number}. {name}（{role}）",
     "records_pick_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "pick_gone": "您选择的这本接种证现在已无法查看（授权可能已被取消）。",
     "records_role_self": "本人",
     "records_role_child": "子女",
     "records_role_granted": "已授权",
@@ -304,10 +305,12 @@ MESSAGES: Final[dict[str, str]] = {
     "records_next_more": "· 另有{count}剂在更晚的时候，临近时可再点「接种记录」查看。",
     "records_next_none": "国家免疫规划疫苗目前没有需要接种的，按时接种，真棒！",
     "records_next_note_needs_ppd": "（需先做结核菌素皮试，阴性才能补种）",
+    "records_next_footer": (
+        "下一针按国家免疫程序推算，仅供参考，请以接种门诊的告知为准；自费疫苗不在推算之列。"
+        "今天刚接种的记录次日才显示，推算也随之更新。"
+    ),
     "records_footer": (
-        "下一针按国家免疫程序推算，仅供参考，请以接种门诊的告知为准；自费疫苗不在推算之列。\n"
-        "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n"
-        "记录有误请联系接种门诊核实，修正后次日生效。"
+        "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n记录有误请联系接种门诊核实，修正后次日生效。"
     ),
     # --- show code (亮码接种) ----------------------------------------------------------------
     "code_need_verify": (
@@ -320,7 +323,7 @@ MESSAGES: Final[dict[str, str]] = {
     ),
     "code_pick_head": "请回复序号，选择要出示哪本接种证的接种码：",
     "code_caption": (
-        "{name}的接种码（身份证号 {id}）\n"
+        "{name}的接种码\n身份证号：{id}\n"
         "到接种门诊后，请出示下面的二维码，由工作人员扫码取号。\n"
         "· 二维码{minutes}分钟内有效，扫码取号后即失效；需要时点菜单「亮码接种」再取一个。\n"
         "· 二维码里没有个人信息，但请不要转发给他人。"
@@ -328,7 +331,7 @@ MESSAGES: Final[dict[str, str]] = {
     "code_page_link_title": "打开{name}的接种码页面",
     "code_page_link_description": "在页面上出示接种码，二维码会自动更新。链接{minutes}分钟内有效，请勿转发。",
     "page_code_title": "电子预防接种证 · 接种码",
-    "page_code_who": "{name}　身份证号 {id}",
+    "page_code_who": "{name}　身份证号：{id}",
     "page_code_hint": "请向接种门诊工作人员出示此码，二维码会自动更新。",
     "page_code_warning": "二维码里没有个人信息，扫码取号后即失效。请勿截图转发给他人。",
     "page_code_offline": "网络好像断开了，恢复后二维码会自动更新。",
@@ -337,15 +340,15 @@ MESSAGES: Final[dict[str, str]] = {
     "page_code_revoked": "您已不能出示这本接种证的接种码（授权可能已被取消）。如有疑问，请联系接种证的申领人。",
     # --- the clinic desk (取号) ---------------------------------------------------------------
     "desk_queued": "{name}已在{clinic}取号，排队号：{number}号。\n请留意叫号，叫到后到登记台登记。",
-    "desk_ticket": "取号成功：{number}号\n{name}　身份证号 {id}　出生年月 {birth}\n出示人：{role}",
-    "desk_ticket_again": "今天已经取过号：{number}号（没有重复排队）\n{name}　身份证号 {id}　出生年月 {birth}",
+    "desk_ticket": "取号成功：{number}号\n{name}　身份证号：{id}　出生年月：{birth}\n出示人：{role}",
+    "desk_ticket_again": "今天已经取过号：{number}号（没有重复排队）\n{name}　身份证号：{id}　出生年月：{birth}",
     "desk_role_holder": "申领人",
     "desk_role_grantee": "被授权家人",
-    "desk_code_malformed": "这不是电子预防接种证的接种码，请让家长打开「亮码接种」后重新扫码。",
-    "desk_code_forged": "接种码校验失败，可能被篡改。请让家长在「亮码接种」重新取码。",
-    "desk_code_expired": "接种码已过期，请让家长点「亮码接种」重新取码。",
-    "desk_code_unknown": "查不到这个接种码，请让家长点「亮码接种」重新取码。",
-    "desk_code_used": "这个接种码已经用过了，请让家长点「亮码接种」重新取码。",
+    "desk_code_malformed": "这不是电子预防接种证的接种码，请出示人打开「亮码接种」后重新扫码。",
+    "desk_code_forged": "接种码校验失败，可能被篡改。请出示人在「亮码接种」重新取码。",
+    "desk_code_expired": "接种码已过期，请出示人点「亮码接种」重新取码。",
+    "desk_code_unknown": "查不到这个接种码，请出示人点「亮码接种」重新取码。",
+    "desk_code_used": "这个接种码已经用过了，请出示人点「亮码接种」重新取码。",
     "desk_code_no_access": "出示人已无权使用这本接种证（授权可能已被取消），请核实后由申领人亮码。",
     # --- words on Alipay's message cards ---------------------------------------------------
     "card_action_details": "查看详情",

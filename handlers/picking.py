@@ -43,8 +43,8 @@ class Picker:
     head: str
     invalid: str = "records_pick_invalid"
 
-    async def start(self, ctx: Context) -> None:
-        """Act on the one certificate this person may see, or offer a numbered choice."""
+    async def start(self, ctx: Context, *, choose_one: bool = True) -> None:
+        """Act on the one certificate this person may see (unless ``choose_one`` is off), or list them."""
         ctx.finish()
         identity = await bound_identity(ctx.session, await ctx.account())
         if identity is None:
@@ -54,7 +54,7 @@ class Picker:
         if not visible:
             ctx.say(self.none)
             return
-        if len(visible) == 1:
+        if len(visible) == 1 and choose_one:
             await self.act(ctx, identity, visible[0])
             return
         lines = [ctx.text(self.head)]
@@ -81,7 +81,10 @@ class Picker:
             if item.certificate.id == choices[number - 1]:
                 await self.act(ctx, identity, item)
                 return
-        await self.start(ctx)  # no longer visible (a grant was revoked meanwhile): the list as it is now
+        # No longer visible (a grant was revoked meanwhile): say so, and list what is left without acting
+        # on it, so nobody gets another child's code or records than the one they chose.
+        ctx.say("pick_gone")
+        await self.start(ctx, choose_one=False)
 
     async def not_a_choice(self, ctx: Context) -> None:
         """Anything else while the list is open: say how to answer, and keep the list open."""

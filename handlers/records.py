@@ -127,7 +127,8 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
     if visible.certificate.kind == "child":
         record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
         today = china_date(ctx.now)
-        blocks.append(next_doses(ctx, forecast_next_doses(birth, visible.file.sex, record, today), today))
+        forecasts = forecast_next_doses(birth, visible.file.sex, record, today)
+        blocks.append(next_doses(ctx, forecasts, today) + "\n" + ctx.text("records_next_footer"))
     blocks.append(ctx.text("records_footer"))
     continued = ctx.text("records_header_more", name=visible.file.masked_name)
     for message in pack(blocks, MAX_MESSAGE_CHARS, continued):
