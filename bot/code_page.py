@@ -69,7 +69,10 @@ async function refresh() {
     const body = await response.json();
     if (response.ok) {
       box.innerHTML = body.svg;
-      box.dataset.expires = body.expires_at;
+      const shown = String(body.expires_at);
+      box.dataset.expires = shown;
+      // Never leave an expired code on screen (offline, or the page's own end).
+      setTimeout(() => { if (box.dataset.expires === shown) box.innerHTML = ""; }, body.expires_in * 1000);
       status.textContent = body.hint;
       wait = body.refresh_in;
     } else if (body.final) {
@@ -128,7 +131,8 @@ class CodePageRoutes:
         nonce = secrets.token_urlsafe(16)
         headers = dict(_PRIVATE)
         headers["Content-Security-Policy"] = (
-            f"default-src 'none'; script-src 'nonce-{nonce}'; connect-src 'self'; style-src 'unsafe-inline'"
+            f"default-src 'none'; script-src 'nonce-{nonce}'; connect-src 'self'; style-src 'unsafe-inline'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
         )
         document = (
             '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
@@ -204,11 +208,14 @@ class CodePageRoutes:
                 now=now,
                 ttl=min(life, page.expires_at - now),  # no code outlives its page
             )
+        remaining = int((issued.expires_at - now).total_seconds())
         return _json(
             {
                 "svg": qr_svg(issued.payload),
                 "expires_at": int(issued.expires_at.timestamp()),
-                "refresh_in": max(int(life.total_seconds() // 3), 5),
+                "expires_in": remaining,
+                # A third of the way through the code's life, or when it ends (the page's last code).
+                "refresh_in": max(min(int(life.total_seconds() // 3), remaining), 1),
                 "hint": catalogue("page_code_hint"),
             },
             200,

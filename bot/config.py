@@ -231,4 +231,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         raise ConfigError("VAXBOT_ENV must be development, test or production")
     if settings.wechat_aes_key and len(settings.wechat_aes_key) != 43:
         raise ConfigError("VAXBOT_WECHAT_AES_KEY must be the 43-character EncodingAESKey")
+    for name in ("code_ttl_seconds", "code_page_ttl_seconds", "code_page_code_seconds"):
+        if getattr(settings, name) < 60:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be at least 60 (a code must live long enough to show)")
+    if settings.code_page_code_seconds > settings.code_page_ttl_seconds:
+        raise ConfigError(f"{PREFIX}CODE_PAGE_CODE_SECONDS must not exceed {PREFIX}CODE_PAGE_TTL_SECONDS")
     return settings

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hmac
 import io
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,6 +29,7 @@ PREFIX = "VX1"
 _HANDLE_BYTES = 15  # 120 bits: 24 Base32 characters without padding
 _SIGNATURE_BYTES = 15
 _MAX_PAYLOAD = 80  # the real ones are 64 characters: anything longer is not ours
+_EXPIRY = re.compile(r"[0-9]{1,12}")  # ASCII digits only (str.isdigit also takes "²", which int() refuses)
 
 
 class CodeProblem(StrEnum):
@@ -81,7 +83,7 @@ def parse_payload(vault: Vault, payload: str, now: datetime) -> str:
     """Check a scanned code's shape, signature and expiry; returns its handle or raises :class:`CodeRejected`."""
     text = payload.strip()
     parts = text.split(":")
-    if len(text) > _MAX_PAYLOAD or len(parts) != 4 or parts[0] != PREFIX or not parts[2].isdigit():
+    if len(text) > _MAX_PAYLOAD or len(parts) != 4 or parts[0] != PREFIX or not _EXPIRY.fullmatch(parts[2]):
         raise CodeRejected(CodeProblem.MALFORMED)
     _, handle, expires_text, signature = parts
     expected = _signature(vault, handle, int(expires_text)).encode("ascii")

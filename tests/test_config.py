@@ -49,6 +49,13 @@ def test_bad_values_are_explained(tmp_path: Path) -> None:
         load_settings(environ={"VAXBOT_WECHAT_AES_KEY": "short"}, env_file=tmp_path / "none")
     with pytest.raises(ConfigError, match="VAXBOT_ENV"):
         load_settings(environ={"VAXBOT_ENV": "staging"}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match="VAXBOT_CODE_TTL_SECONDS must be at least 60"):
+        load_settings(environ={"VAXBOT_CODE_TTL_SECONDS": "0"}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match="must not exceed VAXBOT_CODE_PAGE_TTL_SECONDS"):
+        load_settings(
+            environ={"VAXBOT_CODE_PAGE_TTL_SECONDS": "300", "VAXBOT_CODE_PAGE_CODE_SECONDS": "600"},
+            env_file=tmp_path / "none",
+        )
 
 
 def test_empty_aes_key_means_plain_mode_only(tmp_path: Path) -> None:
