@@ -2,8 +2,9 @@
 
 A code works once and only while the person who showed it may still see the certificate. A file already
 in today's queue at this clinic keeps its number (a second code for the same child does not queue it
-twice). The person who showed the code is told their number on every platform they use, and the scan is
-audited under the clinic's name. Later desk steps (登记, 接种, 留观) build on the visit this creates.
+twice). The person who showed the code, and the holder when a family member showed it, are told the
+number on every platform they use, and the scan is audited under the clinic's name (a refusal for lost
+access too). Later desk steps (登记, 接种, 留观) build on the visit this creates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,16 +45,30 @@ class Ticket:
     role: str  # how the person who showed it relates to the certificate: holder | grantee
 
 
-async def _next_number(session: AsyncSession, clinic_id: int, day: date) -> int:
-    """Bump the clinic's counter for the day: one upsert, so two desks never get the same number."""
+async def _lock_counter(session: AsyncSession, clinic_id: int, day: date) -> None:
+    """Create or lock the clinic's counter row for the day; held until the transaction ends.
+
+    Two desks queuing the same child (two codes) then take turns: the second sees the first's visit and
+    no number is drawn for nothing.
+    """
     insert = dialect_insert(session)
     statement = (
         insert(QueueCounter)
-        .values(clinic_id=clinic_id, day=day, last_number=1)
+        .values(clinic_id=clinic_id, day=day, last_number=0)
         .on_conflict_do_update(
             index_elements=[QueueCounter.clinic_id, QueueCounter.day],
-            set_={"last_number": QueueCounter.last_number + 1},
+            set_={"last_number": QueueCounter.last_number},  # no change: the row lock is the point
         )
+    )
+    await session.execute(statement)
+
+
+async def _next_number(session: AsyncSession, clinic_id: int, day: date) -> int:
+    """Bump the clinic's (locked) counter for the day and return the new number."""
+    statement = (
+        update(QueueCounter)
+        .where(QueueCounter.clinic_id == clinic_id, QueueCounter.day == day)
+        .values(last_number=QueueCounter.last_number + 1)
         .returning(QueueCounter.last_number)
     )
     return int((await session.execute(statement)).scalar_one())
@@ -73,6 +88,7 @@ async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: d
     """Today's open visit of this file at this clinic, or a new one with the next number."""
     day = china_date(now)
     vaccinee_id = visible.certificate.vaccinee_id
+    await _lock_counter(session, clinic.id, day)
     existing = await _open_visit(session, vaccinee_id, clinic.id, day)
     if existing is not None:
         return existing, True
@@ -89,7 +105,7 @@ async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: d
         async with session.begin_nested():
             session.add(visit)
     except IntegrityError:
-        # Another desk queued the same file at the same moment (a second code): theirs stands.
+        # Not expected under the counter's lock; kept as the database's last word on one open visit.
         existing = await _open_visit(session, vaccinee_id, clinic.id, day)
         if existing is None:
             raise
@@ -107,11 +123,24 @@ async def take_number(
     staff: str,
     now: datetime,
 ) -> Ticket:
-    """Redeem a scanned code at ``clinic`` and queue its file; raises :class:`CodeRejected`."""
+    """Redeem a scanned code at ``clinic`` and queue its file; raises :class:`CodeRejected`.
+
+    Commit after a refusal too: a code shown by someone who lost access stays spent, and the refusal is
+    in the audit log.
+    """
     token = await redeem_code(session, vault, payload, now)
     identity = await session.get(Identity, token.shown_by_identity_id)
     visible = await open_visible(session, vault, identity, token.certificate_id) if identity else None
     if identity is None or visible is None:
+        record_access(  # the code is spent either way; who tried to use a certificate they lost is recorded
+            session,
+            actor_kind="staff",
+            actor_ref=f"clinic:{clinic.code}:{staff}"[:64],
+            action="desk_refused",
+            reason=CodeProblem.NO_ACCESS.value,
+            certificate_id=token.certificate_id,
+            detail={"shown_by": f"identity:{token.shown_by_identity_id}"},
+        )
         raise CodeRejected(CodeProblem.NO_ACCESS)
     visit, already = await _queue(session, visible, clinic, now)
     record_access(
@@ -126,7 +155,10 @@ async def take_number(
     )
     if not already:
         text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
-        for account in await accounts_of(session, identity.id):
+        # The person who showed the code and, when that was a family member, the holder too.
+        people = dict.fromkeys([identity.id, visible.certificate.holder_identity_id])
+        accounts = [account for person in people for account in await accounts_of(session, person)]
+        for account in accounts:
             if account.following:
                 outbox.enqueue_message(
                     session,

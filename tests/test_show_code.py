@@ -22,11 +22,23 @@ from bot.certificates import Grantee, add_grant, revoke_grant
 from bot.code_page import MIN_CODE_GAP
 from bot.demo import CHILD, GRANDMA, PARENT
 from bot.desk import Ticket, take_number
+from bot.outbox import SCRUBBED
 from bot.pii import Vault
 from bot.qr import CodeProblem, CodeRejected, issue_code, make_payload, parse_payload, qr, qr_png, redeem_code
-from models import AuditEntry, Certificate, Clinic, CodePage, CodeToken, Grant, Identity, Visit, utcnow
+from models import (
+    AuditEntry,
+    Certificate,
+    Clinic,
+    CodePage,
+    CodeToken,
+    Grant,
+    Identity,
+    QueueCounter,
+    Visit,
+    utcnow,
+)
 from tests.channels import Channel, link_in
-from tests.helpers import Client, drain_outbox
+from tests.helpers import Client, drain_outbox, outbox_rows
 from tests.world import registry_file, verified
 
 SECRETS = [PARENT.name, PARENT.id_number, CHILD.name, CHILD.id_number, GRANDMA.name, GRANDMA.id_number]
@@ -75,6 +87,7 @@ def test_codes_that_are_refused_before_the_database() -> None:
         payload + ":X": CodeProblem.MALFORMED,
         payload + "A" * 80: CodeProblem.MALFORMED,
         f"{prefix}:{handle}:x{expires[1:]}:{signature}": CodeProblem.MALFORMED,
+        f"{prefix}:{handle}:{expires}\u00b2:{signature}": CodeProblem.MALFORMED,  # "²" passes str.isdigit
         f"{prefix}:{'C' * 24}:{expires}:{signature}": CodeProblem.FORGED,  # another handle, same signature
         f"{prefix}:{handle}:{int(expires) + 3600}:{signature}": CodeProblem.FORGED,  # a longer life
         f"{prefix}:{handle}:{expires}:{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}": CodeProblem.FORGED,
@@ -126,15 +139,19 @@ async def _scan(client: Client, payload: str, staff: str = "nurse-1", now: datet
     services = client.app[SERVICES]
     clinic = await _clinic(client)
     async with client.app[SESSIONS]() as session, session.begin():
-        return await take_number(
-            session,
-            services.vault,
-            services.catalogue,
-            clinic=clinic,
-            payload=payload,
-            staff=staff,
-            now=now or utcnow(),
-        )
+        try:
+            return await take_number(
+                session,
+                services.vault,
+                services.catalogue,
+                clinic=clinic,
+                payload=payload,
+                staff=staff,
+                now=now or utcnow(),
+            )
+        except CodeRejected as exc:
+            refused = exc  # committed all the same, as the desk does: the refusal is on record
+    raise refused
 
 
 async def _show(client: Client, channel: Channel, user: str) -> tuple[list[str], str, str]:
@@ -153,15 +170,22 @@ async def _show(client: Client, channel: Channel, user: str) -> tuple[list[str],
 # --- the journey ------------------------------------------------------------------------------------------
 
 
-async def test_show_code_then_the_desk_takes_a_number(app_client: Client, channel: Channel) -> None:
+async def test_show_code_then_the_desk_takes_a_number(app_client: Client, channel: Channel, database_url: str) -> None:
     user = "o-code-parent" if channel.platform == "wechat" else "2088000000000801"
     identity, certificate = await _world(app_client, channel, user)
-    answers, payload, _ = await _show(app_client, channel, user)
+    answers, payload, page = await _show(app_client, channel, user)
     read = "\n".join(answers)
     assert "林*满的接种码" in read and "3206**********" in read and "30分钟内有效" in read
     assert CODE_SHAPE.match(payload)
     for secret in SECRETS:
         assert secret not in read and secret not in payload
+
+    credentials = [row for row in await outbox_rows(app_client) if row.kind in ("image", "news")]
+    assert len(credentials) == 2 and all(row.payload == SCRUBBED for row in credentials)  # delivered, not kept
+    handle = page.rsplit("/", 1)[1]
+    async with app_client.app[SESSIONS]() as session:
+        stored = (await session.scalars(select(CodePage.handle_hash))).all()
+    assert handle not in str(stored) and len(stored) == 1  # the page's handle is stored hashed only
 
     ticket = await _scan(app_client, payload)
     assert (ticket.queue_number, ticket.already_queued, ticket.role) == (1, False, "holder")
@@ -224,6 +248,11 @@ async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: C
             session, vault, holder_row, certificate_row, grantee, settings, channel.platform, utcnow()
         )
         assert grant is not None, refusal
+    await channel.do(parent, ("follow", ""))  # the holder talked to the account lately (the platforms' windows)
+    _, first, _ = await _show(app_client, channel, grandma)
+    assert (await _scan(app_client, first)).role == "grantee"
+    await drain_outbox(app_client)
+    assert "排队号：1号" in channel.inbox(grandma)[-1] and "排队号：1号" in channel.inbox(parent)[-1]
     answers, payload, page = await _show(app_client, channel, grandma)
     assert "林*满的接种码" in "\n".join(answers)
     async with app_client.app[SESSIONS]() as session, session.begin():
@@ -235,6 +264,9 @@ async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: C
     with pytest.raises(CodeRejected) as refused:
         await _scan(app_client, payload)
     assert refused.value.problem is CodeProblem.NO_ACCESS
+    async with app_client.app[SESSIONS]() as session:
+        refusal = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "desk_refused"))).one()
+    assert refusal.certificate_id == certificate and refusal.actor_ref == "clinic:T-NT-01:nurse-1"
     response = await app_client.get(page)
     assert response.status == 403 and "授权可能已被取消" in await response.text()
     assert "没有可以出示接种码" in "\n".join(await channel.do(grandma, ("click", "CODE_SHOW")))
@@ -263,6 +295,19 @@ async def test_choosing_among_several_certificates(app_client: Client, channel: 
     answer = "\n".join(await channel.do(user, ("text", "2")))
     assert "林*禾的接种码" in answer and "暂无身份证号" in answer
     assert len(channel.images(user)) == before + 1
+
+    # Child 2's certificate passes to someone else while the list is open: choosing it says so and lists
+    # what is left, without acting on the one remaining certificate.
+    await channel.do(user, ("click", "CODE_SHOW"))
+    other = await verified(app_client, channel.platform, "someone-else", GRANDMA.name, GRANDMA.id_number, "x")
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(
+            update(Certificate).where(Certificate.vaccinee_id == sibling).values(holder_identity_id=other)
+        )
+    before = len(channel.images(user))
+    answer = "\n".join(await channel.do(user, ("text", "2")))
+    assert "已无法查看" in answer and "1. 林*满（子女）" in answer and "林*禾" not in answer
+    assert len(channel.images(user)) == before
 
 
 # --- the code page ------------------------------------------------------------------------------------------
@@ -365,3 +410,16 @@ async def test_redeem_is_single_use_even_inside_one_session(app_client: Client, 
         assert token.used_at is not None
         with pytest.raises(CodeRejected):
             await redeem_code(session, vault, payload, utcnow())
+
+
+async def test_two_codes_for_one_child_scanned_at_once_queue_it_once(app_client: Client, channel: Channel) -> None:
+    user = "o-code-twice" if channel.platform == "wechat" else "2088000000000812"
+    await _world(app_client, channel, user)
+    _, first, _ = await _show(app_client, channel, user)
+    _, second, _ = await _show(app_client, channel, user)
+    tickets = await asyncio.gather(_scan(app_client, first, "desk-1"), _scan(app_client, second, "desk-2"))
+    assert {ticket.queue_number for ticket in tickets} == {1}
+    assert sorted(ticket.already_queued for ticket in tickets) == [False, True]
+    async with app_client.app[SESSIONS]() as session:
+        counter = await session.scalar(select(QueueCounter.last_number))
+    assert counter == 1  # no number drawn for nothing
