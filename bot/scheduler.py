@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models import ConversationState, OutboxMessage, ProcessedMessage, utcnow
+from models import CodePage, CodeToken, ConversationState, OutboxMessage, ProcessedMessage, utcnow
 
 log = logging.getLogger("vaxbot.scheduler")
 
@@ -70,7 +70,7 @@ class Scheduler:
 
 
 async def prune(sessions: async_sessionmaker[AsyncSession], processed_ttl: timedelta, outbox_ttl: timedelta) -> int:
-    """Forget delivery keys past the platforms' retry horizon, lapsed states and long-delivered messages."""
+    """Forget delivery keys past the retry horizon, lapsed states, long-delivered messages and expired codes."""
     now = utcnow()
     async with sessions() as session, session.begin():
         removed = 0
@@ -82,6 +82,9 @@ async def prune(sessions: async_sessionmaker[AsyncSession], processed_ttl: timed
             delete(OutboxMessage).where(
                 OutboxMessage.status.in_(("sent", "passive")), OutboxMessage.sent_at < now - outbox_ttl
             ),
+            # Show codes and code pages are useless once expired; a day's grace keeps them for questions.
+            delete(CodeToken).where(CodeToken.expires_at < now - timedelta(days=1)),
+            delete(CodePage).where(CodePage.expires_at < now - timedelta(days=1)),
         ):
             result = await session.execute(statement)
             removed += int(getattr(result, "rowcount", 0) or 0)

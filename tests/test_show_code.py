@@ -423,3 +423,26 @@ async def test_two_codes_for_one_child_scanned_at_once_queue_it_once(app_client:
     async with app_client.app[SESSIONS]() as session:
         counter = await session.scalar(select(QueueCounter.last_number))
     assert counter == 1  # no number drawn for nothing
+
+
+async def test_expired_codes_and_pages_are_pruned(app_client: Client, channel: Channel) -> None:
+    from bot.scheduler import prune
+
+    user = "o-code-prune" if channel.platform == "wechat" else "2088000000000813"
+    await _world(app_client, channel, user)
+    await _show(app_client, channel, user)
+    await _show(app_client, channel, user)
+    sessions = app_client.app[SESSIONS]
+    async with sessions() as session, session.begin():
+        first = await session.scalar(select(CodeToken.id).order_by(CodeToken.id))
+        await session.execute(
+            update(CodeToken).where(CodeToken.id == first).values(expires_at=utcnow() - timedelta(days=2))
+        )
+        page = await session.scalar(select(CodePage.id).order_by(CodePage.id))
+        await session.execute(
+            update(CodePage).where(CodePage.id == page).values(expires_at=utcnow() - timedelta(days=2))
+        )
+    await prune(sessions, timedelta(days=3), timedelta(days=30))
+    async with sessions() as session:
+        assert len((await session.scalars(select(CodeToken))).all()) == 1  # the live one stays
+        assert len((await session.scalars(select(CodePage))).all()) == 1
