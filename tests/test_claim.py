@@ -150,6 +150,7 @@ async def _child_view(client: Client) -> FileView:
         name=CHILD[0],
         id_number=CHILD[1],
         birth_date=date(2023, 5, 20),
+        sex="M",
         clinic_name="",
         region="3206",
     )
