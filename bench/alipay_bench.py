@@ -72,6 +72,7 @@ from harness import (
     print_profiles,
     running,
     serve_app,
+    time_calls,
 )
 from yarl import URL
 
@@ -408,8 +409,8 @@ def protocol_costs(scratch: Path, keys_dir: Path, duration: float) -> dict[str, 
     body = sim.form(sim.text(user_id(0), QUESTION), charset=CHARSET)
     inbound = gateway.open(body)
     assert not isinstance(inbound, Check)
-    opened = alipay_sign_bench.measure(lambda: gateway.open(body), duration)
-    acked = alipay_sign_bench.measure(lambda: gateway.ack(inbound), duration)
+    opened = time_calls(lambda: gateway.open(body), duration)
+    acked = time_calls(lambda: gateway.ack(inbound), duration)
     return {
         "open_us": opened["us_per_call"],
         "ack_us": acked["us_per_call"],

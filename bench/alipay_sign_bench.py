@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alipay.aop.api.util.SignatureUtils import get_sign_content, sign_with_rsa2, verify_with_rsa
+from harness import time_calls
 
 from bot.platforms import alipay_sign
 
@@ -55,29 +53,6 @@ RESPONSE = '{"code":"10000","msg":"Success"}'
 def log(message: str) -> None:
     """Progress on stderr (stdout stays clean for --json)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def measure(call: Callable[[], object], duration: float) -> dict[str, float]:
-    """Per-call microseconds: the median of batches run for about ``duration`` seconds."""
-    call()  # warm up (key caches, imports)
-    started = time.perf_counter()
-    call()
-    single = max(time.perf_counter() - started, 1e-7)
-    batch = max(1, int(0.05 / single))  # batches of about 50 ms
-    per_call: list[float] = []
-    calls = 0
-    deadline = time.perf_counter() + duration
-    while time.perf_counter() < deadline or len(per_call) < 3:
-        started = time.perf_counter()
-        for _ in range(batch):
-            call()
-        per_call.append((time.perf_counter() - started) / batch * 1e6)
-        calls += batch
-    return {
-        "us_per_call": round(statistics.median(per_call), 1),
-        "min_us": round(min(per_call), 1),
-        "calls": calls,
-    }
 
 
 def run(duration: float) -> dict[str, Any]:
@@ -109,7 +84,7 @@ def run(duration: float) -> dict[str, Any]:
         ("verify_sdk", lambda: verify_with_rsa(sdk_public, RESPONSE.encode("utf-8"), response_signature)),
     ):
         log(f"measuring {name} for {duration:.0f} s")
-        figures[name] = measure(call, duration)
+        figures[name] = time_calls(call, duration)
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),

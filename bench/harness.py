@@ -22,6 +22,7 @@ import pstats
 import resource
 import signal
 import socket
+import statistics
 import sys
 import time
 from collections import Counter
@@ -676,3 +677,26 @@ def print_profiles(report: dict[str, Any], top: int) -> None:
         for name, calls, seconds, share in summary["functions"]:
             log(f"  {share:6.1%} {seconds:8.2f} s {calls:>9} calls  {name}")
         log(f"(full profile: python -m pstats {path})")
+
+
+def time_calls(call: Callable[[], object], duration: float) -> dict[str, float]:
+    """Per-call microseconds: the median of batches run for about ``duration`` seconds."""
+    call()  # warm up (key caches, imports)
+    started = time.perf_counter()
+    call()
+    single = max(time.perf_counter() - started, 1e-7)
+    batch = max(1, int(0.05 / single))  # batches of about 50 ms
+    per_call: list[float] = []
+    calls = 0
+    deadline = time.perf_counter() + duration
+    while time.perf_counter() < deadline or len(per_call) < 3:
+        started = time.perf_counter()
+        for _ in range(batch):
+            call()
+        per_call.append((time.perf_counter() - started) / batch * 1e6)
+        calls += batch
+    return {
+        "us_per_call": round(statistics.median(per_call), 1),
+        "min_us": round(min(per_call), 1),
+        "calls": calls,
+    }

@@ -71,3 +71,11 @@ def test_quick_alipay_bench_runs_and_every_answer_is_right() -> None:
     assert signing["vaxbot_sign_us"] > 0 and signing["sdk_sign_us"] > 0
     assert signing["sdk_over_vaxbot"] > 0
     assert report["protocol"]["open_us"] > 0 and report["protocol"]["ack_us"] > 0
+
+
+@pytest.mark.slow
+def test_quick_qr_bench_draws_codes_that_read_back() -> None:
+    report = run_quick("qr_bench.py")
+    code = report["qr"]
+    assert (code["version"], code["error"], code["mode"]) == (4, "Q", "alphanumeric") and code["png_bytes"] < 2048
+    assert set(report["figures"]) == {"sign", "check", "png", "svg"}
