@@ -50,9 +50,11 @@ from bot.platforms.alipay_api import AlipayAPI, AlipaySender
 from bot.platforms.wechat import WeChatGateway
 from bot.platforms.wechat_api import WeChatAPI, WeChatSender
 from bot.registry import apply_due_batches
+from bot.reminders import plan_reminders, send_due_reminders
 from bot.scheduler import Scheduler, prune
 from bot.verification import VerificationRoutes
 from handlers import build_router
+from models import utcnow
 
 log = logging.getLogger("vaxbot.app")
 
@@ -165,6 +167,15 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
     )
     # Batches become visible shortly after midnight China time (and at start-up, for any that came due).
     scheduler.every("registry", timedelta(minutes=10), lambda: apply_due_batches(sessions, app[SERVICES].vault))
+    services = app[SERVICES]
+    scheduler.every(
+        "reminders-plan", timedelta(hours=1), lambda: plan_reminders(sessions, services.vault, settings, utcnow())
+    )
+    scheduler.every(
+        "reminders-send",
+        timedelta(minutes=5),
+        lambda: send_due_reminders(sessions, services.vault, services.catalogue, settings, utcnow()),
+    )
     app[SCHEDULER] = scheduler
     scheduler_task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield

@@ -86,7 +86,8 @@ async def bound_identity(session: AsyncSession, account: PlatformAccount) -> Ide
     return await session.get(Identity, account.identity_id)
 
 
-async def _open_file(session: AsyncSession, vault: Vault, vaccinee: Vaccinee, relation: str) -> FileView:
+async def open_file(session: AsyncSession, vault: Vault, vaccinee: Vaccinee, relation: str) -> FileView:
+    """A registry file opened for reading (plain values: mask them when showing)."""
     clinic = await session.get(Clinic, vaccinee.clinic_id) if vaccinee.clinic_id is not None else None
     region_code = clinic.region_code if clinic is not None else vaccinee.region_code
     return FileView(
@@ -143,7 +144,7 @@ async def pending_for(
     items: list[PendingItem] = []
     for relation, files in (("self", own), ("child", children)):
         for vaccinee in files:
-            view = await _open_file(session, vault, vaccinee, relation)
+            view = await open_file(session, vault, vaccinee, relation)
             certificate = (
                 await session.scalars(select(Certificate).where(Certificate.vaccinee_id == vaccinee.id))
             ).first()
@@ -241,7 +242,7 @@ async def _visible(session: AsyncSession, vault: Vault, certificate: Certificate
     vaccinee = await session.get(Vaccinee, certificate.vaccinee_id)
     assert vaccinee is not None
     relation = "self" if certificate.kind == "adult" and role == "holder" else "child"
-    return Visible(certificate, await _open_file(session, vault, vaccinee, relation), role)
+    return Visible(certificate, await open_file(session, vault, vaccinee, relation), role)
 
 
 async def role_of(session: AsyncSession, identity: Identity, certificate_id: int) -> str | None:

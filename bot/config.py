@@ -21,6 +21,8 @@ DEV_ALIPAY_APPID = "2099000000000001"
 # and the pair the built-in fake Alipay signs with, standing in for Alipay's own.
 DEV_ALIPAY_APP_KEY = "alipay_app"
 DEV_ALIPAY_PLATFORM_KEY = "alipay_platform"
+# Dose reminders are template messages; the development fakes accept this id, real platforms do not.
+DEV_REMINDER_TEMPLATE = "dev-dose-reminder"
 
 
 class ConfigError(Exception):
@@ -93,6 +95,13 @@ class Settings:
     code_page_ttl_seconds: int = 30 * 60
     code_page_code_seconds: int = 3 * 60
 
+    # Dose reminders (接种提醒): template messages (first, keyword1 child, keyword2 doses, keyword3 when,
+    # remark), sent at this hour China time for doses late, due, or due within the days ahead.
+    wechat_reminder_template: str = DEV_REMINDER_TEMPLATE
+    alipay_reminder_template: str = DEV_REMINDER_TEMPLATE
+    reminder_hour: int = 9
+    reminder_days_ahead: int = 3
+
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")
     child_born_on_or_after: date = date(2017, 1, 1)
@@ -133,6 +142,10 @@ class Settings:
     def _dev_key(self, stem: str, half: str) -> Path:
         return self.keys_dir / f"{stem}_{half}.pem"
 
+    def reminder_template_id(self, platform: str) -> str:
+        """The dose-reminder template of one platform."""
+        return self.alipay_reminder_template if platform == "alipay" else self.wechat_reminder_template
+
     def production_problems(self, dev_keys: bool) -> list[str]:
         """Reasons this configuration must not serve real users (empty when fine)."""
         problems: list[str] = []
@@ -153,6 +166,10 @@ class Settings:
                 problems.append("VAXBOT_ALIPAY_PRIVATE_KEY is not set (the development key would be used)")
             if not self.alipay_public_key:
                 problems.append("VAXBOT_ALIPAY_PUBLIC_KEY is not set (the development key would be used)")
+        if self.wechat_reminder_template == DEV_REMINDER_TEMPLATE:
+            problems.append("VAXBOT_WECHAT_REMINDER_TEMPLATE is the development template id")
+        if self.alipay_enabled and self.alipay_reminder_template == DEV_REMINDER_TEMPLATE:
+            problems.append("VAXBOT_ALIPAY_REMINDER_TEMPLATE is the development template id")
         if not self.public_url.startswith("https://"):
             problems.append("VAXBOT_PUBLIC_URL must be https in production")
         if not self.face_provider_wechat:
@@ -234,6 +251,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     for name in ("code_ttl_seconds", "code_page_ttl_seconds", "code_page_code_seconds"):
         if getattr(settings, name) < 60:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 60 (a code must live long enough to show)")
+    if not 0 <= settings.reminder_hour <= 23 or settings.reminder_days_ahead < 0:
+        raise ConfigError(f"{PREFIX}REMINDER_HOUR must be 0–23 and {PREFIX}REMINDER_DAYS_AHEAD not negative")
     if settings.code_page_code_seconds > settings.code_page_ttl_seconds:
         raise ConfigError(f"{PREFIX}CODE_PAGE_CODE_SECONDS must not exceed {PREFIX}CODE_PAGE_TTL_SECONDS")
     return settings

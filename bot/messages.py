@@ -338,6 +338,12 @@ MESSAGES: Final[dict[str, str]] = {
     "page_code_invalid": "这个接种码链接无效。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_expired": "这个接种码页面已过期。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_revoked": "您已不能出示这本接种证的接种码（授权可能已被取消）。如有疑问，请联系接种证的申领人。",
+    # --- dose reminders (template messages) --------------------------------------------------
+    "reminder_first": "{name}有疫苗快到接种时间了",
+    "reminder_first_late": "{name}有疫苗已经逾期，请尽快补种",
+    "reminder_dose": "{vaccine}第{number}剂",
+    "reminder_when_now": "现在就可以接种",
+    "reminder_remark": "请带孩子到接种门诊接种，到门诊后点菜单「亮码接种」出示接种码。时间按国家免疫程序推算，请以门诊告知为准。",
     # --- the clinic desk (取号) ---------------------------------------------------------------
     "desk_queued": "{name}已在{clinic}取号，排队号：{number}号。\n请留意叫号，叫到后到登记台登记。",
     "desk_ticket": "取号成功：{number}号\n{name}　身份证号：{id}　出生年月：{birth}\n出示人：{role}",

@@ -75,6 +75,7 @@ def test_production_refuses_dev_keys_and_dev_secrets(tmp_path: Path) -> None:
     assert "VAXBOT_WECHAT_SECRET" in message
     assert "VAXBOT_ALIPAY_APPID" in message
     assert "VAXBOT_ALIPAY_PRIVATE_KEY" in message
+    assert "VAXBOT_WECHAT_REMINDER_TEMPLATE" in message and "VAXBOT_ALIPAY_REMINDER_TEMPLATE" in message
     assert "https" in message
 
 
@@ -94,7 +95,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             }
         )
     )
-    alipay_env = {"VAXBOT_ALIPAY_APPID": "", "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini"}
+    alipay_env = {"VAXBOT_ALIPAY_APPID": "", "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini"}  # no Alipay template
     if alipay == "configured":
         ours, _ = generate_key_pair(tmp_path / "alipay", "ours")
         _, theirs = generate_key_pair(tmp_path / "alipay", "theirs")
@@ -104,6 +105,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             "VAXBOT_ALIPAY_PUBLIC_KEY": str(theirs),
             "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini",
             "VAXBOT_FACE_PROVIDER_ALIPAY": "alipay",
+            "VAXBOT_ALIPAY_REMINDER_TEMPLATE": "alipay-dose-reminder-0001",
         }
     settings = load_settings(
         environ={
@@ -115,6 +117,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             "VAXBOT_WECHAT_TOKEN": secrets.token_hex(8),
             "VAXBOT_WECHAT_AES_KEY": base64.b64encode(secrets.token_bytes(32)).decode()[:43],
             "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org",
+            "VAXBOT_WECHAT_REMINDER_TEMPLATE": "wechat-dose-reminder-0001",
         },
         env_file=tmp_path / "x",
     )

@@ -541,6 +541,7 @@ PRODUCTION_MATERIAL = {
     "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org",
     "VAXBOT_ALIPAY_APPID": "",  # a WeChat-only deployment
     "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini",
+    "VAXBOT_WECHAT_REMINDER_TEMPLATE": "Jx0bN4kR-dose-reminder",
 }
 
 

@@ -1,0 +1,139 @@
+"""Dose reminders: planned from the forecast, sent once per child to the holder and every grantee on
+their own platforms (template messages through the real senders and the platform fakes), audited."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.appkeys import SERVICES, SESSIONS
+from bot.certificates import Grantee, add_grant
+from bot.chinatime import CHINA, china_today
+from bot.config import DEV_REMINDER_TEMPLATE
+from bot.demo import CHILD, GRANDMA, PARENT
+from bot.fakes.alipay import AlipayClientSim
+from bot.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
+from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.reminders import next_reminder_time, plan_reminders, send_due_reminders
+from models import AuditEntry, Certificate, Dose, Identity, Reminder, utcnow
+from tests.channels import Alipay, WeChat
+from tests.helpers import Client, drain_outbox
+from tests.world import registry_file, verified
+
+# Born 2023-05-20: HepB and BCG only, so the DTaP, IPV, MMR… series are all late on any day after 2026.
+DOSES = [("HepB", 1, date(2023, 5, 20)), ("BCG", 1, date(2023, 5, 21)), ("HepB", 2, date(2023, 6, 20))]
+SECRETS = [CHILD.name, CHILD.id_number, PARENT.name, PARENT.id_number, GRANDMA.name, GRANDMA.id_number]
+
+
+def test_reminders_wait_for_the_morning_in_china() -> None:
+    def at(hour: int, minute: int = 0) -> datetime:
+        return datetime(2026, 11, 23, hour, minute, tzinfo=CHINA)
+
+    assert next_reminder_time(at(8, 59), 9) == at(9)
+    assert next_reminder_time(at(9), 9) == at(9)
+    assert next_reminder_time(at(9, 1), 9) == at(9) + timedelta(days=1)
+    assert next_reminder_time(datetime(2026, 11, 23, 16, 30, tzinfo=UTC), 9) == at(9) + timedelta(days=1)  # 00:30
+
+
+async def _world(client: Client, parent: WeChat, grandma: Alipay) -> int:
+    """The child's certificate held by the parent (WeChat), shared with the grandmother (Alipay)."""
+    child = await registry_file(
+        client, ref="T-REM", name=CHILD.name, id_number=CHILD.id_number, birth=CHILD.birth, sex="M", doses=DOSES
+    )
+    await parent.do("o-rem-parent", ("follow", ""))
+    await grandma.do("2088000000000951", ("follow", ""))
+    holder = await verified(client, "wechat", "o-rem-parent", PARENT.name, PARENT.id_number, parent.app_id)
+    await verified(client, "alipay", "2088000000000951", GRANDMA.name, GRANDMA.id_number, grandma.app_id)
+    services = client.app[SERVICES]
+    async with client.app[SESSIONS]() as session, session.begin():
+        certificate = Certificate(vaccinee_id=child, holder_identity_id=holder, kind="child", claimed_via="wechat")
+        session.add(certificate)
+        await session.flush()
+        holder_row = await session.get(Identity, holder)
+        assert holder_row is not None
+        grantee = Grantee(GRANDMA.id_number, GRANDMA.name, "grandmother", "13912345678")
+        grant, _ = await add_grant(
+            session, services.vault, holder_row, certificate, grantee, services.settings, "t", utcnow()
+        )
+        assert grant is not None
+    return child
+
+
+async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
+    app_client: Client,
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> None:
+    parent, grandma = WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
+    child = await _world(app_client, parent, grandma)
+    services = app_client.app[SERVICES]
+    sessions = app_client.app[SESSIONS]
+    now = utcnow()
+
+    planned = await plan_reminders(sessions, services.vault, services.settings, now)
+    assert planned >= 5  # DTaP, IPV, HepB 3, MMR, JE… all late
+    assert await plan_reminders(sessions, services.vault, services.settings, now) == 0  # never twice
+    async with sessions() as session:
+        reminders = (await session.scalars(select(Reminder))).all()
+    send_at = next_reminder_time(now, services.settings.reminder_hour)
+    assert {r.send_at for r in reminders} == {send_at} and {r.vaccinee_id for r in reminders} == {child}
+    assert ("DTaP", 1) in {(r.vaccine_code, r.dose_number) for r in reminders}
+
+    # HepB 3 is given before the morning: its reminder is dropped, the others still go.
+    async with sessions() as session, session.begin():
+        session.add(
+            Dose(
+                vaccinee_id=child,
+                vaccine_code="HepB",
+                dose_number=3,
+                given_on=china_today(),
+                effective_from=china_today(),
+            )
+        )
+    assert (
+        await send_due_reminders(
+            sessions, services.vault, services.catalogue, services.settings, send_at - timedelta(minutes=1)
+        )
+        == 0
+    )
+    assert await send_due_reminders(sessions, services.vault, services.catalogue, services.settings, send_at) == 2
+    assert await send_due_reminders(sessions, services.vault, services.catalogue, services.settings, send_at) == 0
+    await drain_outbox(app_client)
+
+    to_parent = [
+        item.body
+        for item in fake.received
+        if item.path == "message/template/send" and item.body.get("touser") == "o-rem-parent"
+    ]
+    assert len(to_parent) == 1 and to_parent[0]["template_id"] == DEV_REMINDER_TEMPLATE
+    values = {key: value["value"] for key, value in to_parent[0]["data"].items()}
+    assert values["keyword1"] == "林*满" and "已经逾期" in values["first"]
+    assert "百白破疫苗第1剂" in values["keyword2"] and "乙肝疫苗第3剂" not in values["keyword2"]
+    to_grandma = [item.biz for item in fake_alipay[0].calls(SINGLE_SEND) if item.to_user_id == "2088000000000951"]
+    assert len(to_grandma) == 1
+    context: dict[str, Any] = to_grandma[0]["template"]["context"]
+    assert context["keyword1"]["value"] == "林*满" and context["keyword2"]["value"] == values["keyword2"]
+    everything = str(to_parent) + str(to_grandma)
+    for secret in SECRETS:
+        assert secret not in everything
+
+    async with sessions() as session:
+        statuses = {(r.vaccine_code, r.dose_number): r.status for r in (await session.scalars(select(Reminder))).all()}
+        audit = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "reminder_sent"))).all()
+    assert statuses[("HepB", 3)] == "cancelled" and statuses[("DTaP", 1)] == "sent"
+    assert len(audit) == 1 and audit[0].detail["accounts"] == 2
+
+
+async def test_no_reminders_for_adults_or_complete_children(app_client: Client) -> None:
+    services = app_client.app[SERVICES]
+    adult = await registry_file(
+        app_client, ref="T-ADULT", name=PARENT.name, id_number=PARENT.id_number, birth=PARENT.birth
+    )
+    holder = await verified(app_client, "wechat", "o-rem-adult", PARENT.name, PARENT.id_number, "wx")
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        session.add(Certificate(vaccinee_id=adult, holder_identity_id=holder, kind="adult", claimed_via="wechat"))
+    assert await plan_reminders(app_client.app[SESSIONS], services.vault, services.settings, utcnow()) == 0
