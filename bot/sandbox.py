@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.appkeys import SERVICES, SESSIONS, WORKER
 from bot.config import Settings
 from bot.demo import GRANDMA, PARENT, WX_PARENT, DemoPerson
 from bot.fakes.alipay import AlipayClientSim
@@ -24,6 +25,8 @@ from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.menu import MENU
 from bot.platforms import alipay_sign
 from bot.platforms.alipay_api import IMAGE_ACTION_NAME
+from bot.reminders import next_reminder_time, plan_reminders, send_due_reminders
+from models import utcnow
 
 MOUNT = "/sandbox"
 
@@ -114,6 +117,7 @@ class Sandbox:
         app.router.add_post("/api/send", self.send)
         app.router.add_get("/api/inbox", self.inbox)
         app.router.add_get("/api/media/{media_id}", self.media)
+        app.router.add_post("/api/reminders", self.reminders)
         return app
 
     async def page(self, _request: web.Request) -> web.Response:
@@ -192,6 +196,16 @@ class Sandbox:
         # Taps dedupe on WeChat's one-second CreateTime: give each tap its own second.
         self._clock = max(self._clock + 1, int(time.time()))
         return self._clock
+
+    async def reminders(self, request: web.Request) -> web.Response:
+        """Fast-forward to the reminder hour: plan reminders now and send those due by then (a demo aid)."""
+        sessions, services = request.config_dict[SESSIONS], request.config_dict[SERVICES]
+        now = utcnow()
+        planned = await plan_reminders(sessions, services.vault, self._settings, now)
+        morning = next_reminder_time(now, self._settings.reminder_hour)
+        sent = await send_due_reminders(sessions, services.vault, services.catalogue, self._settings, morning)
+        request.config_dict[WORKER].wake()
+        return web.json_response({"planned": planned, "sent": sent})
 
     async def media(self, request: web.Request) -> web.Response:
         """An image vaxbot uploaded to the WeChat fake (what the user's phone would download)."""

@@ -1,5 +1,5 @@
 """The browser sandbox in real headless Chromium: verify, claim, show code and authorise on WeChat; the
-grandparent's view on Alipay.
+grandparent's view on Alipay, and a dose reminder.
 
 Everything goes through the page as a person would use it; the page's server side signs (and on WeChat
 encrypts) each message and posts it to the real webhooks. The QR codes are read from screenshots with a
@@ -179,6 +179,9 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
             await grandma_image.wait_for(timeout=15000)
             await page.wait_for_function("() => [...document.querySelectorAll('.image img')].every(i => i.complete)")
             assert _read(await grandma_image.screenshot()).startswith("VX1:")
+            # Fast-forward to the reminder hour: the grandchild's late doses reach the grandmother here too.
+            await page.click("#remind")
+            await log.locator(".template", has_text="林*满").last.wait_for(timeout=15000)
             await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-alipay.png"))
             said = "\n".join(await log.locator(".msg:not(.me)").all_inner_texts())
             assert GRANDMA.id_number not in said and GRANDMA.name not in said and "林*满" in said
