@@ -32,6 +32,7 @@ from models import Certificate, Identity, PlatformAccount, Reminder, Vaccinee
 
 log = logging.getLogger("vaxbot.reminders")
 SEND_BATCH = 200
+PLAN_BATCH = 100
 
 
 def next_reminder_time(now: datetime, hour: int) -> datetime:
@@ -64,33 +65,38 @@ async def plan_reminders(
     """Schedule reminders for every claimed child's doses that need one; returns how many were new."""
     today = china_date(now)
     send_at = next_reminder_time(now, settings.reminder_hour)
+    async with sessions() as session:
+        children = (
+            await session.scalars(
+                select(Certificate.vaccinee_id).where(Certificate.kind == "child").order_by(Certificate.id)
+            )
+        ).all()
     added = 0
-    async with sessions() as session, session.begin():
-        rows = await session.execute(
-            select(Certificate, Vaccinee)
-            .join(Vaccinee, Vaccinee.id == Certificate.vaccinee_id)
-            .where(Certificate.kind == "child")
-        )
-        insert = dialect_insert(session)
-        for _certificate, vaccinee in rows.all():
-            file = await open_file(session, vault, vaccinee, "child")
-            for item in wanted(await _forecast(session, file, today), today, settings.reminder_days_ahead):
-                result = await session.execute(
-                    insert(Reminder)
-                    .values(
-                        job_key=job_key(vaccinee.id, item.vaccine_code, item.dose_number),
-                        vaccinee_id=vaccinee.id,
-                        kind="dose_due",
-                        vaccine_code=item.vaccine_code,
-                        dose_number=item.dose_number,
-                        due_on=item.recommended,
-                        send_at=send_at,
-                        status="scheduled",
-                        created_at=now,
+    # A transaction per batch of children, so the webhooks' writes are not held up (SQLite has one writer).
+    for start in range(0, len(children), PLAN_BATCH):
+        async with sessions() as session, session.begin():
+            insert = dialect_insert(session)
+            for vaccinee in (
+                await session.scalars(select(Vaccinee).where(Vaccinee.id.in_(children[start : start + PLAN_BATCH])))
+            ).all():
+                file = await open_file(session, vault, vaccinee, "child")
+                for item in wanted(await _forecast(session, file, today), today, settings.reminder_days_ahead):
+                    result = await session.execute(
+                        insert(Reminder)
+                        .values(
+                            job_key=job_key(vaccinee.id, item.vaccine_code, item.dose_number),
+                            vaccinee_id=vaccinee.id,
+                            kind="dose_due",
+                            vaccine_code=item.vaccine_code,
+                            dose_number=item.dose_number,
+                            due_on=item.recommended,
+                            send_at=send_at,
+                            status="scheduled",
+                            created_at=now,
+                        )
+                        .on_conflict_do_nothing(index_elements=[Reminder.job_key])
                     )
-                    .on_conflict_do_nothing(index_elements=[Reminder.job_key])
-                )
-                added += int(getattr(result, "rowcount", 0) or 0)
+                    added += int(getattr(result, "rowcount", 0) or 0)
     if added:
         log.info("reminders planned", extra={"count": added})
     return added
