@@ -43,6 +43,7 @@ from bot.keys import Keyring, load_keyring
 from bot.messages import build_catalogue
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker, Sender, outbox_depth
+from bot.pages import simple_page
 from bot.pii import Vault
 from bot.platforms import alipay_sign
 from bot.platforms.alipay import AlipayGateway
@@ -110,9 +111,16 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
     app[VERIFICATION].setup(app)
     app[CODE_PAGES] = CodePageRoutes(app[SERVICES])
     app[CODE_PAGES].setup(app)
+    app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def home(request: web.Request) -> web.Response:
+    """The service's front page (where Alipay's message cards lead): where to find the assistant."""
+    catalogue = request.app[SERVICES].catalogue
+    return simple_page(catalogue("page_home_title"), catalogue("page_home"))
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:

@@ -166,10 +166,10 @@ class Settings:
                 problems.append("VAXBOT_ALIPAY_PRIVATE_KEY is not set (the development key would be used)")
             if not self.alipay_public_key:
                 problems.append("VAXBOT_ALIPAY_PUBLIC_KEY is not set (the development key would be used)")
-        if self.wechat_reminder_template == DEV_REMINDER_TEMPLATE:
-            problems.append("VAXBOT_WECHAT_REMINDER_TEMPLATE is the development template id")
-        if self.alipay_enabled and self.alipay_reminder_template == DEV_REMINDER_TEMPLATE:
-            problems.append("VAXBOT_ALIPAY_REMINDER_TEMPLATE is the development template id")
+        if self.wechat_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
+            problems.append("VAXBOT_WECHAT_REMINDER_TEMPLATE is not set (the development template id)")
+        if self.alipay_enabled and self.alipay_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
+            problems.append("VAXBOT_ALIPAY_REMINDER_TEMPLATE is not set (the development template id)")
         if not self.public_url.startswith("https://"):
             problems.append("VAXBOT_PUBLIC_URL must be https in production")
         if not self.face_provider_wechat:

@@ -137,6 +137,8 @@ MESSAGES: Final[dict[str, str]] = {
         "请核对后回复「实名认证」重新认证；替家人办理，请由家人本人认证。"
     ),
     "verify_needed": "这项服务需要先完成实名认证。回复「实名认证」开始，只需填写姓名、身份证号并完成一次人脸识别。",
+    "page_home_title": "电子预防接种证助手",
+    "page_home": "请在微信服务号或支付宝生活号「电子预防接种证助手」中查看接种记录、亮码接种。",
     "page_verify_title": "电子预防接种证 · 实名认证",
     "page_verify_invalid": "这个认证链接无效。请回到聊天窗口，回复「实名认证」获取新的链接。",
     "page_verify_used": "这个认证链接已经使用过了。请回到聊天窗口查看认证结果；需要重新认证，请回复「实名认证」。",
@@ -339,10 +341,15 @@ MESSAGES: Final[dict[str, str]] = {
     "page_code_expired": "这个接种码页面已过期。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_revoked": "您已不能出示这本接种证的接种码（授权可能已被取消）。如有疑问，请联系接种证的申领人。",
     # --- dose reminders (template messages) --------------------------------------------------
-    "reminder_first": "{name}有疫苗快到接种时间了",
     "reminder_first_late": "{name}有疫苗已经逾期，请尽快补种",
+    "reminder_first_now": "{name}有疫苗可以接种了",
+    "reminder_first_soon": "{name}有疫苗快到接种时间了",
     "reminder_dose": "{vaccine}第{number}剂",
+    "reminder_dose_from": "（{month}月{day}日起）",
+    "reminder_doses_many": "{first}等{count}剂",
+    "reminder_when_late": "已逾期，请尽快接种",
     "reminder_when_now": "现在就可以接种",
+    "reminder_when_from": "{month}月{day}日起可以接种",
     "reminder_remark": "请带孩子到接种门诊接种，到门诊后点菜单「亮码接种」出示接种码。时间按国家免疫程序推算，请以门诊告知为准。",
     # --- the clinic desk (取号) ---------------------------------------------------------------
     "desk_queued": "{name}已在{clinic}取号，排队号：{number}号。\n请留意叫号，叫到后到登记台登记。",

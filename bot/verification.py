@@ -10,7 +10,6 @@ UPDATE, so a replayed, forged or concurrent request finds nothing to move and ch
 
 from __future__ import annotations
 
-import html
 import logging
 import secrets
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from bot.config import Settings
 from bot.conversation import Services
 from bot.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
 from bot.identity import bind_verified
+from bot.pages import simple_page
 from bot.pii import Vault, mask_id_number, mask_name
 from bot.update import Text
 from models import PlatformAccount, Verification, utcnow
@@ -106,15 +106,7 @@ class VerificationRoutes:
 
     def _page(self, key: str, status: int = 200, **values: str) -> web.Response:
         catalogue = self._services.catalogue
-        title = html.escape(catalogue("page_verify_title"))
-        body = html.escape(catalogue(key, **values))
-        document = (
-            '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>{title}</title></head><body style="font-family:sans-serif;padding:24px;line-height:1.6">'
-            f"<h3>{title}</h3><p>{body}</p></body></html>"
-        )
-        return web.Response(text=document, content_type="text/html", status=status, headers=_PRIVATE)
+        return simple_page(catalogue("page_verify_title"), catalogue(key, **values), status, _PRIVATE)
 
     # --- the attempt ---
 

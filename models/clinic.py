@@ -127,3 +127,7 @@ class Reminder(Base):
     send_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     status: Mapped[str] = mapped_column(String(16), default="scheduled")  # scheduled | sent | cancelled
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# The sender's query: scheduled reminders whose time has come (the table keeps every reminder ever sent).
+Index("ix_reminders_status_send_at", Reminder.status, Reminder.send_at)

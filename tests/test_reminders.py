@@ -3,21 +3,23 @@ their own platforms (template messages through the real senders and the platform
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.appkeys import SERVICES, SESSIONS
 from bot.certificates import Grantee, add_grant
-from bot.chinatime import CHINA, china_today
+from bot.chinatime import CHINA, china_date, china_today
 from bot.config import DEV_REMINDER_TEMPLATE
 from bot.demo import CHILD, GRANDMA, PARENT
 from bot.fakes.alipay import AlipayClientSim
 from bot.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
 from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.reminders import next_reminder_time, plan_reminders, send_due_reminders
-from models import AuditEntry, Certificate, Dose, Identity, Reminder, utcnow
+from models import AuditEntry, Certificate, Dose, Grant, Identity, PlatformAccount, Reminder, utcnow
 from tests.channels import Alipay, WeChat
 from tests.helpers import Client, drain_outbox
 from tests.world import registry_file, verified
@@ -111,8 +113,10 @@ async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
     ]
     assert len(to_parent) == 1 and to_parent[0]["template_id"] == DEV_REMINDER_TEMPLATE
     values = {key: value["value"] for key, value in to_parent[0]["data"].items()}
-    assert values["keyword1"] == "林*满" and "已经逾期" in values["first"]
-    assert "百白破疫苗第1剂" in values["keyword2"] and "乙肝疫苗第3剂" not in values["keyword2"]
+    assert (
+        values["keyword1"] == "林*满" and "已经逾期" in values["first"] and values["keyword3"] == "已逾期，请尽快接种"
+    )
+    assert re.fullmatch(r".+第1剂等\d+剂", values["keyword2"]) and len(values["keyword2"]) <= 20  # summed up
     to_grandma = [item.biz for item in fake_alipay[0].calls(SINGLE_SEND) if item.to_user_id == "2088000000000951"]
     assert len(to_grandma) == 1
     context: dict[str, Any] = to_grandma[0]["template"]["context"]
@@ -125,11 +129,26 @@ async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
         statuses = {(r.vaccine_code, r.dose_number): r.status for r in (await session.scalars(select(Reminder))).all()}
         audit = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "reminder_sent"))).all()
     assert statuses[("HepB", 3)] == "cancelled" and statuses[("DTaP", 1)] == "sent"
-    assert len(audit) == 1 and audit[0].detail["accounts"] == 2
+    assert len(audit) == 1 and "DTaP:1" in audit[0].detail["doses"] and "HepB:3" not in audit[0].detail["doses"]
+    assert [to.split(":")[0] for to in audit[0].detail["to"]] == ["alipay", "wechat"]
 
 
 async def test_no_reminders_for_adults_or_complete_children(app_client: Client) -> None:
+    from bot.demo import WX_CHILD, WX_CHILD_DOSES, WX_PARENT
+
     services = app_client.app[SERVICES]
+    complete = await registry_file(
+        app_client,
+        ref="T-DONE",
+        name=WX_CHILD.name,
+        id_number=WX_CHILD.id_number,
+        birth=WX_CHILD.birth,
+        sex="M",
+        doses=WX_CHILD_DOSES,
+    )
+    father = await verified(app_client, "wechat", "o-rem-father", WX_PARENT.name, WX_PARENT.id_number, "wx")
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        session.add(Certificate(vaccinee_id=complete, holder_identity_id=father, kind="child", claimed_via="wechat"))
     adult = await registry_file(
         app_client, ref="T-ADULT", name=PARENT.name, id_number=PARENT.id_number, birth=PARENT.birth
     )
@@ -137,3 +156,76 @@ async def test_no_reminders_for_adults_or_complete_children(app_client: Client) 
     async with app_client.app[SESSIONS]() as session, session.begin():
         session.add(Certificate(vaccinee_id=adult, holder_identity_id=holder, kind="adult", claimed_via="wechat"))
     assert await plan_reminders(app_client.app[SESSIONS], services.vault, services.settings, utcnow()) == 0
+
+
+async def _planned(client: Client, parent: WeChat, grandma: Alipay) -> tuple[int, datetime]:
+    child = await _world(client, parent, grandma)
+    services = client.app[SERVICES]
+    now = utcnow()
+    assert await plan_reminders(client.app[SESSIONS], services.vault, services.settings, now) > 0
+    return child, next_reminder_time(now, services.settings.reminder_hour)
+
+
+async def _send(client: Client, at: datetime) -> int:
+    services = client.app[SERVICES]
+    return await send_due_reminders(client.app[SESSIONS], services.vault, services.catalogue, services.settings, at)
+
+
+async def _statuses(client: Client) -> dict[tuple[str, int], Reminder]:
+    async with client.app[SESSIONS]() as session:
+        return {(r.vaccine_code, r.dose_number): r for r in (await session.scalars(select(Reminder))).all()}
+
+
+async def test_nothing_goes_out_at_night_and_two_senders_send_once(
+    app_client: Client,
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> None:
+    _, morning = await _planned(
+        app_client, WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
+    )
+    night = morning + timedelta(hours=17)  # 02:00 the next day, the backlog still due
+    assert await _send(app_client, night) == 0
+    assert {r.status for r in (await _statuses(app_client)).values()} == {"scheduled"}
+    sent = await asyncio.gather(_send(app_client, morning), _send(app_client, morning))
+    assert sum(sent) == 2  # one message each for the holder and the grandmother, whoever sent it
+
+
+async def test_a_revoked_grantee_and_a_dose_moved_later(
+    app_client: Client,
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> None:
+    child, morning = await _planned(
+        app_client, WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
+    )
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(update(Grant).values(revoked_at=utcnow()))
+        # MMR 1 given the day before the morning: the other live vaccines (JE-L 1…) must wait 28 days now.
+        given = china_date(morning) - timedelta(days=1)
+        session.add(Dose(vaccinee_id=child, vaccine_code="MMR", dose_number=1, given_on=given, effective_from=given))
+    assert await _send(app_client, morning) == 1  # the holder only
+    reminders = await _statuses(app_client)
+    assert reminders[("MMR", 1)].status == "cancelled"
+    later = reminders[("JE-L", 1)]
+    assert later.status == "scheduled" and later.send_at > morning + timedelta(days=20)  # near its new date
+
+
+async def test_nobody_following_means_no_recipient(
+    app_client: Client,
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> None:
+    _, morning = await _planned(
+        app_client, WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
+    )
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(update(PlatformAccount).values(following=False))
+    assert await _send(app_client, morning) == 0
+    assert {r.status for r in (await _statuses(app_client)).values()} <= {"no_recipient", "cancelled"}

@@ -1,4 +1,4 @@
-"""code pages (a page that keeps a fresh show-code QR on screen); queue counters and one open visit per file
+"""code pages (a fresh show-code QR on screen); queue counters, one open visit per file; reminder index
 
 Revision ID: 0004
 Revises: 0003
@@ -55,9 +55,11 @@ def upgrade() -> None:
         sqlite_where=OPEN_VISIT,
         postgresql_where=OPEN_VISIT,
     )
+    op.create_index("ix_reminders_status_send_at", "reminders", ["status", "send_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_reminders_status_send_at", table_name="reminders")
     op.drop_index("uq_visits_open", table_name="visits")
     op.drop_table("queue_counters")
     op.drop_index(op.f("ix_code_pages_certificate_id"), table_name="code_pages")
