@@ -8,6 +8,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from bot.appkeys import SERVICES, SESSIONS
@@ -27,6 +28,18 @@ from tests.world import registry_file, verified
 # Born 2023-05-20: HepB and BCG only, so the DTaP, IPV, MMR… series are all late on any day after 2026.
 DOSES = [("HepB", 1, date(2023, 5, 20)), ("BCG", 1, date(2023, 5, 21)), ("HepB", 2, date(2023, 6, 20))]
 SECRETS = [CHILD.name, CHILD.id_number, PARENT.name, PARENT.id_number, GRANDMA.name, GRANDMA.id_number]
+
+
+@pytest.fixture
+def family(
+    app_client: Client,
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> tuple[WeChat, Alipay]:
+    """The parent's side on WeChat and the grandmother's on Alipay."""
+    return WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
 
 
 def test_reminders_wait_for_the_morning_in_china() -> None:
@@ -64,14 +77,9 @@ async def _world(client: Client, parent: WeChat, grandma: Alipay) -> int:
 
 
 async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
-    app_client: Client,
-    wechat: WeChatClientSim,
-    fake: FakeWeChatAPI,
-    alipay: AlipayClientSim,
-    fake_alipay: tuple[FakeAlipayGateway, str],
+    app_client: Client, family: tuple[WeChat, Alipay], fake: FakeWeChatAPI, fake_alipay: tuple[FakeAlipayGateway, str]
 ) -> None:
-    parent, grandma = WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
-    child = await _world(app_client, parent, grandma)
+    child = await _world(app_client, *family)
     services = app_client.app[SERVICES]
     sessions = app_client.app[SESSIONS]
     now = utcnow()
@@ -159,6 +167,7 @@ async def test_no_reminders_for_adults_or_complete_children(app_client: Client) 
 
 
 async def _planned(client: Client, parent: WeChat, grandma: Alipay) -> tuple[int, datetime]:
+    """The world, with its reminders planned; returns the child and the morning they are for."""
     child = await _world(client, parent, grandma)
     services = client.app[SERVICES]
     now = utcnow()
@@ -177,15 +186,9 @@ async def _statuses(client: Client) -> dict[tuple[str, int], Reminder]:
 
 
 async def test_nothing_goes_out_at_night_and_two_senders_send_once(
-    app_client: Client,
-    wechat: WeChatClientSim,
-    fake: FakeWeChatAPI,
-    alipay: AlipayClientSim,
-    fake_alipay: tuple[FakeAlipayGateway, str],
+    app_client: Client, family: tuple[WeChat, Alipay]
 ) -> None:
-    _, morning = await _planned(
-        app_client, WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
-    )
+    _, morning = await _planned(app_client, *family)
     night = morning + timedelta(hours=17)  # 02:00 the next day, the backlog still due
     assert await _send(app_client, night) == 0
     assert {r.status for r in (await _statuses(app_client)).values()} == {"scheduled"}
@@ -193,16 +196,8 @@ async def test_nothing_goes_out_at_night_and_two_senders_send_once(
     assert sum(sent) == 2  # one message each for the holder and the grandmother, whoever sent it
 
 
-async def test_a_revoked_grantee_and_a_dose_moved_later(
-    app_client: Client,
-    wechat: WeChatClientSim,
-    fake: FakeWeChatAPI,
-    alipay: AlipayClientSim,
-    fake_alipay: tuple[FakeAlipayGateway, str],
-) -> None:
-    child, morning = await _planned(
-        app_client, WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
-    )
+async def test_a_revoked_grantee_and_a_dose_moved_later(app_client: Client, family: tuple[WeChat, Alipay]) -> None:
+    child, morning = await _planned(app_client, *family)
     async with app_client.app[SESSIONS]() as session, session.begin():
         await session.execute(update(Grant).values(revoked_at=utcnow()))
         # MMR 1 given the day before the morning: the other live vaccines (JE-L 1…) must wait 28 days now.
@@ -215,16 +210,8 @@ async def test_a_revoked_grantee_and_a_dose_moved_later(
     assert later.status == "scheduled" and later.send_at > morning + timedelta(days=20)  # near its new date
 
 
-async def test_nobody_following_means_no_recipient(
-    app_client: Client,
-    wechat: WeChatClientSim,
-    fake: FakeWeChatAPI,
-    alipay: AlipayClientSim,
-    fake_alipay: tuple[FakeAlipayGateway, str],
-) -> None:
-    _, morning = await _planned(
-        app_client, WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
-    )
+async def test_nobody_following_means_no_recipient(app_client: Client, family: tuple[WeChat, Alipay]) -> None:
+    _, morning = await _planned(app_client, *family)
     async with app_client.app[SESSIONS]() as session, session.begin():
         await session.execute(update(PlatformAccount).values(following=False))
     assert await _send(app_client, morning) == 0
