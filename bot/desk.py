@@ -21,7 +21,7 @@ from bot.audit import record_access
 from bot.certificates import Visible, open_visible
 from bot.chinatime import china_date
 from bot.db import dialect_insert
-from bot.identity import accounts_of
+from bot.identity import following_accounts_of
 from bot.messages import Catalogue
 from bot.pii import Vault
 from bot.qr import CodeProblem, CodeRejected, redeem_code
@@ -156,18 +156,16 @@ async def take_number(
     if not already:
         text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
         # The person who showed the code and, when that was a family member, the holder too.
-        people = dict.fromkeys([identity.id, visible.certificate.holder_identity_id])
-        accounts = [account for person in people for account in await accounts_of(session, person)]
-        for account in accounts:
-            if account.following:
-                outbox.enqueue_message(
-                    session,
-                    platform=account.platform,
-                    app_id=account.app_id,
-                    recipient=account.user_id,
-                    message=Text(text),
-                    idempotency_key=f"desk_queue:{visit.id}:{account.id}",
-                )
+        people = [identity.id, visible.certificate.holder_identity_id]
+        for account in await following_accounts_of(session, people):
+            outbox.enqueue_message(
+                session,
+                platform=account.platform,
+                app_id=account.app_id,
+                recipient=account.user_id,
+                message=Text(text),
+                idempotency_key=f"desk_queue:{visit.id}:{account.id}",
+            )
     birth = visible.file.birth_date
     return Ticket(
         visit_id=visit.id,

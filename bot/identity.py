@@ -8,6 +8,7 @@ account is never linked because someone typed a matching ID number.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -74,3 +75,13 @@ async def accounts_of(session: AsyncSession, identity_id: int) -> list[PlatformA
     """Every chat account bound to one identity (to tell a person on each platform they use)."""
     query = select(PlatformAccount).where(PlatformAccount.identity_id == identity_id).order_by(PlatformAccount.id)
     return list((await session.scalars(query)).all())
+
+
+async def following_accounts_of(session: AsyncSession, identity_ids: Iterable[int]) -> list[PlatformAccount]:
+    """The accounts of these people that still follow the service (each person once, in the given order)."""
+    return [
+        account
+        for person in dict.fromkeys(identity_ids)
+        for account in await accounts_of(session, person)
+        if account.following
+    ]

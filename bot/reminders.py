@@ -20,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
 from bot.audit import record_access
-from bot.certificates import FileView, active_grants, doses_of, open_file
+from bot.certificates import FileView, accounts_for_id_hash, active_grants, doses_of, open_file
 from bot.chinatime import CHINA, china_date
 from bot.config import Settings
 from bot.db import dialect_insert
 from bot.forecast import Forecast, GivenDose, forecast_next_doses
-from bot.identity import accounts_of
+from bot.identity import following_accounts_of
 from bot.messages import VACCINE_NAMES, Catalogue
 from bot.pii import Vault
-from models import Certificate, Identity, PlatformAccount, Reminder, Vaccinee
+from models import Certificate, PlatformAccount, Reminder, Vaccinee
 
 log = logging.getLogger("vaxbot.reminders")
 PLAN_BATCH = 100
@@ -109,14 +109,10 @@ async def plan_reminders(
 
 async def _recipients(session: AsyncSession, certificate: Certificate) -> list[PlatformAccount]:
     """The holder's and every active grantee's accounts that still follow the service."""
-    people = [certificate.holder_identity_id]
+    accounts = await following_accounts_of(session, [certificate.holder_identity_id])
     for grant in await active_grants(session, certificate.id):
-        found = await session.scalars(
-            select(Identity.id).where(Identity.id_number_hash == grant.grantee_id_number_hash)
-        )
-        people += list(found.all())
-    accounts = [account for person in dict.fromkeys(people) for account in await accounts_of(session, person)]
-    return [account for account in accounts if account.following]
+        accounts += await accounts_for_id_hash(session, grant.grantee_id_number_hash)
+    return list({account.id: account for account in accounts}.values())
 
 
 def _short(text: str, limit: int) -> str:
