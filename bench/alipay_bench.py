@@ -6,13 +6,13 @@ closed loop for the maximum throughput, an open loop at a fixed arrival rate for
 
 * ``ceiling``: a bare aiohttp handler doing only the protocol work: parse the form in the charset it
   declares, verify RSA2 by the V2 rule with ``cryptography``, parse the XML, answer a signed ack. It is
-  built from ``bot.platforms.alipay`` (``AlipayGateway.open`` and ``.ack``), which are pure protocol
+  built from ``bot.platforms.alipay.inbound`` (``AlipayGateway.open`` and ``.ack``), which are pure protocol
   functions over bytes: no database, no engine, no outbox.
 * ``full``: ``bot.app.create_app(settings)`` serving ``POST /alipay`` (verify, deduplicate, lock and load
   the conversation state, dispatch, save, queue the answer, sign the ack) on a fresh migrated database,
   with the outbox worker running as in production. On Alipay every answer goes out through the outbox
   (the HTTP answer is only an ack), so the worker signs and sends one ``custom.send`` per message to
-  ``bot.fakes.alipay_gateway.FakeAlipayGateway``, run in a process of its own pinned to the client's core
+  ``bot.dev.fakes.alipay_gateway.FakeAlipayGateway``, run in a process of its own pinned to the client's core
   (its CPU is not the server's; it shows as other load on the client's core).
 
 Every request is a distinct message (a fresh MsgId, GBK, users spread over 200 ids, asking “客服电话”,
@@ -76,12 +76,12 @@ from harness import (
 )
 from yarl import URL
 
-from bot.config import DEV_ALIPAY_APP_KEY, DEV_ALIPAY_APPID, DEV_ALIPAY_PLATFORM_KEY, Settings, load_settings
-from bot.fakes.alipay import FORM_TYPE, AlipayClientSim, ReplyError
-from bot.keys import generate_dev_keys
-from bot.messages import build_catalogue
-from bot.platforms import alipay_sign
-from bot.platforms.alipay import AlipayGateway, Check, content_type
+from bot.core.catalogue import build_catalogue
+from bot.core.config import DEV_ALIPAY_APP_KEY, DEV_ALIPAY_APPID, DEV_ALIPAY_PLATFORM_KEY, Settings, load_settings
+from bot.core.keys import generate_dev_keys
+from bot.dev.fakes.alipay import FORM_TYPE, AlipayClientSim, ReplyError
+from bot.platforms.alipay import sign as alipay_sign
+from bot.platforms.alipay.inbound import AlipayGateway, Check, content_type
 from bot.platforms.common import Rejected
 
 USERS = 200
@@ -167,7 +167,7 @@ def ceiling_app(scratch: Path, keys_dir: Path) -> web.Application:
 def full_app(database_url: str, scratch: Path, keys_dir: Path, port: int, gateway_url: str) -> web.Application:
     """vaxbot as ``vaxbot serve`` runs it: migrations at start, the outbox worker on, Alipay's API faked."""
     from bot.app import create_app
-    from bot.logs import configure_logging
+    from bot.core.logs import configure_logging
 
     settings = bench_settings(
         scratch,
@@ -188,7 +188,7 @@ def gateway_app(scratch: Path, keys_dir: Path) -> web.Application:
     The fake only sends inside a user's customer-service window, which it opens from the interactions it
     is told about: every bench user is told to have just written, again every 30 s.
     """
-    from bot.fakes.alipay_gateway import CUSTOM_SEND, FakeAlipayGateway
+    from bot.dev.fakes.alipay_gateway import CUSTOM_SEND, FakeAlipayGateway
 
     settings = bench_settings(scratch, keys_dir)
     fake = FakeAlipayGateway(

@@ -27,9 +27,9 @@ import zxingcpp
 from harness import time_calls
 from PIL import Image
 
-from bot.keys import Keyring
-from bot.pii import Vault
-from bot.qr import make_payload, parse_payload, qr, qr_png, qr_svg
+from bot.core.keys import Keyring
+from bot.core.pii import Vault
+from bot.showcode.codes import make_payload, parse_payload, qr, qr_png, qr_svg
 
 
 def log(message: str) -> None:

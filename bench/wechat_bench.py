@@ -62,10 +62,10 @@ from harness import (
 )
 from yarl import URL
 
-from bot.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_TOKEN, load_settings
-from bot.fakes.wechat import WeChatClientSim
-from bot.keys import generate_dev_keys
-from bot.messages import build_catalogue
+from bot.core.catalogue import build_catalogue
+from bot.core.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_TOKEN, load_settings
+from bot.core.keys import generate_dev_keys
+from bot.dev.fakes.wechat import WeChatClientSim
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
@@ -131,8 +131,8 @@ def ceiling_app() -> web.Application:
 def full_app(database_url: str, keys_dir: Path, port: int, scratch: Path) -> web.Application:
     """vaxbot as ``vaxbot serve`` runs it in development: worker on, WeChat's API faked on loopback."""
     from bot.app import create_app
-    from bot.fakes.wechat import FakeWeChatAPI
-    from bot.logs import configure_logging
+    from bot.core.logs import configure_logging
+    from bot.dev.fakes.wechat import FakeWeChatAPI
 
     settings = load_settings(
         environ={},
@@ -452,7 +452,7 @@ async def stage_breakdown(database_url: str, keys_dir: Path, scratch: Path, coun
     from sqlalchemy import event
 
     from bot.app import create_app
-    from bot.appkeys import DB, ENGINE, WECHAT, WORKER
+    from bot.web.appkeys import DB, ENGINE, WECHAT, WORKER
     from models import utcnow
 
     settings = load_settings(

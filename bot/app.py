@@ -11,8 +11,31 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import text
 
-from bot import webhooks
-from bot.appkeys import (
+from bot.chat.conversation import Services
+from bot.chat.engine import HANDLER_LIMIT_SECONDS, Engine
+from bot.core.catalogue import build_catalogue
+from bot.core.config import ConfigError, Settings
+from bot.core.db import create_engine, migrate, sessionmaker
+from bot.core.keys import Keyring, load_keyring
+from bot.core.metrics import Metrics
+from bot.core.pages import simple_page
+from bot.core.pii import Vault
+from bot.core.scheduler import Scheduler, prune
+from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
+from bot.identity.face.dev import DevFace
+from bot.identity.face.providers import build_face_providers, by_provider_name, needs_dev_face
+from bot.identity.verification import VerificationRoutes
+from bot.outbox.queue import OutboxWorker, Sender, outbox_depth
+from bot.platforms.alipay import sign as alipay_sign
+from bot.platforms.alipay.client import AlipayAPI, AlipaySender
+from bot.platforms.alipay.inbound import AlipayGateway
+from bot.platforms.wechat.client import WeChatAPI, WeChatSender
+from bot.platforms.wechat.inbound import WeChatGateway
+from bot.registry.importer import apply_due_batches
+from bot.reminders.doses import plan_reminders, send_due_reminders
+from bot.showcode.page import CodePageRoutes
+from bot.web import webhooks
+from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
     CODE_PAGES,
@@ -31,29 +54,6 @@ from bot.appkeys import (
     WECHAT_API,
     WORKER,
 )
-from bot.code_page import CodePageRoutes
-from bot.config import ConfigError, Settings
-from bot.conversation import Services
-from bot.db import create_engine, migrate, sessionmaker
-from bot.engine import HANDLER_LIMIT_SECONDS, Engine
-from bot.face.dev import MOUNT as DEV_FACE_MOUNT
-from bot.face.dev import DevFace
-from bot.face.providers import build_face_providers, by_provider_name, needs_dev_face
-from bot.keys import Keyring, load_keyring
-from bot.messages import build_catalogue
-from bot.metrics import Metrics
-from bot.outbox import OutboxWorker, Sender, outbox_depth
-from bot.pages import simple_page
-from bot.pii import Vault
-from bot.platforms import alipay_sign
-from bot.platforms.alipay import AlipayGateway
-from bot.platforms.alipay_api import AlipayAPI, AlipaySender
-from bot.platforms.wechat import WeChatGateway
-from bot.platforms.wechat_api import WeChatAPI, WeChatSender
-from bot.registry import apply_due_batches
-from bot.reminders import plan_reminders, send_due_reminders
-from bot.scheduler import Scheduler, prune
-from bot.verification import VerificationRoutes
 from handlers import build_router
 from models import utcnow
 

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from bot.app import create_app, refuse_unsafe_production
-from bot.appkeys import ALIPAY_API, WECHAT_API
-from bot.config import DEV_ALIPAY_APPID, DEV_WECHAT_APPID, ConfigError, Settings, load_settings
-from bot.db import create_engine, migrate, sessionmaker
-from bot.demo import seed_demo
-from bot.keys import KeyringError, ensure_keyring, generate_dev_keys
-from bot.logs import configure_logging
-from bot.menu import alipay_menu, wechat_menu
-from bot.pii import Vault
+from bot.chat.menu import alipay_menu, wechat_menu
+from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_APPID, ConfigError, Settings, load_settings
+from bot.core.db import create_engine, migrate, sessionmaker
+from bot.core.keys import KeyringError, ensure_keyring, generate_dev_keys
+from bot.core.logs import configure_logging
+from bot.core.pii import Vault
+from bot.dev.demo import seed_demo
+from bot.web.appkeys import ALIPAY_API, WECHAT_API
 
 log = logging.getLogger("vaxbot.cli")
 DEV_API_PREFIX = "/_dev/wechat"
@@ -44,10 +44,10 @@ def build_serving_app(settings: Settings) -> web.Application:
     """The app ``serve`` runs: in development, with the fakes of the platforms and the sandbox beside it."""
     app = create_app(settings, migrate_on_start=False)
     if not settings.production:
-        from bot.fakes.alipay_gateway import FakeAlipayGateway
-        from bot.fakes.wechat import FakeWeChatAPI
-        from bot.platforms import alipay_sign
-        from bot.sandbox import MOUNT, Sandbox
+        from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+        from bot.dev.fakes.wechat import FakeWeChatAPI
+        from bot.dev.sandbox import MOUNT, Sandbox
+        from bot.platforms.alipay import sign as alipay_sign
 
         wechat_fake = FakeWeChatAPI(settings.wechat_appid, settings.wechat_secret)
         app.add_subapp(DEV_API_PREFIX, wechat_fake.app())
@@ -209,7 +209,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     if settings.production:
         print("vaxbot chat is a development tool; it is refused in production", file=sys.stderr)
         return 2
-    from bot.chat import run_chat
+    from bot.dev.chat import run_chat
 
     url = args.url or f"http://{settings.host}:{settings.port}"
     if args.platform == "alipay" and not settings.alipay_enabled:
@@ -221,8 +221,8 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     """Print a certificate's audit rows, oldest first (China time; actors are references, never data)."""
-    from bot.audit import entries_for_certificate
-    from bot.chinatime import CHINA
+    from bot.core.audit import entries_for_certificate
+    from bot.core.chinatime import CHINA
     from models import AuditEntry, Certificate
 
     async def main() -> Sequence[AuditEntry] | None:
@@ -252,10 +252,10 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     """Scan a shown code at a clinic desk (取号): the text a scanner read, as an argument or on stdin."""
     from sqlalchemy import select
 
-    from bot.desk import Ticket, take_number
-    from bot.keys import load_keyring
-    from bot.messages import build_catalogue
-    from bot.qr import CodeRejected
+    from bot.core.catalogue import build_catalogue
+    from bot.core.keys import load_keyring
+    from bot.desk.queue import Ticket, take_number
+    from bot.showcode.codes import CodeRejected
     from models import Clinic, utcnow
 
     payload = args.code if args.code is not None else sys.stdin.readline()
@@ -298,9 +298,9 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import date
     from pathlib import Path
 
-    from bot.chinatime import china_today
-    from bot.keys import load_keyring
-    from bot.registry import RegistryRejected, apply_due_batches, effective_date, import_registry_file
+    from bot.core.chinatime import china_today
+    from bot.core.keys import load_keyring
+    from bot.registry.importer import RegistryRejected, apply_due_batches, effective_date, import_registry_file
 
     keyring = load_keyring(settings.keys_dir)
     refuse_unsafe_production(settings, keyring)

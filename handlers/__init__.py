@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.conversation import Context, Router
+from bot.chat.conversation import Context, Router
 from handlers import claim, coming_soon, grant, questions, records, show_code, verify, welcome
 
 

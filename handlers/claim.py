@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.audit import record_access
-from bot.certificates import FileView, PendingItem, Standing, actor, bound_identity, claim, pending_for
-from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, text_in
-from bot.menu import MenuKey
-from bot.update import Text
+from bot.certificates.rules import FileView, PendingItem, Standing, actor, bound_identity, claim, pending_for
+from bot.chat.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, text_in
+from bot.chat.menu import MenuKey
+from bot.core.audit import record_access
+from bot.core.chinatime import china_date
+from bot.core.update import Text
 from models import Consent, Identity
 
 CONSENT_VERSION = "2026-11"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.conversation import Context, Route, menu
-from bot.menu import LABELS, MenuKey
+from bot.chat.conversation import Context, Route, menu
+from bot.chat.menu import LABELS, MenuKey
 
 PENDING_JOURNEYS = (
     MenuKey.BOOK,

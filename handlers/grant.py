@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 
-from bot.certificates import (
+from bot.certificates.rules import (
     Grantee,
     Visible,
     accounts_for_id_hash,
@@ -22,13 +22,24 @@ from bot.certificates import (
     revoke_grant,
     visible_certificates,
 )
-from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, normalise, text_in
-from bot.menu import MenuKey
-from bot.outbox import enqueue_message
-from bot.pii import Vault, mask_id_number, mask_name, mask_phone
-from bot.update import Text, Update, UpdateKind
-from bot.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
+from bot.chat.conversation import (
+    Context,
+    Flow,
+    Route,
+    State,
+    StatesGroup,
+    any_text,
+    list_number,
+    menu,
+    normalise,
+    text_in,
+)
+from bot.chat.menu import MenuKey
+from bot.core.chinatime import china_date
+from bot.core.pii import Vault, mask_id_number, mask_name, mask_phone
+from bot.core.update import Text, Update, UpdateKind
+from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
+from bot.outbox.queue import enqueue_message
 from models import Grant, Identity
 
 # Stored codes, in the order the relationship question lists them (labels: "relationship_<code>").

@@ -10,9 +10,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
-from bot.certificates import Visible, bound_identity, visible_certificates
-from bot.conversation import Context, Flow, Route, State, any_text, list_number, menu, text_in
-from bot.update import Text, Update, UpdateKind
+from bot.certificates.rules import Visible, bound_identity, visible_certificates
+from bot.chat.conversation import Context, Flow, Route, State, any_text, list_number, menu, text_in
+from bot.core.update import Text, Update, UpdateKind
 from models import Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from bot.conversation import Context, Flow, Route, State, StatesGroup, menu, normalise, text_in
-from bot.menu import MenuKey
-from bot.update import Update, UpdateKind
+from bot.chat.conversation import Context, Flow, Route, State, StatesGroup, menu, normalise, text_in
+from bot.chat.menu import MenuKey
+from bot.core.update import Update, UpdateKind
 
 # Order matters: the first topic whose keywords appear wins ("外省的新生儿" is about moving provinces).
 TOPICS: list[tuple[str, tuple[str, ...]]] = [

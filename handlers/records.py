@@ -1,7 +1,7 @@
 """Journey 8: records (接种记录 / 结果查询) — the doses of a certificate its holder or a grantee may see.
 
 Every look is audited. Names and ID numbers are masked, the birth date shows only year and month. A
-child's records end with the next doses from :mod:`bot.forecast` (the national childhood schedule):
+child's records end with the next doses from :mod:`bot.immunization.forecast` (the national childhood schedule):
 late ones, those due now, and those coming within a few months.
 """
 
@@ -12,13 +12,13 @@ from datetime import date
 
 from sqlalchemy import select
 
-from bot.certificates import Visible, doses_of, record_view
-from bot.chinatime import china_date
-from bot.conversation import Context, State, StatesGroup
-from bot.forecast import Forecast, GivenDose, add_months, forecast_next_doses
-from bot.menu import MenuKey
-from bot.messages import VACCINE_NAMES
-from bot.update import Text
+from bot.certificates.rules import Visible, doses_of, record_view
+from bot.chat.conversation import Context, State, StatesGroup
+from bot.chat.menu import MenuKey
+from bot.core.catalogue import VACCINE_NAMES
+from bot.core.chinatime import china_date
+from bot.core.update import Text
+from bot.immunization.forecast import Forecast, GivenDose, add_months, forecast_next_doses
 from handlers.picking import Picker
 from models import Clinic, Dose, Identity
 

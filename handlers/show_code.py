@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
-from bot.certificates import Visible, record_view
-from bot.code_page import code_page_url, open_code_page
-from bot.conversation import Context, State, StatesGroup
-from bot.menu import MenuKey
-from bot.qr import issue_code, qr_png
-from bot.update import Article, Image, Text
+from bot.certificates.rules import Visible, record_view
+from bot.chat.conversation import Context, State, StatesGroup
+from bot.chat.menu import MenuKey
+from bot.core.update import Article, Image, Text
+from bot.showcode.codes import issue_code, qr_png
+from bot.showcode.page import code_page_url, open_code_page
 from handlers.picking import Picker
 from models import Identity
 

@@ -1,23 +1,23 @@
 """Journey 2: real-name verification (实名认证) — name, ID number, then a single-use face-verification link.
 
 The handler only records the attempt and sends the link; the provider round trip happens in the
-browser and in :mod:`bot.verification`, which tells the user the result through the outbox.
+browser and in :mod:`bot.identity.verification`, which tells the user the result through the outbox.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.certificates import age_on, bound_identity
-from bot.chinatime import china_date
-from bot.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
-from bot.face.base import Subject
-from bot.face.providers import method_for_age, provider_name_for
-from bot.menu import MenuKey
-from bot.pii import mask_id_number, mask_name
-from bot.update import Article, Text
-from bot.validators import InvalidIdNumber, normalize_name, parse_id_number
-from bot.verification import create_attempt, verify_url
+from bot.certificates.rules import age_on, bound_identity
+from bot.chat.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
+from bot.chat.menu import MenuKey
+from bot.core.chinatime import china_date
+from bot.core.pii import mask_id_number, mask_name
+from bot.core.update import Article, Text
+from bot.core.validators import InvalidIdNumber, normalize_name, parse_id_number
+from bot.identity.face.base import Subject
+from bot.identity.face.providers import method_for_age, provider_name_for
+from bot.identity.verification import create_attempt, verify_url
 
 
 class VerifySteps(StatesGroup):

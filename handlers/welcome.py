@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.conversation import Context, Route, kind, text_in
-from bot.update import UpdateKind
+from bot.chat.conversation import Context, Route, kind, text_in
+from bot.core.update import UpdateKind
 
 
 async def greet(ctx: Context) -> None:

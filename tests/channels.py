@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from bot.appkeys import ENGINE
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.platforms.alipay_api import IMAGE_ACTION_NAME
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.platforms.alipay.client import IMAGE_ACTION_NAME
+from bot.web.appkeys import ENGINE
 from tests.helpers import Client, drain_outbox, post, post_alipay
 
 Step = tuple[str, str]  # (action, argument): follow, unfollow, enter, click KEY, text CONTENT

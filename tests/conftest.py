@@ -20,14 +20,14 @@ from sqlalchemy.engine import make_url
 
 import bot.app
 from bot.app import create_app
-from bot.config import DEV_ALIPAY_APPID, DEV_WECHAT_AES_KEY, Settings, load_settings
-from bot.conversation import Route, Router
-from bot.db import create_engine, migrate
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.keys import generate_dev_keys
-from bot.platforms import alipay_sign
+from bot.chat.conversation import Route, Router
+from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_AES_KEY, Settings, load_settings
+from bot.core.db import create_engine, migrate
+from bot.core.keys import generate_dev_keys
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.platforms.alipay import sign as alipay_sign
 from handlers import build_router
 from tests.channels import Alipay, Channel, WeChat
 

@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from bot.appkeys import SESSIONS, WORKER
-from bot.fakes.wechat import SignedRequest
+from bot.dev.fakes.wechat import SignedRequest
+from bot.web.appkeys import SESSIONS, WORKER
 from models import OutboxMessage
 
 Client = TestClient[web.Request, web.Application]

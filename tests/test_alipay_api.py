@@ -38,20 +38,20 @@ from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
-from bot.config import DEV_ALIPAY_APPID, Settings, load_settings
-from bot.db import alembic_config, create_engine, sessionmaker
-from bot.fakes.alipay_gateway import (
+from bot.chat.menu import MENU, alipay_menu
+from bot.core.config import DEV_ALIPAY_APPID, Settings, load_settings
+from bot.core.db import alembic_config, create_engine, sessionmaker
+from bot.core.metrics import Metrics
+from bot.dev.fakes.alipay_gateway import (
     CUSTOM_SEND,
     IMAGE_UPLOAD,
     MINI_SEND,
     SINGLE_SEND,
     FakeAlipayGateway,
 )
-from bot.menu import MENU, alipay_menu
-from bot.metrics import Metrics
-from bot.outbox import OutboxWorker, SendError, enqueue
-from bot.platforms import alipay_sign
-from bot.platforms.alipay_api import (
+from bot.outbox.queue import OutboxWorker, SendError, enqueue
+from bot.platforms.alipay import sign as alipay_sign
+from bot.platforms.alipay.client import (
     CHINA,
     TIMESTAMP_FORMAT,
     AlipayAPI,

@@ -10,11 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.fakes.alipay import AlipayClientSim, ReplyError
-from bot.platforms import alipay_sign
-from bot.platforms.alipay import AlipayGateway, Check, Notify, parse_form
+from bot.core.keys import generate_key_pair
+from bot.core.update import Platform, UpdateKind
+from bot.dev.fakes.alipay import AlipayClientSim, ReplyError
+from bot.platforms.alipay import sign as alipay_sign
+from bot.platforms.alipay.inbound import AlipayGateway, Check, Notify, parse_form
 from bot.platforms.common import Rejected
-from bot.update import Platform, UpdateKind
 
 APP_ID = "2099000000000001"
 
@@ -22,9 +23,9 @@ APP_ID = "2099000000000001"
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     directory: Path = tmp_path_factory.mktemp("alipay-keys")
-    alipay_sign.generate_key_pair(directory, "app")
-    alipay_sign.generate_key_pair(directory, "platform")
-    alipay_sign.generate_key_pair(directory, "stranger")
+    generate_key_pair(directory, "app")
+    generate_key_pair(directory, "platform")
+    generate_key_pair(directory, "stranger")
     return {
         "app": alipay_sign.read_private_key(directory / "app_private.pem"),
         "platform": alipay_sign.read_private_key(directory / "platform_private.pem"),
@@ -189,7 +190,7 @@ def test_parse_form_decodes_plus_and_percent() -> None:
 def test_keys_load_in_every_form_alipay_hands_out(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    private_path, public_path = alipay_sign.generate_key_pair(tmp_path, "k")
+    private_path, public_path = generate_key_pair(tmp_path, "k")
     key = alipay_sign.read_private_key(private_path)
     pkcs8 = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from bot.app import create_app
-from bot.appkeys import SESSIONS
-from bot.config import Settings
-from bot.conversation import Context, Route, text_in
-from bot.fakes.alipay import AlipayClientSim
-from bot.platforms import alipay_sign
+from bot.chat.conversation import Context, Route, text_in
+from bot.core.config import Settings
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.platforms.alipay import sign as alipay_sign
+from bot.web.appkeys import SESSIONS
 from models import OutboxMessage, PlatformAccount, ProcessedMessage
 from tests.helpers import Client, count, outbox_rows, post_alipay
 

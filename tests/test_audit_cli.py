@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import bot.cli
-from bot.config import load_settings
-from bot.db import create_engine, migrate, sessionmaker
-from bot.demo import CHILD, PARENT
-from bot.keys import load_keyring
-from bot.pii import Vault
+from bot.core.config import load_settings
+from bot.core.db import create_engine, migrate, sessionmaker
+from bot.core.keys import load_keyring
+from bot.core.pii import Vault
+from bot.dev.demo import CHILD, PARENT
 from models import AuditEntry, Certificate, Identity, Vaccinee
 
 

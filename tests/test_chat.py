@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer, unused_port
 
-from bot.chat import AlipayChatSession, ChatSession, run_chat
 from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, build_serving_app
+from bot.dev.chat import AlipayChatSession, ChatSession, run_chat
 
 
 async def test_chat_session_talks_through_the_signed_webhook(make_settings: Any) -> None:
@@ -75,7 +75,7 @@ async def test_alipay_chat_talks_through_the_signed_gateway(make_settings: Any) 
 
 
 def test_links_and_images_come_with_an_address_to_open() -> None:
-    from bot.chat import describe, describe_alipay
+    from bot.dev.chat import describe, describe_alipay
 
     base = "http://127.0.0.1:8080"
     news = {"msgtype": "news", "news": {"articles": [{"title": "点击进行人脸识别", "url": f"{base}/verify/h"}]}}

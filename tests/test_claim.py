@@ -7,9 +7,9 @@ from datetime import date
 
 from sqlalchemy import select
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.certificates import FileView, claim
-from bot.demo import demo_id_number
+from bot.certificates.rules import FileView, claim
+from bot.dev.demo import demo_id_number
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Certificate, Consent, Identity
 from tests.channels import Channel
 from tests.helpers import Client, count, drain_outbox

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.app import create_app
-from bot.appkeys import ALIPAY
-from bot.config import ConfigError, load_settings
-from bot.keys import generate_dev_keys
-from bot.platforms.alipay_sign import generate_key_pair
+from bot.core.config import ConfigError, load_settings
+from bot.core.keys import generate_dev_keys, generate_key_pair
+from bot.web.appkeys import ALIPAY
 
 
 def test_environment_variables_are_read_and_typed(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.demo import CHILD, GRANDMA, PARENT, seed_demo
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.dev.demo import CHILD, GRANDMA, PARENT, seed_demo
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import OutboxMessage
 from tests.channels import Alipay, Channel, WeChat, link_in
 from tests.helpers import Client, drain_outbox, outbox_rows

@@ -25,12 +25,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from yarl import URL
 
-from bot.config import DEV_ALIPAY_APPID, ConfigError, Settings, load_settings
-from bot.db import create_engine, sessionmaker
-from bot.face.alipay_certify import AlipayCertify
-from bot.face.base import FaceError, Outcome, StartRequest, Subject
-from bot.face.dev import MOUNT, DevFace
-from bot.face.providers import (
+from bot.core.config import DEV_ALIPAY_APPID, ConfigError, Settings, load_settings
+from bot.core.db import create_engine, sessionmaker
+from bot.core.metrics import Metrics
+from bot.core.validators import parse_id_number
+from bot.dev.fakes.alipay_gateway import CERTIFY_INITIALIZE, CERTIFY_QUERY, FakeAlipayGateway
+from bot.dev.fakes.tencent_faceid import FakeTencentFaceID
+from bot.dev.fakes.wechat import FakeWeChatAPI
+from bot.identity.face.alipay_certify import AlipayCertify
+from bot.identity.face.base import FaceError, Outcome, StartRequest, Subject
+from bot.identity.face.dev import MOUNT, DevFace
+from bot.identity.face.providers import (
     AgeTiers,
     build_face_providers,
     by_provider_name,
@@ -38,22 +43,17 @@ from bot.face.providers import (
     method_for_age,
     provider_name_for,
 )
-from bot.face.tencent import (
+from bot.identity.face.tencent import (
     TencentFaceID,
     canonical_request,
     string_to_sign,
     tc3_authorization,
     tc3_signature,
 )
-from bot.face.wechat_mini import WeChatMiniFace, cert_hash
-from bot.fakes.alipay_gateway import CERTIFY_INITIALIZE, CERTIFY_QUERY, FakeAlipayGateway
-from bot.fakes.tencent_faceid import FakeTencentFaceID
-from bot.fakes.wechat import FakeWeChatAPI
-from bot.metrics import Metrics
-from bot.platforms import alipay_sign
-from bot.platforms.alipay_api import AlipayAPI
-from bot.platforms.wechat_api import WeChatAPI
-from bot.validators import parse_id_number
+from bot.identity.face.wechat_mini import WeChatMiniFace, cert_hash
+from bot.platforms.alipay import sign as alipay_sign
+from bot.platforms.alipay.client import AlipayAPI
+from bot.platforms.wechat.client import WeChatAPI
 
 NO_ENV_FILE = Path("/nonexistent/.env")
 SUBJECT = Subject(name="张三", id_number="320602201901011235")

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.forecast import Forecast, GivenDose, add_months, forecast_next_doses
+from bot.immunization.forecast import Forecast, GivenDose, add_months, forecast_next_doses
 
 D = date
 

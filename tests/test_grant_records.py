@@ -12,15 +12,15 @@ from datetime import date, timedelta
 
 from sqlalchemy import select
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.certificates import Grantee, add_grant
-from bot.chinatime import china_today
-from bot.config import Settings
-from bot.demo import CHILD, GRANDMA, PARENT, DemoPerson, demo_id_number
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.identity import bind_verified
+from bot.certificates.rules import Grantee, add_grant
+from bot.core.chinatime import china_today
+from bot.core.config import Settings
+from bot.dev.demo import CHILD, GRANDMA, PARENT, DemoPerson, demo_id_number
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.identity.accounts import bind_verified
+from bot.web.appkeys import SERVICES, SESSIONS
 from handlers.records import MAX_MESSAGE_CHARS, pack
 from models import (
     AuditEntry,
@@ -621,7 +621,7 @@ def test_pack_keeps_blocks_whole_and_messages_short() -> None:
 
 
 async def test_demo_children_show_what_is_late_due_or_complete(app_client: Client, channel: Channel) -> None:
-    from bot.demo import WX_CHILD, WX_PARENT, WX_TODDLER, seed_demo
+    from bot.dev.demo import WX_CHILD, WX_PARENT, WX_TODDLER, seed_demo
     from tests.world import verified
 
     assert await seed_demo(app_client.app[SESSIONS], app_client.app[SERVICES].vault)

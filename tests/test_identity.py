@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.demo import GRANDMA, PARENT
-from bot.identity import accounts_of, bind_verified
+from bot.dev.demo import GRANDMA, PARENT
+from bot.identity.accounts import accounts_of, bind_verified
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Identity, PlatformAccount, utcnow
 from tests.helpers import Client, count
 

@@ -7,10 +7,10 @@ signatures and enforces its windows. What the user reads must be the same on bot
 
 from __future__ import annotations
 
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.menu import LABELS
+from bot.chat.menu import LABELS
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from models import OutboxMessage
 from tests.channels import Alipay, Channel, Step, WeChat
 from tests.helpers import Client, drain_outbox, outbox_rows, post_alipay
@@ -68,7 +68,7 @@ async def test_an_alipay_answer_outside_the_window_is_dead_lettered_not_spammed(
 
     from sqlalchemy import update
 
-    from bot.appkeys import SESSIONS
+    from bot.web.appkeys import SESSIONS
     from models import utcnow
 
     user = "2088000000000402"

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import create_app
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from tests.conftest import _settings
 from tests.helpers import Client, post
 
@@ -45,8 +45,8 @@ async def test_metrics_count_requests_outcomes_and_outbox(app_client: Client, we
 
 
 async def test_menu_command_pushes_the_menu(make_settings: Any, fake_wechat: tuple[FakeWeChatAPI, str]) -> None:
-    from bot.appkeys import WECHAT_API
-    from bot.menu import wechat_menu
+    from bot.chat.menu import wechat_menu
+    from bot.web.appkeys import WECHAT_API
 
     app = create_app(make_settings(), migrate_on_start=False)
     client = TestClient(TestServer(app, host="127.0.0.1"))
@@ -70,9 +70,9 @@ def test_alipay_menu_command_pushes_the_same_menu(keys_dir: Any, tmp_path: Any) 
     from aiohttp import web
 
     from bot.cli import cmd_alipay_menu
-    from bot.config import DEV_ALIPAY_APPID
-    from bot.fakes.alipay_gateway import FakeAlipayGateway
-    from bot.platforms import alipay_sign
+    from bot.core.config import DEV_ALIPAY_APPID
+    from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+    from bot.platforms.alipay import sign as alipay_sign
     from tests.conftest import _settings
 
     fake = FakeAlipayGateway(

@@ -17,13 +17,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import delete, select, update
 
 from bot.app import create_app
-from bot.appkeys import METRICS, SESSIONS, SETTINGS, WECHAT_API, WORKER
-from bot.config import Settings
-from bot.db import create_engine, sessionmaker
-from bot.fakes.wechat import FakeWeChatAPI
-from bot.outbox import LEASE, OutboxWorker, enqueue, enqueue_message
-from bot.platforms.wechat_api import WeChatAPI, WeChatSender
-from bot.update import Article, Image, OutMessage, Text
+from bot.core.config import Settings
+from bot.core.db import create_engine, sessionmaker
+from bot.core.update import Article, Image, OutMessage, Text
+from bot.dev.fakes.wechat import FakeWeChatAPI
+from bot.outbox.queue import LEASE, OutboxWorker, enqueue, enqueue_message
+from bot.platforms.wechat.client import WeChatAPI, WeChatSender
+from bot.web.appkeys import METRICS, SESSIONS, SETTINGS, WECHAT_API, WORKER
 from models import OutboxMessage, PlatformAccount, utcnow
 
 Client = TestClient[web.Request, web.Application]
@@ -398,7 +398,7 @@ async def test_wake_during_an_empty_claim_is_not_lost(
                 return real_clock() - timedelta(seconds=30)
             return real_clock()
 
-        monkeypatch.setattr("bot.outbox.utcnow", clock)
+        monkeypatch.setattr("bot.outbox.queue.utcnow", clock)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         fake.subscribers.append(queue)
         task = asyncio.create_task(worker.run())

@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
-from bot.audit import entries_for_certificate, record_access
-from bot.demo import CHILD, PARENT, demo_id_number, seed_demo
-from bot.keys import Keyring, generate_dev_keys, load_keyring
-from bot.logs import JsonFormatter, redact
-from bot.pii import Vault, VaultError, mask_id_number, mask_name, mask_phone
-from bot.validators import InvalidIdNumber, id_check_char, normalize_mobile, parse_id_number
+from bot.core.audit import entries_for_certificate, record_access
+from bot.core.keys import Keyring, generate_dev_keys, load_keyring
+from bot.core.logs import JsonFormatter, redact
+from bot.core.pii import Vault, VaultError, mask_id_number, mask_name, mask_phone
+from bot.core.validators import InvalidIdNumber, id_check_char, normalize_mobile, parse_id_number
+from bot.dev.demo import CHILD, PARENT, demo_id_number, seed_demo
 from models import AuditEntry
 
 VALID = ["11010519491231002X", "440524188001010014", "11010219840406970X"]
@@ -80,7 +80,7 @@ def test_keyring_file_is_private_and_validated(tmp_path: Path) -> None:
     raw = json.loads(path.read_text())
     raw["active_kid"] = 9
     path.write_text(json.dumps(raw))
-    from bot.keys import KeyringError
+    from bot.core.keys import KeyringError
 
     with pytest.raises(KeyringError):
         load_keyring(tmp_path)
@@ -136,7 +136,7 @@ def test_future_birth_date_is_refused() -> None:
 
 
 def test_every_reason_has_a_message() -> None:
-    from bot.messages import MESSAGES
+    from bot.core.catalogue import MESSAGES
 
     for reason in ("id_length", "id_chars", "id_birth_date", "id_check_char", "phone_invalid"):
         assert reason in MESSAGES
@@ -199,7 +199,7 @@ def test_logs_never_carry_id_numbers_or_phones() -> None:
 
 
 async def test_demo_data_is_encrypted_at_rest(settings: object, keys_dir: Path, database_url: str) -> None:
-    from bot.db import create_engine, sessionmaker
+    from bot.core.db import create_engine, sessionmaker
     from models import Vaccinee
 
     engine = create_engine(settings)  # type: ignore[arg-type]
@@ -219,7 +219,7 @@ async def test_demo_data_is_encrypted_at_rest(settings: object, keys_dir: Path, 
 
 
 async def test_audit_log_is_append_only(settings: object) -> None:
-    from bot.db import create_engine, sessionmaker
+    from bot.core.db import create_engine, sessionmaker
 
     engine = create_engine(settings)  # type: ignore[arg-type]
     sessions = sessionmaker(engine)

@@ -30,9 +30,9 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_SECRET, DEV_WECHAT_TOKEN, Settings
-from bot.db import create_engine, sessionmaker
-from bot.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
+from bot.core.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_SECRET, DEV_WECHAT_TOKEN, Settings
+from bot.core.db import create_engine, sessionmaker
+from bot.dev.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
 from models import ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
 
 STARTUP_TIMEOUT = 30.0

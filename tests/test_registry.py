@@ -18,8 +18,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db import create_engine, sessionmaker
-from bot.demo import (
+from bot.core.db import create_engine, sessionmaker
+from bot.core.keys import load_keyring
+from bot.core.pii import Vault
+from bot.dev.demo import (
     CHILD,
     CLINICS,
     GRANDMA,
@@ -37,9 +39,7 @@ from bot.demo import (
     demo_registry_records,
     seed_demo,
 )
-from bot.keys import load_keyring
-from bot.pii import Vault
-from bot.registry import (
+from bot.registry.importer import (
     CSV_COLUMNS,
     RegistryRejected,
     apply_due_batches,
@@ -844,6 +844,6 @@ def test_the_registry_command(
 
 
 async def test_the_service_schedules_the_apply_job(app: Any) -> None:
-    from bot.appkeys import SCHEDULER
+    from bot.web.appkeys import SCHEDULER
 
     assert "registry" in app[SCHEDULER].jobs()

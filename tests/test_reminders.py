@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.certificates import Grantee, add_grant
-from bot.chinatime import CHINA, china_date, china_today
-from bot.config import DEV_REMINDER_TEMPLATE
-from bot.demo import CHILD, GRANDMA, PARENT
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.reminders import next_reminder_time, plan_reminders, send_due_reminders
+from bot.certificates.rules import Grantee, add_grant
+from bot.core.chinatime import CHINA, china_date, china_today
+from bot.core.config import DEV_REMINDER_TEMPLATE
+from bot.dev.demo import CHILD, GRANDMA, PARENT
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_reminders
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Certificate, Dose, Grant, Identity, PlatformAccount, Reminder, utcnow
 from tests.channels import Alipay, WeChat
 from tests.helpers import Client, drain_outbox
@@ -142,7 +142,7 @@ async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
 
 
 async def test_no_reminders_for_adults_or_complete_children(app_client: Client) -> None:
-    from bot.demo import WX_CHILD, WX_CHILD_DOSES, WX_PARENT
+    from bot.dev.demo import WX_CHILD, WX_CHILD_DOSES, WX_PARENT
 
     services = app_client.app[SERVICES]
     complete = await registry_file(

@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestServer, unused_port
 from PIL import Image
 from sqlalchemy import select
 
-from bot.appkeys import SERVICES, SESSIONS
 from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, build_serving_app
-from bot.demo import GRANDMA, PARENT, seed_demo
-from bot.desk import take_number
+from bot.desk.queue import take_number
+from bot.dev.demo import GRANDMA, PARENT, seed_demo
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import Clinic, utcnow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

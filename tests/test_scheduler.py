@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.appkeys import SESSIONS
-from bot.scheduler import Scheduler, prune
+from bot.core.scheduler import Scheduler, prune
+from bot.web.appkeys import SESSIONS
 from models import ConversationState, OutboxMessage, ProcessedMessage, utcnow
 from tests.helpers import Client
 

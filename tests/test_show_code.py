@@ -1,7 +1,7 @@
 """Show code (亮码接种): the code's format, the chat journey on both platforms, the code page, and 取号.
 
 The QR images are read back with a real QR reader (zxing-cpp), as a clinic's scanner would read them;
-what they hold goes to the desk through :func:`bot.desk.take_number`.
+what they hold goes to the desk through :func:`bot.desk.queue.take_number`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,23 @@ import zxingcpp
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.certificates import Grantee, add_grant, revoke_grant
-from bot.code_page import MIN_CODE_GAP
-from bot.demo import CHILD, GRANDMA, PARENT
-from bot.desk import Ticket, take_number
-from bot.outbox import SCRUBBED
-from bot.pii import Vault
-from bot.qr import CodeProblem, CodeRejected, issue_code, make_payload, parse_payload, qr, qr_png, redeem_code
+from bot.certificates.rules import Grantee, add_grant, revoke_grant
+from bot.core.pii import Vault
+from bot.desk.queue import Ticket, take_number
+from bot.dev.demo import CHILD, GRANDMA, PARENT
+from bot.outbox.queue import SCRUBBED
+from bot.showcode.codes import (
+    CodeProblem,
+    CodeRejected,
+    issue_code,
+    make_payload,
+    parse_payload,
+    qr,
+    qr_png,
+    redeem_code,
+)
+from bot.showcode.page import MIN_CODE_GAP
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import (
     AuditEntry,
     Certificate,
@@ -60,7 +69,7 @@ def _vault(client: Client) -> Vault:
 
 
 def test_a_code_is_small_alphanumeric_and_reads_back() -> None:
-    from bot.keys import Keyring
+    from bot.core.keys import Keyring
 
     vault = Vault(Keyring(data_keys={1: b"k" * 32}, active_kid=1, hash_key=b"h" * 32, dev=True))
     expires = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -73,7 +82,7 @@ def test_a_code_is_small_alphanumeric_and_reads_back() -> None:
 
 
 def test_codes_that_are_refused_before_the_database() -> None:
-    from bot.keys import Keyring
+    from bot.core.keys import Keyring
 
     vault = Vault(Keyring(data_keys={1: b"k" * 32}, active_kid=1, hash_key=b"h" * 32, dev=True))
     other = Vault(Keyring(data_keys={1: b"k" * 32}, active_kid=1, hash_key=b"x" * 32, dev=True))
@@ -426,7 +435,7 @@ async def test_two_codes_for_one_child_scanned_at_once_queue_it_once(app_client:
 
 
 async def test_expired_codes_and_pages_are_pruned(app_client: Client, channel: Channel) -> None:
-    from bot.scheduler import prune
+    from bot.core.scheduler import prune
 
     user = "o-code-prune" if channel.platform == "wechat" else "2088000000000813"
     await _world(app_client, channel, user)

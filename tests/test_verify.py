@@ -10,11 +10,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select, update
 
 from bot.app import create_app
-from bot.appkeys import SESSIONS
-from bot.demo import demo_id_number
-from bot.fakes.alipay import AlipayClientSim
-from bot.fakes.alipay_gateway import FakeAlipayGateway
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.dev.demo import demo_id_number
+from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.web.appkeys import SESSIONS
 from models import Identity, PlatformAccount, Verification, utcnow
 from tests.channels import Alipay, Channel, WeChat, link_in
 from tests.helpers import Client, count, drain_outbox

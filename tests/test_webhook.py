@@ -13,10 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import update
 
 from bot.app import create_app
-from bot.appkeys import METRICS, SESSIONS
-from bot.config import Settings
-from bot.conversation import Context, Route, text_in
-from bot.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
+from bot.chat.conversation import Context, Route, text_in
+from bot.core.config import Settings
+from bot.dev.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
+from bot.web.appkeys import METRICS, SESSIONS
 from models import AuditEntry, ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
 from tests.helpers import Client, count, drain_outbox, outbox_rows, post
 
@@ -161,7 +161,7 @@ async def test_handler_crash_rolls_back_and_apologises(
 
 
 async def test_unknown_types_get_a_polite_answer(app_client: Client, wechat: WeChatClientSim) -> None:
-    from bot.fakes.wechat import message_xml
+    from bot.dev.fakes.wechat import message_xml
 
     voice = message_xml("gh", "o-voice", "voice", {"MediaId": "m", "Format": "amr", "MsgId": 99001}, int(time.time()))
     status, body = await post(app_client, wechat.sign(voice))
@@ -185,7 +185,7 @@ async def test_unfollow_is_recorded_and_refollow_welcomes_back(app_client: Clien
     assert status == 200 and body == "success"
     from sqlalchemy import select
 
-    from bot.appkeys import SESSIONS
+    from bot.web.appkeys import SESSIONS
 
     async with app_client.app[SESSIONS]() as session:
         account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == "o-u"))).one()
@@ -228,7 +228,7 @@ async def test_faq_menu_flow_keeps_state_between_messages(app_client: Client, we
     assert "没太明白" in await say("5")  # out of the menu: a bare number means nothing now
     from sqlalchemy import select
 
-    from bot.appkeys import SESSIONS
+    from bot.web.appkeys import SESSIONS
 
     async with app_client.app[SESSIONS]() as session:
         row = (await session.scalars(select(ConversationState).where(ConversationState.user_id == "o-faq"))).one()
@@ -240,7 +240,7 @@ async def test_expired_step_is_explained(app_client: Client, wechat: WeChatClien
 
     from sqlalchemy import update
 
-    from bot.appkeys import SESSIONS
+    from bot.web.appkeys import SESSIONS
     from models import utcnow
 
     _, body = await post(app_client, wechat.sign(wechat.text("o-exp", "常见问题")))
@@ -256,7 +256,7 @@ async def test_expired_step_is_explained(app_client: Client, wechat: WeChatClien
 
 
 async def test_menu_items_answer_honestly(app_client: Client, wechat: WeChatClientSim) -> None:
-    from bot.menu import LABELS
+    from bot.chat.menu import LABELS
     from handlers.coming_soon import PENDING_JOURNEYS
 
     for key, label in LABELS.items():
@@ -293,7 +293,7 @@ async def test_database_outage_still_answers_the_user(keys_dir: Any) -> None:
 async def test_a_slow_token_fetch_does_not_stall_the_webhook(
     app_client: Client, wechat: WeChatClientSim, fake_wechat: tuple[FakeWeChatAPI, str]
 ) -> None:
-    from bot.appkeys import WECHAT_API
+    from bot.web.appkeys import WECHAT_API
 
     fake_wechat[0].stall("stable_token", 2.0)
     fetch = asyncio.create_task(app_client.app[WECHAT_API].access_token())
@@ -313,7 +313,7 @@ async def test_a_retry_after_a_lost_answer_gets_the_same_answer_again(
 
     from sqlalchemy import update
 
-    from bot.appkeys import SESSIONS
+    from bot.web.appkeys import SESSIONS
     from models import utcnow
 
     xml = wechat.text("o-lost", "客服电话", msg_id=5150001)
@@ -340,8 +340,8 @@ async def test_an_image_to_upload_or_a_credential_is_never_the_passive_reply(
 ) -> None:
     import base64
 
-    from bot.outbox import SCRUBBED
-    from bot.update import Article, Image
+    from bot.core.update import Article, Image
+    from bot.outbox.queue import SCRUBBED
 
     png = base64.b64encode(bytes.fromhex("89504e470d0a1a0a") + b"\0" * 64).decode()
 

@@ -8,8 +8,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import create_app
-from bot.config import DEV_WECHAT_AES_KEY
-from bot.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.core.config import DEV_WECHAT_AES_KEY
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from tests.helpers import Client, drain_outbox, post
 
 

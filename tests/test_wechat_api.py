@@ -16,14 +16,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
-from bot.appkeys import HTTP, METRICS, SESSIONS, WECHAT_API
-from bot.config import Settings
-from bot.db import create_engine, sessionmaker
-from bot.fakes.wechat import FakeWeChatAPI, Received
-from bot.menu import wechat_menu
-from bot.metrics import Metrics
-from bot.outbox import SendError
-from bot.platforms.wechat_api import PERMANENT_REASONS, WeChatAPI, WeChatAPIError, WeChatSender, classify
+from bot.chat.menu import wechat_menu
+from bot.core.config import Settings
+from bot.core.db import create_engine, sessionmaker
+from bot.core.metrics import Metrics
+from bot.dev.fakes.wechat import FakeWeChatAPI, Received
+from bot.outbox.queue import SendError
+from bot.platforms.wechat.client import PERMANENT_REASONS, WeChatAPI, WeChatAPIError, WeChatSender, classify
+from bot.web.appkeys import HTTP, METRICS, SESSIONS, WECHAT_API
 from models import OutboxMessage, PlatformToken, utcnow
 
 Client = TestClient[web.Request, web.Application]

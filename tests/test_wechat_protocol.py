@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from wechatpy.crypto import PrpCrypto
 
-from bot.config import load_settings
-from bot.fakes.wechat import WeChatClientSim
-from bot.platforms.wechat import Rejected, WeChatGateway, sha1_signature
-from bot.update import Platform, Text, UpdateKind
+from bot.core.config import load_settings
+from bot.core.update import Platform, Text, UpdateKind
+from bot.dev.fakes.wechat import WeChatClientSim
+from bot.platforms.wechat.inbound import Rejected, WeChatGateway, sha1_signature
 
 # Official Python sample (see the protocol reference).
 SAMPLE_TOKEN = "spamtest"
@@ -307,7 +307,7 @@ def test_every_documented_type_becomes_one_update() -> None:
 
 
 def test_image_and_unknown_message_types() -> None:
-    from bot.fakes.wechat import message_xml
+    from bot.dev.fakes.wechat import message_xml
 
     image = _open(message_xml("gh", "o1", "image", {"PicUrl": "http://x/y.jpg", "MediaId": "m1", "MsgId": 7}, 1))
     assert image.kind is UpdateKind.IMAGE and image.extra["media_id"] == "m1"  # type: ignore[attr-defined]

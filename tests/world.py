@@ -7,9 +7,9 @@ from datetime import date
 
 from sqlalchemy import select
 
-from bot.appkeys import SERVICES, SESSIONS
-from bot.demo import demo_id_number
-from bot.identity import bind_verified
+from bot.dev.demo import demo_id_number
+from bot.identity.accounts import bind_verified
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import Clinic, Dose, Guardian, Identity, PlatformAccount, Vaccinee, utcnow
 from tests.helpers import Client
 

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import models
-from bot.config import load_settings
-from bot.db import create_engine
+from bot.core.config import load_settings
+from bot.core.db import create_engine
 
 target_metadata = models.Base.metadata
 

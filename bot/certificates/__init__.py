@@ -1,0 +1,1 @@
+"""Certificates: what may be claimed, claiming, family grants, who may see what."""

@@ -1,0 +1,383 @@
+"""The conversation engine: lock the user, deduplicate, load state, dispatch, save, enqueue replies.
+
+Everything one update does happens in one transaction: its processed-message key, the state it leaves,
+the rows it writes and the replies it queues. A crash before the commit leaves no trace, so the
+platform's retry runs it again; after the commit, a retry is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat.accounts import contact_outdated, touch_account
+from bot.chat.conversation import Context, Router, Services, Snapshot
+from bot.core.db import dialect_insert
+from bot.core.metrics import Metrics
+from bot.core.update import (
+    CONTACT_KINDS,
+    CONVERSATIONAL_KINDS,
+    OutMessage,
+    Text,
+    Update,
+    UpdateKind,
+    can_be_passive,
+    message_from_payload,
+)
+from bot.outbox import queue as outbox
+from models import ConversationState, OutboxMessage, ProcessedMessage, utcnow
+
+log = logging.getLogger("vaxbot.engine")
+_T = TypeVar("_T")
+
+# A handler that runs longer than this is abandoned (its transaction rolls back).
+HANDLER_LIMIT_SECONDS = 60.0
+# WeChat retries a delivery 5 s after sending it when it got no answer; a copy that arrives this long after
+# the original was taken up is such a retry, not a concurrent duplicate.
+RETRY_AFTER = timedelta(seconds=2)
+PASSIVE_HOLD = timedelta(seconds=30)
+ACCOUNT_EVENTS = frozenset({UpdateKind.FOLLOW, UpdateKind.UNFOLLOW})
+
+
+class KeyedLocks:
+    """One asyncio lock per key, created on demand and dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any) -> AsyncIterator[None]:
+        """Hold the lock for ``key``."""
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+async def claim_delivery(session: AsyncSession, update: Update, now: datetime) -> bool:
+    """Record the update's delivery key; False when it was already processed (a retry or a double tap).
+
+    On PostgreSQL a concurrent duplicate waits here until the first delivery's transaction ends.
+    """
+    insert = dialect_insert(session)
+    statement = (
+        insert(ProcessedMessage)
+        .values(platform=update.platform.value, app_id=update.app_id, dedupe_key=update.dedupe_key, created_at=now)
+        .on_conflict_do_nothing(index_elements=["platform", "app_id", "dedupe_key"])
+        .returning(ProcessedMessage.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+class SqlStateStore:
+    """Conversation state in ``conversation_states``, row-locked for the length of the transaction."""
+
+    async def load(self, session: AsyncSession, update: Update) -> ConversationState:
+        """Lock and return the user's state row, creating it on first contact."""
+        platform, app_id, user_id = update.user_key
+        query = (
+            select(ConversationState)
+            .where(
+                ConversationState.platform == platform,
+                ConversationState.app_id == app_id,
+                ConversationState.user_id == user_id,
+            )
+            .with_for_update()
+        )
+        row = (await session.scalars(query)).first()
+        if row is not None:
+            return row
+        insert = dialect_insert(session)
+        await session.execute(
+            insert(ConversationState)
+            .values(platform=platform, app_id=app_id, user_id=user_id, data={}, version=0, updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["platform", "app_id", "user_id"])
+        )
+        row = (await session.scalars(query)).first()
+        assert row is not None
+        return row
+
+    def save(self, row: ConversationState, snapshot: Snapshot, now: datetime) -> None:
+        """Write the new state into the locked row (only when it changed)."""
+        if (row.state, row.data, row.expires_at) == (snapshot.state, snapshot.data, snapshot.expires_at):
+            return
+        row.state = snapshot.state
+        row.data = snapshot.data
+        row.expires_at = snapshot.expires_at
+        row.version = (row.version or 0) + 1
+        row.updated_at = now
+
+
+def reply_key(update: Update, index: int) -> str:
+    """The outbox key of the ``index``-th reply to an update (a retry finds its answer by it)."""
+    digest = hashlib.sha256(f"{update.platform.value}|{update.app_id}|{update.dedupe_key}".encode()).hexdigest()
+    return f"reply:{digest[:40]}:{index}"
+
+
+class RecentContacts:
+    """Users whose account row is known to exist with a last contact under a minute old (per process).
+
+    Lets the hot path skip reading and rewriting ``platform_accounts`` for a user who keeps typing; the
+    row is never deleted, so a stale entry can only delay the next ``last_inbound_at`` write by a minute.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._seen: collections.OrderedDict[tuple[str, str, str], tuple[datetime, str]] = collections.OrderedDict()
+        self._capacity = capacity
+
+    def stale(self, update: Update, now: datetime) -> bool:
+        """True when the account must be read (and maybe written) for this update."""
+        if update.kind not in CONTACT_KINDS or update.kind in ACCOUNT_EVENTS:
+            return True
+        last_at, last_kind = self._seen.get(update.user_key, (None, None))
+        return contact_outdated(last_at, last_kind, update, now)
+
+    def seen(self, update: Update, now: datetime) -> None:
+        """Record a committed contact."""
+        if update.kind not in CONTACT_KINDS or update.kind in ACCOUNT_EVENTS:
+            self._seen.pop(update.user_key, None)
+            return
+        if self.stale(update, now):
+            self._seen[update.user_key] = (now, update.kind.value)
+        self._seen.move_to_end(update.user_key)
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+
+
+async def _queue_replies(
+    session: AsyncSession, update: Update, replies: Sequence[OutMessage], hold_until: datetime | None
+) -> tuple[int, ...]:
+    """Write the replies to the outbox (held until ``hold_until``) and return their row ids."""
+    return await outbox.enqueue_messages(
+        session,
+        platform=update.platform.value,
+        app_id=update.app_id,
+        recipient=update.user_id,
+        messages=replies,
+        idempotency_keys=[reply_key(update, index) for index in range(len(replies))],
+        available_at=hold_until,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What processing an update produced."""
+
+    duplicate: bool
+    replies: tuple[OutMessage, ...] = ()
+    outbox_ids: tuple[int, ...] = ()
+    failed: bool = False
+    recorded: bool = True  # False only when the database could not even record the delivery
+
+
+class Engine:
+    """Runs updates through the router, one transaction each, and answers within the platform's deadline."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        router: Router,
+        services: Services,
+        metrics: Metrics,
+        *,
+        state_ttl: timedelta,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._router = router
+        self._services = services
+        self._metrics = metrics
+        self._state_ttl = state_ttl
+        self._states = SqlStateStore()
+        self._locks = KeyedLocks()
+        self._on_enqueued = on_enqueued
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._claims = outbox.PassiveClaims(sessionmaker, on_enqueued)
+        self._recent = RecentContacts()
+
+    async def process(self, update: Update, hold_until: datetime | None = None) -> Outcome:
+        """Handle ``update`` once; replies are queued, held until ``hold_until`` for a passive answer."""
+        async with self._locks.hold(update.user_key):
+            try:
+                async with asyncio.timeout(HANDLER_LIMIT_SECONDS):
+                    outcome = await self._process_locked(update, hold_until)
+            except Exception:
+                self._metrics.handler_errors.labels(update.platform.value).inc()
+                log.exception("handler failed", extra={"platform": update.platform.value, "kind": update.kind})
+                outcome = await self._apologise(update, hold_until)
+        if outcome.outbox_ids and hold_until is None:
+            self._on_enqueued()  # held replies wake the worker only when they are released
+        return outcome
+
+    async def _process_locked(self, update: Update, hold_until: datetime | None) -> Outcome:
+        now = utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            if not await claim_delivery(session, update, now):
+                return Outcome(duplicate=True)
+            state_row = await self._states.load(session, update)
+            account = None
+            if self._recent.stale(update, now):
+                account = await touch_account(session, update, now)
+            snapshot, expired = self._current(state_row, now)
+            ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
+            await self._router.dispatch(ctx)
+            self._states.save(state_row, ctx.snapshot(self._state_ttl), now)
+            ids = await _queue_replies(session, update, ctx.replies, hold_until)
+        self._recent.seen(update, now)  # committed: the account exists and its last contact is recorded
+        return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids)
+
+    async def _apologise(self, update: Update, hold_until: datetime | None) -> Outcome:
+        """The handler failed and rolled back: record the delivery and tell the user what to do."""
+        message = Text(self._services.catalogue("error_generic"))
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                if not await claim_delivery(session, update, utcnow()):
+                    return Outcome(duplicate=True)
+                if update.kind not in CONVERSATIONAL_KINDS:
+                    return Outcome(duplicate=False, failed=True)
+                ids = await _queue_replies(session, update, [message], hold_until)
+                return Outcome(duplicate=False, replies=(message,), outbox_ids=ids, failed=True)
+        except Exception:
+            # The database itself is failing: nothing is recorded, but the user is still told, in the
+            # passive reply, that it did not work and to try again.
+            log.exception("could not record the failure", extra={"platform": update.platform.value})
+            if update.kind not in CONVERSATIONAL_KINDS:
+                return Outcome(duplicate=False, failed=True, recorded=False)
+            return Outcome(duplicate=False, replies=(message,), failed=True, recorded=False)
+
+    @staticmethod
+    def _current(row: ConversationState, now: datetime) -> tuple[Snapshot, str | None]:
+        if row.state is not None and row.expires_at is not None and row.expires_at <= now:
+            return Snapshot(), row.state
+        # A deep copy: handlers may change nested values, and the stored row must see the difference.
+        return Snapshot(state=row.state, data=copy.deepcopy(row.data or {}), expires_at=row.expires_at), None
+
+    async def respond(self, update: Update, deadline: float, received_at: datetime) -> OutMessage | None:
+        """Process ``update`` and return the message to answer passively, if it is ready in time.
+
+        The replies are queued first, held back from the worker. If processing beats the deadline, the
+        first reply is the webhook's own answer (recorded as such in a batch just after) and the rest are
+        released to the worker; otherwise the webhook answers with an acknowledgement and all of them are
+        released as soon as they are queued.
+        """
+        # Every path that stays alive releases or claims the held rows explicitly; the hold only decides
+        # how soon the worker steps in after a crash (or a failed claim), so it can be generous.
+        hold_until = received_at + timedelta(seconds=deadline) + PASSIVE_HOLD
+        task = self._track(self.process(update, hold_until))
+        remaining = deadline - (utcnow() - received_at).total_seconds()
+        done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
+        if not done:
+            log.warning("deadline passed; answer goes through the outbox", extra={"platform": update.platform.value})
+            self._track(self._release_when_done(task))
+            return None
+        outcome = task.result()
+        if outcome.failed and outcome.replies and not outcome.outbox_ids:
+            return outcome.replies[0]  # nothing could be queued: answer directly
+        if outcome.duplicate:
+            return await self._answer_retry(update, received_at)
+        if not outcome.outbox_ids:
+            return None
+        if not can_be_passive(outcome.replies[0]):
+            self._claims.add(None, outcome.outbox_ids)  # all go through the outbox
+            return None
+        first, *rest = outcome.outbox_ids
+        self._claims.add(first, rest)
+        return outcome.replies[0]
+
+    async def deliver(self, update: Update, deadline: float, received_at: datetime) -> bool | None:
+        """Process an update whose answers all go out through the outbox (no passive reply, as on Alipay).
+
+        Returns True once the delivery is recorded (or was a duplicate), False when the database could not
+        record it (the platform should retry), and None when the deadline passed first: processing goes
+        on, and its replies are released to the worker as soon as they are queued.
+        """
+        task = self._track(self.process(update))
+        remaining = deadline - (utcnow() - received_at).total_seconds()
+        done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
+        if not done:
+            log.warning("deadline passed; processing goes on", extra={"platform": update.platform.value})
+            return None
+        return task.result().recorded
+
+    async def _answer_retry(self, update: Update, received_at: datetime) -> OutMessage | None:
+        """A duplicate delivery: answer it again only when it is the platform's retry of a lost answer.
+
+        WeChat retries only when it got no answer in time, so a copy arriving well after the original
+        means the original's passive reply never reached the user: send the same reply again (or claim
+        the still-queued one). A copy arriving at the same time as the original (a double tap, a
+        concurrent duplicate) gets the acknowledgement, so the user reads the answer once.
+        """
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                first_seen = await session.scalar(
+                    select(ProcessedMessage.created_at).where(
+                        ProcessedMessage.platform == update.platform.value,
+                        ProcessedMessage.app_id == update.app_id,
+                        ProcessedMessage.dedupe_key == update.dedupe_key,
+                    )
+                )
+                if first_seen is None or received_at - first_seen < RETRY_AFTER:
+                    return None
+                row = (
+                    await session.scalars(
+                        select(OutboxMessage).where(OutboxMessage.idempotency_key == reply_key(update, 0))
+                    )
+                ).first()
+                if row is None or row.status not in ("passive", "pending"):
+                    return None
+                if row.kind != "text" and not can_be_passive(message_from_payload(row.kind, row.payload)):
+                    return None  # never a passive reply (see respond): the worker sends it
+                if row.status == "pending" and not await outbox.mark_passive(session, [row.id]):
+                    return None
+                log.info("answering a platform retry again", extra={"platform": update.platform.value})
+                return message_from_payload(row.kind, row.payload)
+        except Exception:
+            log.exception("could not look up the answer to a retried delivery")
+            return None
+
+    def _track(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _release_when_done(self, task: asyncio.Task[Outcome]) -> None:
+        """A late update's replies go out as soon as they are queued, not when their hold lapses."""
+        outcome = await task
+        if not outcome.outbox_ids:
+            return
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await outbox.release_held(session, outcome.outbox_ids)
+        except Exception:
+            log.exception("could not release late replies; they go out when their hold lapses")
+        self._on_enqueued()
+
+    async def drain(self, grace: float) -> None:
+        """Wait for updates still being processed, then for their passive claims (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        await self._claims.drain()

@@ -1,0 +1,418 @@
+"""The message catalogue: every sentence a user reads, in one place (Chinese)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from bot.core.config import Settings
+
+
+class Catalogue:
+    """Looks up a message by key and fills in its placeholders (``{phone}`` is always known)."""
+
+    def __init__(self, messages: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
+        self._messages = messages
+        self._defaults = dict(defaults)
+
+    def __call__(self, key: str, **values: Any) -> str:
+        """The message ``key`` with ``values`` (and the defaults) filled in."""
+        return self._messages[key].format(**{**self._defaults, **values})
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._messages
+
+    def keys(self) -> list[str]:
+        """Every message key."""
+        return list(self._messages)
+
+
+MESSAGES: Final[dict[str, str]] = {
+    # --- welcome and menu ---------------------------------------------------------------
+    "welcome": (
+        "您好，欢迎关注电子预防接种证助手！\n"
+        "电子预防接种证可以替代随身携带的纸质接种证：实名认证后申领本人和孩子的接种证，"
+        "授权家人一起查看，到门诊亮码接种，查看接种记录和下一针，预约接种并按时收到提醒。\n\n"
+        "第一步，回复「实名认证」完成人脸识别，然后点「申领接种证」。"
+        "想先了解申领条件，可以回复「常见问题」，有疑问也可以直接发文字问我。"
+    ),
+    "welcome_back": "欢迎回来！您之前的认证和申领信息都还在。需要什么帮助，直接点下方菜单或回复「帮助」。",
+    "help": (
+        "我可以帮您办理这些事（点下方菜单即可）：\n"
+        "【我的接种证】申领接种证 · 证照授权 · 接种记录\n"
+        "【亮码预约】亮码接种 · 预约接种 · 我的预约\n"
+        "【帮助】实名认证 · 常见问题 · 联系客服\n\n"
+        "也可以直接问我，例如「为什么没有待申领」「信息有误怎么改」「狂犬疫苗记录」。"
+    ),
+    "fallback": (
+        "抱歉，我没太明白您的意思。您可以：\n"
+        "· 回复「常见问题」查看大家常问的问题\n"
+        "· 点击下方菜单办理申领、授权、亮码、预约\n"
+        "· 拨打客服电话 {phone}"
+    ),
+    "unsupported_message": "抱歉，我暂时只能看懂文字消息。请直接打字告诉我您想办理什么，或点击下方菜单。",
+    "image_received": "图片收到了，不过我暂时看不懂图片。请用文字描述您的问题，或回复「常见问题」。",
+    "feature_coming": (
+        "「{feature}」功能正在建设中，很快就能使用，给您添麻烦了。\n"
+        "现在您可以回复「常见问题」了解申领规则，或拨打客服电话 {phone}。"
+    ),
+    "contact": "客服电话：{phone}。\n接种相关的具体问题，也可以直接联系您建档的预防接种门诊。",
+    "scan_unrecognised": "这个二维码我不认识。到门诊接种时，请让工作人员扫描您在本服务里打开的接种码。",
+    "error_generic": "抱歉，系统刚才开了个小差，您的操作没有完成。请稍后再试一次；如果一直不行，请拨打客服电话 {phone}。",
+    "cancelled": "好的，已退出。需要时随时点菜单或回复「帮助」。",
+    "session_expired": "上一步操作已超时，我们重新开始吧。回复「帮助」看看我能做什么。",
+    # --- FAQ (answers from the Nantong CDC notice) ---------------------------------------
+    "faq_menu": (
+        "常见问题，回复数字查看：\n"
+        "1. 为什么没有待申领的接种证？\n"
+        "2. 信息有误怎么修改？\n"
+        "3. 外省来的孩子能申领吗？\n"
+        "4. 新生儿什么时候能申领？\n"
+        "5. 为什么看不到狂犬疫苗记录？\n"
+        "6. 还需要带纸质接种证吗？\n"
+        "7. 客服电话\n"
+        "回复「退出」结束。"
+    ),
+    "faq_no_pending": (
+        "没有待申领的接种证，通常是这几个原因：\n"
+        "1. 儿童需在 {child_date}及以后出生；成人需年满{adult_age}周岁，并有 {adult_date}及以后的接种记录。\n"
+        "2. 目前仅{regions}是试点城市，需在试点城市的接种单位建档并在册管理。\n"
+        "3. 接种档案登记的身份证号需与您实名认证的身份证号一致；申领孩子的接种证时，孩子的档案里需登记了"
+        "父母的有效身份证号，且与您认证的身份证号一致。\n"
+        "如果档案信息需要补充，请联系建档的接种门诊，修改后次日生效。"
+    ),
+    "faq_wrong_info": (
+        "接种信息来源于江苏省预防接种管理信息系统，部分历史或省外接种数据可能不够完整准确。"
+        "发现信息有误，请联系您的预防接种单位核实，修正后次日生效。"
+    ),
+    "faq_other_province": (
+        "目前仅{regions}是电子预防接种证的试点城市，未在试点城市接种信息系统中登记在册的无法申领。"
+        "外地来的适龄儿童，请携带纸质接种证到居住地的儿童预防接种门诊建档登记，提供正确的身份信息，"
+        "核对无误后次日即可申领。"
+    ),
+    "faq_newborn": (
+        "新生儿的接种档案需要从产科转入儿童预防接种门诊后才能申领。"
+        "请尽快到居住地的儿童预防接种门诊登记建档，并录入父母的身份信息，次日即可申领。"
+    ),
+    "faq_rabies": (
+        "狂犬疫苗的接种信息记录在犬伤预防接种信息系统，和成人/儿童预防接种信息系统是两个系统。"
+        "目前电子预防接种证只显示成人/儿童预防接种信息系统里的记录，所以暂时看不到狂犬疫苗记录。"
+        "两个系统的数据连通正在进行中。"
+    ),
+    "faq_paper": (
+        "电子预防接种证目前仍在试点，建议近期带孩子接种时继续携带纸质《江苏省儿童预防接种证》。\n"
+        "接种记录还没有全国联网：要到外省接种的孩子，出市前请在本地接种单位把纸质接种证补充打印完整；"
+        "在外省接种后回来的，也请带上纸质接种证，方便门诊补录外省的接种记录。"
+    ),
+    "faq_phone": "客服电话：{phone}。",
+    # --- real-name verification (实名认证) -----------------------------------------------
+    "verify_intro": (
+        "实名认证需要核对您的姓名、身份证号，并完成一次人脸识别。信息只用于办理电子预防接种证，全程加密保存。\n"
+        "请输入您的姓名（随时回复「取消」可退出）："
+    ),
+    "verify_bad_name": "姓名格式好像不对，请输入身份证上的姓名（2～20个字）。",
+    "verify_ask_id": "请输入您本人的18位身份证号（回复「上一步」可重新输入姓名）：",
+    "verify_already": "您已完成实名认证（{name}，{id}）。回复「申领接种证」查看可申领的接种证。",
+    "verify_link_title": "点击进行人脸识别",
+    "verify_link_description": "将以 {name}（{id}）进行认证。链接{minutes}分钟内有效，只能使用一次。",
+    "verify_link_sent": (
+        "请点击上方链接，按提示完成人脸识别，完成后我会告诉您结果。\n链接过期或没有收到结果，回复「实名认证」重新获取。"
+    ),
+    "verify_tier_birth_certificate": (
+        "{age}周岁的用户需要通过出生医学证明信息核验身份，这项服务暂未开通。"
+        "孩子的接种证请由父母或监护人实名认证后申领。"
+    ),
+    "verify_tier_household": (
+        "{age}周岁及以上的用户需要通过户籍信息核验身份，这项服务暂未开通。"
+        "可以请家人在「证照授权」中为您授权查看，或到接种门诊现场办理。客服电话 {phone}。"
+    ),
+    "verify_passed": "实名认证成功！您已认证为 {name}（{id}）。\n回复「申领接种证」查看可以申领的接种证。",
+    "verify_failed": (
+        "人脸识别没有通过，实名认证未完成。请确认是本人操作、光线充足、正对镜头，然后回复「实名认证」重新认证。"
+    ),
+    "verify_mismatch": (
+        "人脸识别的结果与您填写的姓名、身份证号不一致，实名认证未完成。"
+        "请核对后回复「实名认证」重新认证；替家人办理，请由家人本人认证。"
+    ),
+    "verify_needed": "这项服务需要先完成实名认证。回复「实名认证」开始，只需填写姓名、身份证号并完成一次人脸识别。",
+    "page_home_title": "电子预防接种证助手",
+    "page_home": "请在微信服务号或支付宝生活号「电子预防接种证助手」中查看接种记录、亮码接种。",
+    "page_verify_title": "电子预防接种证 · 实名认证",
+    "page_verify_invalid": "这个认证链接无效。请回到聊天窗口，回复「实名认证」获取新的链接。",
+    "page_verify_used": "这个认证链接已经使用过了。请回到聊天窗口查看认证结果；需要重新认证，请回复「实名认证」。",
+    "page_verify_expired": "这个认证链接已过期。请回到聊天窗口，回复「实名认证」获取新的链接。",
+    "page_verify_unavailable": "人脸识别服务暂时无法打开，请稍后再点一次链接。一直不行请拨打客服电话 {phone}。",
+    "page_verify_pending": "暂时还没有拿到认证结果，请稍等几秒后刷新本页面。",
+    "page_verify_passed": "实名认证成功！请返回聊天窗口，继续申领电子预防接种证。",
+    "page_verify_failed": "人脸识别没有通过。请返回聊天窗口，回复「实名认证」重新认证。",
+    "page_verify_mismatch": "人脸识别结果与填写的信息不一致，认证未完成。请返回聊天窗口，回复「实名认证」重新认证。",
+    "page_verify_app": "请在小程序中打开完成人脸识别。",
+    # --- pending list and claiming (待申领 → 申领) ----------------------------------------
+    "relation_self": "本人",
+    "relation_child": "子女",
+    "claim_list_head": "您可以申领的电子预防接种证：",
+    "claim_list_item": "{number}. {name}（{relation}，{id}）",
+    "claim_list_foot": "回复序号查看并申领，回复「退出」结束。",
+    "claim_others_head": "其他与您有关的接种档案：",
+    "claim_line_mine": "· {name}（{relation}）：已申领，可在「接种记录」查看",
+    "claim_line_granted": "· {name}（{relation}）：已由家人申领并授权给您，可在「接种记录」查看",
+    "claim_line_taken": "· {name}（{relation}）：已由其他家人申领。一个孩子的接种证只能由一位家人申领，请申领的家人在「证照授权」中为您授权",
+    "claim_line_ineligible": "· {name}（{relation}）：暂不能申领，{reason}",
+    "claim_not_pilot": "建档单位不在试点城市（目前仅{regions}）",
+    "claim_born_too_early": "{child_date}之前出生的儿童暂不能申领",
+    "claim_newborn_wait": "档案还在产科，转入儿童预防接种门诊后次日即可申领",
+    "claim_minor_self": "未满{adult_age}周岁，需由父母或监护人申领",
+    "claim_no_recent_dose": "需要有{adult_date}及以后的接种记录",
+    "claim_none_found": "没有找到与您身份证号关联的接种档案。",
+    "claim_choice_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "claim_confirm": (
+        "请核对接种证信息：\n"
+        "姓名：{name}\n"
+        "身份证号：{id}\n"
+        "出生年月：{birth}\n"
+        "建档单位：{clinic}\n\n"
+        "{consent}"
+        "确认无误请回复「同意并申领」。信息有误请联系建档门诊修改（次日生效）；回复「退出」结束。"
+    ),
+    "claim_consent_child": "申领孩子的接种证，表示您作为监护人同意本服务按照《个人信息保护法》处理孩子的接种信息，用于查看记录、亮码接种和接收提醒。\n\n",
+    "claim_consent_adult": "申领后，本服务将按照《个人信息保护法》处理您的接种信息，用于查看记录、亮码接种和接收提醒。\n\n",
+    "claim_confirm_hint": "请回复「同意并申领」完成申领，或回复「退出」。",
+    "claim_success": (
+        "电子预防接种证申领成功！\n{name}的接种证已加入您的账户，现在可以：\n"
+        "· 回复「接种记录」查看已接种的疫苗\n"
+        "{grant_hint}"
+        "· 到门诊接种时点「亮码接种」"
+    ),
+    "claim_success_grant_hint": "· 点「证照授权」让家人一起查看\n",
+    "claim_taken_now": (
+        "抱歉，{name}的接种证刚刚已被其他家人申领。一个孩子的接种证只能由一位家人申领，"
+        "请申领的家人在「证照授权」中为您授权，授权后您也能查看。"
+    ),
+    "claim_gone": "这份档案现在不能申领了，我们重新看一下列表吧。",
+    # --- ID number and phone validation (used by later journeys) ---------------------------
+    "id_length": "身份证号应为18位，您输入的位数不对，请检查后重新输入。",
+    "id_chars": "身份证号前17位应为数字，最后一位是数字或字母X，请检查后重新输入。",
+    "id_birth_date": "身份证号中的出生日期不正确，请检查后重新输入。",
+    "id_check_char": "身份证号最后一位校验码不对，可能有一位输错了，请仔细核对后重新输入。",
+    "phone_invalid": "手机号格式不对，请输入11位手机号码（例如 138 0000 0000）。",
+    # --- family authorisation and records ------------------------------------------------
+    "grant_need_verify": (
+        "证照授权需要先完成实名认证，这样我们才能确认您是孩子接种证的申领人。\n"
+        "回复「实名认证」即可开始，按提示填写姓名、身份证号并完成认证。"
+    ),
+    "grant_no_child_certificate": (
+        "只有孩子电子预防接种证的申领人，才能授权家人一起查看；成人本人的接种证不能授权给他人。\n"
+        "您目前还没有申领孩子的接种证。如果孩子的接种档案登记了您的身份证号，可以回复「申领接种证」先申领。"
+    ),
+    "grant_granted_to_you": "家人已授权您查看{names}的接种证，回复「接种记录」就能查看，不需要再授权。",
+    "grant_pick_head": "您申领了这几位孩子的接种证，请回复序号，选择要管理授权的一位：",
+    "grant_pick_item": "{number}. {name}（{id}）",
+    "grant_pick_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "grant_overview_head": "{name}（{id}）的电子预防接种证\n已授权 {count}/{limit} 人",
+    "grant_overview_item": "{number}. {name} · {relationship} · {phone}",
+    "grant_overview_empty": "目前还没有授权家人。",
+    "grant_overview_options": (
+        "回复「添加」授权一位家人；回复「撤销」加序号取消授权（例如「撤销1」）；回复「退出」结束。\n"
+        "被授权的家人完成实名认证后，可以查看孩子的接种记录、亮码接种，但不能再授权给别人。"
+    ),
+    "grant_overview_options_full": (
+        "已达到{limit}人的上限。如需授权新的家人，请先撤销一位（例如回复「撤销1」）；回复「退出」结束。"
+    ),
+    "grant_manage_hint": "回复「添加」授权家人，回复「撤销」加序号取消授权（例如「撤销1」），或回复「退出」结束。",
+    "grant_ask_id": "请输入要授权的家人的18位身份证号（回复「上一步」返回，回复「取消」退出）：",
+    "grant_ask_id_again": "请重新输入要授权的家人的身份证号，或回复「上一步」返回。",
+    "grant_is_child": "这是孩子本人的身份证号。请输入要授权的家人（例如祖父母）的身份证号。",
+    "grant_ask_name": "请输入这位家人的姓名，与身份证上一致（回复「上一步」可重新输入身份证号）：",
+    "grant_bad_name": "姓名格式好像不对：请输入2～20个字的姓名，可以是中文，外文姓名可用字母和「·」。",
+    "grant_ask_relationship": "这位家人是孩子的什么人？请回复序号或称呼：\n{choices}\n（回复「上一步」可重新输入姓名）",
+    "grant_bad_relationship": "请回复1～7的序号，或直接回复称呼（例如「祖母」）。",
+    "grant_ask_phone": "请输入这位家人的11位手机号（回复「上一步」可重新选择关系）：",
+    "grant_confirm": (
+        "请核对授权信息：\n"
+        "孩子：{child}\n"
+        "家人：{name}（{relationship}）\n"
+        "身份证号：{id}\n"
+        "手机号：{phone}\n\n"
+        "授权后，这位家人完成实名认证就能查看{child}的接种记录、亮码接种，但不能再授权给别人。\n"
+        "确认无误请回复「确认授权」；需要修改请回复「上一步」；回复「取消」放弃。"
+    ),
+    "grant_confirm_hint": "请回复「确认授权」完成授权，回复「上一步」修改，或回复「取消」放弃。",
+    "grant_added": "已授权{name}（{relationship}）查看{child}的电子预防接种证，目前已授权 {count}/{limit} 人。",
+    "grant_added_notified": "我们已发消息告诉TA，TA回复「接种记录」就能查看。",
+    "grant_added_not_yet": (
+        "TA还没有在本服务完成实名认证：请TA在微信或支付宝关注「电子预防接种证助手」并完成实名认证，之后就能看到了。"
+    ),
+    "grant_added_more": "回复「添加」继续授权，回复「退出」结束。",
+    "grant_notice_grantee": (
+        "您好！{holder}已授权您查看{child}的电子预防接种证。\n"
+        "回复「接种记录」即可查看孩子的接种记录；带孩子去门诊接种时，也可以点「亮码接种」。"
+    ),
+    "grant_already_done": "这位家人已经授权好了，不需要再确认。回复「添加」继续授权，回复「退出」结束。",
+    "grant_self": "不能授权给您自己：您是申领人，本来就能查看。",
+    "grant_duplicate": "这位家人已经被授权查看这份接种证了，不需要重复授权。",
+    "grant_full": "每份接种证最多授权{limit}位家人，现在已经满了。如需授权新的家人，请先撤销一位（例如回复「撤销1」）。",
+    "grant_adult_refused": "成人本人的电子预防接种证不能授权给他人查看。",
+    "grant_not_holder": "只有这份接种证的申领人才能管理授权。",
+    "grant_gone": "这份接种证现在不能管理授权了，请重新点菜单「证照授权」查看。",
+    "grant_revoke_which": "请在「撤销」后面加上序号，例如「撤销1」。",
+    "grant_revoke_no_such": "没有第{number}位授权的家人，请对照列表中的序号重新回复（例如「撤销1」）。",
+    "grant_revoke_confirm": (
+        "确定撤销{name}（{relationship}）查看{child}接种证的授权吗？撤销后TA就不能再查看了。\n"
+        "确认请回复「确认撤销」；不撤销请回复「上一步」。"
+    ),
+    "grant_revoke_confirm_hint": "请回复「确认撤销」撤销授权，或回复「上一步」返回。",
+    "grant_revoked": "已撤销{name}（{relationship}）的授权，TA不能再查看{child}的接种证了。目前已授权 {count}/{limit} 人。",
+    "grant_revoked_already": "这项授权已经撤销了，不需要再操作。回复「添加」授权家人，或回复「退出」结束。",
+    "grant_notice_revoked": (
+        "您好，{holder}已撤销您查看{child}电子预防接种证的授权，您将不能再查看这份接种证。如有疑问，请与孩子的家人联系。"
+    ),
+    "grant_cancelled": "好的，已退出证照授权，刚才填写的信息没有保存。",
+    "grant_left": "好的，已退出证照授权。需要时点菜单「证照授权」再来。",
+    "relationship_father": "父亲",
+    "relationship_mother": "母亲",
+    "relationship_grandfather": "祖父",
+    "relationship_grandmother": "祖母",
+    "relationship_mat_grandfather": "外祖父",
+    "relationship_mat_grandmother": "外祖母",
+    "relationship_guardian": "其他监护人",
+    "records_need_verify": (
+        "查看接种记录需要先完成实名认证，这样我们才能确认哪些接种证属于您。\n回复「实名认证」即可开始。"
+    ),
+    "records_none": (
+        "您还没有可以查看的电子预防接种证。\n"
+        "· 本人或孩子的接种证：回复「申领接种证」，申领后就能查看；\n"
+        "· 孩子的接种证已由其他家人申领：请TA在「证照授权」中为您授权，授权后回复「接种记录」即可查看。"
+    ),
+    "records_pick_head": "请回复序号，选择要查看的接种证：",
+    "records_pick_item": "{number}. {name}（{role}）",
+    "records_pick_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "pick_gone": "您选择的这本接种证现在已无法查看（授权可能已被取消）。",
+    "records_role_self": "本人",
+    "records_role_child": "子女",
+    "records_role_granted": "已授权",
+    "records_header": "{name}的接种记录\n身份证号：{id}\n出生年月：{birth}",
+    "records_header_more": "{name}的接种记录（续）",
+    "records_birth": "{year}年{month}月",
+    "records_date": "{year}年{month}月{day}日",
+    "records_vaccine": "【{vaccine}】",
+    "records_dose": "第{number}剂　{date}　{clinic}",
+    "records_dose_no_clinic": "第{number}剂　{date}",
+    "records_empty": "暂时还没有可以显示的接种记录。在门诊新登记或更正的记录，次日就能看到。",
+    "records_next_head": "【下一针】按国家免疫规划儿童免疫程序推算：",
+    "records_next_overdue": "· {vaccine} 第{number}剂：已逾期（应在{past_due}前完成），请尽快联系接种门诊补种",
+    "records_next_due": "· {vaccine} 第{number}剂：现在可以接种",
+    "records_next_upcoming": "· {vaccine} 第{number}剂：{date}起可以接种",
+    "records_next_more": "· 另有{count}剂在更晚的时候，临近时可再点「接种记录」查看。",
+    "records_next_none": "国家免疫规划疫苗目前没有需要接种的，按时接种，真棒！",
+    "records_next_note_needs_ppd": "（需先做结核菌素皮试，阴性才能补种）",
+    "records_next_footer": (
+        "下一针按国家免疫程序推算，仅供参考，请以接种门诊的告知为准；自费疫苗不在推算之列。"
+        "今天刚接种的记录次日才显示，推算也随之更新。"
+    ),
+    "records_footer": (
+        "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n记录有误请联系接种门诊核实，修正后次日生效。"
+    ),
+    # --- show code (亮码接种) ----------------------------------------------------------------
+    "code_need_verify": (
+        "出示接种码需要先完成实名认证，这样我们才能确认哪些接种证属于您。\n回复「实名认证」即可开始。"
+    ),
+    "code_none": (
+        "您还没有可以出示接种码的电子预防接种证。\n"
+        "· 本人或孩子的接种证：回复「申领接种证」，申领后就能亮码接种；\n"
+        "· 孩子的接种证已由其他家人申领：请TA在「证照授权」中为您授权，授权后就能带孩子亮码接种。"
+    ),
+    "code_pick_head": "请回复序号，选择要出示哪本接种证的接种码：",
+    "code_caption": (
+        "{name}的接种码\n身份证号：{id}\n"
+        "到接种门诊后，请出示下面的二维码，由工作人员扫码取号。\n"
+        "· 二维码{minutes}分钟内有效，扫码取号后即失效；需要时点菜单「亮码接种」再取一个。\n"
+        "· 二维码里没有个人信息，但请不要转发给他人。"
+    ),
+    "code_page_link_title": "打开{name}的接种码页面",
+    "code_page_link_description": "在页面上出示接种码，二维码会自动更新。链接{minutes}分钟内有效，请勿转发。",
+    "page_code_title": "电子预防接种证 · 接种码",
+    "page_code_who": "{name}　身份证号：{id}",
+    "page_code_hint": "请向接种门诊工作人员出示此码，二维码会自动更新。",
+    "page_code_warning": "二维码里没有个人信息，扫码取号后即失效。请勿截图转发给他人。",
+    "page_code_offline": "网络好像断开了，恢复后二维码会自动更新。",
+    "page_code_invalid": "这个接种码链接无效。请回到聊天窗口，点菜单「亮码接种」重新打开。",
+    "page_code_expired": "这个接种码页面已过期。请回到聊天窗口，点菜单「亮码接种」重新打开。",
+    "page_code_revoked": "您已不能出示这本接种证的接种码（授权可能已被取消）。如有疑问，请联系接种证的申领人。",
+    # --- dose reminders (template messages) --------------------------------------------------
+    "reminder_first_late": "{name}有疫苗已经逾期，请尽快补种",
+    "reminder_first_now": "{name}有疫苗可以接种了",
+    "reminder_first_soon": "{name}有疫苗快到接种时间了",
+    "reminder_dose": "{vaccine}第{number}剂",
+    "reminder_dose_from": "（{month}月{day}日起）",
+    "reminder_doses_many": "{first}等{count}剂",
+    "reminder_when_late": "已逾期，请尽快接种",
+    "reminder_when_now": "现在就可以接种",
+    "reminder_when_from": "{month}月{day}日起可以接种",
+    "reminder_remark": "请带孩子到接种门诊接种，到门诊后点菜单「亮码接种」出示接种码。时间按国家免疫程序推算，请以门诊告知为准。",
+    # --- the clinic desk (取号) ---------------------------------------------------------------
+    "desk_queued": "{name}已在{clinic}取号，排队号：{number}号。\n请留意叫号，叫到后到登记台登记。",
+    "desk_ticket": "取号成功：{number}号\n{name}　身份证号：{id}　出生年月：{birth}\n出示人：{role}",
+    "desk_ticket_again": "今天已经取过号：{number}号（没有重复排队）\n{name}　身份证号：{id}　出生年月：{birth}",
+    "desk_role_holder": "申领人",
+    "desk_role_grantee": "被授权家人",
+    "desk_code_malformed": "这不是电子预防接种证的接种码，请出示人打开「亮码接种」后重新扫码。",
+    "desk_code_forged": "接种码校验失败，可能被篡改。请出示人在「亮码接种」重新取码。",
+    "desk_code_expired": "接种码已过期，请出示人点「亮码接种」重新取码。",
+    "desk_code_unknown": "查不到这个接种码，请出示人点「亮码接种」重新取码。",
+    "desk_code_used": "这个接种码已经用过了，请出示人点「亮码接种」重新取码。",
+    "desk_code_no_access": "出示人已无权使用这本接种证（授权可能已被取消），请核实后由申领人亮码。",
+    # --- words on Alipay's message cards ---------------------------------------------------
+    "card_action_details": "查看详情",
+    "card_action_image": "查看大图",
+    "card_image_title": "请查看图片",
+}
+
+
+# Region codes of pilot cities (the first four digits of an ID number or a clinic's region code).
+REGION_NAMES: Final[dict[str, str]] = {"3206": "南通市", "3202": "无锡市", "3201": "南京市", "3205": "苏州市"}
+
+# Vaccine codes of the registry (national schedule and common self-paid vaccines) → what records show.
+VACCINE_NAMES: Final[dict[str, str]] = {
+    "HepB": "乙肝疫苗",
+    "BCG": "卡介苗",
+    "IPV": "脊灰灭活疫苗",
+    "bOPV": "二价脊灰减毒活疫苗",
+    "DTaP": "百白破疫苗",
+    "DT": "白破疫苗",
+    "MMR": "麻腮风疫苗",
+    "JE-L": "乙脑减毒活疫苗",
+    "JE-I": "乙脑灭活疫苗",
+    "MPSV-A": "A群流脑多糖疫苗",
+    "MPSV-AC": "A群C群流脑多糖疫苗",
+    "HepA-L": "甲肝减毒活疫苗",
+    "HepA-I": "甲肝灭活疫苗",
+    "HPV2": "双价HPV疫苗",
+    "HPV9": "九价HPV疫苗",
+    "PCV13": "13价肺炎球菌结合疫苗",
+    "Hib": "b型流感嗜血杆菌结合疫苗",
+    "EV71": "肠道病毒71型灭活疫苗",
+    "VAR": "水痘减毒活疫苗",
+    "Flu": "流感疫苗",
+    "Rota": "轮状病毒疫苗",
+}
+
+
+def _chinese_date(value: date) -> str:
+    return f"{value.year}年{value.month}月{value.day}日"
+
+
+def build_catalogue(settings: Settings) -> Catalogue:
+    """The catalogue with this deployment's phone, pilot regions and claim dates filled in."""
+    regions = "、".join(REGION_NAMES.get(code, code) for code in settings.pilot_regions)
+    return Catalogue(
+        MESSAGES,
+        {
+            "phone": settings.customer_service_phone,
+            "regions": regions,
+            "child_date": _chinese_date(settings.child_born_on_or_after),
+            "adult_date": _chinese_date(settings.adult_dose_on_or_after),
+            "adult_age": settings.adult_min_age,
+        },
+    )

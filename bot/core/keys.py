@@ -1,0 +1,120 @@
+"""Key material in ``keys/``: loaded at start-up, generated for development only."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bot.core.config import DEV_ALIPAY_APP_KEY, DEV_ALIPAY_PLATFORM_KEY
+
+KEYRING_FILE = "vault.json"
+
+
+class KeyringError(Exception):
+    """Key material is missing or unusable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyring:
+    """Field-encryption keys (by key id) and the keyed-hash key for look-ups."""
+
+    data_keys: dict[int, bytes]
+    active_kid: int
+    hash_key: bytes
+    dev: bool
+
+    @property
+    def active_key(self) -> bytes:
+        """The key new ciphertexts are sealed with."""
+        return self.data_keys[self.active_kid]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def generate_dev_keys(keys_dir: Path) -> Path:
+    """Write a fresh development keyring (marked ``dev``) and the Alipay pairs; return the keyring's path."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    generate_dev_alipay_keys(keys_dir)
+    path = keys_dir / KEYRING_FILE
+    payload = {
+        "dev": True,
+        "active_kid": 1,
+        "data_keys": {"1": _b64(secrets.token_bytes(32))},
+        "hash_key": _b64(secrets.token_bytes(32)),
+    }
+    tmp = path.with_suffix(".tmp")
+    # Why 0o600: the keyring is the only thing standing between the database file and the data.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    tmp.replace(path)
+    return path
+
+
+def generate_dev_alipay_keys(keys_dir: Path, *, replace: bool = True) -> None:
+    """Our app's RSA pair and the pair the development fake of Alipay signs with."""
+    for stem in (DEV_ALIPAY_APP_KEY, DEV_ALIPAY_PLATFORM_KEY):
+        if replace or not (keys_dir / f"{stem}_private.pem").exists():
+            generate_key_pair(keys_dir, stem)
+
+
+def load_keyring(keys_dir: Path) -> Keyring:
+    """Read ``keys/vault.json``; raise :class:`KeyringError` with a clear reason when unusable."""
+    path = keys_dir / KEYRING_FILE
+    if not path.is_file():
+        raise KeyringError(
+            f"no keyring ({path.name}) in the keys directory: see keys/README.md"
+            " (for development, `vaxbot keys generate-dev`)"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        data_keys = {int(kid): base64.b64decode(value) for kid, value in raw["data_keys"].items()}
+        active = int(raw["active_kid"])
+        hash_key = base64.b64decode(raw["hash_key"])
+        dev = bool(raw.get("dev", False))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyringError("the keyring file is malformed") from exc
+    if active not in data_keys:
+        raise KeyringError("the active key id has no key")
+    if any(len(key) != 32 for key in data_keys.values()) or len(hash_key) < 32:
+        raise KeyringError("keys must be 32 bytes")
+    if not 0 < active < 256:
+        raise KeyringError("key ids must be 1..255")
+    return Keyring(data_keys=data_keys, active_kid=active, hash_key=hash_key, dev=dev)
+
+
+def ensure_keyring(keys_dir: Path, allow_generate: bool) -> Keyring:
+    """Load the keyring, generating development keys first when allowed and none exist."""
+    if allow_generate and not (keys_dir / KEYRING_FILE).exists():
+        generate_dev_keys(keys_dir)
+    elif allow_generate:
+        generate_dev_alipay_keys(keys_dir, replace=False)  # a keys directory from before Alipay
+    return load_keyring(keys_dir)
+
+
+def generate_key_pair(directory: Path, stem: str) -> tuple[Path, Path]:
+    """Write a 2048-bit RSA pair as ``<stem>_private.pem`` (PKCS#1, mode 0600) and ``<stem>_public.pem``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_path = directory / f"{stem}_private.pem"
+    public_path = directory / f"{stem}_public.pem"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return private_path, public_path

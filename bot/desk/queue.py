@@ -1,0 +1,179 @@
+"""The clinic's side of a shown code: scanning it takes a queue number (取号).
+
+A code works once and only while the person who showed it may still see the certificate. A file already
+in today's queue at this clinic keeps its number (a second code for the same child does not queue it
+twice). The person who showed the code, and the holder when a family member showed it, are told the
+number on every platform they use, and the scan is audited under the clinic's name (a refusal for lost
+access too). Later desk steps (登记, 接种, 留观) build on the visit this creates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.certificates.rules import Visible, open_visible
+from bot.core.audit import record_access
+from bot.core.catalogue import Catalogue
+from bot.core.chinatime import china_date
+from bot.core.db import dialect_insert
+from bot.core.pii import Vault
+from bot.core.update import Text
+from bot.identity.accounts import following_accounts_of
+from bot.outbox import queue as outbox
+from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
+from models import Clinic, Identity, QueueCounter, Visit
+
+OPEN_STATUSES = ("queued", "registered", "vaccinated", "observing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """What the desk screen shows after a scan: the number and the masked file."""
+
+    visit_id: int
+    queue_number: int
+    already_queued: bool
+    certificate_id: int
+    masked_name: str
+    masked_id: str
+    birth_year_month: str  # "2023-05": enough to tell two children apart, not the birth date
+    role: str  # how the person who showed it relates to the certificate: holder | grantee
+
+
+async def _lock_counter(session: AsyncSession, clinic_id: int, day: date) -> None:
+    """Create or lock the clinic's counter row for the day; held until the transaction ends.
+
+    Two desks queuing the same child (two codes) then take turns: the second sees the first's visit and
+    no number is drawn for nothing.
+    """
+    insert = dialect_insert(session)
+    statement = (
+        insert(QueueCounter)
+        .values(clinic_id=clinic_id, day=day, last_number=0)
+        .on_conflict_do_update(
+            index_elements=[QueueCounter.clinic_id, QueueCounter.day],
+            set_={"last_number": QueueCounter.last_number},  # no change: the row lock is the point
+        )
+    )
+    await session.execute(statement)
+
+
+async def _next_number(session: AsyncSession, clinic_id: int, day: date) -> int:
+    """Bump the clinic's (locked) counter for the day and return the new number."""
+    statement = (
+        update(QueueCounter)
+        .where(QueueCounter.clinic_id == clinic_id, QueueCounter.day == day)
+        .values(last_number=QueueCounter.last_number + 1)
+        .returning(QueueCounter.last_number)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def _open_visit(session: AsyncSession, vaccinee_id: int, clinic_id: int, day: date) -> Visit | None:
+    query = select(Visit).where(
+        Visit.vaccinee_id == vaccinee_id,
+        Visit.clinic_id == clinic_id,
+        Visit.visit_date == day,
+        Visit.status.in_(OPEN_STATUSES),
+    )
+    return (await session.scalars(query)).first()
+
+
+async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: datetime) -> tuple[Visit, bool]:
+    """Today's open visit of this file at this clinic, or a new one with the next number."""
+    day = china_date(now)
+    vaccinee_id = visible.certificate.vaccinee_id
+    await _lock_counter(session, clinic.id, day)
+    existing = await _open_visit(session, vaccinee_id, clinic.id, day)
+    if existing is not None:
+        return existing, True
+    visit = Visit(
+        vaccinee_id=vaccinee_id,
+        clinic_id=clinic.id,
+        certificate_id=visible.certificate.id,
+        visit_date=day,
+        queue_number=await _next_number(session, clinic.id, day),
+        status="queued",
+        queued_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(visit)
+    except IntegrityError:
+        # Not expected under the counter's lock; kept as the database's last word on one open visit.
+        existing = await _open_visit(session, vaccinee_id, clinic.id, day)
+        if existing is None:
+            raise
+        return existing, True
+    return visit, False
+
+
+async def take_number(
+    session: AsyncSession,
+    vault: Vault,
+    catalogue: Catalogue,
+    *,
+    clinic: Clinic,
+    payload: str,
+    staff: str,
+    now: datetime,
+) -> Ticket:
+    """Redeem a scanned code at ``clinic`` and queue its file; raises :class:`CodeRejected`.
+
+    Commit after a refusal too: a code shown by someone who lost access stays spent, and the refusal is
+    in the audit log.
+    """
+    token = await redeem_code(session, vault, payload, now)
+    identity = await session.get(Identity, token.shown_by_identity_id)
+    visible = await open_visible(session, vault, identity, token.certificate_id) if identity else None
+    if identity is None or visible is None:
+        record_access(  # the code is spent either way; who tried to use a certificate they lost is recorded
+            session,
+            actor_kind="staff",
+            actor_ref=f"clinic:{clinic.code}:{staff}"[:64],
+            action="desk_refused",
+            reason=CodeProblem.NO_ACCESS.value,
+            certificate_id=token.certificate_id,
+            detail={"shown_by": f"identity:{token.shown_by_identity_id}"},
+        )
+        raise CodeRejected(CodeProblem.NO_ACCESS)
+    visit, already = await _queue(session, visible, clinic, now)
+    record_access(
+        session,
+        actor_kind="staff",
+        actor_ref=f"clinic:{clinic.code}:{staff}"[:64],
+        action="desk_queue",
+        reason=visible.role,
+        certificate_id=visible.certificate.id,
+        vaccinee_id=visible.certificate.vaccinee_id,
+        detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already},
+    )
+    if not already:
+        text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
+        # The person who showed the code and, when that was a family member, the holder too.
+        people = [identity.id, visible.certificate.holder_identity_id]
+        for account in await following_accounts_of(session, people):
+            outbox.enqueue_message(
+                session,
+                platform=account.platform,
+                app_id=account.app_id,
+                recipient=account.user_id,
+                message=Text(text),
+                idempotency_key=f"desk_queue:{visit.id}:{account.id}",
+            )
+    birth = visible.file.birth_date
+    return Ticket(
+        visit_id=visit.id,
+        queue_number=visit.queue_number,
+        already_queued=already,
+        certificate_id=visible.certificate.id,
+        masked_name=visible.file.masked_name,
+        masked_id=visible.file.masked_id,
+        birth_year_month=f"{birth.year:04d}-{birth.month:02d}",
+        role=visible.role,
+    )

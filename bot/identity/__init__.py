@@ -1,0 +1,1 @@
+"""Who a person is: verified identities bound to platform accounts, and face verification."""

@@ -1,0 +1,1 @@
+"""Immunization knowledge: the vaccines, the national schedule and the next-dose forecaster."""

@@ -1,0 +1,646 @@
+"""An async client for Alipay's open-platform gateway, and the outbox sender built on it.
+
+The official SDK builds the request objects (``get_params()``), its sign-content rule is ours, and we
+send over aiohttp and sign with ``cryptography`` (its client is synchronous and its signer would block
+the event loop). A response is trusted only when Alipay's signature verifies over the exact bytes of
+its ``<method>_response`` object as they arrived; an unsigned answer is only ever read as an error.
+
+Customer-service messages (``alipay.open.public.message.custom.send``) may only answer something the
+user just did, and the windows are checked here before a call is spent:
+
+* a follow or a menu tap: ``event_type`` ``follow`` / ``click``, within 5 minutes of it;
+* a message the user typed or sent (text, image, or a type we do not read): ``chat=1`` and no
+  ``event_type``, within 5 minutes. Alipay documents the follow and click windows only; that a chat
+  message opens the same 5-minute window is our assumption, and Alipay's own ``MSG_SD_OVER_TIME``
+  answer dead-letters the message if it is wrong;
+* opening the life account's page (``enter``): ``event_type`` ``enter_ppchat``, one message per China
+  calendar day, claimed atomically in ``platform_accounts.enter_sent_on`` before the call.
+
+Template and mini-program subscription messages have no window (they need a follow or a subscription).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from pathlib import PurePath
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import aiohttp
+from alipay.aop.api.domain.AlipayOpenAppMiniTemplatemessageSendModel import (
+    AlipayOpenAppMiniTemplatemessageSendModel,
+)
+from alipay.aop.api.domain.AlipayOpenPublicMenuCreateModel import AlipayOpenPublicMenuCreateModel
+from alipay.aop.api.domain.AlipayOpenPublicMessageCustomSendModel import AlipayOpenPublicMessageCustomSendModel
+from alipay.aop.api.FileItem import FileItem
+from alipay.aop.api.request.AlipayOfflineMaterialImageUploadRequest import AlipayOfflineMaterialImageUploadRequest
+from alipay.aop.api.request.AlipayOpenAppMiniTemplatemessageSendRequest import (
+    AlipayOpenAppMiniTemplatemessageSendRequest,
+)
+from alipay.aop.api.request.AlipayOpenPublicMenuCreateRequest import AlipayOpenPublicMenuCreateRequest
+from alipay.aop.api.request.AlipayOpenPublicMessageCustomSendRequest import AlipayOpenPublicMessageCustomSendRequest
+from alipay.aop.api.request.AlipayOpenPublicMessageSingleSendRequest import AlipayOpenPublicMessageSingleSendRequest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from yarl import URL
+
+from bot.core.catalogue import MESSAGES
+from bot.core.chinatime import CHINA, china_now, china_today
+from bot.core.config import Settings
+from bot.core.metrics import Metrics
+from bot.outbox.queue import SendError, addressee, mark_unfollowed
+from bot.platforms.alipay import sign as alipay_sign
+from models import OutboxMessage, PlatformAccount, utcnow
+
+log = logging.getLogger("vaxbot.alipay.api")
+
+# Alipay reads every timestamp as Beijing time, whatever zone this machine runs in.
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+CHARSET = "utf-8"
+SUCCESS = "10000"
+# Parameters that travel in the query string (as the SDK sends them); the rest go in the body.
+COMMON_PARAMS = frozenset(
+    {
+        "app_id",
+        "method",
+        "format",
+        "charset",
+        "sign_type",
+        "sign",
+        "timestamp",
+        "version",
+        "notify_url",
+        "return_url",
+        "auth_token",
+        "app_auth_token",
+        "encrypt_type",
+    }
+)
+
+# Customer-service windows (see the module docstring).
+WINDOW = timedelta(minutes=5)
+CUSTOMER_SERVICE_KINDS = frozenset({"text", "news", "image"})
+CHAT_KINDS = frozenset({"text", "image", "unknown"})
+EVENT_WINDOWS = {"follow": "follow", "menu_click": "click"}  # last_interaction_kind → event_type
+ENTER_KIND = "enter"
+ENTER_EVENT = "enter_ppchat"
+
+MINI_VALUE_LIMIT = 50  # characters per mini-program subscription-message value
+# The words on a card's button and an image card's title (fixed; no placeholders).
+NEWS_ACTION_NAME = MESSAGES["card_action_details"]
+IMAGE_ACTION_NAME = MESSAGES["card_action_image"]
+IMAGE_TITLE = MESSAGES["card_image_title"]
+DEFAULT_HEAD_COLOR = "#000000"
+
+RETRY_AFTER = {"20000": 5.0, "20001": 600.0}  # code → minimum seconds before trying again
+PERMANENT_CODES = frozenset({"40001", "40002", "40004", "40006"})
+
+
+class AlipayAPIError(Exception):
+    """Alipay answered with a code other than ``10000``, or could not be reached (``code`` "transport")."""
+
+    def __init__(self, code: str, msg: str = "", sub_code: str = "", sub_msg: str = "") -> None:
+        detail = " ".join(part for part in (sub_code, sub_msg or msg) if part)
+        super().__init__(f"alipay {code}: {detail}" if detail else f"alipay {code}")
+        self.code = code
+        self.msg = msg
+        self.sub_code = sub_code
+        self.sub_msg = sub_msg
+
+    @property
+    def may_have_arrived(self) -> bool:
+        """False only when Alipay certainly did not act on the call (it answered, and said no)."""
+        return self.code in ("transport", "bad_response", "response_signature_invalid")
+
+
+class AlipayRequest(Protocol):
+    """What the SDK's request classes provide."""
+
+    def get_params(self) -> dict[str, Any]:
+        """Method, version, ``biz_content`` and any other text parameters."""
+
+    def get_multipart_params(self) -> dict[str, Any]:
+        """File parameters (``FileItem``), sent as multipart parts and never signed."""
+
+
+# --- the raw response object ------------------------------------------------------------------------
+
+_WHITESPACE = " \t\r\n"
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in _WHITESPACE:
+        index += 1
+    return index
+
+
+def _string_end(text: str, index: int) -> int:
+    """``text[index]`` is an opening quote; the index just past its closing quote."""
+    index += 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == '"':
+            return index + 1
+        index += 1
+    raise ValueError("unterminated string")
+
+
+def _value_end(text: str, index: int) -> int:
+    """The index just past the JSON value starting at ``index`` (strings and escapes respected)."""
+    char = text[index]
+    if char == '"':
+        return _string_end(text, index)
+    if char in "{[":
+        depth = 0
+        while index < len(text):
+            char = text[index]
+            if char == '"':
+                index = _string_end(text, index)
+                continue
+            if char in "{[":
+                depth += 1
+            elif char in "}]":
+                depth -= 1
+                if depth == 0:
+                    return index + 1
+            index += 1
+        raise ValueError("unbalanced braces")
+    end = index
+    while end < len(text) and text[end] not in ",}]" + _WHITESPACE:
+        end += 1
+    if end == index:
+        raise ValueError("missing value")
+    return end
+
+
+def raw_members(text: str) -> dict[str, str]:
+    """The top-level members of a JSON object, each value as the exact substring it occupies in ``text``.
+
+    Alipay signs the bytes it sent, not a canonical form: re-serialising a parsed answer (key order,
+    escaped slashes, spacing, ``\\u`` escapes) would break the signature. ``ValueError`` when ``text`` is
+    not one JSON object.
+    """
+    members: dict[str, str] = {}
+    try:
+        index = _skip(text, 0)
+        if text[index] != "{":
+            raise ValueError("not a json object")
+        index = _skip(text, index + 1)
+        if text[index] == "}":
+            return members
+        while True:
+            if text[index] != '"':
+                raise ValueError("expected a member name")
+            name_end = _string_end(text, index)
+            name = json.loads(text[index:name_end])
+            index = _skip(text, name_end)
+            if text[index] != ":":
+                raise ValueError("expected ':'")
+            start = _skip(text, index + 1)
+            end = _value_end(text, start)
+            members[name] = text[start:end]
+            index = _skip(text, end)
+            if text[index] == "}":
+                break
+            if text[index] != ",":
+                raise ValueError("expected ',' or '}'")
+            index = _skip(text, index + 1)
+        if _skip(text, index + 1) != len(text):
+            raise ValueError("trailing data after the object")
+    except IndexError as exc:
+        raise ValueError("truncated json") from exc
+    return members
+
+
+def response_key(method: str) -> str:
+    """``alipay.open.public.menu.create`` → ``alipay_open_public_menu_create_response``."""
+    return method.replace(".", "_") + "_response"
+
+
+# --- the client ---------------------------------------------------------------------------------------
+
+
+class AlipayAPI:
+    """Signed calls to Alipay's gateway over aiohttp."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        settings: Settings,
+        metrics: Metrics,
+        private_key: rsa.RSAPrivateKey,
+        alipay_public_key: rsa.RSAPublicKey,
+    ) -> None:
+        self._http = http
+        self._settings = settings
+        self._metrics = metrics
+        self._app_id = settings.alipay_appid
+        self._gateway = settings.alipay_gateway.split("?", 1)[0]
+        self._timeout = aiohttp.ClientTimeout(total=settings.api_timeout_seconds)
+        self._private_key = private_key
+        self._alipay_public_key = alipay_public_key
+
+    @classmethod
+    def from_settings(cls, http: aiohttp.ClientSession, settings: Settings, metrics: Metrics) -> AlipayAPI:
+        """A client with the key files the settings name (``AlipayKeyError`` when they cannot be used)."""
+        return cls(
+            http,
+            settings,
+            metrics,
+            alipay_sign.read_private_key(settings.alipay_private_key_path),
+            alipay_sign.read_public_key(settings.alipay_public_key_path),
+        )
+
+    @property
+    def settings(self) -> Settings:
+        """The settings this client was built with."""
+        return self._settings
+
+    # --- signing ---
+
+    def signed_params(
+        self, request: AlipayRequest, now: datetime | None = None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+        """(common parameters with ``sign``, business parameters, files), as the SDK's client splits them.
+
+        The signature covers every parameter but ``sign`` (so ``sign_type`` too), files excepted.
+        """
+        params = {key: _text(value) for key, value in request.get_params().items() if value is not None}
+        files = dict(request.get_multipart_params() or {})
+        stamp = (now or china_now()).astimezone(CHINA).strftime(TIMESTAMP_FORMAT)
+        common = {key: value for key, value in params.items() if key in COMMON_PARAMS}
+        common.update(
+            app_id=self._app_id,
+            method=params["method"],
+            format="JSON",
+            charset=CHARSET,
+            sign_type="RSA2",
+            timestamp=stamp,
+            version=params.get("version") or "1.0",
+        )
+        business = {key: value for key, value in params.items() if key not in COMMON_PARAMS}
+        content = alipay_sign.sign_content({**business, **common})
+        common["sign"] = alipay_sign.sign(self._private_key, content, CHARSET)
+        return common, business, files
+
+    def page_url(self, request: AlipayRequest) -> str:
+        """A signed GET URL for a page API (the user's browser opens it; no call is made here)."""
+        common, business, _ = self.signed_params(request)
+        query = urlencode(common)
+        if business:
+            query += "&" + urlencode(business)
+        return f"{self._gateway}?{query}"
+
+    # --- calls ---
+
+    async def execute(self, request: AlipayRequest) -> dict[str, Any]:
+        """Send one request; the verified ``<method>_response`` object when its code is ``10000``."""
+        common, business, files = self.signed_params(request)
+        method = common["method"]
+        url = URL(f"{self._gateway}?{urlencode(common)}", encoded=True)
+        data: aiohttp.FormData | bytes
+        headers: dict[str, str] = {}
+        if files:
+            data = aiohttp.FormData(charset=CHARSET)
+            for key, value in business.items():
+                data.add_field(key, value)
+            for key, item in files.items():
+                if isinstance(item, FileItem):
+                    data.add_field(
+                        key,
+                        item.get_file_content(),
+                        filename=item.get_file_name(),
+                        content_type=item.get_mime_type() or "application/octet-stream",
+                    )
+        else:
+            data = urlencode(business).encode("ascii")
+            headers["Content-Type"] = f"application/x-www-form-urlencoded;charset={CHARSET}"
+        try:
+            try:
+                async with self._http.post(url, data=data, headers=headers, timeout=self._timeout) as response:
+                    if response.status != 200:
+                        raise AlipayAPIError("transport", f"http {response.status}")
+                    body = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise AlipayAPIError("transport", type(exc).__name__) from exc
+            return self.open_response(method, body)
+        except AlipayAPIError as exc:
+            self._metrics.api_errors.labels("alipay", exc.code).inc()
+            raise
+
+    def open_response(self, method: str, body: bytes) -> dict[str, Any]:
+        """Verify and read a gateway answer; raise :class:`AlipayAPIError` for anything but success."""
+        try:
+            text = body.decode(CHARSET)
+            members = raw_members(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise AlipayAPIError("bad_response", f"not a json object: {exc}") from exc
+        raw = members.get(response_key(method))
+        if raw is None:
+            raw = members.get("error_response")
+        if raw is None:
+            raise AlipayAPIError("bad_response", "no response object")
+        try:
+            content = json.loads(raw)
+            sign_raw = members.get("sign")
+            signature = json.loads(sign_raw) if sign_raw is not None else None
+        except ValueError as exc:
+            raise AlipayAPIError("bad_response", "malformed json") from exc
+        if not isinstance(content, dict):
+            raise AlipayAPIError("bad_response", "response is not an object")
+        code = str(content.get("code", ""))
+        if isinstance(signature, str) and signature:
+            if not alipay_sign.verify(self._alipay_public_key, raw, signature, CHARSET):
+                log.error("alipay response signature does not verify", extra={"method": method, "code": code})
+                raise AlipayAPIError("response_signature_invalid", "the response signature does not verify")
+        elif code == SUCCESS:
+            # Only failures may come unsigned; an unsigned success is not Alipay's.
+            log.error("unsigned success response from alipay", extra={"method": method})
+            raise AlipayAPIError("response_signature_invalid", "unsigned success response")
+        if code != SUCCESS:
+            raise AlipayAPIError(
+                code or "bad_response",
+                str(content.get("msg", "")),
+                str(content.get("sub_code", "")),
+                str(content.get("sub_msg", "")),
+            )
+        return content
+
+    # --- typed calls ---
+
+    async def custom_send(
+        self,
+        to_user_id: str,
+        *,
+        text: str | None = None,
+        articles: list[dict[str, str]] | None = None,
+        event_type: str | None,
+        chat: bool,
+    ) -> dict[str, Any]:
+        """A customer-service message: text, or image-text ``articles`` (title, desc, url, image_url…)."""
+        if (text is None) == (articles is None):
+            raise ValueError("exactly one of text and articles")
+        biz: dict[str, Any] = {"to_user_id": to_user_id, "chat": "1" if chat else "0"}
+        if text is not None:
+            biz.update(msg_type="text", text={"content": text})
+        else:
+            biz.update(msg_type="image-text", articles=articles)
+        if event_type:
+            biz["event_type"] = event_type
+        request = AlipayOpenPublicMessageCustomSendRequest()
+        request.biz_content = AlipayOpenPublicMessageCustomSendModel.from_alipay_dict(biz)
+        return await self.execute(request)
+
+    async def template_send(self, to_user_id: str, template_id: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """A template message; ``context`` holds head_color, url, action_name, first, keywordN, remark."""
+        # The SDK's Context model keeps keyword1 and keyword2 only: the body goes as raw JSON.
+        biz = {"to_user_id": to_user_id, "template": {"template_id": template_id, "context": dict(context)}}
+        request = AlipayOpenPublicMessageSingleSendRequest()
+        request.add_other_text_param("biz_content", _json(biz))
+        return await self.execute(request)
+
+    async def mini_template_send(
+        self, to_user_id: str, user_template_id: str, page: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A mini-program subscription message; ``data`` values are strings or ``{"value": …}``."""
+        values = {key: _keyword(value) for key, value in data.items()}
+        for key, value in values.items():
+            if len(value["value"]) > MINI_VALUE_LIMIT:
+                # Refused here, as Alipay would: no call is spent on a message that cannot go.
+                raise AlipayAPIError(
+                    "40004",
+                    "Business Failed",
+                    "USER_KEYWORD_LENGTH_ERROR",
+                    f"{key} longer than {MINI_VALUE_LIMIT} characters (refused locally)",
+                )
+        model = AlipayOpenAppMiniTemplatemessageSendModel()
+        model.to_user_id = to_user_id
+        model.user_template_id = user_template_id
+        model.page = page
+        model.data = _json(values)
+        request = AlipayOpenAppMiniTemplatemessageSendRequest()
+        request.biz_content = model
+        return await self.execute(request)
+
+    async def upload_image(self, png: bytes, name: str = "code.png") -> str:
+        """Upload an image (PNG or JPEG); returns the ``image_url`` to put in an image-text article."""
+        suffix = PurePath(name).suffix.lower().lstrip(".")
+        image_type = {"jpeg": "jpg"}.get(suffix, suffix) or "png"
+        request = AlipayOfflineMaterialImageUploadRequest()
+        request.image_type = image_type
+        request.image_name = PurePath(name).stem or "image"
+        request.image_content = FileItem(
+            file_name=name, file_content=png, mime_type="image/jpeg" if image_type == "jpg" else f"image/{image_type}"
+        )
+        result = await self.execute(request)
+        image_url = result.get("image_url")
+        if not isinstance(image_url, str) or not image_url:
+            raise AlipayAPIError("bad_response", "upload answered without image_url")
+        return image_url
+
+    async def create_menu(self, menu: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the life account's default menu (see :func:`bot.chat.menu.alipay_menu`)."""
+        request = AlipayOpenPublicMenuCreateRequest()
+        request.biz_content = AlipayOpenPublicMenuCreateModel.from_alipay_dict(dict(menu))
+        return await self.execute(request)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _keyword(value: Any) -> dict[str, str]:
+    """A template value as Alipay wants it: ``{"value": …}`` (with ``color`` when given)."""
+    if isinstance(value, Mapping):
+        item = {"value": str(value.get("value", ""))}
+        if value.get("color"):
+            item["color"] = str(value["color"])
+        return item
+    return {"value": str(value)}
+
+
+# --- the outbox sender --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """How a customer-service message may go: its ``event_type`` and ``chat`` flag."""
+
+    event_type: str | None
+    chat: bool
+    enter_claimed: bool = False  # this message holds the day's enter_ppchat message
+    enter_before: date | None = None  # what enter_sent_on was before the claim (to give it back)
+
+
+class AlipaySender:
+    """Delivers outbox rows through :class:`AlipayAPI`, inside Alipay's customer-service windows."""
+
+    def __init__(self, api: AlipayAPI, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._api = api
+        self._sessions = sessions
+
+    async def send(self, row: OutboxMessage) -> None:
+        """Deliver one row or raise :class:`SendError`."""
+        try:
+            if row.kind in CUSTOMER_SERVICE_KINDS:
+                await self._send_custom(row)
+            elif row.kind == "template":
+                await self._send_template(row)
+            elif row.kind == "mini_template":
+                payload = row.payload
+                await self._api.mini_template_send(
+                    row.recipient, str(payload["user_template_id"]), str(payload.get("page", "")), payload["data"]
+                )
+            else:
+                raise SendError("unknown_kind", row.kind, retryable=False)
+        except AlipayAPIError as exc:
+            if exc.code == "40004" and exc.sub_code.endswith("MSG_SD_NOFOLLOW"):
+                await mark_unfollowed(self._sessions, row)
+            raise classify(exc) from exc
+
+    async def _send_custom(self, row: OutboxMessage) -> None:
+        payload = row.payload
+        png = _png(payload) if row.kind == "image" else b""
+        window = await self._open_window(row)
+        sending = False
+        try:
+            text: str | None = None
+            articles: list[dict[str, str]] | None = None
+            if row.kind == "text":
+                text = str(payload["content"])
+            elif row.kind == "news":
+                articles = [
+                    {
+                        "title": str(payload.get("title", "")),
+                        "desc": str(payload.get("description", "")),
+                        "url": str(payload.get("url", "")),
+                        "image_url": str(payload.get("image_url", "")),
+                        "action_name": NEWS_ACTION_NAME,
+                    }
+                ]
+            else:
+                image_url = await self._api.upload_image(png)
+                articles = [
+                    {
+                        "title": str(payload.get("title") or IMAGE_TITLE),
+                        "desc": str(payload.get("description", "")),
+                        "url": image_url,
+                        "image_url": image_url,
+                        "action_name": IMAGE_ACTION_NAME,
+                    }
+                ]
+            sending = True
+            await self._api.custom_send(
+                row.recipient, text=text, articles=articles, event_type=window.event_type, chat=window.chat
+            )
+        except AlipayAPIError as exc:
+            # The day's enter message is given back unless Alipay may have delivered it.
+            if window.enter_claimed and not (sending and exc.may_have_arrived):
+                await self._release_enter(row, window.enter_before)
+            raise
+
+    async def _account(self, session: AsyncSession, row: OutboxMessage) -> PlatformAccount | None:
+        query = select(PlatformAccount).where(addressee(row))
+        return (await session.scalars(query)).first()
+
+    async def _open_window(self, row: OutboxMessage) -> Window:
+        """How this message may go now, or a permanent ``alipay_window`` error."""
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            account = await self._account(session, row)
+            kind = account.last_interaction_kind if account is not None else None
+            last = account.last_inbound_at if account is not None else None
+            recent = last is not None and now - last <= WINDOW
+            if account is not None and kind in EVENT_WINDOWS and recent:
+                return Window(EVENT_WINDOWS[kind], chat=False)
+            if account is not None and kind in CHAT_KINDS and recent:
+                return Window(None, chat=True)
+            if account is not None and kind == ENTER_KIND:
+                today = china_today()
+                previous = account.enter_sent_on
+                # One message per China day after the page was opened: whoever updates the row first has it.
+                result = await session.execute(
+                    update(PlatformAccount)
+                    .where(
+                        PlatformAccount.id == account.id,
+                        PlatformAccount.last_interaction_kind == ENTER_KIND,
+                        or_(PlatformAccount.enter_sent_on.is_(None), PlatformAccount.enter_sent_on != today),
+                    )
+                    .values(enter_sent_on=today)
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(result, "rowcount", 0):
+                    return Window(ENTER_EVENT, chat=False, enter_claimed=True, enter_before=previous)
+        raise SendError("alipay_window", "outside_service_window", retryable=False)
+
+    async def _release_enter(self, row: OutboxMessage, previous: date | None) -> None:
+        """Give the day's enter message back: Alipay refused the call, so it was not used."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(PlatformAccount)
+                .where(addressee(row), PlatformAccount.enter_sent_on == china_today())
+                .values(enter_sent_on=previous)
+            )
+
+    async def _send_template(self, row: OutboxMessage) -> None:
+        payload = row.payload
+        data = payload.get("data") or {}
+        context: dict[str, Any] = {
+            "head_color": str(payload.get("head_color") or DEFAULT_HEAD_COLOR),
+            "url": str(payload.get("url") or self._api.settings.public_url),
+            "action_name": str(payload.get("action_name") or NEWS_ACTION_NAME),
+        }
+        context.update({key: _keyword(value) for key, value in data.items()})
+        await self._api.template_send(row.recipient, str(payload["template_id"]), context)
+
+
+def _png(payload: Mapping[str, Any]) -> bytes:
+    """The image bytes of an ``image`` row; a WeChat ``media_id`` means nothing to Alipay."""
+    encoded = payload.get("png_base64")
+    if not encoded:
+        raise SendError("alipay_image", "no png_base64 (a media_id is WeChat-only)", retryable=False)
+    try:
+        return base64.b64decode(str(encoded), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SendError("alipay_image", "png_base64 is not base64", retryable=False) from exc
+
+
+def classify(exc: AlipayAPIError) -> SendError:
+    """Retry (busy, auth trouble, transport, unknown codes) or give up (user state, bad request)."""
+    code, sub_code = exc.code, exc.sub_code
+    name = f"alipay_{code}"
+    if code == "20001":
+        # Our app's authorisation is broken (keys, permissions): nothing fixes itself, an operator must.
+        log.error(
+            "alipay refused the app's authorisation; fix the app's keys or permissions",
+            extra={"code": code, "sub_code": sub_code},
+        )
+    if code in RETRY_AFTER:
+        return SendError(name, sub_code or exc.msg, retryable=True, retry_after=RETRY_AFTER[code])
+    if code in ("transport", "bad_response"):
+        return SendError(name, exc.msg, retryable=True)
+    if code == "response_signature_invalid":
+        # Not retried: the call may have gone through, and a second copy is worse than none.
+        return SendError(name, exc.msg, retryable=False)
+    if sub_code.endswith("MSG_SD_NOFOLLOW"):
+        return SendError(name, "user_not_following", retryable=False)
+    if "MSG_SD_OVER_TIME" in sub_code:
+        return SendError(name, "outside_service_window", retryable=False)
+    if code in PERMANENT_CODES:
+        return SendError(name, sub_code or exc.msg or "refused", retryable=False)
+    # A code we do not know: retry with back-off until the attempts run out, keeping the code.
+    return SendError(name, sub_code or exc.msg or "unknown code", retryable=True)

@@ -1,0 +1,1 @@
+"""The provincial registry import: validate, stage and apply on the effective date."""

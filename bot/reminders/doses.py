@@ -1,0 +1,277 @@
+"""Journey 10: dose reminders (接种提醒) for every claimed child's certificate.
+
+Two scheduler jobs. Planning forecasts each child's next doses (:mod:`bot.immunization.forecast`) and schedules one
+reminder per dose that may be given within a few days, for the next reminder hour (China time); the job
+key (vaccinee, vaccine, dose) is unique, so planning again never schedules a dose twice. Sending, only
+between the reminder hour and the evening, takes one child at a time: it claims the child's due
+reminders with a conditional UPDATE, forecasts again (a dose recorded meanwhile is dropped, one that
+moved later waits until it is near), and sends one template message to the holder and to every
+authorised family member, on each platform they follow the account on. Template messages reach people
+outside the platforms' customer-service windows. Every reminder sent is audited with its recipients.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.certificates.rules import FileView, accounts_for_id_hash, active_grants, doses_of, open_file
+from bot.core.audit import record_access
+from bot.core.catalogue import VACCINE_NAMES, Catalogue
+from bot.core.chinatime import CHINA, china_date
+from bot.core.config import Settings
+from bot.core.db import dialect_insert
+from bot.core.pii import Vault
+from bot.identity.accounts import following_accounts_of
+from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
+from bot.outbox import queue as outbox
+from models import Certificate, PlatformAccount, Reminder, Vaccinee
+
+log = logging.getLogger("vaxbot.reminders")
+PLAN_BATCH = 100
+SENDING_HOURS = 12  # from the reminder hour: 09:00–21:00 by default
+KEYWORD_LIMIT = 20  # WeChat's template keywords are short; longer lists are summed up
+
+
+def next_reminder_time(now: datetime, hour: int) -> datetime:
+    """The next ``hour`` o'clock in China at or after ``now`` (people are not woken at night)."""
+    local = now.astimezone(CHINA)
+    at = datetime.combine(local.date(), time(hour), CHINA)
+    return at if at >= local else at + timedelta(days=1)
+
+
+def wanted(forecasts: list[Forecast], today: date, days_ahead: int) -> list[Forecast]:
+    """The forecasts worth a reminder now: those that may be given within ``days_ahead`` days."""
+    horizon = today + timedelta(days=days_ahead)
+    return [item for item in forecasts if item.earliest <= horizon]
+
+
+async def _forecast(session: AsyncSession, file: FileView, today: date) -> list[Forecast]:
+    doses = await doses_of(session, file.vaccinee_id, today)
+    given = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
+    return forecast_next_doses(file.birth_date, file.sex, given, today)
+
+
+def job_key(vaccinee_id: int, vaccine_code: str, dose_number: int) -> str:
+    """The unique key of one dose's reminder."""
+    return f"dose:{vaccinee_id}:{vaccine_code}:{dose_number}"
+
+
+async def plan_reminders(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, settings: Settings, now: datetime
+) -> int:
+    """Schedule reminders for every claimed child's doses that need one; returns how many were new."""
+    today = china_date(now)
+    send_at = next_reminder_time(now, settings.reminder_hour)
+    async with sessions() as session:
+        children = (
+            await session.scalars(
+                select(Certificate.vaccinee_id).where(Certificate.kind == "child").order_by(Certificate.id)
+            )
+        ).all()
+    added = 0
+    # A transaction per batch of children, so the webhooks' writes are not held up (SQLite has one writer).
+    for start in range(0, len(children), PLAN_BATCH):
+        async with sessions() as session, session.begin():
+            insert = dialect_insert(session)
+            for vaccinee in (
+                await session.scalars(
+                    select(Vaccinee)
+                    .where(Vaccinee.id.in_(children[start : start + PLAN_BATCH]))
+                    .order_by(Vaccinee.id)  # the same order in every process: no deadlock on the unique keys
+                )
+            ).all():
+                file = await open_file(session, vault, vaccinee, "child")
+                for item in wanted(await _forecast(session, file, today), today, settings.reminder_days_ahead):
+                    result = await session.execute(
+                        insert(Reminder)
+                        .values(
+                            job_key=job_key(vaccinee.id, item.vaccine_code, item.dose_number),
+                            vaccinee_id=vaccinee.id,
+                            kind="dose_due",
+                            vaccine_code=item.vaccine_code,
+                            dose_number=item.dose_number,
+                            due_on=item.recommended,
+                            send_at=send_at,
+                            status="scheduled",
+                            created_at=now,
+                        )
+                        .on_conflict_do_nothing(index_elements=[Reminder.job_key])
+                    )
+                    added += int(getattr(result, "rowcount", 0) or 0)
+    if added:
+        log.info("reminders planned", extra={"count": added})
+    return added
+
+
+async def _recipients(session: AsyncSession, certificate: Certificate) -> list[PlatformAccount]:
+    """The holder's and every active grantee's accounts that still follow the service."""
+    accounts = await following_accounts_of(session, [certificate.holder_identity_id])
+    for grant in await active_grants(session, certificate.id):
+        accounts += await accounts_for_id_hash(session, grant.grantee_id_number_hash)
+    return list({account.id: account for account in accounts}.values())
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _message(catalogue: Catalogue, file: FileView, due: list[Forecast], today: date) -> dict[str, str]:
+    """The template's values: the child (masked), the doses (each with its date when not yet), and when.
+
+    The essentials are in the keywords: WeChat's current templates no longer show ``first`` and
+    ``remark``, and keep each keyword short.
+    """
+    names = []
+    for item in due:
+        name = catalogue(
+            "reminder_dose", vaccine=VACCINE_NAMES.get(item.vaccine_code, item.vaccine_code), number=item.dose_number
+        )
+        if item.earliest > today:
+            name += catalogue("reminder_dose_from", month=item.earliest.month, day=item.earliest.day)
+        names.append(name)
+    doses = "、".join(names)
+    if len(doses) > KEYWORD_LIMIT:
+        doses = catalogue("reminder_doses_many", first=_short(names[0], KEYWORD_LIMIT - 6), count=len(names))
+    if any(item.status == "overdue" for item in due):
+        first, when = "reminder_first_late", catalogue("reminder_when_late")
+    elif any(item.earliest <= today for item in due):
+        first, when = "reminder_first_now", catalogue("reminder_when_now")
+    else:
+        soonest = min(item.earliest for item in due)
+        first, when = "reminder_first_soon", catalogue("reminder_when_from", month=soonest.month, day=soonest.day)
+    return {
+        "first": catalogue(first, name=file.masked_name),
+        "keyword1": file.masked_name,
+        "keyword2": doses,
+        "keyword3": when,
+        "remark": catalogue("reminder_remark"),
+    }
+
+
+def within_sending_hours(now: datetime, settings: Settings) -> bool:
+    """Reminders go out from the reminder hour until the end of the sending window, China time."""
+    hour = now.astimezone(CHINA).hour
+    return settings.reminder_hour <= hour < settings.reminder_hour + SENDING_HOURS
+
+
+async def send_due_reminders(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, catalogue: Catalogue, settings: Settings, now: datetime
+) -> int:
+    """Send the reminders whose time has come, a child at a time; returns how many messages were queued.
+
+    Outside the sending hours nothing goes out (a backlog after an outage waits for the next morning).
+    """
+    if not within_sending_hours(now, settings):
+        return 0
+    async with sessions() as session:
+        children = (
+            await session.scalars(
+                select(Reminder.vaccinee_id)
+                .where(Reminder.status == "scheduled", Reminder.send_at <= now)
+                .group_by(Reminder.vaccinee_id)
+                .order_by(Reminder.vaccinee_id)
+            )
+        ).all()
+    sent = 0
+    for vaccinee_id in children:
+        try:
+            async with sessions() as session, session.begin():
+                sent += await _send_for_child(session, vault, catalogue, settings, vaccinee_id, now)
+        except Exception:
+            # One child's failure (a key retired, a bad file) must not hold up everyone behind it.
+            log.exception("reminder failed; retried tomorrow", extra={"vaccinee": vaccinee_id})
+            async with sessions() as session, session.begin():
+                await session.execute(
+                    update(Reminder)
+                    .where(Reminder.vaccinee_id == vaccinee_id, Reminder.status == "scheduled", Reminder.send_at <= now)
+                    .values(send_at=next_reminder_time(now + timedelta(days=1), settings.reminder_hour))
+                )
+    return sent
+
+
+async def _send_for_child(
+    session: AsyncSession, vault: Vault, catalogue: Catalogue, settings: Settings, vaccinee_id: int, now: datetime
+) -> int:
+    today = china_date(now)
+    due = (
+        await session.scalars(
+            select(Reminder)
+            .where(Reminder.vaccinee_id == vaccinee_id, Reminder.status == "scheduled", Reminder.send_at <= now)
+            .order_by(Reminder.due_on, Reminder.id)
+        )
+    ).all()
+    # Only one process sends a reminder: whoever moves it out of "scheduled" (the UPDATE locks the row).
+    claimed: list[Reminder] = []
+    for reminder in due:
+        moved = await session.execute(
+            update(Reminder).where(Reminder.id == reminder.id, Reminder.status == "scheduled").values(status="sent")
+        )
+        if moved.rowcount:  # type: ignore[attr-defined]
+            claimed.append(reminder)
+    certificate = (await session.scalars(select(Certificate).where(Certificate.vaccinee_id == vaccinee_id))).first()
+    vaccinee = await session.get(Vaccinee, vaccinee_id)
+    if not claimed or certificate is None or vaccinee is None:
+        await _set_status(session, claimed, "cancelled")
+        return 0
+    file = await open_file(session, vault, vaccinee, "child")
+    # Forecast again: a dose recorded since planning needs no reminder, and one that moved later (a live
+    # vaccine given meanwhile) waits until it is near again.
+    current = {(item.vaccine_code, item.dose_number): item for item in await _forecast(session, file, today)}
+    near = {
+        (item.vaccine_code, item.dose_number)
+        for item in wanted(list(current.values()), today, settings.reminder_days_ahead)
+    }
+    send = [r for r in claimed if (r.vaccine_code, r.dose_number) in near]
+    await _set_status(session, [r for r in claimed if (r.vaccine_code, r.dose_number) not in current], "cancelled")
+    for reminder in claimed:
+        key = (reminder.vaccine_code, reminder.dose_number)
+        if key in current and key not in near:
+            later = current[key].earliest - timedelta(days=settings.reminder_days_ahead)
+            at = datetime.combine(later, time(settings.reminder_hour), CHINA)
+            await session.execute(
+                update(Reminder).where(Reminder.id == reminder.id).values(status="scheduled", send_at=at)
+            )
+    if not send:
+        return 0
+    accounts = await _recipients(session, certificate)
+    if not accounts:
+        await _set_status(session, send, "no_recipient")  # nobody follows the account any more
+        return 0
+    forecasts = [current[(r.vaccine_code, r.dose_number)] for r in send]
+    values = _message(catalogue, file, forecasts, today)
+    for account in accounts:
+        outbox.enqueue(
+            session,
+            platform=account.platform,
+            app_id=account.app_id,
+            recipient=account.user_id,
+            kind="template",
+            payload={
+                "template_id": settings.reminder_template_id(account.platform),
+                "data": values,
+                "url": settings.public_url.rstrip("/") + "/",
+            },
+            idempotency_key=f"reminder:{min(r.id for r in send)}:{account.id}",
+        )
+    record_access(
+        session,
+        actor_kind="system",
+        actor_ref="reminders",
+        action="reminder_sent",
+        certificate_id=certificate.id,
+        vaccinee_id=vaccinee_id,
+        detail={
+            "doses": [f"{item.vaccine_code}:{item.dose_number}" for item in forecasts],
+            "to": sorted({f"{account.platform}:identity:{account.identity_id}" for account in accounts}),
+        },
+    )
+    return len(accounts)
+
+
+async def _set_status(session: AsyncSession, reminders: list[Reminder], status: str) -> None:
+    if reminders:
+        await session.execute(update(Reminder).where(Reminder.id.in_([r.id for r in reminders])).values(status=status))

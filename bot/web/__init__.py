@@ -1,0 +1,1 @@
+"""The web edge: webhook routes and the typed keys of what the application holds."""

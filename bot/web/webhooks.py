@@ -1,0 +1,117 @@
+"""HTTP endpoints the platforms call: verify first, then hand a platform-neutral update to the engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from bot.platforms.alipay import inbound as alipay
+from bot.platforms.common import Rejected
+from bot.web.appkeys import ALIPAY, ENGINE, METRICS, SETTINGS, WECHAT
+from models import utcnow
+
+log = logging.getLogger("vaxbot.webhook")
+
+
+def setup_routes(app: web.Application) -> None:
+    """Mount the platform webhooks."""
+    app.router.add_get("/wechat", wechat_check)
+    app.router.add_post("/wechat", wechat_post)
+    if ALIPAY in app:
+        app.router.add_post("/alipay", alipay_post)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, "body too large")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise Rejected(413, "body too large") from exc
+
+
+async def wechat_check(request: web.Request) -> web.Response:
+    """WeChat's URL check: echo ``echostr`` when the signature holds."""
+    metrics = request.app[METRICS]
+    try:
+        echostr = request.app[WECHAT].check_url(request.query)
+    except Rejected as exc:
+        metrics.requests.labels("wechat", "rejected").inc()
+        log.warning("wechat url check rejected", extra={"reason": exc.reason})
+        return web.Response(status=exc.status, text=exc.reason)
+    metrics.requests.labels("wechat", "url_check").inc()
+    return web.Response(text=echostr)
+
+
+async def wechat_post(request: web.Request) -> web.Response:
+    """A message or event: answered within the deadline, passively when the reply is ready in time."""
+    started = time.perf_counter()
+    received_at = utcnow()
+    metrics = request.app[METRICS]
+    settings = request.app[SETTINGS]
+    gateway = request.app[WECHAT]
+    outcome = "ok"
+    try:
+        body = await _read_body(request, settings.max_body_bytes)
+        update, encrypted = gateway.open(request.query, body)
+        reply = await request.app[ENGINE].respond(update, settings.reply_deadline_seconds, received_at)
+        if reply is None:
+            outcome = "acknowledged"
+        text = gateway.render(update, reply, encrypted)
+        return web.Response(text=text, content_type="application/xml" if reply else "text/plain")
+    except Rejected as exc:
+        outcome = "rejected"
+        log.warning("wechat request rejected", extra={"reason": exc.reason, "status": exc.status})
+        return web.Response(status=exc.status, text=exc.reason)
+    finally:
+        metrics.requests.labels("wechat", outcome).inc()
+        metrics.latency.labels("wechat").observe(time.perf_counter() - started)
+
+
+async def alipay_post(request: web.Request) -> web.Response:
+    """Alipay's developer gateway: the check handshake, or a message acknowledged once it is recorded.
+
+    Every answer goes out through the outbox. The ack is sent when the update is recorded or when the
+    deadline passes (processing goes on); a 503 only when the database could not record it at all, so
+    Alipay delivers it again rather than the message being lost.
+    """
+    started = time.perf_counter()
+    received_at = utcnow()
+    metrics = request.app[METRICS]
+    settings = request.app[SETTINGS]
+    gateway = request.app[ALIPAY]
+    outcome = "ok"
+    try:
+        inbound = gateway.open(await _read_body(request, settings.max_body_bytes))
+        if isinstance(inbound, alipay.Check):
+            outcome = "check" if inbound.passed else "check_failed"
+            if not inbound.passed:
+                log.warning("alipay gateway check failed verification")
+            return _xml(gateway.check_reply(inbound), inbound.charset)
+        update = inbound.update
+        age = (received_at - update.created_at).total_seconds()
+        if age > settings.alipay_max_message_age_seconds:
+            # A replay (or a delivery from long ago): older than any key we keep to recognise it.
+            outcome = "stale"
+            log.warning("alipay message too old; acknowledged and ignored", extra={"age_seconds": int(age)})
+            return _xml(gateway.ack(inbound), inbound.charset)
+        recorded = await request.app[ENGINE].deliver(update, settings.reply_deadline_seconds, received_at)
+        if recorded is False:
+            outcome = "unavailable"
+            return web.Response(status=503, text="temporarily unavailable")
+        if recorded is None:
+            outcome = "acknowledged"
+        return _xml(gateway.ack(inbound), inbound.charset)
+    except Rejected as exc:
+        outcome = "rejected"
+        log.warning("alipay request rejected", extra={"reason": exc.reason, "status": exc.status})
+        return web.Response(status=exc.status, text=exc.reason)
+    finally:
+        metrics.requests.labels("alipay", outcome).inc()
+        metrics.latency.labels("alipay").observe(time.perf_counter() - started)
+
+
+def _xml(body: bytes, charset: str) -> web.Response:
+    return web.Response(body=body, headers={"Content-Type": alipay.content_type(charset)})
