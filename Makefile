@@ -19,10 +19,11 @@ test: $(BIN)/vaxbot
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	eval "$$(scripts/pg-test-cluster start)" && VAXBOT_REQUIRE_POSTGRES=1 $(BIN)/pytest
 
 lint: $(BIN)/vaxbot
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
 
 ## Print throughput and latency figures (see bench/README.md)
 bench: $(BIN)/vaxbot
