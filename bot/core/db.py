@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.core.config import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "models" / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "models" / "migrations"
 
 
 def dialect_insert(session: AsyncSession) -> Callable[[Any], Any]:
