@@ -9,7 +9,7 @@ import pytest
 
 from bot.app import create_app
 from bot.core.config import ConfigError, load_settings
-from bot.core.keys import generate_dev_keys, generate_key_pair
+from bot.core.keys import Keyring, generate_dev_keys, generate_key_pair
 from bot.web.appkeys import ALIPAY
 
 
@@ -39,6 +39,32 @@ def test_env_file_fills_gaps_but_environment_wins(tmp_path: Path) -> None:
     settings = load_settings(environ={"VAXBOT_PORT": "7100"}, env_file=env_file)
     assert settings.port == 7100
     assert settings.wechat_token == "from-file"
+
+
+def test_secrets_never_appear_in_repr_or_str(tmp_path: Path) -> None:
+    secrets = {
+        "VAXBOT_WECHAT_SECRET": "wsecret-4f9c1a",
+        "VAXBOT_WECHAT_TOKEN": "wtoken-77b2e0",
+        "VAXBOT_WECHAT_AES_KEY": "K" * 42 + "q",
+        "VAXBOT_TENCENT_SECRET_ID": "AKIDtencent-93d1",
+        "VAXBOT_TENCENT_SECRET_KEY": "tkey-5e8a0c",
+        "VAXBOT_DATABASE_URL": "postgresql+asyncpg://vaxbot:dbpass-61fe@db.internal/vaxbot",
+    }
+    settings = load_settings(environ={**secrets, "VAXBOT_PORT": "9001"}, env_file=tmp_path / "none")
+    assert settings.wechat_secret == "wsecret-4f9c1a" and settings.tencent_secret_key == "tkey-5e8a0c"
+    for text in (repr(settings), str(settings), f"{settings}", repr([settings])):
+        for value in secrets.values():
+            assert value not in text
+        assert "dbpass" not in text
+        # The rest stays readable, and a hidden field still says it exists.
+        assert "port=9001" in text and "wechat_secret=<hidden>" in text
+
+
+def test_keyring_repr_hides_key_bytes() -> None:
+    keyring = Keyring(data_keys={1: b"\xaa" * 32}, active_kid=1, hash_key=b"\xbb" * 32, dev=True)
+    text = repr(keyring)
+    assert "active_kid=1" in text
+    assert repr(b"\xaa" * 32)[2:10] not in text and "xbb" not in text
 
 
 def test_bad_values_are_explained(tmp_path: Path) -> None:

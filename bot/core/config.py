@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 PREFIX = "VAXBOT_"
 
@@ -25,6 +25,10 @@ DEV_ALIPAY_PLATFORM_KEY = "alipay_platform"
 DEV_REMINDER_TEMPLATE = "dev-dose-reminder"
 
 
+# Marks a field whose value never appears in ``repr``/``str`` (logs and tracebacks print settings).
+SECRET: Final[dict[str, bool]] = {"secret": True}
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
 
@@ -34,7 +38,8 @@ class Settings:
     """Everything vaxbot reads from its environment; build with :func:`load_settings`."""
 
     env: str = "development"
-    database_url: str = "sqlite+aiosqlite:///var/vaxbot.db"
+    # Hidden in repr: a PostgreSQL URL carries its password.
+    database_url: str = dataclasses.field(default="sqlite+aiosqlite:///var/vaxbot.db", metadata=SECRET)
     public_url: str = "http://127.0.0.1:8080"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -43,9 +48,9 @@ class Settings:
     log_format: str = "json"
 
     wechat_appid: str = DEV_WECHAT_APPID
-    wechat_secret: str = DEV_WECHAT_SECRET
-    wechat_token: str = DEV_WECHAT_TOKEN
-    wechat_aes_key: str = DEV_WECHAT_AES_KEY
+    wechat_secret: str = dataclasses.field(default=DEV_WECHAT_SECRET, metadata=SECRET)
+    wechat_token: str = dataclasses.field(default=DEV_WECHAT_TOKEN, metadata=SECRET)
+    wechat_aes_key: str = dataclasses.field(default=DEV_WECHAT_AES_KEY, metadata=SECRET)
     wechat_api_base: str = "https://api.weixin.qq.com"
 
     # Alipay life account / mini program; an empty app id turns the channel off. Key settings are
@@ -81,8 +86,8 @@ class Settings:
     # Age range → method (粤健通 model); only "face" runs here, birth_certificate and household are elsewhere.
     face_age_tiers: str = "0-16:face,17-59:face,60-:face"
     face_link_ttl_seconds: int = 30 * 60
-    tencent_secret_id: str = ""
-    tencent_secret_key: str = ""
+    tencent_secret_id: str = dataclasses.field(default="", metadata=SECRET)
+    tencent_secret_key: str = dataclasses.field(default="", metadata=SECRET)
     tencent_faceid_rule_id: str = ""
     tencent_faceid_endpoint: str = "https://faceid.tencentcloudapi.com"
     tencent_faceid_version: str = "2018-03-01"
@@ -109,6 +114,14 @@ class Settings:
     adult_min_age: int = 18
     max_grantees: int = 10
     seed_demo_data: bool = True
+
+    def __repr__(self) -> str:
+        """The settings with every secret field (and the database URL, which may hold a password) hidden."""
+        shown = (
+            f"{field.name}={'<hidden>' if field.metadata.get('secret') else repr(getattr(self, field.name))}"
+            for field in dataclasses.fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
 
     @property
     def production(self) -> bool:

@@ -12,7 +12,6 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from bot.core.config import Settings
 
@@ -23,11 +22,6 @@ def dialect_insert(session: AsyncSession) -> Callable[[Any], Any]:
     """The dialect's ``insert`` (both support ``on_conflict_do_nothing`` and ``returning``)."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
-def is_sqlite(engine: AsyncEngine) -> bool:
-    """True for the embedded SQLite database."""
-    return engine.dialect.name == "sqlite"
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
@@ -93,8 +87,3 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
         await connection.commit()
-
-
-def null_pool_engine(settings: Settings) -> AsyncEngine:
-    """An engine without pooling, for short-lived commands."""
-    return create_engine(settings, poolclass=NullPool)

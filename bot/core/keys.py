@@ -25,15 +25,11 @@ class KeyringError(Exception):
 class Keyring:
     """Field-encryption keys (by key id) and the keyed-hash key for look-ups."""
 
-    data_keys: dict[int, bytes]
+    # Key bytes stay out of repr: a keyring printed in a log or a traceback must not leak them.
+    data_keys: dict[int, bytes] = dataclasses.field(repr=False)
     active_kid: int
-    hash_key: bytes
+    hash_key: bytes = dataclasses.field(repr=False)
     dev: bool
-
-    @property
-    def active_key(self) -> bytes:
-        """The key new ciphertexts are sealed with."""
-        return self.data_keys[self.active_kid]
 
 
 def _b64(data: bytes) -> str:

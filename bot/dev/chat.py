@@ -25,7 +25,6 @@ from bot.platforms.alipay import sign as alipay_sign
 
 HELP = "输入文字直接发送。命令：/follow 关注  /unfollow 取消关注  /click KEY 点菜单  /menu 菜单项  /quit 退出"
 ALIPAY_HELP = HELP.replace("/menu 菜单项", "/enter 进入生活号  /menu 菜单项")
-PLATFORM_NAMES = {"wechat": "微信", "alipay": "支付宝"}
 
 
 def describe(body: dict[str, Any], base_url: str = "") -> str:
