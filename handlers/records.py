@@ -15,10 +15,10 @@ from sqlalchemy import select
 from bot.certificates.rules import Visible, doses_of, record_view
 from bot.chat.conversation import Context, State, StatesGroup
 from bot.chat.menu import MenuKey
-from bot.core.catalogue import VACCINE_NAMES
 from bot.core.chinatime import china_date
 from bot.core.update import Text
 from bot.immunization.forecast import Forecast, GivenDose, add_months, forecast_next_doses
+from bot.immunization.vaccines import vaccine_name
 from handlers.picking import Picker
 from models import Clinic, Dose, Identity
 
@@ -78,7 +78,7 @@ def next_doses(ctx: Context, forecasts: Sequence[Forecast], today: date) -> str:
     shown = [item for item in forecasts if item.status != "upcoming" or item.recommended <= horizon]
     lines = [ctx.text("records_next_head")]
     for item in shown:
-        values = {"vaccine": VACCINE_NAMES.get(item.vaccine_code, item.vaccine_code), "number": item.dose_number}
+        values = {"vaccine": vaccine_name(item.vaccine_code), "number": item.dose_number}
         if item.status == "overdue" and item.past_due is not None:
             line = ctx.text("records_next_overdue", past_due=_date(ctx, item.past_due), **values)
         elif item.status == "due":
@@ -112,7 +112,7 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
         groups.setdefault(dose.vaccine_code, []).append(dose)
     blocks = [header]
     for code, given in groups.items():
-        lines = [ctx.text("records_vaccine", vaccine=VACCINE_NAMES.get(code, code))]
+        lines = [ctx.text("records_vaccine", vaccine=vaccine_name(code))]
         for dose in sorted(given, key=lambda item: (item.dose_number, item.given_on)):
             clinic = clinics.get(dose.clinic_id) if dose.clinic_id is not None else None
             values = {"number": dose.dose_number, "date": _date(ctx, dose.given_on)}

@@ -592,7 +592,7 @@ async def test_long_records_are_split_into_messages_that_fit(app_client: Client,
     world = await _world(app_client)
     many = [
         (code, n, date(2023, 6, 1) + timedelta(days=7 * n))
-        for code in ("PCV13", "Hib", "EV71", "Rota")
+        for code in ("PCV13", "Hib", "EV71", "RV")
         for n in range(2, 12)
     ]
     await _doses(app_client, world.child_file, world.clinic_id, many)

@@ -373,31 +373,6 @@ MESSAGES: Final[dict[str, str]] = {
 # Region codes of pilot cities (the first four digits of an ID number or a clinic's region code).
 REGION_NAMES: Final[dict[str, str]] = {"3206": "南通市", "3202": "无锡市", "3201": "南京市", "3205": "苏州市"}
 
-# Vaccine codes of the registry (national schedule and common self-paid vaccines) → what records show.
-VACCINE_NAMES: Final[dict[str, str]] = {
-    "HepB": "乙肝疫苗",
-    "BCG": "卡介苗",
-    "IPV": "脊灰灭活疫苗",
-    "bOPV": "二价脊灰减毒活疫苗",
-    "DTaP": "百白破疫苗",
-    "DT": "白破疫苗",
-    "MMR": "麻腮风疫苗",
-    "JE-L": "乙脑减毒活疫苗",
-    "JE-I": "乙脑灭活疫苗",
-    "MPSV-A": "A群流脑多糖疫苗",
-    "MPSV-AC": "A群C群流脑多糖疫苗",
-    "HepA-L": "甲肝减毒活疫苗",
-    "HepA-I": "甲肝灭活疫苗",
-    "HPV2": "双价HPV疫苗",
-    "HPV9": "九价HPV疫苗",
-    "PCV13": "13价肺炎球菌结合疫苗",
-    "Hib": "b型流感嗜血杆菌结合疫苗",
-    "EV71": "肠道病毒71型灭活疫苗",
-    "VAR": "水痘减毒活疫苗",
-    "Flu": "流感疫苗",
-    "Rota": "轮状病毒疫苗",
-}
-
 
 def _chinese_date(value: date) -> str:
     return f"{value.year}年{value.month}月{value.day}日"

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Final
 
+from bot.immunization.vaccines import VACCINES
+
 
 @dataclass(frozen=True)
 class Period:
@@ -46,9 +48,10 @@ BIRTH: Final = Period()
 # Catch-up is only for children: no forecast from the 18th birthday.
 CATCH_UP_BEFORE: Final = years(18)
 
-# Injectable live vaccines: two of them not given on the same day must be LIVE_SPACING apart.
-# bOPV is live but oral, so it is not here; VAR (varicella) is self-paid but still counts when recorded.
-LIVE_INJECTABLE: Final = frozenset({"BCG", "MMR", "JE-L", "VAR", "HepA-L"})
+# Injectable live vaccines: two of them not given on the same day must be LIVE_SPACING apart. Read from
+# the vaccine table: bOPV and RV are live but oral, so they are not here; VAR (varicella) is self-paid but
+# still counts when recorded.
+LIVE_INJECTABLE: Final = frozenset(code for code, vaccine in VACCINES.items() if vaccine.live_injectable)
 LIVE_SPACING: Final = days(28)
 
 # Note keys a forecast may carry (the message catalogue turns them into Chinese).

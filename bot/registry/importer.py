@@ -30,42 +30,11 @@ from bot.core.audit import record_access
 from bot.core.chinatime import china_today
 from bot.core.pii import Vault
 from bot.core.validators import IdNumber, InvalidIdNumber, parse_id_number
+from bot.immunization.vaccines import find_vaccine
 from models import Clinic, Dose, Guardian, RegistryBatch, RegistryStaged, Vaccinee, Visit, utcnow
 
 log = logging.getLogger("vaxbot.registry")
 
-# Vaccine codes the import accepts (code → what it is). Data, not logic: add a line to accept a new one.
-# Rabies is missing on purpose: its doses live in a separate system and are not shown.
-VACCINES: dict[str, str] = {
-    # National Immunization Program (2021 schedule, with the 2025 changes)
-    "HepB": "hepatitis B",
-    "BCG": "BCG",
-    "IPV": "inactivated polio",
-    "bOPV": "bivalent oral polio",
-    "DTaP": "diphtheria, tetanus, acellular pertussis",
-    "DT": "diphtheria, tetanus",
-    "MMR": "measles, mumps, rubella",
-    "JE-L": "Japanese encephalitis, live",
-    "JE-I": "Japanese encephalitis, inactivated",
-    "MPSV-A": "meningococcal polysaccharide A",
-    "MPSV-AC": "meningococcal polysaccharide A+C",
-    "HepA-L": "hepatitis A, live",
-    "HepA-I": "hepatitis A, inactivated",
-    "HPV2": "HPV bivalent (NIP for girls from 2025-11-10)",
-    # Self-paid (not in the NIP)
-    "PCV13": "pneumococcal conjugate, 13-valent",
-    "Hib": "Haemophilus influenzae type b",
-    "RV": "rotavirus",
-    "EV71": "enterovirus 71",
-    "Flu": "influenza",
-    "VAR": "varicella",
-    "DTaP-IPV/Hib": "DTaP-IPV/Hib combined (pentavalent)",
-    "HPV4": "HPV quadrivalent",
-    "HPV9": "HPV 9-valent",
-    # Adults
-    "PPV23": "pneumococcal polysaccharide, 23-valent",
-    "RZV": "recombinant zoster",
-}
 STAGES = ("obstetrics", "child_clinic", "adult")
 RELATIONSHIPS = ("mother", "father", "grandmother", "grandfather", "guardian")
 RELATIONSHIP_SEX = {"mother": "F", "father": "M", "grandmother": "F", "grandfather": "M"}
@@ -773,7 +742,8 @@ def _validate_file(raw: _RawFile, problems: _Problems, today: date, parsed: Pars
             problems.add(dose.position, dose.where, message)
 
         code_raw = dose.fields.get("vaccine_code")
-        code = _VACCINE_BY_FOLDED.get(code_raw.casefold()) if code_raw else None
+        vaccine = find_vaccine(code_raw) if code_raw else None
+        code = vaccine.code if vaccine is not None else None
         if code_raw is None:
             bad_dose("vaccine_code is required")
         elif code is None:
@@ -823,9 +793,6 @@ def _validate_file(raw: _RawFile, problems: _Problems, today: date, parsed: Pars
         guardians=tuple(guardians),
         doses=tuple(sorted(doses, key=lambda d: (d.given_on, d.vaccine_code, d.dose_number))),
     )
-
-
-_VACCINE_BY_FOLDED = {code.casefold(): code for code in VACCINES}
 
 
 # --- staging -----------------------------------------------------------------------------------

@@ -20,13 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.certificates.rules import FileView, accounts_for_id_hash, active_grants, doses_of, open_file
 from bot.core.audit import record_access
-from bot.core.catalogue import VACCINE_NAMES, Catalogue
+from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA, china_date
 from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.identity.accounts import following_accounts_of
 from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
+from bot.immunization.vaccines import vaccine_name
 from bot.outbox import queue as outbox
 from models import Certificate, PlatformAccount, Reminder, Vaccinee
 
@@ -127,9 +128,7 @@ def _message(catalogue: Catalogue, file: FileView, due: list[Forecast], today: d
     """
     names = []
     for item in due:
-        name = catalogue(
-            "reminder_dose", vaccine=VACCINE_NAMES.get(item.vaccine_code, item.vaccine_code), number=item.dose_number
-        )
+        name = catalogue("reminder_dose", vaccine=vaccine_name(item.vaccine_code), number=item.dose_number)
         if item.earliest > today:
             name += catalogue("reminder_dose_from", month=item.earliest.month, day=item.earliest.day)
         names.append(name)
