@@ -27,10 +27,12 @@ from bot.identity.face.providers import build_face_providers, by_provider_name, 
 from bot.identity.verification import VerificationRoutes
 from bot.outbox.queue import OutboxWorker, Sender, outbox_depth
 from bot.platforms.alipay import sign as alipay_sign
-from bot.platforms.alipay.client import AlipayAPI, AlipaySender
+from bot.platforms.alipay.client import AlipayAPI
 from bot.platforms.alipay.inbound import AlipayGateway
-from bot.platforms.wechat.client import WeChatAPI, WeChatSender
+from bot.platforms.alipay.sender import AlipaySender
+from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
+from bot.platforms.wechat.sender import WeChatSender
 from bot.registry.importer import apply_due_batches
 from bot.reminders.doses import plan_reminders, send_due_reminders
 from bot.showcode.page import CodePageRoutes

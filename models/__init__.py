@@ -1,40 +1,86 @@
 """vaxbot's SQLAlchemy models; importing this package registers every table on ``Base.metadata``."""
 
-from models.base import Base, UTCDateTime, utcnow
-from models.certificate import Certificate, CodePage, CodeToken, Grant
-from models.clinic import Appointment, Notice, QueueCounter, Reminder, Slot, Visit
+from models.base import Base, StrEnumType, UTCDateTime, utcnow
+from models.certificate import Certificate, CertificateKind, CodePage, CodeToken, Grant
+from models.clinic import (
+    OPEN_VISIT_STATUSES,
+    Appointment,
+    AppointmentStatus,
+    Notice,
+    NoticeKind,
+    QueueCounter,
+    Reminder,
+    ReminderKind,
+    ReminderStatus,
+    Slot,
+    Visit,
+    VisitStatus,
+)
 from models.identity import Consent, Identity, PlatformAccount
-from models.ops import AuditEntry, ConversationState, OutboxMessage, PlatformToken, ProcessedMessage
-from models.registry import Clinic, Dose, Guardian, RegistryBatch, RegistryStaged, Vaccinee
-from models.verification import Verification
+from models.ops import (
+    AuditEntry,
+    ConversationState,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    PlatformToken,
+    ProcessedMessage,
+)
+from models.registry import (
+    Clinic,
+    Dose,
+    DoseSource,
+    Guardian,
+    RegistryBatch,
+    RegistryStaged,
+    Relationship,
+    Stage,
+    Vaccinee,
+)
+from models.verification import FINISHED_VERIFICATION, Verification, VerificationStatus
 
 __all__ = [
+    "FINISHED_VERIFICATION",
+    "OPEN_VISIT_STATUSES",
     "Appointment",
+    "AppointmentStatus",
     "AuditEntry",
     "Base",
     "Certificate",
+    "CertificateKind",
     "Clinic",
     "CodePage",
     "CodeToken",
     "Consent",
     "ConversationState",
     "Dose",
+    "DoseSource",
     "Grant",
     "Guardian",
     "Identity",
     "Notice",
+    "NoticeKind",
+    "OutboxKind",
     "OutboxMessage",
+    "OutboxStatus",
     "PlatformAccount",
     "PlatformToken",
     "ProcessedMessage",
     "QueueCounter",
     "RegistryBatch",
     "RegistryStaged",
+    "Relationship",
     "Reminder",
+    "ReminderKind",
+    "ReminderStatus",
     "Slot",
+    "Stage",
+    "StrEnumType",
     "UTCDateTime",
     "Vaccinee",
     "Verification",
+    "VerificationStatus",
     "Visit",
+    "VisitStatus",
     "utcnow",
 ]

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+
+
+class CertificateKind(StrEnum):
+    """A child's certificate (claimed by a guardian) or an adult's own."""
+
+    CHILD = "child"
+    ADULT = "adult"
 
 
 class Certificate(Base):
@@ -18,7 +26,7 @@ class Certificate(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), unique=True)
     holder_identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(8))  # child | adult
+    kind: Mapped[CertificateKind] = mapped_column(StrEnumType(CertificateKind, 8))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_via: Mapped[str] = mapped_column(String(16))  # platform the claim came from
 

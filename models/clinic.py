@@ -3,11 +3,64 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+
+
+class AppointmentStatus(StrEnum):
+    """A booking: booked, then cancelled, attended or a no-show."""
+
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    ATTENDED = "attended"
+    NO_SHOW = "no_show"
+
+
+class VisitStatus(StrEnum):
+    """One pass through the clinic desk: queued → registered → vaccinated → observing → done."""
+
+    QUEUED = "queued"
+    REGISTERED = "registered"
+    VACCINATED = "vaccinated"
+    OBSERVING = "observing"
+    DONE = "done"
+
+
+# A visit in one of these is still open: the file cannot be queued again at that clinic that day.
+OPEN_VISIT_STATUSES: tuple[VisitStatus, ...] = (
+    VisitStatus.QUEUED,
+    VisitStatus.REGISTERED,
+    VisitStatus.VACCINATED,
+    VisitStatus.OBSERVING,
+)
+
+
+class NoticeKind(StrEnum):
+    """Why a clinic writes to its families."""
+
+    CLOSURE = "closure"
+    RESCHEDULE = "reschedule"
+    STOCK = "stock"
+
+
+class ReminderKind(StrEnum):
+    """What a reminder is about."""
+
+    DOSE_DUE = "dose_due"
+    APPOINTMENT = "appointment"
+
+
+class ReminderStatus(StrEnum):
+    """scheduled → sent | cancelled | no_recipient (nobody follows the account any more)."""
+
+    SCHEDULED = "scheduled"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    NO_RECIPIENT = "no_recipient"
 
 
 class Slot(Base):
@@ -36,7 +89,7 @@ class Appointment(Base):
     vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
     vaccine_code: Mapped[str] = mapped_column(String(32))
     booked_by_identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
-    status: Mapped[str] = mapped_column(String(16), default="booked")  # booked|cancelled|attended|no_show
+    status: Mapped[AppointmentStatus] = mapped_column(StrEnumType(AppointmentStatus), default=AppointmentStatus.BOOKED)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -64,7 +117,7 @@ class Visit(Base):
     certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
     visit_date: Mapped[date] = mapped_column(Date)
     queue_number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[VisitStatus] = mapped_column(StrEnumType(VisitStatus), default=VisitStatus.QUEUED)
     dose_id: Mapped[int | None] = mapped_column(ForeignKey("doses.id"))
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -75,7 +128,7 @@ class Visit(Base):
 
 Index("uq_visits_queue", Visit.clinic_id, Visit.visit_date, Visit.queue_number, unique=True)
 # A file is in a clinic's queue once a day at most while its visit is open (two desks, one child).
-_OPEN_VISIT = text("status IN ('queued', 'registered', 'vaccinated', 'observing')")
+_OPEN_VISIT = text(f"status IN ({', '.join(repr(status.value) for status in OPEN_VISIT_STATUSES)})")
 Index(
     "uq_visits_open",
     Visit.vaccinee_id,
@@ -104,7 +157,7 @@ class Notice(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # closure | reschedule | stock
+    kind: Mapped[NoticeKind] = mapped_column(StrEnumType(NoticeKind))
     title: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     audience: Mapped[str] = mapped_column(String(16), default="booked")  # booked | registered
@@ -120,12 +173,12 @@ class Reminder(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     job_key: Mapped[str] = mapped_column(String(128), unique=True)
     vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # dose_due | appointment
+    kind: Mapped[ReminderKind] = mapped_column(StrEnumType(ReminderKind))
     vaccine_code: Mapped[str] = mapped_column(String(32))
     dose_number: Mapped[int] = mapped_column(Integer)
     due_on: Mapped[date] = mapped_column(Date)
     send_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    status: Mapped[str] = mapped_column(String(16), default="scheduled")  # scheduled | sent | cancelled
+    status: Mapped[ReminderStatus] = mapped_column(StrEnumType(ReminderStatus), default=ReminderStatus.SCHEDULED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+
+
+class OutboxKind(StrEnum):
+    """What an outbox row carries; each platform's sender knows which it can deliver."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    NEWS = "news"  # a link card
+    TEMPLATE = "template"  # a template message (dose reminders)
+    SUBSCRIBE = "subscribe"  # a WeChat subscription notification
+    MINI_TEMPLATE = "mini_template"  # an Alipay mini-program subscription message
+
+
+class OutboxStatus(StrEnum):
+    """pending → sending → sent | dead, or passive (delivered as the webhook's own reply)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    PASSIVE = "passive"
+    DEAD = "dead"
 
 
 class OutboxMessage(Base):
@@ -20,10 +42,9 @@ class OutboxMessage(Base):
     platform: Mapped[str] = mapped_column(String(16))
     app_id: Mapped[str] = mapped_column(String(64))
     recipient: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(16))  # text | image | news | template | subscribe
+    kind: Mapped[OutboxKind] = mapped_column(StrEnumType(OutboxKind))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # pending → sending → sent | passive | dead ; "passive" = delivered as the webhook's own reply.
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[OutboxStatus] = mapped_column(StrEnumType(OutboxStatus), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The worker leaves a row alone until then (a passive-reply candidate is held past the deadline).
     available_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

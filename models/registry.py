@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import Date, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+
+
+class Stage(StrEnum):
+    """Where a file is kept: the maternity ward, a child clinic, or an adult clinic."""
+
+    OBSTETRICS = "obstetrics"
+    CHILD_CLINIC = "child_clinic"
+    ADULT = "adult"
+
+
+class Relationship(StrEnum):
+    """A guardian's relationship to the file's person, as the registry records it."""
+
+    MOTHER = "mother"
+    FATHER = "father"
+    GRANDMOTHER = "grandmother"
+    GRANDFATHER = "grandfather"
+    GUARDIAN = "guardian"
+
+
+class DoseSource(StrEnum):
+    """Where a dose record came from: the registry import or a clinic desk."""
+
+    REGISTRY = "registry"
+    CLINIC = "clinic"
 
 
 class Clinic(Base):
@@ -42,7 +68,7 @@ class Vaccinee(Base):
     birth_year: Mapped[int] = mapped_column(Integer)
     region_code: Mapped[str] = mapped_column(String(6), index=True)
     clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"), index=True)
-    stage: Mapped[str] = mapped_column(String(16), default="child_clinic")  # obstetrics|child_clinic|adult
+    stage: Mapped[Stage] = mapped_column(StrEnumType(Stage), default=Stage.CHILD_CLINIC)
     # Registry corrections take effect the next day (China time): rows carry the date they become visible.
     effective_from: Mapped[date] = mapped_column(Date)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -58,7 +84,7 @@ class Guardian(Base):
     vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id", ondelete="CASCADE"), index=True)
     id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
     id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
-    relationship: Mapped[str] = mapped_column(String(16), default="guardian")
+    relationship: Mapped[Relationship] = mapped_column(StrEnumType(Relationship), default=Relationship.GUARDIAN)
 
 
 class Dose(Base):
@@ -74,7 +100,7 @@ class Dose(Base):
     given_on: Mapped[date] = mapped_column(Date)
     clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"))
     lot_number: Mapped[str] = mapped_column(String(64), default="")
-    source: Mapped[str] = mapped_column(String(16), default="registry")  # registry | clinic
+    source: Mapped[DoseSource] = mapped_column(StrEnumType(DoseSource), default=DoseSource.REGISTRY)
     effective_from: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+
+
+class VerificationStatus(StrEnum):
+    """pending → starting → started (provider called) → checking → passed | failed | mismatch; or expired.
+
+    ``starting`` and ``checking`` are held while a provider call is in flight, so one click runs it once.
+    """
+
+    PENDING = "pending"
+    STARTING = "starting"
+    STARTED = "started"
+    CHECKING = "checking"
+    PASSED = "passed"
+    FAILED = "failed"
+    MISMATCH = "mismatch"
+    EXPIRED = "expired"
+
+
+# An attempt in one of these has ended; its link is used up.
+FINISHED_VERIFICATION = frozenset(
+    {VerificationStatus.PASSED, VerificationStatus.FAILED, VerificationStatus.MISMATCH, VerificationStatus.EXPIRED}
+)
 
 
 class Verification(Base):
@@ -27,8 +50,9 @@ class Verification(Base):
     id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
     id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
     name_enc: Mapped[bytes] = mapped_column(LargeBinary)
-    # pending → started (provider called) → passed | failed | mismatch | expired
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[VerificationStatus] = mapped_column(
+        StrEnumType(VerificationStatus), default=VerificationStatus.PENDING
+    )
     reason: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.platforms.alipay.client import IMAGE_ACTION_NAME
+from bot.platforms.alipay.sender import IMAGE_ACTION_NAME
 from bot.web.appkeys import ENGINE
 from tests.helpers import Client, drain_outbox, post, post_alipay
 

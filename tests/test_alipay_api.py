@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
 from bot.chat.menu import MENU, alipay_menu
+from bot.core.chinatime import CHINA, china_today
 from bot.core.config import DEV_ALIPAY_APPID, Settings, load_settings
 from bot.core.db import alembic_config, create_engine, sessionmaker
 from bot.core.metrics import Metrics
@@ -51,17 +52,8 @@ from bot.dev.fakes.alipay_gateway import (
 )
 from bot.outbox.queue import OutboxWorker, SendError, enqueue
 from bot.platforms.alipay import sign as alipay_sign
-from bot.platforms.alipay.client import (
-    CHINA,
-    TIMESTAMP_FORMAT,
-    AlipayAPI,
-    AlipayAPIError,
-    AlipaySender,
-    china_today,
-    classify,
-    raw_members,
-    response_key,
-)
+from bot.platforms.alipay.client import TIMESTAMP_FORMAT, AlipayAPI, AlipayAPIError, raw_members, response_key
+from bot.platforms.alipay.sender import AlipaySender, classify
 from models import OutboxMessage, PlatformAccount, utcnow
 
 PNG = base64.b64decode(

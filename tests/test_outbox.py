@@ -14,17 +14,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import StatementError
 
 from bot.app import create_app
 from bot.core.config import Settings
 from bot.core.db import create_engine, sessionmaker
-from bot.core.update import Article, Image, OutMessage, Text
+from bot.core.update import Article, Image, OutMessage, TemplateMessage, TemplateValue, Text
 from bot.dev.fakes.wechat import FakeWeChatAPI
 from bot.outbox.queue import LEASE, OutboxWorker, enqueue, enqueue_message
-from bot.platforms.wechat.client import WeChatAPI, WeChatSender
+from bot.platforms.wechat.client import WeChatAPI
+from bot.platforms.wechat.sender import WeChatSender
 from bot.web.appkeys import METRICS, SESSIONS, SETTINGS, WECHAT_API, WORKER
-from models import OutboxMessage, PlatformAccount, utcnow
+from models import OutboxKind, OutboxMessage, OutboxStatus, PlatformAccount, utcnow
 
 Client = TestClient[web.Request, web.Application]
 CUSTOM_SEND = "message/custom/send"
@@ -116,6 +118,51 @@ def failures(app: web.Application, code: str) -> float:
 def seconds_from_now(moment: datetime | None) -> float:
     assert moment is not None
     return (moment - utcnow()).total_seconds()
+
+
+# --- kinds, statuses and the template message -------------------------------------------------------
+
+
+def test_a_template_message_serialises_as_the_loose_dict_did() -> None:
+    message = TemplateMessage(
+        template_id="tpl-remind",
+        first=TemplateValue("您有一条接种提醒"),
+        keywords=(TemplateValue("林*满"), TemplateValue("百白破疫苗第4剂"), TemplateValue("今天起可接种", "#173177")),
+        remark=TemplateValue("请携带接种证"),
+        url="https://vax.example.cn/",
+    )
+    payload = {
+        "template_id": "tpl-remind",
+        "data": {
+            "first": "您有一条接种提醒",
+            "keyword1": "林*满",
+            "keyword2": "百白破疫苗第4剂",
+            "keyword3": {"value": "今天起可接种", "color": "#173177"},
+            "remark": "请携带接种证",
+        },
+        "url": "https://vax.example.cn/",
+    }
+    assert message.payload() == payload
+    assert list(message.payload()["data"]) == ["first", "keyword1", "keyword2", "keyword3", "remark"]
+    assert TemplateMessage.from_payload(payload) == message
+    # Keywords are read in their numbers' order (keyword10 after keyword9), and first/remark may be absent.
+    many = {"template_id": "t", "data": {f"keyword{n}": str(n) for n in (10, 2, 1, 9, 3, 4, 5, 6, 7, 8)}}
+    parsed = TemplateMessage.from_payload(many)
+    assert [value.value for value in parsed.keywords] == [str(n) for n in range(1, 11)]
+    assert parsed.first is None and parsed.remark is None and parsed.url == ""
+    assert parsed.payload()["data"] == {f"keyword{n}": str(n) for n in range(1, 11)}
+
+
+async def test_statuses_and_kinds_are_enums_stored_as_their_strings(app: web.Application) -> None:
+    row_id = await add(app, "o-enum", OutboxKind.TEMPLATE, {"template_id": "t", "data": {}})
+    row = await get(app, row_id)
+    assert row.kind is OutboxKind.TEMPLATE and row.status is OutboxStatus.PENDING
+    assert row.status == "pending"  # code comparing with the bare string keeps working
+    async with app[SESSIONS]() as session:
+        raw = (await session.execute(text("SELECT kind, status FROM outbox WHERE id = :id"), {"id": row_id})).one()
+    assert tuple(raw) == ("template", "pending")
+    with pytest.raises(StatementError, match="fax"):
+        await add(app, "o-enum", "fax", {})
 
 
 # --- delivery -------------------------------------------------------------------------------------

@@ -20,9 +20,11 @@ from bot.chat.menu import wechat_menu
 from bot.core.config import Settings
 from bot.core.db import create_engine, sessionmaker
 from bot.core.metrics import Metrics
+from bot.core.update import TemplateMessage, TemplateValue
 from bot.dev.fakes.wechat import FakeWeChatAPI, Received
 from bot.outbox.queue import SendError
-from bot.platforms.wechat.client import PERMANENT_REASONS, WeChatAPI, WeChatAPIError, WeChatSender, classify
+from bot.platforms.wechat.client import WeChatAPI, WeChatAPIError
+from bot.platforms.wechat.sender import PERMANENT_REASONS, WeChatSender, classify
 from bot.web.appkeys import HTTP, METRICS, SESSIONS, WECHAT_API
 from models import OutboxMessage, PlatformToken, utcnow
 
@@ -403,9 +405,10 @@ async def test_customer_service_news(api: WeChatAPI, fake: FakeWeChatAPI) -> Non
 
 
 async def test_template_message_returns_msgid(api: WeChatAPI, fake: FakeWeChatAPI) -> None:
-    msgid = await api.send_template(
-        "o-user-1", "tpl-booking", {"keyword1": "乙肝疫苗", "keyword2": "2024-05-01"}, url="https://vax.example.cn/b"
+    template = TemplateMessage(
+        "tpl-booking", (TemplateValue("乙肝疫苗"), TemplateValue("2024-05-01")), url="https://vax.example.cn/b"
     )
+    msgid = await api.send_template("o-user-1", template)
     assert msgid.isdigit()
     [call] = calls(fake, "message/template/send")
     assert call.body == {

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from models import OutboxKind
+
 
 class Platform(StrEnum):
     """Where an update came from."""
@@ -134,28 +136,98 @@ def can_be_passive(message: OutMessage) -> bool:
     return not message.credential and not (isinstance(message, Image) and not message.media_id)
 
 
-def message_to_payload(message: OutMessage) -> tuple[str, dict[str, Any]]:
+def message_to_payload(message: OutMessage) -> tuple[OutboxKind, dict[str, Any]]:
     """Serialise a message for the outbox: (kind, payload)."""
     if isinstance(message, Text):
-        return "text", {"content": message.content}
+        return OutboxKind.TEXT, {"content": message.content}
     payload = dataclasses.asdict(message)
     if payload.pop("credential"):  # only credentials carry the flag, so other payloads are as before
         payload["credential"] = True
     if isinstance(message, Image):
-        return "image", {key: value for key, value in payload.items() if value}
-    return "news", payload
+        return OutboxKind.IMAGE, {key: value for key, value in payload.items() if value}
+    return OutboxKind.NEWS, payload
 
 
 def message_from_payload(kind: str, payload: Mapping[str, Any]) -> OutMessage:
     """Inverse of :func:`message_to_payload`."""
-    if kind == "text":
+    if kind == OutboxKind.TEXT:
         return Text(content=str(payload["content"]))
     credential = bool(payload.get("credential"))
-    if kind == "image":
+    if kind == OutboxKind.IMAGE:
         media_id, png = str(payload.get("media_id", "")), str(payload.get("png_base64", ""))
         return Image(media_id=media_id, png_base64=png, credential=credential)
-    if kind == "news":
+    if kind == OutboxKind.NEWS:
         texts = {field.name: str(payload.get(field.name, "")) for field in dataclasses.fields(Article)}
         texts.pop("credential")
         return Article(**texts, credential=credential)
     raise ValueError(f"not a conversational message kind: {kind}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateValue:
+    """One value of a template message, with the colour Alipay may show it in (WeChat ignores colours)."""
+
+    value: str
+    color: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateMessage:
+    """A template message (模板消息): the platform's fixed layout, filled with named values, and a link.
+
+    Not a conversational reply: it goes out through the outbox as kind ``template``, serialised by
+    :meth:`payload` as ``{"template_id", "data": {"first", "keyword1"…, "remark"}, "url"}`` (plus
+    ``head_color`` on Alipay when set), which both platforms' senders read back with :meth:`from_payload`.
+    """
+
+    template_id: str
+    keywords: tuple[TemplateValue, ...]  # keyword1, keyword2, … in the template's order
+    first: TemplateValue | None = None
+    remark: TemplateValue | None = None
+    url: str = ""
+    head_color: str = ""  # Alipay: the colour of the card's head
+
+    def data(self) -> dict[str, TemplateValue]:
+        """The values by the template's field names: ``first``, ``keyword1``…, ``remark``."""
+        named = {f"keyword{number}": value for number, value in enumerate(self.keywords, 1)}
+        if self.first is not None:
+            named = {"first": self.first, **named}
+        if self.remark is not None:
+            named["remark"] = self.remark
+        return named
+
+    def payload(self) -> dict[str, Any]:
+        """The outbox payload (a value with a colour is an object, a plain one just its text)."""
+        data = {name: _template_value_out(value) for name, value in self.data().items()}
+        payload: dict[str, Any] = {"template_id": self.template_id, "data": data, "url": self.url}
+        if self.head_color:
+            payload["head_color"] = self.head_color
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> TemplateMessage:
+        """Inverse of :meth:`payload`; keywords are read in their numbers' order."""
+        data = {str(name): _template_value_in(value) for name, value in dict(payload.get("data") or {}).items()}
+        numbered = sorted(
+            (int(name.removeprefix("keyword")), value)
+            for name, value in data.items()
+            if name.startswith("keyword") and name.removeprefix("keyword").isdigit()
+        )
+        return cls(
+            template_id=str(payload["template_id"]),
+            keywords=tuple(value for _, value in numbered),
+            first=data.get("first"),
+            remark=data.get("remark"),
+            url=str(payload.get("url") or ""),
+            head_color=str(payload.get("head_color") or ""),
+        )
+
+
+def _template_value_out(value: TemplateValue) -> str | dict[str, str]:
+    return {"value": value.value, "color": value.color} if value.color else value.value
+
+
+def _template_value_in(raw: Any) -> TemplateValue:
+    if isinstance(raw, Mapping):
+        return TemplateValue(str(raw.get("value", "")), str(raw.get("color") or ""))
+    return TemplateValue(str(raw))

@@ -23,7 +23,7 @@ from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.platforms.alipay import sign as alipay_sign
-from bot.platforms.alipay.client import IMAGE_ACTION_NAME
+from bot.platforms.alipay.sender import IMAGE_ACTION_NAME
 from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_reminders
 from bot.web.appkeys import SERVICES, SESSIONS, WORKER
 from models import utcnow

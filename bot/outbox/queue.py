@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.metrics import Metrics
 from bot.core.update import OutMessage, message_to_payload
-from models import OutboxMessage, PlatformAccount, utcnow
+from models import OutboxKind, OutboxMessage, OutboxStatus, PlatformAccount, utcnow
 
 log = logging.getLogger("vaxbot.outbox")
 
@@ -60,7 +60,7 @@ def enqueue(
     platform: str,
     app_id: str,
     recipient: str,
-    kind: str,
+    kind: OutboxKind,
     payload: Mapping[str, Any],
     available_at: datetime | None = None,
     idempotency_key: str | None = None,
@@ -75,7 +75,7 @@ def _new_row(
     platform: str,
     app_id: str,
     recipient: str,
-    kind: str,
+    kind: OutboxKind,
     payload: Mapping[str, Any],
     available_at: datetime | None,
     idempotency_key: str | None,
@@ -87,7 +87,7 @@ def _new_row(
         "recipient": recipient,
         "kind": kind,
         "payload": dict(payload),
-        "status": "pending",
+        "status": OutboxStatus.PENDING,
         "attempts": 0,
         "available_at": available_at or now,
         "created_at": now,
@@ -151,8 +151,8 @@ async def mark_passive(session: AsyncSession, ids: Sequence[int]) -> int:
         return 0
     result = await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
-        .values(status="passive", sent_at=utcnow())
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.PENDING)
+        .values(status=OutboxStatus.PASSIVE, sent_at=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -162,7 +162,7 @@ async def release_held(session: AsyncSession, ids: Sequence[int]) -> None:
     if ids:
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.PENDING)
             .values(available_at=utcnow())
         )
 
@@ -311,8 +311,8 @@ class OutboxWorker:
         now = utcnow()
         async with self._sessionmaker() as session, session.begin():
             due = or_(
-                and_(OutboxMessage.status == "pending", OutboxMessage.available_at <= now),
-                and_(OutboxMessage.status == "sending", OutboxMessage.lease_until < now),
+                and_(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.available_at <= now),
+                and_(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.lease_until < now),
             )
             query = (
                 select(OutboxMessage)
@@ -323,7 +323,7 @@ class OutboxWorker:
             )
             rows = list((await session.scalars(query)).all())
             for row in rows:
-                row.status = "sending"
+                row.status = OutboxStatus.SENDING
                 row.lease_until = now + LEASE
                 row.attempts += 1
             return rows
@@ -353,13 +353,13 @@ class OutboxWorker:
                 if delivery.deferred:
                     # Back in the queue behind the failed one, without spending an attempt.
                     values = {
-                        "status": "pending",
+                        "status": OutboxStatus.PENDING,
                         "attempts": row.attempts - 1,
                         "available_at": blocked_until.get(recipient, now),
                         "lease_until": None,
                     }
                 elif error is None:
-                    values = {"status": "sent", "sent_at": now, "lease_until": None, "last_error": None}
+                    values = {"status": OutboxStatus.SENT, "sent_at": now, "lease_until": None, "last_error": None}
                     self._metrics.outbox_sent.labels(row.platform, row.kind).inc()
                 else:
                     self._metrics.send_failures.labels(row.platform, error.code).inc()
@@ -368,23 +368,23 @@ class OutboxWorker:
                         delay = backoff_seconds(row.attempts, error.retry_after)
                         blocked_until[recipient] = now + timedelta(seconds=delay)
                         values = {
-                            "status": "pending",
+                            "status": OutboxStatus.PENDING,
                             "available_at": blocked_until[recipient],
                             "lease_until": None,
                             "last_error": reason,
                         }
                     else:
-                        values = {"status": "dead", "lease_until": None, "last_error": reason}
+                        values = {"status": OutboxStatus.DEAD, "lease_until": None, "last_error": reason}
                         log.warning(
                             "outbox message dead-lettered",
                             extra={"outbox_id": row.id, "platform": row.platform, "code": error.code},
                         )
-                if values["status"] in ("sent", "dead") and row.payload.get("credential"):
+                if values["status"] in (OutboxStatus.SENT, OutboxStatus.DEAD) and row.payload.get("credential"):
                     values["payload"] = SCRUBBED  # a delivered (or undeliverable) code is not kept
                 # Only the lease holder records: a row re-claimed after an expired lease is someone else's.
                 await session.execute(
                     update(OutboxMessage)
-                    .where(OutboxMessage.id == row.id, OutboxMessage.status == "sending")
+                    .where(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.SENDING)
                     .where(OutboxMessage.attempts == row.attempts)
                     .values(**values)
                 )
@@ -393,4 +393,4 @@ class OutboxWorker:
 async def outbox_depth(session: AsyncSession) -> dict[str, int]:
     """Rows by status (for metrics and health)."""
     result = await session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
-    return {status: int(count) for status, count in result.all()}
+    return {str(status): int(count) for status, count in result.all()}

@@ -31,13 +31,30 @@ from bot.core.chinatime import china_today
 from bot.core.pii import Vault
 from bot.core.validators import IdNumber, InvalidIdNumber, parse_id_number
 from bot.immunization.vaccines import find_vaccine
-from models import Clinic, Dose, Guardian, RegistryBatch, RegistryStaged, Vaccinee, Visit, utcnow
+from models import (
+    Clinic,
+    Dose,
+    DoseSource,
+    Guardian,
+    RegistryBatch,
+    RegistryStaged,
+    Relationship,
+    Stage,
+    Vaccinee,
+    Visit,
+    utcnow,
+)
 
 log = logging.getLogger("vaxbot.registry")
 
-STAGES = ("obstetrics", "child_clinic", "adult")
-RELATIONSHIPS = ("mother", "father", "grandmother", "grandfather", "guardian")
-RELATIONSHIP_SEX = {"mother": "F", "father": "M", "grandmother": "F", "grandfather": "M"}
+STAGES = tuple(Stage)
+RELATIONSHIPS = tuple(Relationship)
+RELATIONSHIP_SEX: dict[str, str] = {
+    Relationship.MOTHER: "F",
+    Relationship.FATHER: "M",
+    Relationship.GRANDMOTHER: "F",
+    Relationship.GRANDFATHER: "M",
+}
 # ⚠ The birth certificate (出生医学证明) number since 2014: one letter and nine digits. Not checked
 # against the official specification; change it here if the registry sends another shape.
 BIRTH_CERT_SHAPE = re.compile(r"^[A-Z]\d{9}$")
@@ -1194,7 +1211,7 @@ async def _apply_doses(
             "given_on": wanted.given_on,
             "clinic_id": clinic_ids[wanted.clinic_code] if wanted.clinic_code is not None else None,
             "lot_number": wanted.lot_number,
-            "source": "registry",
+            "source": DoseSource.REGISTRY,
         }
         dose = existing.pop((wanted.vaccine_code, wanted.dose_number), None)
         if dose is None:
@@ -1209,7 +1226,7 @@ async def _apply_doses(
             )
             report.doses_added += 1
             changed = True
-        elif dose.source == "clinic" and dose.created_at > batch.imported_at:
+        elif dose.source == DoseSource.CLINIC and dose.created_at > batch.imported_at:
             # Recorded at a desk after this file was imported: the registry could not have known it yet.
             report.doses_kept += 1
         elif any(getattr(dose, key) != value for key, value in values.items()):
@@ -1221,7 +1238,7 @@ async def _apply_doses(
     for dose in existing.values():
         # The record is the whole file: a registry dose it no longer lists was withdrawn or renumbered.
         # Desk doses, and doses a desk visit points at, stay until the registry lists them.
-        if dose.source == "registry" and dose.id not in on_visits:
+        if dose.source == DoseSource.REGISTRY and dose.id not in on_visits:
             report.doses_removed += 1
             changed = True
             await session.delete(dose)  # removed keys never collide with the doses added above

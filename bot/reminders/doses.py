@@ -12,6 +12,7 @@ outside the platforms' customer-service windows. Every reminder sent is audited 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date, datetime, time, timedelta
 
@@ -25,11 +26,21 @@ from bot.core.chinatime import CHINA, china_date
 from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
+from bot.core.update import TemplateMessage, TemplateValue
 from bot.identity.accounts import following_accounts_of
 from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from bot.outbox import queue as outbox
-from models import Certificate, PlatformAccount, Reminder, Vaccinee
+from models import (
+    Certificate,
+    CertificateKind,
+    OutboxKind,
+    PlatformAccount,
+    Reminder,
+    ReminderKind,
+    ReminderStatus,
+    Vaccinee,
+)
 
 log = logging.getLogger("vaxbot.reminders")
 PLAN_BATCH = 100
@@ -70,7 +81,9 @@ async def plan_reminders(
     async with sessions() as session:
         children = (
             await session.scalars(
-                select(Certificate.vaccinee_id).where(Certificate.kind == "child").order_by(Certificate.id)
+                select(Certificate.vaccinee_id)
+                .where(Certificate.kind == CertificateKind.CHILD)
+                .order_by(Certificate.id)
             )
         ).all()
     added = 0
@@ -92,12 +105,12 @@ async def plan_reminders(
                         .values(
                             job_key=job_key(vaccinee.id, item.vaccine_code, item.dose_number),
                             vaccinee_id=vaccinee.id,
-                            kind="dose_due",
+                            kind=ReminderKind.DOSE_DUE,
                             vaccine_code=item.vaccine_code,
                             dose_number=item.dose_number,
                             due_on=item.recommended,
                             send_at=send_at,
-                            status="scheduled",
+                            status=ReminderStatus.SCHEDULED,
                             created_at=now,
                         )
                         .on_conflict_do_nothing(index_elements=[Reminder.job_key])
@@ -120,8 +133,8 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _message(catalogue: Catalogue, file: FileView, due: list[Forecast], today: date) -> dict[str, str]:
-    """The template's values: the child (masked), the doses (each with its date when not yet), and when.
+def _message(catalogue: Catalogue, file: FileView, due: list[Forecast], today: date, url: str) -> TemplateMessage:
+    """The reminder (no template id yet): the child (masked), the doses (each with its date when not yet), and when.
 
     The essentials are in the keywords: WeChat's current templates no longer show ``first`` and
     ``remark``, and keep each keyword short.
@@ -142,13 +155,14 @@ def _message(catalogue: Catalogue, file: FileView, due: list[Forecast], today: d
     else:
         soonest = min(item.earliest for item in due)
         first, when = "reminder_first_soon", catalogue("reminder_when_from", month=soonest.month, day=soonest.day)
-    return {
-        "first": catalogue(first, name=file.masked_name),
-        "keyword1": file.masked_name,
-        "keyword2": doses,
-        "keyword3": when,
-        "remark": catalogue("reminder_remark"),
-    }
+    return TemplateMessage(
+        template_id="",
+        first=TemplateValue(catalogue(first, name=file.masked_name)),
+        # keyword1 the child, keyword2 the doses, keyword3 when (the template's fields, in its order)
+        keywords=(TemplateValue(file.masked_name), TemplateValue(doses), TemplateValue(when)),
+        remark=TemplateValue(catalogue("reminder_remark")),
+        url=url,
+    )
 
 
 def within_sending_hours(now: datetime, settings: Settings) -> bool:
@@ -170,7 +184,7 @@ async def send_due_reminders(
         children = (
             await session.scalars(
                 select(Reminder.vaccinee_id)
-                .where(Reminder.status == "scheduled", Reminder.send_at <= now)
+                .where(Reminder.status == ReminderStatus.SCHEDULED, Reminder.send_at <= now)
                 .group_by(Reminder.vaccinee_id)
                 .order_by(Reminder.vaccinee_id)
             )
@@ -186,7 +200,11 @@ async def send_due_reminders(
             async with sessions() as session, session.begin():
                 await session.execute(
                     update(Reminder)
-                    .where(Reminder.vaccinee_id == vaccinee_id, Reminder.status == "scheduled", Reminder.send_at <= now)
+                    .where(
+                        Reminder.vaccinee_id == vaccinee_id,
+                        Reminder.status == ReminderStatus.SCHEDULED,
+                        Reminder.send_at <= now,
+                    )
                     .values(send_at=next_reminder_time(now + timedelta(days=1), settings.reminder_hour))
                 )
     return sent
@@ -199,7 +217,11 @@ async def _send_for_child(
     due = (
         await session.scalars(
             select(Reminder)
-            .where(Reminder.vaccinee_id == vaccinee_id, Reminder.status == "scheduled", Reminder.send_at <= now)
+            .where(
+                Reminder.vaccinee_id == vaccinee_id,
+                Reminder.status == ReminderStatus.SCHEDULED,
+                Reminder.send_at <= now,
+            )
             .order_by(Reminder.due_on, Reminder.id)
         )
     ).all()
@@ -207,14 +229,16 @@ async def _send_for_child(
     claimed: list[Reminder] = []
     for reminder in due:
         moved = await session.execute(
-            update(Reminder).where(Reminder.id == reminder.id, Reminder.status == "scheduled").values(status="sent")
+            update(Reminder)
+            .where(Reminder.id == reminder.id, Reminder.status == ReminderStatus.SCHEDULED)
+            .values(status=ReminderStatus.SENT)
         )
         if moved.rowcount:  # type: ignore[attr-defined]
             claimed.append(reminder)
     certificate = (await session.scalars(select(Certificate).where(Certificate.vaccinee_id == vaccinee_id))).first()
     vaccinee = await session.get(Vaccinee, vaccinee_id)
     if not claimed or certificate is None or vaccinee is None:
-        await _set_status(session, claimed, "cancelled")
+        await _set_status(session, claimed, ReminderStatus.CANCELLED)
         return 0
     file = await open_file(session, vault, vaccinee, "child")
     # Forecast again: a dose recorded since planning needs no reminder, and one that moved later (a live
@@ -225,35 +249,33 @@ async def _send_for_child(
         for item in wanted(list(current.values()), today, settings.reminder_days_ahead)
     }
     send = [r for r in claimed if (r.vaccine_code, r.dose_number) in near]
-    await _set_status(session, [r for r in claimed if (r.vaccine_code, r.dose_number) not in current], "cancelled")
+    await _set_status(
+        session, [r for r in claimed if (r.vaccine_code, r.dose_number) not in current], ReminderStatus.CANCELLED
+    )
     for reminder in claimed:
         key = (reminder.vaccine_code, reminder.dose_number)
         if key in current and key not in near:
             later = current[key].earliest - timedelta(days=settings.reminder_days_ahead)
             at = datetime.combine(later, time(settings.reminder_hour), CHINA)
             await session.execute(
-                update(Reminder).where(Reminder.id == reminder.id).values(status="scheduled", send_at=at)
+                update(Reminder).where(Reminder.id == reminder.id).values(status=ReminderStatus.SCHEDULED, send_at=at)
             )
     if not send:
         return 0
     accounts = await _recipients(session, certificate)
     if not accounts:
-        await _set_status(session, send, "no_recipient")  # nobody follows the account any more
+        await _set_status(session, send, ReminderStatus.NO_RECIPIENT)  # nobody follows the account any more
         return 0
     forecasts = [current[(r.vaccine_code, r.dose_number)] for r in send]
-    values = _message(catalogue, file, forecasts, today)
+    message = _message(catalogue, file, forecasts, today, url=settings.public_url.rstrip("/") + "/")
     for account in accounts:
         outbox.enqueue(
             session,
             platform=account.platform,
             app_id=account.app_id,
             recipient=account.user_id,
-            kind="template",
-            payload={
-                "template_id": settings.reminder_template_id(account.platform),
-                "data": values,
-                "url": settings.public_url.rstrip("/") + "/",
-            },
+            kind=OutboxKind.TEMPLATE,
+            payload=dataclasses.replace(message, template_id=settings.reminder_template_id(account.platform)).payload(),
             idempotency_key=f"reminder:{min(r.id for r in send)}:{account.id}",
         )
     record_access(
@@ -271,6 +293,6 @@ async def _send_for_child(
     return len(accounts)
 
 
-async def _set_status(session: AsyncSession, reminders: list[Reminder], status: str) -> None:
+async def _set_status(session: AsyncSession, reminders: list[Reminder], status: ReminderStatus) -> None:
     if reminders:
         await session.execute(update(Reminder).where(Reminder.id.in_([r.id for r in reminders])).values(status=status))

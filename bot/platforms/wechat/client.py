@@ -1,4 +1,4 @@
-"""An async client for WeChat's server API, and the outbox sender built on it.
+"""An async client for WeChat's server API (the outbox sender built on it is in ``sender``).
 
 One access token per app, shared by every process through ``platform_tokens``: it is refreshed under a
 row lock (``stable_token``), and a call rejected for its token is retried once with a fresh one, never
@@ -8,7 +8,6 @@ more (wechatpy's retry recurses without bound).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from datetime import timedelta
@@ -21,36 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.metrics import Metrics
-from bot.outbox.queue import SendError, addressee, mark_unfollowed
-from models import OutboxMessage, PlatformAccount, PlatformToken, utcnow
+from bot.core.update import TemplateMessage, TemplateValue
+from models import PlatformToken, utcnow
 
 log = logging.getLogger("vaxbot.wechat.api")
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
-# Customer-service messages may only follow a user's own message within this window.
-SERVICE_WINDOW = timedelta(hours=48)
-CUSTOMER_SERVICE_KINDS = frozenset({"text", "image", "news"})
 # Refresh this long before WeChat's stated expiry, so no request goes out with a dying token.
 TOKEN_MARGIN = timedelta(minutes=5)
 # How long one process may take to fetch a token before another may try.
 REFRESH_LEASE = timedelta(seconds=15)
-RETRYABLE = {-1: 5.0, 45009: 600.0}  # errcode → minimum seconds before trying again
-PERMANENT_REASONS = {
-    43004: "user_not_following",
-    45015: "outside_service_window",
-    45047: "service_message_limit",
-    43101: "subscription_refused",
-    40037: "bad_template_id",
-    40003: "bad_openid",
-    47003: "bad_template_data",
-    40004: "bad_media_type",
-    40005: "bad_file_type",
-    40007: "bad_media_id",
-    40009: "image_too_large",
-    44002: "empty_body",
-    47001: "bad_body_format",
-    48001: "api_not_authorised",
-}
 
 
 class WeChatAPIError(Exception):
@@ -275,15 +254,15 @@ class WeChatAPI:
         result = await self.call("media/upload", params={"type": "image"}, data=form)
         return str(result["media_id"])
 
-    async def send_template(self, openid: str, template_id: str, data: dict[str, str], url: str = "") -> str:
+    async def send_template(self, openid: str, template: TemplateMessage) -> str:
         """Template message; returns WeChat's ``msgid`` (the result arrives later as an event)."""
         body: dict[str, Any] = {
             "touser": openid,
-            "template_id": template_id,
-            "data": {key: {"value": value} for key, value in data.items()},
+            "template_id": template.template_id,
+            "data": {name: _template_value(value) for name, value in template.data().items()},
         }
-        if url:
-            body["url"] = url
+        if template.url:
+            body["url"] = template.url
         result = await self.call("message/template/send", json=body)
         return str(result.get("msgid", ""))
 
@@ -303,69 +282,5 @@ class WeChatAPI:
         await self.call("menu/create", json=menu)
 
 
-class WeChatSender:
-    """Delivers outbox rows through :class:`WeChatAPI`, mapping errcodes to retry or dead-letter."""
-
-    def __init__(self, api: WeChatAPI, sessions: async_sessionmaker[AsyncSession] | None = None) -> None:
-        self._api = api
-        self._sessions = sessions
-
-    async def send(self, row: OutboxMessage) -> None:
-        """Deliver one row or raise :class:`SendError`."""
-        if row.kind in CUSTOMER_SERVICE_KINDS and self._sessions is not None:
-            await self._check_window(row)
-        try:
-            await self._send(row)
-        except WeChatAPIError as exc:
-            if exc.errcode == 43004 and self._sessions is not None:
-                await mark_unfollowed(self._sessions, row)
-            raise classify(exc) from exc
-
-    async def _check_window(self, row: OutboxMessage) -> None:
-        """Customer-service messages only reach users who wrote to us in the last 48 hours."""
-        assert self._sessions is not None
-        async with self._sessions() as session:
-            last = await session.scalar(select(PlatformAccount.last_inbound_at).where(addressee(row)))
-        if last is None or utcnow() - last > SERVICE_WINDOW:
-            raise SendError("wechat_window", "outside_service_window", retryable=False)
-
-    async def _send(self, row: OutboxMessage) -> None:
-        payload = row.payload
-        if row.kind == "text":
-            await self._api.send_text(row.recipient, str(payload["content"]))
-        elif row.kind == "image":
-            media_id = payload.get("media_id")
-            if not media_id:
-                media_id = await self._api.upload_image(base64.b64decode(payload["png_base64"]))
-            await self._api.send_image(row.recipient, str(media_id))
-        elif row.kind == "news":
-            await self._api.send_news(row.recipient, {k: str(v) for k, v in payload.items()})
-        elif row.kind == "template":
-            await self._api.send_template(
-                row.recipient,
-                str(payload["template_id"]),
-                dict(payload["data"]),
-                str(payload.get("url", "")),
-            )
-        elif row.kind == "subscribe":
-            await self._api.send_subscription(
-                row.recipient,
-                str(payload["template_id"]),
-                dict(payload["data"]),
-                str(payload.get("page", "")),
-            )
-        else:
-            raise SendError("unknown_kind", row.kind, retryable=False)
-
-
-def classify(exc: WeChatAPIError) -> SendError:
-    """Retry (busy, quota, transport, token trouble) or give up (user state, bad request)."""
-    code = exc.errcode
-    if code in RETRYABLE:
-        return SendError(f"wechat_{code}", exc.errmsg, retryable=True, retry_after=RETRYABLE[code])
-    if code in (-2, -3) or code in TOKEN_ERRORS:
-        return SendError(f"wechat_{code}", exc.errmsg, retryable=True)
-    if code in PERMANENT_REASONS:
-        return SendError(f"wechat_{code}", PERMANENT_REASONS[code], retryable=False)
-    # An errcode we do not know: retry with back-off until the attempts run out, keeping the code.
-    return SendError(f"wechat_{code}", exc.errmsg or "unknown errcode", retryable=True)
+def _template_value(value: TemplateValue) -> dict[str, str]:
+    return {"value": value.value, "color": value.color} if value.color else {"value": value.value}
