@@ -39,7 +39,7 @@ from bot.dev.demo import (
     demo_registry_records,
     seed_demo,
 )
-from bot.registry.importer import (
+from bot.registry.validate import (
     CSV_COLUMNS,
     RegistryRejected,
     apply_due_batches,

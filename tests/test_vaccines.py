@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.dev.demo import CHILD, PARENT
 from bot.immunization.schedule import LIVE_INJECTABLE, NIP_SCHEDULE
 from bot.immunization.vaccines import VACCINES, Programme, find_vaccine, vaccine_name
-from bot.registry.importer import parse_registry
+from bot.registry.validate import parse_registry
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
