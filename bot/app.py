@@ -33,7 +33,7 @@ from bot.platforms.alipay.sender import AlipaySender
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
 from bot.platforms.wechat.sender import WeChatSender
-from bot.registry.validate import apply_due_batches
+from bot.registry.apply import apply_due_batches
 from bot.reminders.doses import plan_reminders, send_due_reminders
 from bot.showcode.page import CodePageRoutes
 from bot.web import webhooks

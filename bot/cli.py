@@ -300,7 +300,9 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.core.chinatime import china_today
     from bot.core.keys import load_keyring
-    from bot.registry.validate import RegistryRejected, apply_due_batches, effective_date, import_registry_file
+    from bot.registry.apply import apply_due_batches
+    from bot.registry.records import RegistryRejected
+    from bot.registry.staging import effective_date, import_registry_file
 
     keyring = load_keyring(settings.keys_dir)
     refuse_unsafe_production(settings, keyring)

@@ -39,14 +39,11 @@ from bot.dev.demo import (
     demo_registry_records,
     seed_demo,
 )
-from bot.registry.validate import (
-    CSV_COLUMNS,
-    RegistryRejected,
-    apply_due_batches,
-    effective_date,
-    import_registry_file,
-    parse_registry,
-)
+from bot.registry.apply import apply_due_batches
+from bot.registry.formats import CSV_COLUMNS
+from bot.registry.records import RegistryRejected
+from bot.registry.staging import effective_date, import_registry_file
+from bot.registry.validate import parse_registry
 from models import AuditEntry, Clinic, Dose, Guardian, RegistryBatch, RegistryStaged, Vaccinee, utcnow
 from tests.conftest import _settings
 

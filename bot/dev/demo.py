@@ -25,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.core.chinatime import china_today
 from bot.core.pii import Vault
 from bot.core.validators import id_check_char
-from bot.registry.validate import apply_due_batches, parse_registry, stage_registry
+from bot.registry.apply import apply_due_batches
+from bot.registry.staging import stage_registry
+from bot.registry.validate import parse_registry
 from models import RegistryBatch
 
 DEMO_SOURCE = "demo-registry.json"
