@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -35,6 +34,18 @@ from aiohttp import BodyPartReader, web
 from alipay.aop.api.util.SignatureUtils import get_sign_content
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bot.dev.fakes.alipay_rules import (
+    MAX_IMAGE_BYTES,
+    Refusal,
+    check_certify_initialize,
+    check_custom_message,
+    check_image_upload,
+    check_menu,
+    check_mini_message,
+    check_template_message,
+    invalid,
+    parse_biz,
+)
 from bot.platforms.alipay import sign as alipay_sign
 
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -56,28 +67,11 @@ MESSAGE_METHODS = frozenset({CUSTOM_SEND, SINGLE_SEND, MINI_SEND})
 
 INTERACTION_KINDS = frozenset({"follow", "click", "chat", "enter_ppchat"})
 EVENT_TYPES = frozenset({"follow", "click", "enter_ppchat"})
-MSGS = {
-    "10000": "Success",
-    "20000": "Service Currently Unavailable",
-    "20001": "Insufficient Token Permissions",
-    "40001": "Missing Required Arguments",
-    "40002": "Invalid Arguments",
-    "40004": "Business Failed",
-    "40006": "Insufficient Permissions",
-}
-IMAGE_TYPES = {"png": b"\x89PNG", "jpg": b"\xff\xd8", "jpeg": b"\xff\xd8"}
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MINI_VALUE_LIMIT = 50
-_KEYWORD = re.compile(r"keyword[1-9][0-9]*")
-_COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
-MENU_ACTIONS = frozenset({"out", "link", "tel", "map", "consumption"})
 # Identity verification: a certify_id can be certified for about 23 hours; once certified, its result can
 # be queried for months. An unknown or lapsed one answers OPEN_CERTIFY_BILL_NOT_EXIST. The sub-code for a
 # repeated outer_order_no is the fake's own (Alipay requires it unique but does not document the answer).
 CERTIFY_TTL = timedelta(hours=23)
 CERTIFY_RESULTS = frozenset({"pass", "fail", "other"})
-_OUTER_ORDER_NO = re.compile(r"[A-Za-z0-9]{1,32}")
-_CERT_NO = re.compile(r"\d{17}[\dX]")
 
 
 def _utcnow() -> datetime:
@@ -126,29 +120,6 @@ class _Failure:
     code: str
     sub_code: str
     times: int
-
-
-class _Refusal(Exception):
-    """An answer other than success; ``unsigned`` ones go out as ``error_response``."""
-
-    def __init__(self, code: str, sub_code: str, sub_msg: str = "", *, unsigned: bool = False) -> None:
-        super().__init__(f"{code} {sub_code}")
-        self.code = code
-        self.sub_code = sub_code
-        self.sub_msg = sub_msg
-        self.unsigned = unsigned
-
-    def content(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "msg": MSGS.get(self.code, "Unknown Error")}
-        if self.sub_code:
-            body["sub_code"] = self.sub_code
-        if self.sub_msg:
-            body["sub_msg"] = self.sub_msg
-        return body
-
-
-def _invalid(what: str) -> _Refusal:
-    return _Refusal("40002", "isv.invalid-parameter", f"参数无效: {what}")
 
 
 class FakeAlipayGateway:
@@ -296,7 +267,7 @@ class FakeAlipayGateway:
                 await asyncio.sleep(stall)
             self._maybe_fail(method)
             content = self._call(method, params, files, request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return self._answer(method, refusal.content(), unsigned=refusal.unsigned)
         content = {"code": "10000", "msg": "Success", **content, **self.response_fields.get(method, {})}
         return self._answer(method, content)
@@ -306,8 +277,8 @@ class FakeAlipayGateway:
         params = dict(request.query)
         try:
             self._verify(params, PAGE_METHODS)
-            biz = self._biz(params)
-        except _Refusal as refusal:
+            biz = parse_biz(params)
+        except Refusal as refusal:
             page = f"<html><body><h1>{escape(refusal.code)}</h1><p>{escape(refusal.sub_code)}</p></body></html>"
             return web.Response(status=400, text=page, content_type="text/html", charset="utf-8")
         self.pages.append(Received(params["method"], biz, params, self.clock()))
@@ -343,7 +314,7 @@ class FakeAlipayGateway:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader) or not part.name:
-                    raise _invalid("multipart")
+                    raise invalid("multipart")
                 if part.filename:
                     files[part.name] = (part.filename, bytes(await part.read()))
                 else:
@@ -356,7 +327,7 @@ class FakeAlipayGateway:
                 raw.decode("latin-1"), keep_blank_values=True, encoding=alipay_sign.codec(charset), errors="strict"
             )
         except (LookupError, UnicodeDecodeError) as exc:
-            raise _Refusal("40002", "isv.invalid-charset", "字符集错误") from exc
+            raise Refusal("40002", "isv.invalid-charset", "字符集错误") from exc
         params.update(pairs)
         return params, files
 
@@ -364,45 +335,45 @@ class FakeAlipayGateway:
         """Alipay's common checks, in its order; the signature last (it needs everything else)."""
         method = params.get("method", "")
         if not method:
-            raise _Refusal("40001", "isv.missing-method", "缺少方法名参数", unsigned=True)
+            raise Refusal("40001", "isv.missing-method", "缺少方法名参数", unsigned=True)
         if method not in methods:
-            raise _Refusal("40002", "isv.invalid-method", "不存在的方法名", unsigned=True)
+            raise Refusal("40002", "isv.invalid-method", "不存在的方法名", unsigned=True)
         app_id = params.get("app_id", "")
         if not app_id:
-            raise _Refusal("40001", "isv.missing-app-id", "缺少AppID参数", unsigned=True)
+            raise Refusal("40001", "isv.missing-app-id", "缺少AppID参数", unsigned=True)
         if app_id != self.app_id:
-            raise _Refusal("40002", "isv.invalid-app-id", "无效的AppID参数", unsigned=True)
+            raise Refusal("40002", "isv.invalid-app-id", "无效的AppID参数", unsigned=True)
         if "format" in params and params["format"].upper() != "JSON":
-            raise _Refusal("40002", "isv.invalid-format", "无效的数据格式参数")
+            raise Refusal("40002", "isv.invalid-format", "无效的数据格式参数")
         charset = params.get("charset", "")
         try:
             alipay_sign.codec(charset)
         except LookupError as exc:
-            raise _Refusal("40002", "isv.invalid-charset", "字符集错误") from exc
+            raise Refusal("40002", "isv.invalid-charset", "字符集错误") from exc
         sign_type = params.get("sign_type", "")
         if not sign_type:
-            raise _Refusal("40001", "isv.missing-signature-type", "缺少签名类型参数")
+            raise Refusal("40001", "isv.missing-signature-type", "缺少签名类型参数")
         if sign_type != "RSA2":
-            raise _Refusal("40002", "isv.invalid-signature-type", "无效的签名类型参数")
+            raise Refusal("40002", "isv.invalid-signature-type", "无效的签名类型参数")
         if not params.get("version"):
-            raise _Refusal("40001", "isv.missing-version", "缺少版本参数")
+            raise Refusal("40001", "isv.missing-version", "缺少版本参数")
         if params["version"] != "1.0":
-            raise _Refusal("40002", "isv.invalid-parameter", "无效的版本参数")
+            raise Refusal("40002", "isv.invalid-parameter", "无效的版本参数")
         stamp = params.get("timestamp", "")
         if not stamp:
-            raise _Refusal("40001", "isv.missing-timestamp", "缺少时间戳参数")
+            raise Refusal("40001", "isv.missing-timestamp", "缺少时间戳参数")
         try:
             sent = datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=CHINA)
         except ValueError as exc:
-            raise _Refusal("40002", "isv.invalid-timestamp", "非法的时间戳参数") from exc
+            raise Refusal("40002", "isv.invalid-timestamp", "非法的时间戳参数") from exc
         if abs(self.clock() - sent) > TIMESTAMP_TOLERANCE:
-            raise _Refusal("40002", "isv.invalid-timestamp", "非法的时间戳参数")
+            raise Refusal("40002", "isv.invalid-timestamp", "非法的时间戳参数")
         signature = params.get("sign", "")
         if not signature:
-            raise _Refusal("40001", "isv.missing-signature", "缺少签名参数")
+            raise Refusal("40001", "isv.missing-signature", "缺少签名参数")
         content = get_sign_content({key: value for key, value in params.items() if key != "sign"})
         if not alipay_sign.verify(self._app_public_key, content, signature, charset):
-            raise _Refusal(
+            raise Refusal(
                 "40002",
                 "isv.invalid-signature",
                 f"验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，网关生成的验签字符串为：{content}",
@@ -415,19 +386,7 @@ class FakeAlipayGateway:
             failure.times -= 1
             if failure.times <= 0:
                 queue.pop(0)
-            raise _Refusal(failure.code, failure.sub_code, f"simulated {failure.code}")
-
-    def _biz(self, params: dict[str, str]) -> dict[str, Any]:
-        raw = params.get("biz_content")
-        if raw is None:
-            raise _Refusal("40001", "isv.missing-biz-content", "缺少业务参数")
-        try:
-            biz = json.loads(raw)
-        except ValueError as exc:
-            raise _invalid("biz_content is not json") from exc
-        if not isinstance(biz, dict):
-            raise _invalid("biz_content is not an object")
-        return biz
+            raise Refusal(failure.code, failure.sub_code, f"simulated {failure.code}")
 
     def _call(
         self, method: str, params: dict[str, str], files: dict[str, tuple[str, bytes]], request: web.Request
@@ -435,7 +394,7 @@ class FakeAlipayGateway:
         now = self.clock()
         if method == IMAGE_UPLOAD:
             return self._upload(params, files, request, now)
-        biz = self._biz(params)
+        biz = parse_biz(params)
         if method in (CERTIFY_INITIALIZE, CERTIFY_QUERY):
             certify = self._certify_initialize if method == CERTIFY_INITIALIZE else self._certify_query
             answer = certify(biz, now)
@@ -444,11 +403,11 @@ class FakeAlipayGateway:
         if method == CUSTOM_SEND:
             self._custom_send(biz, now)
         elif method == SINGLE_SEND:
-            self._single_send(biz)
+            self._not_unfollowed(check_template_message(biz))
         elif method == MINI_SEND:
-            self._mini_send(biz)
+            check_mini_message(biz)
         elif method == MENU_CREATE:
-            self._menu_create(biz)
+            check_menu(biz)
         self.received.append(Received(method, biz, params, now))
         if method == MENU_CREATE:
             self.menu = biz
@@ -457,173 +416,51 @@ class FakeAlipayGateway:
 
     # --- methods ---
 
-    def _recipient(self, biz: dict[str, Any]) -> str:
-        user = biz.get("to_user_id")
-        if not isinstance(user, str) or not user:
-            raise _invalid("to_user_id")
-        return user
-
     def _custom_send(self, biz: dict[str, Any], now: datetime) -> None:
-        user = self._recipient(biz)
-        msg_type = biz.get("msg_type")
-        if msg_type == "text":
-            text = biz.get("text")
-            if not isinstance(text, dict) or not isinstance(text.get("content"), str) or not text["content"].strip():
-                raise _invalid("text.content")
-        elif msg_type == "image-text":
-            articles = biz.get("articles")
-            if not isinstance(articles, list) or not 1 <= len(articles) <= 10:
-                raise _invalid("articles")
-            for article in articles:
-                if not isinstance(article, dict) or not (article.get("title") or article.get("desc")):
-                    raise _invalid("articles.title")
-                for field in ("url", "image_url"):
-                    value = article.get(field)
-                    if (field == "url" or value) and not str(value or "").startswith(("http://", "https://")):
-                        raise _invalid(f"articles.{field}")
-        else:
-            raise _invalid("msg_type")
-        if biz.get("chat", "0") not in ("0", "1"):
-            raise _invalid("chat")
-        if user in self.unfollowed:
-            raise _Refusal("40004", "PUB.MSG_SD_NOFOLLOW", "用户未关注生活号")
+        user = check_custom_message(biz)
+        self._not_unfollowed(user)
         self._check_window(user, biz.get("event_type"), now)
+
+    def _not_unfollowed(self, user: str) -> None:
+        if user in self.unfollowed:
+            raise Refusal("40004", "PUB.MSG_SD_NOFOLLOW", "用户未关注生活号")
 
     def _check_window(self, user: str, event_type: Any, now: datetime) -> None:
         """A message must answer the user's last interaction, in its time."""
         last = self.interactions.get(user)
         if event_type:
             if event_type not in EVENT_TYPES or last is None or last.kind != event_type:
-                raise _Refusal("40004", "PUB.MSG_SD_EVENT_TYPE_NOT_EXISTS", "事件类型不存在")
+                raise Refusal("40004", "PUB.MSG_SD_EVENT_TYPE_NOT_EXISTS", "事件类型不存在")
             if event_type == "enter_ppchat":
                 today = now.astimezone(CHINA).date()
                 if self.enter_used_on.get(user) == today:
-                    raise _Refusal("40004", "PUB.MSG_SD_OVER_TIME", "今日进入生活号的消息已发送")
+                    raise Refusal("40004", "PUB.MSG_SD_OVER_TIME", "今日进入生活号的消息已发送")
                 self.enter_used_on[user] = today
                 return
         elif last is None or last.kind != "chat":
-            raise _Refusal("40004", "PUB.MSG_SD_OVER_TIME", "超过可发送消息的时间")
+            raise Refusal("40004", "PUB.MSG_SD_OVER_TIME", "超过可发送消息的时间")
         if now - last.at > WINDOW:
-            raise _Refusal("40004", "PUB.MSG_SD_OVER_TIME", "超过可发送消息的时间")
-
-    def _single_send(self, biz: dict[str, Any]) -> None:
-        user = self._recipient(biz)
-        template = biz.get("template")
-        if not isinstance(template, dict) or not template.get("template_id"):
-            raise _invalid("template.template_id")
-        context = template.get("context")
-        if not isinstance(context, dict) or "keyword1" not in context:
-            raise _invalid("template.context.keyword1")
-        for key, value in context.items():
-            if key in ("url", "action_name"):
-                if not isinstance(value, str):
-                    raise _invalid(f"template.context.{key}")
-            elif key == "head_color":
-                if not isinstance(value, str) or not _COLOR.fullmatch(value):
-                    raise _invalid("template.context.head_color")
-            elif key in ("first", "remark") or _KEYWORD.fullmatch(key):
-                if not isinstance(value, dict) or not isinstance(value.get("value"), str):
-                    raise _invalid(f"template.context.{key}.value")
-                if "color" in value and not _COLOR.fullmatch(str(value["color"])):
-                    raise _invalid(f"template.context.{key}.color")
-            else:
-                raise _invalid(f"template.context.{key}")
-        if user in self.unfollowed:
-            raise _Refusal("40004", "PUB.MSG_SD_NOFOLLOW", "用户未关注生活号")
-
-    def _mini_send(self, biz: dict[str, Any]) -> None:
-        self._recipient(biz)
-        if not biz.get("user_template_id"):
-            raise _Refusal("40004", "USER_TEMPLATE_ILLEGAL", "模板不合法")
-        raw = biz.get("data")
-        try:
-            data = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not data:
-            raise _invalid("data")
-        for key, value in data.items():
-            if not isinstance(value, dict) or not isinstance(value.get("value"), str):
-                raise _invalid(f"data.{key}.value")
-            if len(value["value"]) > MINI_VALUE_LIMIT:
-                raise _Refusal("40004", "USER_KEYWORD_LENGTH_ERROR", f"{key} 超过{MINI_VALUE_LIMIT}个字符")
-
-    def _menu_create(self, biz: dict[str, Any]) -> None:
-        buttons = biz.get("button")
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 4:
-            raise _invalid("button")
-        if biz.get("type", "text") not in ("text", "icon"):
-            raise _invalid("type")
-        for button in buttons:
-            if not isinstance(button, dict) or not button.get("name"):
-                raise _invalid("button.name")
-            subs = button.get("sub_button")
-            if subs is None:
-                self._menu_action(button)
-                continue
-            if not isinstance(subs, list) or not 1 <= len(subs) <= 5:
-                raise _invalid("sub_button")
-            for sub in subs:
-                if not isinstance(sub, dict) or not sub.get("name"):
-                    raise _invalid("sub_button.name")
-                self._menu_action(sub)
-
-    @staticmethod
-    def _menu_action(button: dict[str, Any]) -> None:
-        if button.get("action_type") not in MENU_ACTIONS or not button.get("action_param"):
-            raise _invalid("action_type/action_param")
+            raise Refusal("40004", "PUB.MSG_SD_OVER_TIME", "超过可发送消息的时间")
 
     def _certify_initialize(self, biz: dict[str, Any], now: datetime) -> dict[str, Any]:
-        order_no = biz.get("outer_order_no")
-        if not isinstance(order_no, str) or not _OUTER_ORDER_NO.fullmatch(order_no):
-            raise _invalid("outer_order_no")
-        if biz.get("biz_code") != "FACE":
-            raise _invalid("biz_code")
-        identity = biz.get("identity_param")
-        if (
-            not isinstance(identity, dict)
-            or identity.get("identity_type") != "CERT_INFO"
-            or identity.get("cert_type") != "IDENTITY_CARD"
-            or not isinstance(identity.get("cert_name"), str)
-            or not identity["cert_name"].strip()
-            or not isinstance(identity.get("cert_no"), str)
-            or not _CERT_NO.fullmatch(identity["cert_no"])
-        ):
-            raise _invalid("identity_param")
-        merchant = biz.get("merchant_config")
-        return_url = merchant.get("return_url") if isinstance(merchant, dict) else None
-        if not isinstance(return_url, str) or not return_url.startswith(("http://", "https://")):
-            raise _invalid("merchant_config.return_url")
+        order_no, cert_name, cert_no, return_url = check_certify_initialize(biz)
         if any(item.outer_order_no == order_no for item in self.certifications.values()):
-            raise _Refusal("40004", "OUTER_ORDER_NO_REPEATED", "商户请求唯一标识重复")
+            raise Refusal("40004", "OUTER_ORDER_NO_REPEATED", "商户请求唯一标识重复")
         certify_id = secrets.token_hex(16)
-        self.certifications[certify_id] = Certification(
-            certify_id, order_no, identity["cert_name"], identity["cert_no"], return_url, now
-        )
+        self.certifications[certify_id] = Certification(certify_id, order_no, cert_name, cert_no, return_url, now)
         return {"certify_id": certify_id}
 
     def _certify_query(self, biz: dict[str, Any], now: datetime) -> dict[str, Any]:
         certification = self.certifications.get(str(biz.get("certify_id", "")))
         if certification is None or (certification.result is None and now - certification.created > CERTIFY_TTL):
-            raise _Refusal("40004", "OPEN_CERTIFY_BILL_NOT_EXIST", "无效的certify_id")
+            raise Refusal("40004", "OPEN_CERTIFY_BILL_NOT_EXIST", "无效的certify_id")
         # CERT_INFO names the person: someone else's face does not pass, and "F" also means "not yet".
         return {"passed": "T" if certification.result == "pass" else "F"}
 
     def _upload(
         self, params: dict[str, str], files: dict[str, tuple[str, bytes]], request: web.Request, now: datetime
     ) -> dict[str, Any]:
-        image_type = params.get("image_type", "").lower()
-        if not image_type or not params.get("image_name"):
-            raise _invalid("image_type/image_name")
-        if image_type not in IMAGE_TYPES:
-            raise _Refusal("40002", "isv.invalid-file-extension", "不支持的文件类型")
-        if "image_content" not in files:
-            raise _Refusal("40002", "isv.upload-fail", "文件上传失败")
-        _, content = files["image_content"]
-        if not content or len(content) > MAX_IMAGE_BYTES:
-            raise _Refusal("40002", "isv.invalid-file-size", "文件大小不符")
-        if not content.startswith(IMAGE_TYPES[image_type]):
-            raise _Refusal("40002", "isv.invalid-file-extension", "文件内容与类型不符")
+        image_type, content = check_image_upload(params, files)
         image_id = secrets.token_urlsafe(16)
         self.images[image_id] = content
         text_params = dict(params)
