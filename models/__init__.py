@@ -37,10 +37,9 @@ from models.registry import (
     Stage,
     Vaccinee,
 )
-from models.verification import FINISHED_VERIFICATION, Verification, VerificationStatus
+from models.verification import Verification, VerificationStatus
 
 __all__ = [
-    "FINISHED_VERIFICATION",
     "OPEN_VISIT_STATUSES",
     "Appointment",
     "AppointmentStatus",

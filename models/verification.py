@@ -27,12 +27,6 @@ class VerificationStatus(StrEnum):
     EXPIRED = "expired"
 
 
-# An attempt in one of these has ended; its link is used up.
-FINISHED_VERIFICATION = frozenset(
-    {VerificationStatus.PASSED, VerificationStatus.FAILED, VerificationStatus.MISMATCH, VerificationStatus.EXPIRED}
-)
-
-
 class Verification(Base):
     """One attempt by one chat account to prove who they are.
 

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.catalogue import MESSAGES
 from bot.core.chinatime import china_today
-from bot.core.update import TemplateMessage, TemplateValue
+from bot.core.update import TemplateMessage, TemplateValue, UpdateKind
 from bot.outbox.queue import SendError, addressee, mark_unfollowed
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from models import OutboxKind, OutboxMessage, PlatformAccount, utcnow
@@ -39,9 +39,10 @@ log = logging.getLogger("vaxbot.alipay.api")
 # Customer-service windows (see the module docstring).
 WINDOW = timedelta(minutes=5)
 CUSTOMER_SERVICE_KINDS = frozenset({OutboxKind.TEXT, OutboxKind.NEWS, OutboxKind.IMAGE})
-CHAT_KINDS = frozenset({"text", "image", "unknown"})
-EVENT_WINDOWS = {"follow": "follow", "menu_click": "click"}  # last_interaction_kind → event_type
-ENTER_KIND = "enter"
+# What the user last did (``platform_accounts.last_interaction_kind``) decides the window.
+CHAT_KINDS = frozenset({UpdateKind.TEXT, UpdateKind.IMAGE, UpdateKind.UNKNOWN})
+EVENT_WINDOWS: dict[str, str] = {UpdateKind.FOLLOW: "follow", UpdateKind.MENU_CLICK: "click"}  # → event_type
+ENTER_KIND = UpdateKind.ENTER
 ENTER_EVENT = "enter_ppchat"
 
 # The words on a card's button and an image card's title (fixed; no placeholders).
