@@ -342,23 +342,22 @@ def _check_doses(
     failed = False
     for raw in raws:
         bad = _Report(problems, raw.position, raw.where)
-        dose = _check_dose(raw, birth, bad, today, parsed)
-        key = (dose.vaccine_code, dose.dose_number) if dose is not None else None
+        key, dose = _check_dose(raw, birth, bad, today, parsed)
         if key is not None and key in seen:
             bad(f"{key[0]} dose {key[1]} is listed twice on this file ({seen[key]})")
         elif key is not None:
             seen[key] = raw.where
-        if bad.count:
+        if bad.count or dose is None:
             failed = True
-        elif dose is not None:
+        else:
             doses.append(dose)
     return None if failed else doses
 
 
 def _check_dose(
     raw: RawDose, birth: date | None, bad: _Report, today: date, parsed: ParsedRegistry
-) -> DoseRecord | None:
-    """One dose; a dose with a known code and a number is returned even when other fields are wrong."""
+) -> tuple[tuple[str, int] | None, DoseRecord | None]:
+    """One dose: its (code, number) when both are readable, for the duplicate check, and the record when fine."""
     code_raw = raw.fields.get("vaccine_code")
     vaccine = find_vaccine(code_raw) if code_raw else None
     if code_raw is None:
@@ -385,7 +384,7 @@ def _check_dose(
     lot = raw.fields.get("lot_number") or ""
     if not _plain_text(lot, 64):
         bad("lot_number must be at most 64 characters, without control characters")
-    if vaccine is None or number < 1:
-        return None
-    # A dose with a wrong date is still returned for the duplicate check; the caller drops it.
-    return DoseRecord(vaccine.code, number, given or today, clinic, lot)
+    key = (vaccine.code, number) if vaccine is not None and number >= 1 else None
+    if key is None or given is None or bad.count:
+        return key, None
+    return key, DoseRecord(key[0], key[1], given, clinic, lot)
