@@ -162,6 +162,9 @@ def _router(on_timeout: bool = False) -> tuple[Router, list[str]]:
     async def default(ctx: Context) -> None:
         ctx.reply(Text("default"))
 
+    async def unsupported(ctx: Context) -> None:
+        ctx.reply(Text("unsupported"))  # answers, and leaves the step as it was
+
     flow = Flow(
         name="sample",
         title="示例",
@@ -184,7 +187,7 @@ def _router(on_timeout: bool = False) -> tuple[Router, list[str]]:
     feature = Router("sample")
     feature.include(flow)
     records = Router("records")
-    records.add([Route(menu(MenuKey.RECORDS), handler("records"))])
+    records.add([Route(menu(MenuKey.RECORDS), handler("records")), Route(kind(UpdateKind.UNKNOWN), unsupported)])
     root = Router("root", default=default, commands=COMMANDS)
     root.include_router(feature)
     root.include_router(records)
@@ -203,6 +206,11 @@ async def test_a_fallback_keeps_the_flows_own_timeout() -> None:
     assert seen == ["back", "free"] and ctx.snapshot(timedelta(minutes=30)) == Snapshot()
     ctx = _ctx(_update("开始"), None, now=later)
     await router.dispatch(ctx)
+    assert ctx.snapshot(timedelta(minutes=30)).expires_at == later + timedelta(minutes=15)
+    # A loose route answering mid-flow (a voice message, say) leaves the step waiting as long as its flow says.
+    ctx = _ctx(_update(kind_=UpdateKind.UNKNOWN), Steps.second, now=later)
+    await router.dispatch(ctx)
+    assert _texts(ctx) == ["unsupported"] and ctx.state == Steps.second.name
     assert ctx.snapshot(timedelta(minutes=30)).expires_at == later + timedelta(minutes=15)
 
 

@@ -361,6 +361,11 @@ class Router:
     async def dispatch(self, ctx: Context) -> None:
         """Run the one handler this update belongs to."""
         await self._dispatch(ctx)
+        # Whatever ran (a step, a fallback, a loose route answering mid-flow), the step it leaves waits
+        # as long as its flow says.
+        owner = self.flow_of(ctx.state)
+        if owner is not None:
+            ctx.set_timeout(owner.timeout)
         ctx.flush_notes()
 
     async def _dispatch(self, ctx: Context) -> None:
@@ -371,12 +376,12 @@ class Router:
             own = [*current.fallbacks, *(current.routes_for(ctx.state) if typed else [])]
             asked = next((route for route in own if route.filter.names(update)), None)
             if asked is not None:
-                await self._run(ctx, asked, current)
+                await asked.callback(ctx)
                 return
             if not self.is_command(update):
                 route = next((route for route in own if route.filter(update)), None)
                 if route is not None:
-                    await self._run(ctx, route, current)
+                    await route.callback(ctx)
                     return
         for flow, route in self.routes():
             if route.filter(update):
@@ -384,7 +389,7 @@ class Router:
                 if current is not None and starts_afresh and (flow is not current or current.holds_unsaved(ctx.state)):
                     # Something new starts: the old step would only confuse, so it is left, and said so.
                     self._leave(ctx, current, restart=flow is current)
-                await self._run(ctx, route, flow)
+                await route.callback(ctx)
                 return
         if current is not None and self.is_command(update):
             self._leave(ctx, current)
@@ -410,8 +415,3 @@ class Router:
             ctx.note(ctx.text(key, flow=flow.title))
         ctx.left = flow.name
         ctx.finish()
-
-    async def _run(self, ctx: Context, route: Route, flow: Flow | None) -> None:
-        await route.callback(ctx)
-        if flow is not None and ctx.state is not None and flow.owns(ctx.state):
-            ctx.set_timeout(flow.timeout)
