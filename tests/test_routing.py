@@ -35,7 +35,7 @@ from bot.chat.conversation import (
 from bot.chat.menu import LABELS, MenuKey
 from bot.core.catalogue import MESSAGES, Catalogue
 from bot.core.update import Platform, Text, Update, UpdateKind
-from bot.dev.demo import CHILD, PARENT, DemoPerson, demo_id_number
+from bot.dev.demo import CHILD, GRANDMA, PARENT, DemoPerson, demo_id_number
 from bot.web.appkeys import SESSIONS
 from handlers import build_router
 from handlers.common import COMMANDS, id_number_problem, name_problem
@@ -362,6 +362,12 @@ async def test_off_topic_text_in_name_and_id_number_steps(app_client: Client, ch
     answer = await channel.say(user, "今天天气怎么样")
     assert "这里需要填写18位身份证号" in answer and "「取消」" in answer and "位数不对" not in answer
     assert "位数不对" in await channel.say(user, "3206")  # digits: the ID number's own checks
+    assert "孩子的什么人" in await channel.say(user, GRANDMA.id_number)
+    answer = await channel.say(user, "今天天气怎么样")
+    assert "1～7" in answer and "「取消」" in answer
+    assert "手机号" in await channel.say(user, "奶奶")
+    answer = await channel.say(user, "我不知道她的手机号")
+    assert "请输入11位手机号码" in answer and "「取消」" in answer
 
     other = f"r-topic2-{channel.platform}"
     await channel.say(other, "实名认证")
