@@ -102,8 +102,8 @@ async def notify(
     """Tell these people, on every platform they follow, through the outbox; returns the accounts told.
 
     People are verified identities, people known only by their ID number's keyed hash (a grantee), or
-    given chat accounts. Each account is told once; ``key`` names the notice, so the same notice queued
-    again (a retried transaction) is not sent twice.
+    given chat accounts; an account that no longer follows is skipped. Each account is told once, in a
+    row keyed ``{key}:{account id}`` (unique in the outbox: the same notice cannot be queued twice).
     """
     told: dict[int, PlatformAccount] = {}
     for account in [
