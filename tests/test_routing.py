@@ -250,6 +250,10 @@ async def test_an_expired_step_gets_the_flows_timeout_handler_or_the_default() -
         assert _texts(ctx) == ["records"]
 
 
+async def _nothing(ctx: Context) -> None:
+    """A handler that does nothing."""
+
+
 def test_routers_include_each_other_once_and_in_order() -> None:
     root = build_router()
     names = [flow.name for flow in root.flows()]
@@ -258,6 +262,11 @@ def test_routers_include_each_other_once_and_in_order() -> None:
     root.include_router(feature)
     with pytest.raises(ValueError, match="already included"):
         root.include_router(feature)
+    # A router changed after it was included is seen by the routers including it.
+    assert root.flow_of(Steps.first.name) is None
+    sample = Flow(name="late", entry_points=[], states={Steps.first: [Route(any_text, _nothing)]})
+    feature.include(sample)
+    assert root.flow_of(Steps.first.name) is sample and root.flows()[-1] is sample
 
 
 # --- the real journeys, on both platforms -------------------------------------------------------------

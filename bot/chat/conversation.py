@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -216,9 +216,10 @@ class Route:
 
 def normalise(text: str) -> str:
     """Lower-case, without spaces or punctuation, digits half-width: how free text is compared."""
-    return re.sub(r"[\s，。！？!?,.、]+", "", half_width(text)).lower()
+    return _SPACES_AND_PUNCTUATION.sub("", half_width(text)).lower()
 
 
+_SPACES_AND_PUNCTUATION = re.compile(r"[\s，。！？!?,.、]+")
 # Full-width ASCII (U+FF01–FF5E) and the ideographic space, as Chinese keyboards type them.
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _LIST_NUMBER = re.compile(r"^第?(\d{1,2})[.、。)）号个位条项]?$")
@@ -226,7 +227,8 @@ _LIST_NUMBER = re.compile(r"^第?(\d{1,2})[.、。)）号个位条项]?$")
 
 def half_width(text: str) -> str:
     """Full-width digits, letters, signs and spaces as their half-width forms (Chinese keyboards type both)."""
-    return text.translate(_FULL_WIDTH)
+    # Chinese characters sort below the full-width forms: most texts need no translation at all.
+    return text.translate(_FULL_WIDTH) if "\u3000" in text or (text and max(text) >= "\uff01") else text
 
 
 def list_number(text: str) -> int | None:
@@ -320,6 +322,9 @@ class Router:
         self._flows: list[Flow] = []
         self._routes: list[tuple[Flow | None, Route]] = []
         self._children: list[Router] = []
+        self._parents: list[Router] = []
+        # Flattened flows, routes and the flow of each state, rebuilt after any change here or below.
+        self._compiled: tuple[tuple[Flow, ...], tuple[tuple[Flow | None, Route], ...], dict[str, Flow]] | None = None
         self._default = default
         self._commands = commands or Filter(lambda update: False)
 
@@ -327,32 +332,48 @@ class Router:
         """Register a flow and its entry points."""
         self._flows.append(flow)
         self._routes.extend((flow, route) for route in flow.entry_points)
+        self._changed()
 
     def add(self, routes: Iterable[Route]) -> None:
         """Register loose routes (one-shot answers that keep no state)."""
         self._routes.extend((None, route) for route in routes)
+        self._changed()
 
     def include_router(self, router: Router) -> None:
         """Add a feature's router; its routes come after this router's own and earlier included ones."""
         if router is self or router in self._children:
             raise ValueError(f"router {router.name!r} is already included")
         self._children.append(router)
+        router._parents.append(self)
+        self._changed()
 
-    def flows(self) -> Iterator[Flow]:
+    def _changed(self) -> None:
+        self._compiled = None
+        for parent in self._parents:
+            parent._changed()
+
+    def _compile(self) -> tuple[tuple[Flow, ...], tuple[tuple[Flow | None, Route], ...], dict[str, Flow]]:
+        if self._compiled is None:
+            flows = (*self._flows, *(flow for child in self._children for flow in child.flows()))
+            routes = (*self._routes, *(route for child in self._children for route in child.routes()))
+            states: dict[str, Flow] = {}
+            for flow in flows:
+                for step in flow.states:
+                    states.setdefault(step.name, flow)
+            self._compiled = (flows, routes, states)
+        return self._compiled
+
+    def flows(self) -> tuple[Flow, ...]:
         """Every flow, this router's and its included routers'."""
-        yield from self._flows
-        for child in self._children:
-            yield from child.flows()
+        return self._compile()[0]
 
-    def routes(self) -> Iterator[tuple[Flow | None, Route]]:
+    def routes(self) -> tuple[tuple[Flow | None, Route], ...]:
         """Every entry point and loose route, in the order they are tried."""
-        yield from self._routes
-        for child in self._children:
-            yield from child.routes()
+        return self._compile()[1]
 
     def flow_of(self, state: str | None) -> Flow | None:
         """The flow a stored state belongs to."""
-        return next((flow for flow in self.flows() if flow.owns(state)), None)
+        return self._compile()[2].get(state) if state is not None else None
 
     def is_command(self, update: Update) -> bool:
         """True when ``update`` is a global command (it leaves any flow that does not ask for it)."""
@@ -371,6 +392,7 @@ class Router:
     async def _dispatch(self, ctx: Context) -> None:
         update = ctx.update
         current = self.flow_of(ctx.state)
+        command = self.is_command(update)
         if current is not None and ctx.state is not None:
             typed = update.kind in {UpdateKind.TEXT, UpdateKind.IMAGE}
             own = [*current.fallbacks, *(current.routes_for(ctx.state) if typed else [])]
@@ -378,20 +400,20 @@ class Router:
             if asked is not None:
                 await asked.callback(ctx)
                 return
-            if not self.is_command(update):
+            if not command:
                 route = next((route for route in own if route.filter(update)), None)
                 if route is not None:
                     await route.callback(ctx)
                     return
         for flow, route in self.routes():
             if route.filter(update):
-                starts_afresh = update.kind in FRESH_START_KINDS or self.is_command(update)
+                starts_afresh = update.kind in FRESH_START_KINDS or command
                 if current is not None and starts_afresh and (flow is not current or current.holds_unsaved(ctx.state)):
                     # Something new starts: the old step would only confuse, so it is left, and said so.
                     self._leave(ctx, current, restart=flow is current)
                 await route.callback(ctx)
                 return
-        if current is not None and self.is_command(update):
+        if current is not None and command:
             self._leave(ctx, current)
         if update.kind in CONVERSATIONAL_KINDS:
             expired = self.flow_of(ctx.expired_state)
