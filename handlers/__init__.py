@@ -1,9 +1,9 @@
-"""Journey handlers, one module each; :func:`build_router` wires them in priority order."""
+"""Journey handlers, one module (and one router) each; :func:`build_router` composes them."""
 
 from __future__ import annotations
 
 from bot.chat.conversation import Context, Router
-from handlers import claim, coming_soon, grant, questions, records, show_code, verify, welcome
+from handlers import claim, coming_soon, common, grant, questions, records, show_code, verify, welcome
 
 
 async def fallback(ctx: Context) -> None:
@@ -11,16 +11,23 @@ async def fallback(ctx: Context) -> None:
     ctx.say("fallback")
 
 
-def build_router() -> Router:
-    """The router every platform's updates go through."""
-    router = Router(default=fallback)
-    router.include(questions.FLOW)
-    router.include(verify.FLOW)
-    router.include(claim.FLOW)
-    router.include(grant.FLOW)
-    router.include(records.FLOW)
-    router.include(show_code.FLOW)
-    router.add(welcome.ROUTES)
-    router.add(questions.ROUTES)
-    router.add(coming_soon.ROUTES)
-    return router
+def build_router(*first: Router) -> Router:
+    """The router every platform's updates go through (``first``: routers tried before the journeys)."""
+    root = Router("root", default=fallback, commands=common.COMMANDS)
+    for router in first:
+        root.include_router(router)
+    root.add(common.ROUTES)
+    # The FAQ's topic route matches any text mentioning a topic word (「待申领」 among them), so the
+    # journeys, whose words are exact, come before it.
+    for feature in (
+        verify.router,
+        claim.router,
+        grant.router,
+        records.router,
+        show_code.router,
+        welcome.router,
+        questions.router,
+        coming_soon.router,
+    ):
+        root.include_router(feature)
+    return root

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.certificates.rules import FileView, PendingItem, Standing, actor, bound_identity, claim, pending_for
-from bot.chat.conversation import Context, Flow, Route, State, StatesGroup, any_text, list_number, menu, text_in
-from bot.chat.menu import MenuKey
+from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, any_text, list_number, menu, text_in
+from bot.chat.menu import LABELS, MenuKey
 from bot.core.audit import record_access
 from bot.core.chinatime import china_date
 from bot.core.update import Text
@@ -174,17 +174,12 @@ async def confirm_hint(ctx: Context) -> None:
     ctx.goto(ClaimSteps.confirming)
 
 
-async def leave(ctx: Context) -> None:
-    """Leave the claim journey."""
-    ctx.finish()
-    ctx.say("cancelled")
-
-
 FLOW = Flow(
     name="claim",
+    title=LABELS[MenuKey.CLAIM],
     entry_points=[
         Route(menu(MenuKey.CLAIM), show_pending),
-        Route(text_in("申领接种证", "申领", "待申领", "我要申领"), show_pending),
+        Route(text_in("申领", "待申领", "我要申领"), show_pending),
     ],
     states={
         ClaimSteps.choosing: [Route(any_text, choose)],
@@ -193,6 +188,8 @@ FLOW = Flow(
             Route(any_text, confirm_hint),
         ],
     },
-    fallbacks=[Route(text_in("退出", "取消", "结束"), leave)],
     timeout=timedelta(minutes=15),
 )
+
+router = Router("claim")
+router.include(FLOW)

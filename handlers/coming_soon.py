@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.chat.conversation import Context, Route, menu
+from bot.chat.conversation import Context, Route, Router, menu
 from bot.chat.menu import LABELS, MenuKey
 
 PENDING_JOURNEYS = (
@@ -13,7 +13,9 @@ PENDING_JOURNEYS = (
 
 async def not_yet(ctx: Context) -> None:
     """Say the feature is on its way and point to what works today."""
-    ctx.say("feature_coming", feature=LABELS.get(ctx.update.key, "该"))
+    key = next((key for key in PENDING_JOURNEYS if menu(key)(ctx.update)), None)
+    ctx.say("feature_coming", feature=LABELS[key] if key is not None else "该")
 
 
-ROUTES = [Route(menu(*PENDING_JOURNEYS), not_yet)]
+router = Router("coming_soon")
+router.add([Route(menu(*PENDING_JOURNEYS), not_yet)])

@@ -1,8 +1,8 @@
 """Journey 5: family authorisation (证照授权).
 
-The holder of a child's certificate lists its grantees, adds one step by step (ID number → name →
-relationship → phone → confirm) and revokes one. Each grantee is told on every platform they follow
-us on. Adult certificates cannot be authorised, and a grantee cannot authorise anyone.
+The holder of a child's certificate lists its grantees, adds one step by step (name → ID number →
+relationship → phone → confirm, the order of 实名认证) and revokes one. Each grantee is told on every
+platform they follow us on. Adult certificates cannot be authorised, and a grantee cannot authorise anyone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from datetime import timedelta
 from bot.certificates.rules import (
     Grantee,
     Visible,
-    accounts_for_id_hash,
     active_grants,
     add_grant,
     bound_identity,
@@ -26,6 +25,7 @@ from bot.chat.conversation import (
     Context,
     Flow,
     Route,
+    Router,
     State,
     StatesGroup,
     any_text,
@@ -34,12 +34,13 @@ from bot.chat.conversation import (
     normalise,
     text_in,
 )
-from bot.chat.menu import MenuKey
+from bot.chat.menu import LABELS, MenuKey
 from bot.core.chinatime import china_date
 from bot.core.pii import Vault, mask_id_number, mask_name, mask_phone
 from bot.core.update import Text, Update, UpdateKind
 from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
-from bot.outbox.queue import enqueue_message
+from bot.identity.accounts import notify
+from handlers.common import id_number_problem, is_choice, lines, name_problem
 from models import Grant, Identity
 
 # Stored codes, in the order the relationship question lists them (labels: "relationship_<code>").
@@ -59,8 +60,7 @@ RELATIONSHIP_ALIASES = {
     "监护人": "guardian",
     "其他": "guardian",
 }
-ENTRY_WORDS = ("证照授权", "授权", "授权家人")
-_FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
+STARTS = menu(MenuKey.GRANT) | text_in("授权", "授权家人")
 _REVOKE = re.compile(r"^撤销(?:授权)?第?(\d{1,2})[号个位条]?$")
 
 
@@ -69,8 +69,8 @@ class GrantSteps(StatesGroup):
 
     choosing = State()
     managing = State()
-    id_number = State()
     name = State()
+    id_number = State()
     relationship = State()
     phone = State()
     confirming = State()
@@ -79,14 +79,7 @@ class GrantSteps(StatesGroup):
 
 # Steps holding a half-filled grantee: leaving them discards what was typed.
 DRAFT_STEPS = frozenset(
-    step.name
-    for step in (
-        GrantSteps.id_number,
-        GrantSteps.name,
-        GrantSteps.relationship,
-        GrantSteps.phone,
-        GrantSteps.confirming,
-    )
+    {GrantSteps.name, GrantSteps.id_number, GrantSteps.relationship, GrantSteps.phone, GrantSteps.confirming}
 )
 
 
@@ -95,21 +88,12 @@ DRAFT_STEPS = frozenset(
 
 def revoke_number(text: str) -> int | None:
     """The number in "撤销2", "撤销 2", "撤销第2位"…, or None."""
-    match = _REVOKE.match(normalise(text.translate(_FULL_WIDTH)))
+    match = _REVOKE.match(normalise(text))
     return int(match.group(1)) if match else None
-
-
-def _is_choice(update: Update) -> bool:
-    return update.kind is UpdateKind.TEXT and list_number(update.text) is not None
 
 
 def _is_revoke(update: Update) -> bool:
     return update.kind is UpdateKind.TEXT and revoke_number(update.text) is not None
-
-
-def _lines(ctx: Context, *texts: str) -> None:
-    """One reply made of several catalogue texts (fewer messages: the platforms count them)."""
-    ctx.reply(Text("\n".join(texts)))
 
 
 def relationship_label(ctx: Context, code: str) -> str:
@@ -230,7 +214,7 @@ async def start(ctx: Context) -> None:
         granted = [item.file.masked_name for item in visible if item.role == "grantee"]
         if granted:
             texts.append(ctx.text("grant_granted_to_you", names="、".join(granted)))
-        _lines(ctx, *texts)
+        lines(ctx, *texts)
         return
     if len(held) == 1:
         ctx.finish()
@@ -266,7 +250,7 @@ async def not_a_choice(ctx: Context) -> None:
 
 
 async def start_adding(ctx: Context) -> None:
-    """「添加」: ask for the grantee's ID number (unless the certificate has all the grantees it may)."""
+    """「添加」: ask for the grantee's name (unless the certificate has all the grantees it may)."""
     managed = await _managed(ctx)
     if managed is None:
         return
@@ -277,8 +261,8 @@ async def start_adding(ctx: Context) -> None:
         ctx.goto(GrantSteps.managing, done="")
         return
     ctx.data.pop("draft", None)
-    ctx.goto(GrantSteps.id_number, draft={}, done="")
-    ctx.say("grant_ask_id")
+    ctx.goto(GrantSteps.name, draft={}, done="")
+    ctx.say("grant_ask_name")
 
 
 async def ask_revoke(ctx: Context) -> None:
@@ -335,12 +319,29 @@ def _ask_relationship(ctx: Context) -> None:
     ctx.say("grant_ask_relationship", choices=choices)
 
 
+async def got_name(ctx: Context) -> None:
+    """Validate the grantee's name and ask for their ID number."""
+    problem = name_problem(ctx.update.text, "grant_bad_name")
+    name = normalize_name(ctx.update.text)
+    if problem is not None or name is None:
+        ctx.say(problem or "grant_bad_name")
+        ctx.goto(GrantSteps.name)
+        return
+    ctx.goto(GrantSteps.id_number, draft={**_draft(ctx), "name": ctx.services.vault.seal_text("name", name)})
+    ctx.say("grant_ask_id")
+
+
 async def got_id_number(ctx: Context) -> None:
     """Validate the grantee's ID number: well-formed, not the holder's, not the child's, not already granted."""
     managed = await _managed(ctx)
     if managed is None:
         return
     identity, visible = managed
+    off_topic = id_number_problem(ctx.update.text)
+    if off_topic is not None:
+        ctx.say(off_topic)
+        ctx.goto(GrantSteps.id_number)
+        return
     try:
         parsed = parse_id_number(ctx.update.text, china_date(ctx.now))
     except InvalidIdNumber as exc:
@@ -359,21 +360,10 @@ async def got_id_number(ctx: Context) -> None:
     ):
         refusal = "grant_duplicate"
     if refusal:
-        _lines(ctx, ctx.text(refusal), ctx.text("grant_ask_id_again"))
+        lines(ctx, ctx.text(refusal), ctx.text("grant_ask_id_again"))
         ctx.goto(GrantSteps.id_number)
         return
-    ctx.goto(GrantSteps.name, draft={**_draft(ctx), "id_number": vault.seal_text("id_number", parsed.value)})
-    ctx.say("grant_ask_name")
-
-
-async def got_name(ctx: Context) -> None:
-    """Validate the grantee's name and ask how they are related to the child."""
-    name = normalize_name(ctx.update.text)
-    if name is None:
-        ctx.say("grant_bad_name")
-        ctx.goto(GrantSteps.name)
-        return
-    ctx.goto(GrantSteps.relationship, draft={**_draft(ctx), "name": ctx.services.vault.seal_text("name", name)})
+    ctx.goto(GrantSteps.relationship, draft={**_draft(ctx), "id_number": vault.seal_text("id_number", parsed.value)})
     _ask_relationship(ctx)
 
 
@@ -403,8 +393,8 @@ async def got_phone(ctx: Context) -> None:
     draft = {**_draft(ctx), "phone": vault.seal_text("phone", phone)}
     grantee = _grantee(vault, draft)
     if grantee is None:  # a step was skipped (a stale state): start the grantee again
-        ctx.goto(GrantSteps.id_number, draft={})
-        ctx.say("grant_ask_id")
+        ctx.goto(GrantSteps.name, draft={})
+        ctx.say("grant_ask_name")
         return
     ctx.goto(GrantSteps.confirming, draft=draft)
     ctx.say(
@@ -446,21 +436,14 @@ async def confirm_grant(ctx: Context) -> None:
     if grant is None:
         await _manage(ctx, identity, visible, before=ctx.text(refusal, limit=limit))
         return
-    accounts = await accounts_for_id_hash(ctx.session, grant.grantee_id_number_hash)
     notice = ctx.text(
         "grant_notice_grantee", holder=mask_name(vault.open("name", identity.name_enc)), child=visible.file.masked_name
     )
-    for account in accounts:
-        enqueue_message(
-            ctx.session,
-            platform=account.platform,
-            app_id=account.app_id,
-            recipient=account.user_id,
-            message=Text(notice),
-            idempotency_key=f"grant-notice:{grant.id}:{account.id}",
-        )
+    told = await notify(
+        ctx.session, Text(notice), f"grant-notice:{grant.id}", id_number_hashes=[grant.grantee_id_number_hash]
+    )
     count = len(await active_grants(ctx.session, visible.certificate.id))
-    _lines(
+    lines(
         ctx,
         ctx.text(
             "grant_added",
@@ -470,7 +453,7 @@ async def confirm_grant(ctx: Context) -> None:
             count=count,
             limit=limit,
         ),
-        ctx.text("grant_added_notified" if accounts else "grant_added_not_yet"),
+        ctx.text("grant_added_notified" if told else "grant_added_not_yet"),
         ctx.text("grant_added_more"),
     )
     ctx.data.pop("draft", None)
@@ -507,15 +490,8 @@ async def confirm_revoke(ctx: Context) -> None:
     notice = ctx.text(
         "grant_notice_revoked", holder=mask_name(vault.open("name", identity.name_enc)), child=visible.file.masked_name
     )
-    for account in await accounts_for_id_hash(ctx.session, grant.grantee_id_number_hash):
-        enqueue_message(
-            ctx.session,
-            platform=account.platform,
-            app_id=account.app_id,
-            recipient=account.user_id,
-            message=Text(notice),
-            idempotency_key=f"revoke-notice:{grant.id}:{account.id}",
-        )
+    digest = grant.grantee_id_number_hash
+    await notify(ctx.session, Text(notice), f"revoke-notice:{grant.id}", id_number_hashes=[digest])
     ctx.say(
         "grant_revoked",
         name=mask_name(vault.open("name", grant.grantee_name_enc)),
@@ -542,13 +518,13 @@ async def back(ctx: Context) -> None:
     if state == GrantSteps.choosing.name:
         ctx.say("grant_pick_invalid")
         return
-    if state == GrantSteps.name.name:
-        ctx.goto(GrantSteps.id_number)
-        ctx.say("grant_ask_id")
-        return
-    if state == GrantSteps.relationship.name:
+    if state == GrantSteps.id_number.name:
         ctx.goto(GrantSteps.name)
         ctx.say("grant_ask_name")
+        return
+    if state == GrantSteps.relationship.name:
+        ctx.goto(GrantSteps.id_number)
+        ctx.say("grant_ask_id")
         return
     if state == GrantSteps.phone.name:
         ctx.goto(GrantSteps.relationship)
@@ -569,40 +545,37 @@ async def back(ctx: Context) -> None:
     await _manage(ctx, identity, visible)
 
 
-async def leave(ctx: Context) -> None:
-    """「取消」/「退出」: leave; a half-filled grantee is forgotten."""
-    key = "grant_cancelled" if ctx.state in DRAFT_STEPS else "grant_left"
-    ctx.finish()
-    ctx.say(key)
+async def timed_out(ctx: Context) -> None:
+    """Someone writes after a grant step expired: nothing was saved, and how to start again."""
+    ctx.say("grant_timed_out")
 
 
 FLOW = Flow(
     name="grant",
-    entry_points=[Route(menu(MenuKey.GRANT), start), Route(text_in(*ENTRY_WORDS), start)],
+    title=LABELS[MenuKey.GRANT],
+    entry_points=[Route(STARTS, start)],
     states={
-        GrantSteps.choosing: [
-            Route(_is_choice, choose),
-            Route(text_in(*ENTRY_WORDS), start),
-            Route(any_text, not_a_choice),
-        ],
+        GrantSteps.choosing: [Route(is_choice, choose), Route(STARTS, start), Route(any_text, not_a_choice)],
         GrantSteps.managing: [
             Route(text_in("添加", "添加授权", "新增", "添加家人", "新增授权"), start_adding),
             Route(_is_revoke, ask_revoke),
             Route(text_in("撤销", "撤销授权", "取消授权"), revoke_without_number),
             Route(text_in("确认授权", "确认撤销", "确认"), confirmed_again),
-            Route(text_in(*ENTRY_WORDS), start),
+            Route(STARTS, start),
             Route(any_text, manage_hint),
         ],
-        GrantSteps.id_number: [Route(any_text, got_id_number)],
         GrantSteps.name: [Route(any_text, got_name)],
+        GrantSteps.id_number: [Route(any_text, got_id_number)],
         GrantSteps.relationship: [Route(any_text, got_relationship)],
         GrantSteps.phone: [Route(any_text, got_phone)],
         GrantSteps.confirming: [Route(text_in("确认授权", "确认"), confirm_grant), Route(any_text, confirm_hint)],
         GrantSteps.revoking: [Route(text_in("确认撤销", "确认"), confirm_revoke), Route(any_text, revoke_hint)],
     },
-    fallbacks=[
-        Route(text_in("上一步", "返回上一步"), back),
-        Route(text_in("退出", "取消", "结束"), leave),
-    ],
+    fallbacks=[Route(text_in("上一步", "返回上一步"), back)],
     timeout=timedelta(minutes=15),
+    unsaved=DRAFT_STEPS,
+    on_timeout=timed_out,
 )
+
+router = Router("grant")
+router.include(FLOW)

@@ -11,18 +11,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from bot.certificates.rules import Visible, bound_identity, visible_certificates
-from bot.chat.conversation import Context, Flow, Route, State, any_text, list_number, menu, text_in
-from bot.core.update import Text, Update, UpdateKind
+from bot.chat.conversation import Context, Flow, Route, Router, State, any_text, list_number, menu, text_in
+from bot.chat.menu import LABELS
+from bot.core.update import Text
+from handlers.common import is_choice
 from models import Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]
-LEAVE_WORDS = ("退出", "取消", "结束", "返回")
 CHOOSING_TIMEOUT = timedelta(minutes=10)
-
-
-def is_choice(update: Update) -> bool:
-    """A text that is a list number."""
-    return update.kind is UpdateKind.TEXT and list_number(update.text) is not None
 
 
 def role_key(visible: Visible) -> str:
@@ -92,23 +88,24 @@ class Picker:
         ctx.goto(self.state)
 
     def flow(self, name: str, menu_key: str, words: Sequence[str]) -> Flow:
-        """The journey's flow: its menu item or words start it; a number chooses; 退出 leaves."""
+        """The journey's flow: its menu item or words start it (and start it again from the list); a number chooses."""
+        starts = menu(menu_key) | text_in(*words)
         return Flow(
             name=name,
-            entry_points=[Route(menu(menu_key), self.start), Route(text_in(*words), self.start)],
+            title=LABELS[menu_key],
+            entry_points=[Route(starts, self.start)],
             states={
                 self.state: [
                     Route(is_choice, self.choose),
-                    Route(text_in(*words), self.start),
+                    Route(starts, self.start),
                     Route(any_text, self.not_a_choice),
                 ]
             },
-            fallbacks=[Route(text_in(*LEAVE_WORDS), leave)],
             timeout=CHOOSING_TIMEOUT,
         )
 
-
-async def leave(ctx: Context) -> None:
-    """Leave the list."""
-    ctx.finish()
-    ctx.say("cancelled")
+    def router(self, name: str, menu_key: str, words: Sequence[str]) -> Router:
+        """A router holding the journey's flow."""
+        router = Router(name)
+        router.include(self.flow(name, menu_key, words))
+        return router

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from bot.chat.conversation import Context, Flow, Route, State, StatesGroup, menu, normalise, text_in
-from bot.chat.menu import MenuKey
+from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, menu, normalise, text_in
+from bot.chat.menu import LABELS, MenuKey
 from bot.core.update import Update, UpdateKind
 
 # Order matters: the first topic whose keywords appear wins ("外省的新生儿" is about moving provinces).
@@ -23,7 +23,6 @@ TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ("faq_paper", ("纸质", "纸本", "小本", "接种本")),
     ("faq_phone", ("电话",)),
 ]
-_FULL_WIDTH = str.maketrans("１２３４５６７", "1234567")
 _TOPIC_WORDS = [(key, tuple(normalise(word) for word in words)) for key, words in TOPICS]
 NUMBERED = [
     "faq_no_pending",
@@ -53,7 +52,7 @@ _CHOICE = re.compile(r"^(?:第)?([1-7])(?:[.、。)）号个条]|题)?$")
 
 def faq_choice(text: str) -> int | None:
     """The FAQ number in "3", "３", "3.", "第3个"…, or None."""
-    match = _CHOICE.match(normalise(text.translate(_FULL_WIDTH)))
+    match = _CHOICE.match(normalise(text))
     return int(match.group(1)) if match else None
 
 
@@ -73,12 +72,6 @@ async def answer_number(ctx: Context) -> None:
     assert key is not None
     ctx.say(key)
     ctx.finish()
-
-
-async def leave(ctx: Context) -> None:
-    """Leave the FAQ menu."""
-    ctx.finish()
-    ctx.say("cancelled")
 
 
 def match_topic(text: str) -> str | None:
@@ -109,13 +102,12 @@ async def contact(ctx: Context) -> None:
 
 FLOW = Flow(
     name="faq",
-    entry_points=[Route(menu(MenuKey.FAQ), show_faq), Route(text_in("常见问题", "问题", "faq"), show_faq)],
+    title=LABELS[MenuKey.FAQ],
+    entry_points=[Route(menu(MenuKey.FAQ) | text_in("问题", "faq"), show_faq)],
     states={FaqSteps.choosing: [Route(on_choice, answer_number)]},
-    fallbacks=[Route(text_in("退出", "取消", "返回", "结束"), leave)],
     timeout=timedelta(minutes=10),
 )
 
-ROUTES = [
-    Route(menu(MenuKey.CONTACT), contact),
-    Route(on_known_topic, answer_topic),
-]
+router = Router("questions")
+router.include(FLOW)
+router.add([Route(menu(MenuKey.CONTACT), contact), Route(on_known_topic, answer_topic)])

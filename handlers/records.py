@@ -143,4 +143,4 @@ PICKER = Picker(
     head="records_pick_head",
 )
 
-FLOW = PICKER.flow("records", MenuKey.RECORDS, ENTRY_WORDS)
+router = PICKER.router("records", MenuKey.RECORDS, ENTRY_WORDS)

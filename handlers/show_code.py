@@ -64,4 +64,4 @@ PICKER = Picker(
     head="code_pick_head",
 )
 
-FLOW = PICKER.flow("show_code", MenuKey.SHOW_CODE, ENTRY_WORDS)
+router = PICKER.router("show_code", MenuKey.SHOW_CODE, ENTRY_WORDS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.certificates.rules import age_on, bound_identity
-from bot.chat.conversation import Context, Flow, Route, State, StatesGroup, any_text, menu, text_in
-from bot.chat.menu import MenuKey
+from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, any_text, menu, text_in
+from bot.chat.menu import LABELS, MenuKey
 from bot.core.chinatime import china_date
 from bot.core.pii import mask_id_number, mask_name
 from bot.core.update import Article, Text
@@ -18,6 +18,7 @@ from bot.core.validators import InvalidIdNumber, normalize_name, parse_id_number
 from bot.identity.face.base import Subject
 from bot.identity.face.providers import method_for_age, provider_name_for
 from bot.identity.verification import create_attempt, verify_url
+from handlers.common import id_number_problem, name_problem
 
 
 class VerifySteps(StatesGroup):
@@ -43,9 +44,10 @@ async def start(ctx: Context) -> None:
 
 async def got_name(ctx: Context) -> None:
     """Keep the name (sealed) and ask for the ID number."""
+    problem = name_problem(ctx.update.text, "verify_bad_name")
     name = normalize_name(ctx.update.text)
-    if name is None:
-        ctx.say("verify_bad_name")
+    if problem is not None or name is None:
+        ctx.say(problem or "verify_bad_name")
         ctx.goto(VerifySteps.name)
         return
     ctx.goto(VerifySteps.id_number, name=ctx.services.vault.seal_text("name", name))
@@ -61,6 +63,11 @@ async def back_to_name(ctx: Context) -> None:
 async def got_id_number(ctx: Context) -> None:
     """Validate the ID number; by age, send a face-verification link or explain the other way."""
     today = china_date(ctx.now)
+    off_topic = id_number_problem(ctx.update.text)
+    if off_topic is not None:
+        ctx.say(off_topic)
+        ctx.goto(VerifySteps.id_number)
+        return
     try:
         parsed = parse_id_number(ctx.update.text, today)
     except InvalidIdNumber as exc:
@@ -92,22 +99,26 @@ async def got_id_number(ctx: Context) -> None:
     ctx.reply(Text(ctx.text("verify_link_sent")))
 
 
-async def leave(ctx: Context) -> None:
-    """Give up verification for now."""
-    ctx.finish()
-    ctx.say("cancelled")
+async def timed_out(ctx: Context) -> None:
+    """Someone writes after a verification step expired: what was typed is gone, how to start again."""
+    ctx.say("verify_timed_out")
 
 
 FLOW = Flow(
     name="verify",
+    title=LABELS[MenuKey.VERIFY],
     entry_points=[
         Route(menu(MenuKey.VERIFY), start),
-        Route(text_in("实名认证", "认证", "人脸认证", "实名"), start),
+        Route(text_in("认证", "人脸认证", "实名"), start),
     ],
     states={
         VerifySteps.name: [Route(any_text, got_name)],
         VerifySteps.id_number: [Route(text_in("上一步", "返回上一步"), back_to_name), Route(any_text, got_id_number)],
     },
-    fallbacks=[Route(text_in("取消", "退出", "结束"), leave)],
+    unsaved=frozenset({VerifySteps.id_number}),
     timeout=timedelta(minutes=15),
+    on_timeout=timed_out,
 )
+
+router = Router("verify")
+router.include(FLOW)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bot.chat.conversation import Context, Route, kind, text_in
+from bot.chat.conversation import Context, Route, Router, kind, text_in
 from bot.core.update import UpdateKind
+from handlers.common import HELP_WORDS
 
 
 async def greet(ctx: Context) -> None:
@@ -47,15 +48,18 @@ async def platform_report(ctx: Context) -> None:
     """Template-send results, subscription reports, location reports and the like: nothing to answer."""
 
 
-ROUTES = [
-    Route(kind(UpdateKind.FOLLOW), greet),
-    Route(kind(UpdateKind.UNFOLLOW), record_unfollow),
-    Route(text_in("帮助", "菜单", "help", "你好", "您好", "hi", "hello", "在吗"), show_help),
-    Route(kind(UpdateKind.IMAGE), image),
-    Route(kind(UpdateKind.SCAN, UpdateKind.SCAN_CODE), unknown_scan),
-    Route(
-        kind(UpdateKind.TEMPLATE_RESULT, UpdateKind.SUBSCRIPTION, UpdateKind.MENU_VIEW, UpdateKind.OTHER_EVENT),
-        platform_report,
-    ),
-    Route(kind(UpdateKind.UNKNOWN), unsupported),
-]
+router = Router("welcome")
+router.add(
+    [
+        Route(kind(UpdateKind.FOLLOW), greet),
+        Route(kind(UpdateKind.UNFOLLOW), record_unfollow),
+        Route(text_in(*HELP_WORDS, "你好", "您好", "hi", "hello", "在吗"), show_help),
+        Route(kind(UpdateKind.IMAGE), image),
+        Route(kind(UpdateKind.SCAN, UpdateKind.SCAN_CODE), unknown_scan),
+        Route(
+            kind(UpdateKind.TEMPLATE_RESULT, UpdateKind.SUBSCRIPTION, UpdateKind.MENU_VIEW, UpdateKind.OTHER_EVENT),
+            platform_report,
+        ),
+        Route(kind(UpdateKind.UNKNOWN), unsupported),
+    ]
+)

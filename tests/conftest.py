@@ -281,10 +281,9 @@ def patched_router(monkeypatch: pytest.MonkeyPatch) -> Callable[[Route], None]:
 
     def install(route: Route) -> None:
         def build() -> Router:
-            router = build_router()
-            router.add([route])
-            router._routes.insert(0, router._routes.pop())
-            return router
+            extra = Router("test")
+            extra.add([route])
+            return build_router(extra)
 
         monkeypatch.setattr(bot.app, "build_router", build)
 

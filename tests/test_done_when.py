@@ -70,7 +70,7 @@ async def test_parent_on_wechat_and_grandparent_on_alipay(
     assert "电子预防接种证申领成功" in success
 
     read += await parent.do("o-parent", ("click", "CERT_GRANT"))
-    for step in ("添加", GRANDMA.id_number, GRANDMA.name, "祖母", GRANDMA_PHONE):
+    for step in ("添加", GRANDMA.name, GRANDMA.id_number, "祖母", GRANDMA_PHONE):
         read.append(await parent.say("o-parent", step))
     done = await parent.say("o-parent", "确认授权")
     read.append(done)

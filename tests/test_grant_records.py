@@ -308,7 +308,12 @@ async def test_the_whole_add_flow_with_every_mistake_and_a_way_back(
     assert "已授权 0/10 人" in overview and "还没有授权家人" in overview
     assert "「添加」" in overview and "「撤销」" in overview and "「退出」" in overview
 
-    assert "18位身份证号" in await parent.say("添加")
+    asked = await parent.say("添加")
+    assert "家人的姓名" in asked and "「取消」" in asked
+    assert "姓名格式好像不对" in await parent.say("周1")
+    assert "姓名格式好像不对" in await parent.say("周")
+    assert "姓名格式好像不对" in await parent.say("周" * 21)
+    assert "18位身份证号" in await parent.say(GRANDMA.name)
     assert "应为18位" in await parent.say("12345")
     assert "前17位应为数字" in await parent.say("32060219630802A26X")
     bad_check = GRANDMA.id_number[:17] + ("0" if GRANDMA.id_number[17] != "0" else "1")
@@ -316,27 +321,23 @@ async def test_the_whole_add_flow_with_every_mistake_and_a_way_back(
     assert "出生日期不正确" in await parent.say("320602" + "19631302" + "2261")
     assert "不能授权给您自己" in await parent.say(PARENT.id_number)
     assert "孩子本人的身份证号" in await parent.say(CHILD.id_number.lower())
+    assert "家人的姓名" in await parent.say("上一步")
     back = await parent.say("上一步")
     assert "已授权 0/10 人" in back
 
     await parent.say("添加")
-    assert "姓名" in await parent.say(GRANDMA.id_number)
-    assert "18位身份证号" in await parent.say("上一步")
-    assert "姓名" in await parent.say(f" {GRANDMA.id_number[:6]} {GRANDMA.id_number[6:]} ")
+    assert "18位身份证号" in await parent.say(GRANDMA.name)
     # What was typed so far is sealed in the conversation state, never stored in plain text.
     async with app_client.app[SESSIONS]() as session:
         state = (await session.scalars(select(ConversationState).where(ConversationState.user_id == "u-parent"))).one()
-        assert state.state == "GrantSteps:name"
-        assert GRANDMA.id_number not in json.dumps(state.data)
-    assert "姓名格式好像不对" in await parent.say("周1")
-    assert "姓名格式好像不对" in await parent.say("周")
-    assert "姓名格式好像不对" in await parent.say("周" * 21)
-    question = await parent.say(GRANDMA.name)
+        assert state.state == "GrantSteps:id_number"
+        assert GRANDMA.name not in json.dumps(state.data, ensure_ascii=False)
+    question = await parent.say(f" {GRANDMA.id_number[:6]} {GRANDMA.id_number[6:]} ")
     assert "1. 父亲" in question and "6. 外祖母" in question and "7. 其他监护人" in question
     assert "1～7" in await parent.say("9")
     assert "1～7" in await parent.say("邻居")
-    assert "姓名" in await parent.say("上一步")
-    assert "1. 父亲" in await parent.say(GRANDMA.name)
+    assert "18位身份证号" in await parent.say("上一步")
+    assert "1. 父亲" in await parent.say(GRANDMA.id_number)
     assert "手机号" in await parent.say("奶奶")
     assert "手机号格式不对" in await parent.say("12345")
     assert "手机号格式不对" in await parent.say("1381234567")
@@ -370,6 +371,7 @@ async def test_the_whole_add_flow_with_every_mistake_and_a_way_back(
     assert "已授权 1/10 人" in overview and "1. 周*兰 · 祖母 · 138****5678" in overview
     # Adding the same person again is refused at the first step.
     await parent.say("添加")
+    await parent.say(GRANDMA.name)
     assert "不需要重复授权" in await parent.say(GRANDMA.id_number)
     assert "已退出证照授权，刚才填写的信息没有保存" in await parent.say("取消")
     assert "没太明白" in await parent.say("确认授权")  # outside the flow nothing is confirmed
@@ -395,8 +397,8 @@ async def test_ten_grantees_at_most_and_duplicates_even_in_a_race(
     async def to_confirmation(grantee: Grantee) -> None:
         await parent.tap("CERT_GRANT")
         await parent.say("添加")
-        await parent.say(grantee.id_number)
         await parent.say(grantee.name)
+        await parent.say(grantee.id_number)
         await parent.say("7")
         assert "「确认授权」" in await parent.say(grantee.phone)
 
@@ -424,7 +426,7 @@ async def test_ten_grantees_at_most_and_duplicates_even_in_a_race(
     # After one revocation there is room again.
     assert "确认撤销" in await parent.say("撤销 3")
     assert "目前已授权 9/10 人" in await parent.say("确认撤销")
-    assert "18位身份证号" in await parent.say("添加")
+    assert "家人的姓名" in await parent.say("添加")
 
 
 async def test_choosing_between_several_children(app_client: Client, channel: Channel) -> None:
@@ -476,8 +478,8 @@ async def test_grantee_is_told_on_each_platform_reads_records_and_loses_them_on_
 
     await parent.tap("CERT_GRANT")
     await parent.say("添加")
-    await parent.say(GRANDMA.id_number)
     await parent.say(GRANDMA.name)
+    await parent.say(GRANDMA.id_number)
     await parent.say("4")
     await parent.say(GRANDMA_PHONE)
     before_alipay = len(fake_alipay[0].texts_to("2088000000000501"))
@@ -502,7 +504,7 @@ async def test_grantee_is_told_on_each_platform_reads_records_and_loses_them_on_
     assert "只有孩子电子预防接种证的申领人" in refusal and "家人已授权您查看林*满的接种证" in refusal
     assert "「接种记录」" in refusal
     refusal = await grandma.say("添加")
-    assert "18位身份证号" not in refusal
+    assert "家人的姓名" not in refusal
 
     assert "1. 周*兰 · 祖母 · 138****5678" in await parent.tap("CERT_GRANT")
     assert "没有第2位" in await parent.say("撤销2")

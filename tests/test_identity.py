@@ -7,11 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from bot.core.update import Text
 from bot.dev.demo import GRANDMA, PARENT
-from bot.identity.accounts import accounts_of, bind_verified
+from bot.identity.accounts import accounts_of, bind_verified, notify
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Identity, PlatformAccount, utcnow
-from tests.helpers import Client, count
+from tests.helpers import Client, count, outbox_rows
 
 
 async def _account(client: Client, platform: str, user_id: str) -> int:
@@ -72,3 +73,44 @@ async def test_a_later_verification_updates_the_name(app_client: Client) -> None
         assert stored is not None
         assert app_client.app[SERVICES].vault.open("name", stored.name_enc) == PARENT.name
         assert utcnow() - stored.verified_at < timedelta(minutes=1)
+
+
+async def test_notify_tells_each_following_account_of_these_people_once(app_client: Client) -> None:
+    wechat = await _account(app_client, "wechat", "o-notify")
+    alipay = await _account(app_client, "alipay", "2088000000000311")
+    gone = await _account(app_client, "wechat", "o-notify-gone")
+    grandma = await _account(app_client, "alipay", "2088000000000312")
+    bystander = await _account(app_client, "wechat", "o-bystander")
+    parent = await _bind(app_client, wechat, PARENT.id_number, PARENT.name)
+    for account in (alipay, gone):
+        await _bind(app_client, account, PARENT.id_number, PARENT.name)
+    await _bind(app_client, grandma, GRANDMA.id_number, GRANDMA.name)
+    await _bind(app_client, bystander, "11010519491231002X", "王大明")
+    vault = app_client.app[SERVICES].vault
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        unfollowed = await session.get(PlatformAccount, gone)
+        assert unfollowed is not None
+        unfollowed.following = False
+        extra = await session.get(PlatformAccount, wechat)
+        assert extra is not None
+        told = await notify(
+            session,
+            Text("通知"),
+            "notice:1",
+            identity_ids=[parent, parent],
+            id_number_hashes=[
+                vault.digest("id_number", GRANDMA.id_number),
+                vault.digest("id_number", PARENT.id_number),
+            ],
+            accounts=[extra],
+        )
+    assert sorted(account.id for account in told) == sorted([wechat, alipay, grandma])
+    rows = await outbox_rows(app_client)
+    assert sorted((row.recipient, row.idempotency_key) for row in rows) == sorted(
+        [
+            ("o-notify", f"notice:1:{wechat}"),
+            ("2088000000000311", f"notice:1:{alipay}"),
+            ("2088000000000312", f"notice:1:{grandma}"),
+        ]
+    )
+    assert all(row.kind == "text" and "通知" in str(row.payload) for row in rows)

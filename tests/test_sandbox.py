@@ -157,7 +157,7 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
             # …and authorise the grandmother, step by step.
             await menu("我的接种证", "证照授权")
             await log.get_by_text("已授权 0/10 人").last.wait_for()
-            for text in ("添加", GRANDMA.id_number, GRANDMA.name, "祖母", "13912345678"):
+            for text in ("添加", GRANDMA.name, GRANDMA.id_number, "祖母", "13912345678"):
                 await say(text)
                 await page.wait_for_timeout(300)
             await log.get_by_text("确认授权").last.wait_for()

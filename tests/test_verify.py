@@ -10,14 +10,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select, update
 
 from bot.app import create_app
+from bot.certificates.rules import Grantee, add_grant, revoke_grant
+from bot.core.config import Settings
 from bot.dev.demo import demo_id_number
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.web.appkeys import SESSIONS
-from models import Identity, PlatformAccount, Verification, utcnow
+from bot.web.appkeys import SERVICES, SESSIONS
+from models import Certificate, Identity, PlatformAccount, Verification, utcnow
 from tests.channels import Alipay, Channel, WeChat, link_in
 from tests.helpers import Client, count, drain_outbox
+from tests.world import registry_file, verified
 
 NAME = "林晓雨"
 ID_NUMBER = demo_id_number("320602", date(1992, 3, 14), 122)
@@ -170,3 +173,49 @@ async def test_the_same_person_on_both_platforms_is_one_identity(
     assert sorted(account.platform for account in accounts) == ["alipay", "wechat"]
     assert accounts[0].identity_id == accounts[1].identity_id
     assert await count(app_client, Identity) == 1
+
+
+async def test_a_newly_verified_grantee_is_told_what_she_can_see(
+    channel: Channel, app_client: Client, settings: Settings
+) -> None:
+    """Authorised before she ever verified: the success message lists the children and what to do."""
+    holder = ("陈建国", demo_id_number("320602", date(1990, 7, 1), 171))
+    children = [
+        ("陈小满", demo_id_number("320602", date(2023, 5, 20), 131)),
+        ("陈小禾", demo_id_number("320602", date(2024, 6, 1), 142)),
+        ("陈小川", demo_id_number("320602", date(2022, 9, 9), 153)),
+    ]
+    holder_id = await verified(app_client, "wechat", "o-holder", *holder, app_id="wx-holder")
+    vault = app_client.app[SERVICES].vault
+    me = Grantee(id_number=ID_NUMBER, name=NAME, relationship="mother", phone="13812345678")
+    for number, (name, id_number) in enumerate(children):
+        file = await registry_file(
+            app_client, ref=f"G-{number}", name=name, id_number=id_number, birth=date(2023, 1, 1), guardians=[holder[1]]
+        )
+        async with app_client.app[SESSIONS]() as session, session.begin():
+            identity = await session.get(Identity, holder_id)
+            assert identity is not None
+            certificate = Certificate(vaccinee_id=file, holder_identity_id=holder_id, kind="child", claimed_via="t")
+            session.add(certificate)
+            await session.flush()
+            grant, refusal = await add_grant(session, vault, identity, certificate, me, settings, "wechat", utcnow())
+            assert grant is not None, refusal
+            if name == "陈小川":  # revoked: no longer hers to see
+                assert await revoke_grant(session, identity, certificate, grant, "wechat", utcnow())
+
+    user = f"grantee-{channel.platform}"
+    link = await _link(channel, user)
+    before = len(channel.inbox(user))
+    await _face(app_client, link, "pass")
+    await drain_outbox(app_client)
+    pushed = channel.inbox(user)[before:]
+    assert len(pushed) == 1
+    told = pushed[0]
+    assert "实名认证成功！您已认证为 林*雨" in told
+    assert "家人已授权您查看陈*满、陈*禾的电子预防接种证" in told and "陈*川" not in told
+    assert "「接种记录」" in told and "「亮码接种」" in told
+    for secret in (NAME, ID_NUMBER, holder[0], holder[1], *[part for child in children for part in child]):
+        assert secret not in told
+    # What she was told is what she sees.
+    listing = "\n".join(await channel.do(user, ("click", "CERT_RECORDS")))
+    assert "陈*满（已授权）" in listing and "陈*禾（已授权）" in listing and "陈*川" not in listing

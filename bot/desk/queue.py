@@ -23,8 +23,7 @@ from bot.core.chinatime import china_date
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.core.update import Text
-from bot.identity.accounts import following_accounts_of
-from bot.outbox import queue as outbox
+from bot.identity.accounts import notify
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
 from models import Clinic, Identity, QueueCounter, Visit
 
@@ -157,15 +156,7 @@ async def take_number(
         text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
         # The person who showed the code and, when that was a family member, the holder too.
         people = [identity.id, visible.certificate.holder_identity_id]
-        for account in await following_accounts_of(session, people):
-            outbox.enqueue_message(
-                session,
-                platform=account.platform,
-                app_id=account.app_id,
-                recipient=account.user_id,
-                message=Text(text),
-                idempotency_key=f"desk_queue:{visit.id}:{account.id}",
-            )
+        await notify(session, Text(text), f"desk_queue:{visit.id}", identity_ids=people)
     birth = visible.file.birth_date
     return Ticket(
         visit_id=visit.id,

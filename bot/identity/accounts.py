@@ -1,4 +1,4 @@
-"""One person, many chat accounts: binding a verified account to its identity.
+"""One person, many chat accounts: binding a verified account to its identity, and telling a person.
 
 The identity is keyed by the keyed hash of the ID number, so a person verified on WeChat and again on
 Alipay is one identity with two accounts: what they claimed or were granted on one platform is theirs
@@ -8,15 +8,18 @@ account is never linked because someone typed a matching ID number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.certificates.rules import accounts_for_id_hash
 from bot.core.audit import record_access
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
+from bot.core.update import OutMessage
+from bot.outbox import queue as outbox
 from models import Identity, PlatformAccount
 
 
@@ -85,3 +88,38 @@ async def following_accounts_of(session: AsyncSession, identity_ids: Iterable[in
         for account in await accounts_of(session, person)
         if account.following
     ]
+
+
+async def notify(
+    session: AsyncSession,
+    message: OutMessage,
+    key: str,
+    *,
+    identity_ids: Iterable[int] = (),
+    id_number_hashes: Iterable[str] = (),
+    accounts: Iterable[PlatformAccount] = (),
+) -> Sequence[PlatformAccount]:
+    """Tell these people, on every platform they follow, through the outbox; returns the accounts told.
+
+    People are verified identities, people known only by their ID number's keyed hash (a grantee), or
+    given chat accounts; an account that no longer follows is skipped. Each account is told once, in a
+    row keyed ``{key}:{account id}`` (unique in the outbox: the same notice cannot be queued twice).
+    """
+    told: dict[int, PlatformAccount] = {}
+    for account in [
+        *accounts,
+        *await following_accounts_of(session, identity_ids),
+        *[found for digest in dict.fromkeys(id_number_hashes) for found in await accounts_for_id_hash(session, digest)],
+    ]:
+        if account.following and account.id not in told:
+            told[account.id] = account
+    for account in told.values():
+        outbox.enqueue_message(
+            session,
+            platform=account.platform,
+            app_id=account.app_id,
+            recipient=account.user_id,
+            message=message,
+            idempotency_key=f"{key}:{account.id}",
+        )
+    return list(told.values())

@@ -4,8 +4,9 @@ The chat only creates an attempt (no network inside a handler). The user's brows
 ``/verify/{handle}``: we register the attempt with the provider and send the browser there. The
 provider sends it back to ``/verify/{handle}/done``: we ask the provider server-side how it ended — the
 browser's word counts for nothing — and only a confirmed face matching the name and ID number the user
-gave binds the chat account to that identity. Each step moves the attempt's status with a conditional
-UPDATE, so a replayed, forged or concurrent request finds nothing to move and changes nothing.
+gave binds the chat account to that identity; the result is told in the chat, with the children's
+certificates family members already authorised the person to see. Each step moves the attempt's status
+with a conditional UPDATE, so a replayed, forged or concurrent request finds nothing to move and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.certificates.rules import visible_certificates
 from bot.chat.conversation import Services
 from bot.core.config import Settings
 from bot.core.pages import simple_page
 from bot.core.pii import Vault, mask_id_number, mask_name
 from bot.core.update import Text
-from bot.identity.accounts import bind_verified
+from bot.identity.accounts import bind_verified, notify
 from bot.identity.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
-from bot.outbox import queue as outbox
 from models import PlatformAccount, Verification, utcnow
 
 log = logging.getLogger("vaxbot.verification")
@@ -208,22 +209,26 @@ class VerificationRoutes:
             )
             if not moved.rowcount:  # type: ignore[attr-defined]
                 return self._page("page_verify_used", status=410)
+            fresh = await session.get(PlatformAccount, account.id)
+            assert fresh is not None
             if status == "passed":
-                fresh = await session.get(PlatformAccount, account.id)
-                assert fresh is not None
-                await bind_verified(
+                identity = await bind_verified(
                     session, vault, fresh, id_number=id_number, name=name, method=f"face:{attempt.provider}", now=now
                 )
-                text = catalogue("verify_passed", name=mask_name(name), id=mask_id_number(id_number))
+                masked = {"name": mask_name(name), "id": mask_id_number(id_number)}
+                # Someone authorised before she verified learns here what she can see now.
+                granted = [
+                    item.file.masked_name
+                    for item in await visible_certificates(session, vault, identity)
+                    if item.role == "grantee"
+                ]
+                if granted:
+                    text = catalogue("verify_passed_granted", children="、".join(dict.fromkeys(granted)), **masked)
+                else:
+                    text = catalogue("verify_passed", **masked)
             else:
                 text = catalogue("verify_failed" if status == "failed" else "verify_mismatch")
-            outbox.enqueue_message(
-                session,
-                platform=account.platform,
-                app_id=account.app_id,
-                recipient=account.user_id,
-                message=Text(text),
-                idempotency_key=f"verify:{attempt.id}",
-            )
+            # The answer to her own attempt: told on the account that asked, not on her other platforms.
+            await notify(session, Text(text), f"verify:{attempt.id}", accounts=[fresh])
         log.info("verification finished", extra={"provider": attempt.provider, "status": status})
         return self._page(f"page_verify_{status}")
