@@ -62,18 +62,22 @@ class Gate:
     def __init__(self) -> None:
         self.arrivals: list[str] = []
         self._held: dict[str, asyncio.Event] = {}
+        self._left: dict[str, int] = {}  # how many more requests a limited hold takes
 
     def install(self, app: web.Application) -> web.Application:
         """Put the gate in front of ``app``'s handlers (before the app is served)."""
         app.middlewares.append(self._middleware)
         return app
 
-    def hold(self, path: str) -> None:
-        """Requests to ``path`` wait (after being counted) until :meth:`release`."""
+    def hold(self, path: str, *, only: int | None = None) -> None:
+        """Requests to ``path`` wait (after being counted) until :meth:`release`; just the next ``only`` if given."""
         self._held.setdefault(path, asyncio.Event())
+        if only is not None:
+            self._left[path] = only
 
     def release(self, path: str) -> None:
         """Let held requests to ``path`` (and later ones) through."""
+        self._left.pop(path, None)
         held = self._held.pop(path, None)
         if held is not None:
             held.set()
@@ -93,7 +97,10 @@ class Gate:
     ) -> web.StreamResponse:
         self.arrivals.append(request.path)
         held = self._held.get(request.path)
-        if held is not None:
+        left = self._left.get(request.path)
+        if held is not None and left != 0:
+            if left is not None:
+                self._left[request.path] = left - 1
             await held.wait()
         return await handler(request)
 
