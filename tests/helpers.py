@@ -32,9 +32,10 @@ async def eventually(
     what: str,
     *,
     within: float = PATIENCE_SECONDS,
+    every: float = 0.02,
     debug: Callable[[], str] | None = None,
 ) -> None:
-    """Poll ``check`` until it holds; fail saying ``what`` did not happen within ``within`` seconds."""
+    """Poll ``check`` every ``every`` seconds until it holds; fail saying ``what`` did not happen in time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
@@ -43,7 +44,7 @@ async def eventually(
             return
         if loop.time() > deadline:
             pytest.fail(f"not within {within} s: {what}\n{debug() if debug else ''}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every)
 
 
 def router_with(*routes: Route) -> Router:
