@@ -6,15 +6,16 @@ import io
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import unused_port
 from pytest_aiohttp import AiohttpServer
 
 from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, build_serving_app
 from bot.dev.chat import AlipayChatSession, ChatSession, run_chat
 
 
-async def test_chat_session_talks_through_the_signed_webhook(make_settings: Any, aiohttp_server: AiohttpServer) -> None:
-    port = unused_port()
+async def test_chat_session_talks_through_the_signed_webhook(
+    make_settings: Any, aiohttp_server: AiohttpServer, unused_tcp_port: int
+) -> None:
+    port = unused_tcp_port
     settings = make_settings(
         port=port, wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}", run_outbox_worker=True
     )
@@ -34,14 +35,16 @@ async def test_chat_session_talks_through_the_signed_webhook(make_settings: Any,
     assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
 
 
-async def test_chat_explains_when_no_server_runs(make_settings: Any) -> None:
+async def test_chat_explains_when_no_server_runs(make_settings: Any, unused_tcp_port: int) -> None:
     out = io.StringIO()
-    await run_chat(make_settings(), f"http://127.0.0.1:{unused_port()}", "u", "safe", lambda: "/quit", out)
+    await run_chat(make_settings(), f"http://127.0.0.1:{unused_tcp_port}", "u", "safe", lambda: "/quit", out)
     assert "请先运行 make run" in out.getvalue()
 
 
-async def test_alipay_chat_talks_through_the_signed_gateway(make_settings: Any, aiohttp_server: AiohttpServer) -> None:
-    port = unused_port()
+async def test_alipay_chat_talks_through_the_signed_gateway(
+    make_settings: Any, aiohttp_server: AiohttpServer, unused_tcp_port: int
+) -> None:
+    port = unused_tcp_port
     settings = make_settings(
         port=port,
         wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}",
