@@ -71,6 +71,7 @@ from harness import (
     pick_cpus,
     print_profiles,
     running,
+    scrape,
     serve_app,
     time_calls,
 )
@@ -316,11 +317,8 @@ def _verdict(sim: AlipayClientSim, result: Result) -> tuple[str, str]:
 
 async def gateway_summary(base: str, after: int = 0) -> dict[str, Any]:
     """What the fake gateway accepted from position ``after`` on."""
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-        session.get(f"{base}{SUMMARY_PATH}", params={"after": str(after)}) as response,
-    ):
-        summary: dict[str, Any] = await response.json()
+    async with aiohttp.ClientSession() as session:
+        summary: dict[str, Any] = json.loads(await scrape(session, f"{base}{SUMMARY_PATH}", {"after": str(after)}))
         return summary
 
 
@@ -343,11 +341,8 @@ def deliveries(summary: dict[str, Any], expected: str, problems: list[str]) -> d
 
 async def send_failures(base: str) -> dict[str, int]:
     """The outbox's failed sends by code, from the server's /metrics."""
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-        session.get(f"{base}/metrics") as response,
-    ):
-        text = await response.text()
+    async with aiohttp.ClientSession() as session:
+        text = await scrape(session, f"{base}/metrics")
     failures: dict[str, int] = {}
     for line in text.splitlines():
         if line.startswith("vaxbot_outbox_send_failures_total{"):

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ from aiohttp import web
 from yarl import URL
 
 GIVES_UP = 5.0  # seconds: the platform (WeChat; Alipay alike here) drops the connection after this
+# Reading a server's own figures is not a measurement: on a loaded machine the answer may wait behind the
+# backlog of a phase (and the database the worker is writing to), so it is given ample time and retried.
+SCRAPE_PATIENCE = 180.0
 
 
 def log(message: str) -> None:
@@ -383,7 +386,7 @@ class ServerProcess:
             log_file.close()
         assert self.proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout=120)
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout=SCRAPE_PATIENCE)
         except TimeoutError:
             line = b""
         if not line.startswith(b"READY "):
@@ -437,10 +440,28 @@ async def running(server: ServerProcess) -> AsyncIterator[ServerProcess]:
         await server.stop()
 
 
+async def scrape(session: aiohttp.ClientSession, url: str, params: Mapping[str, str] | None = None) -> str:
+    """GET ``url`` until it answers 200, for up to :data:`SCRAPE_PATIENCE` seconds; its text."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SCRAPE_PATIENCE
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            timeout = aiohttp.ClientTimeout(total=max(remaining, 1.0))
+            async with session.get(url, params=params, timeout=timeout) as response:
+                if response.status == 200:
+                    return await response.text()
+                problem = f"status {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            problem = repr(exc)
+        if loop.time() >= deadline:
+            raise RuntimeError(f"{url} did not answer within {SCRAPE_PATIENCE:.0f} s: {problem}")
+        await asyncio.sleep(0.5)
+
+
 async def outbox_figures(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     """Outbox rows by status and webhook outcomes, from the server's own /metrics."""
-    async with session.get(f"{base}/metrics") as response:
-        text = await response.text()
+    text = await scrape(session, f"{base}/metrics")
     outbox: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     handler_errors = 0

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import text
 
-from bot.chat.conversation import Services
+from bot.chat.conversation import Router, Services
 from bot.chat.engine import HANDLER_LIMIT_SECONDS, Engine
 from bot.core.catalogue import build_catalogue
 from bot.core.config import ConfigError, Settings
@@ -47,6 +47,7 @@ from bot.web.appkeys import (
     HTTP,
     KEYRING,
     METRICS,
+    ROUTER,
     SCHEDULER,
     SERVICES,
     SESSIONS,
@@ -70,14 +71,18 @@ def refuse_unsafe_production(settings: Settings, keyring: Keyring) -> None:
             raise ConfigError("refusing to start in production: " + "; ".join(problems))
 
 
-def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Application:
-    """Build the service; refuses production settings that still use development keys or secrets."""
+def create_app(settings: Settings, *, router: Router | None = None, migrate_on_start: bool = True) -> web.Application:
+    """Build the service; refuses production settings that still use development keys or secrets.
+
+    ``router`` is the conversation router every update goes through (default: the journeys' router).
+    """
     keyring = load_keyring(settings.keys_dir)
     refuse_unsafe_production(settings, keyring)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring
     app[METRICS] = Metrics()
+    app[ROUTER] = router if router is not None else build_router()
     app[WECHAT] = WeChatGateway(settings)
     if settings.alipay_enabled:
         try:
@@ -90,6 +95,10 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
             raise ConfigError(f"{exc} (see keys/README.md; set VAXBOT_ALIPAY_APPID empty to turn Alipay off)") from exc
     vault = Vault(keyring)
     app[SERVICES] = Services(settings=settings, vault=vault, catalogue=build_catalogue(settings))
+    dev = DevFace(settings.public_url) if needs_dev_face(settings) else None
+    if dev is not None:
+        app.add_subapp(DEV_FACE_MOUNT, dev.app())
+        app[DEV_FACE] = dev
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(settings)
@@ -100,19 +109,18 @@ def create_app(settings: Settings, *, migrate_on_start: bool = True) -> web.Appl
         yield
         await engine.dispose()
 
+    # Started in this order, stopped in the reverse: the scheduler first, then the engine drains its
+    # late updates, then the worker delivers what they queued, and the HTTP clients and database last.
     app.cleanup_ctx.append(database)
-    app.cleanup_ctx.append(_http_client)
-    app.cleanup_ctx.append(_engine_and_worker)
+    app.cleanup_ctx.append(_http_clients)
+    app.cleanup_ctx.append(_browser_pages)
+    app.cleanup_ctx.append(_outbox_worker)
+    app.cleanup_ctx.append(_conversation_engine)
+    app.cleanup_ctx.append(_scheduler)
     webhooks.setup_routes(app)
-    # Face verification: the browser-facing routes now, the providers once the HTTP clients exist.
-    dev = DevFace(settings.public_url) if needs_dev_face(settings) else None
-    if dev is not None:
-        app.add_subapp(DEV_FACE_MOUNT, dev.app())
-        app[DEV_FACE] = dev
-    app[VERIFICATION] = VerificationRoutes(app[SERVICES])
-    app[VERIFICATION].setup(app)
-    app[CODE_PAGES] = CodePageRoutes(app[SERVICES])
-    app[CODE_PAGES].setup(app)
+    # The browser-facing pages: mounted now, served by route objects built whole at start-up.
+    VerificationRoutes.setup(app, VERIFICATION)
+    CodePageRoutes.setup(app, CODE_PAGES)
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -125,45 +133,79 @@ async def home(request: web.Request) -> web.Response:
     return simple_page(catalogue("page_home_title"), catalogue("page_home"))
 
 
-async def _http_client(app: web.Application) -> AsyncIterator[None]:
+async def _http_clients(app: web.Application) -> AsyncIterator[None]:
+    """One HTTP client session, and the platforms' API clients that use it."""
+    settings = app[SETTINGS]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         app[HTTP] = session
+        app[WECHAT_API] = WeChatAPI(session, app[SESSIONS], settings, app[METRICS])
+        if settings.alipay_enabled:
+            app[ALIPAY_API] = AlipayAPI.from_settings(session, settings, app[METRICS])
         yield
 
 
-async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    metrics = app[METRICS]
+async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
+    """The objects behind the verification and code pages, whole before the app serves a request."""
+    services = app[SERVICES]
     sessions = app[SESSIONS]
-    wechat_api = WeChatAPI(app[HTTP], sessions, settings, metrics)
-    app[WECHAT_API] = wechat_api
-    senders: dict[str, Sender] = {"wechat": WeChatSender(wechat_api, sessions)}
-    if settings.alipay_enabled:
-        alipay_api = AlipayAPI.from_settings(app[HTTP], settings, metrics)
-        app[ALIPAY_API] = alipay_api
-        senders["alipay"] = AlipaySender(alipay_api, sessions)
+    face = build_face_providers(app[SETTINGS], app[HTTP], app[WECHAT_API], app.get(ALIPAY_API), dev=app.get(DEV_FACE))
+    app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face))
+    app[CODE_PAGES] = CodePageRoutes(services, sessions)
+    yield
+
+
+async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
+    """The outbox worker: runs while the app does, and makes a last pass for what drained updates queued."""
+    settings = app[SETTINGS]
+    sessions = app[SESSIONS]
+    senders: dict[str, Sender] = {"wechat": WeChatSender(app[WECHAT_API], sessions)}
+    if ALIPAY_API in app:
+        senders["alipay"] = AlipaySender(app[ALIPAY_API], sessions)
     worker = OutboxWorker(
         sessions,
         senders,
-        metrics,
+        app[METRICS],
         batch_size=settings.outbox_batch_size,
         max_attempts=settings.outbox_max_attempts,
         poll_seconds=settings.outbox_poll_seconds,
     )
     app[WORKER] = worker
-    face = build_face_providers(settings, app[HTTP], wechat_api, app.get(ALIPAY_API), dev=app.get(DEV_FACE))
-    app[VERIFICATION].providers.update(by_provider_name(face))
-    app[VERIFICATION].sessions = sessions
-    app[CODE_PAGES].sessions = sessions
-    app[ENGINE] = Engine(
-        sessions,
-        build_router(),
-        app[SERVICES],
-        metrics,
-        state_ttl=timedelta(seconds=settings.state_ttl_seconds),
-        on_enqueued=worker.wake,
-    )
     task = asyncio.create_task(worker.run()) if settings.run_outbox_worker else None
+    yield
+    if task is not None:
+        worker.stop()
+        try:
+            await asyncio.wait_for(task, timeout=15)
+            # One last pass for what the drained requests just queued; anything left waits for the
+            # next process (rows are committed, nothing is lost).
+            await asyncio.wait_for(worker.run_once(), timeout=5)
+        except TimeoutError:
+            log.warning("outbox worker did not stop in time; its leases will expire and be retried")
+
+
+async def _conversation_engine(app: web.Application) -> AsyncIterator[None]:
+    """The engine that runs updates through the router; on the way out it finishes late updates."""
+    settings = app[SETTINGS]
+    engine = Engine(
+        app[SESSIONS],
+        app[ROUTER],
+        app[SERVICES],
+        app[METRICS],
+        state_ttl=timedelta(seconds=settings.state_ttl_seconds),
+        on_enqueued=app[WORKER].wake,
+    )
+    app[ENGINE] = engine
+    yield
+    # Why here: requests have drained (aiohttp stops accepting first); finish their late updates so
+    # their replies are queued before the worker (stopped next) makes its last pass.
+    await engine.drain(grace=HANDLER_LIMIT_SECONDS + 5)
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    """Housekeeping, registry batches and reminders, on their schedules."""
+    settings = app[SETTINGS]
+    sessions = app[SESSIONS]
+    services = app[SERVICES]
     scheduler = Scheduler()
     scheduler.every(
         "housekeeping",
@@ -176,8 +218,7 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         first_in=60,
     )
     # Batches become visible shortly after midnight China time (and at start-up, for any that came due).
-    scheduler.every("registry", timedelta(minutes=10), lambda: apply_due_batches(sessions, app[SERVICES].vault))
-    services = app[SERVICES]
+    scheduler.every("registry", timedelta(minutes=10), lambda: apply_due_batches(sessions, services.vault))
     scheduler.every(
         "reminders-plan", timedelta(hours=1), lambda: plan_reminders(sessions, services.vault, settings, utcnow())
     )
@@ -187,23 +228,11 @@ async def _engine_and_worker(app: web.Application) -> AsyncIterator[None]:
         lambda: send_due_reminders(sessions, services.vault, services.catalogue, settings, utcnow()),
     )
     app[SCHEDULER] = scheduler
-    scheduler_task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
+    task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield
-    if scheduler_task is not None:
-        scheduler.stop()
-        await asyncio.wait({scheduler_task}, timeout=5)
-    # Why this order: requests have drained (aiohttp stops accepting first); finish their late
-    # updates so their replies are queued, then let the worker deliver what it has in hand.
-    await app[ENGINE].drain(grace=HANDLER_LIMIT_SECONDS + 5)
     if task is not None:
-        worker.stop()
-        try:
-            await asyncio.wait_for(task, timeout=15)
-            # One last pass for what the drained requests just queued; anything left waits for the
-            # next process (rows are committed, nothing is lost).
-            await asyncio.wait_for(worker.run_once(), timeout=5)
-        except TimeoutError:
-            log.warning("outbox worker did not stop in time; its leases will expire and be retried")
+        scheduler.stop()
+        await asyncio.wait({task}, timeout=5)
 
 
 async def healthz(request: web.Request) -> web.Response:

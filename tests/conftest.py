@@ -9,18 +9,17 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 from sqlalchemy.engine import make_url
 
-import bot.app
 from bot.app import create_app
-from bot.chat.conversation import Route, Router
+from bot.chat.conversation import Router
 from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_AES_KEY, Settings, load_settings
 from bot.core.db import create_engine, migrate
 from bot.core.keys import generate_dev_keys
@@ -28,8 +27,8 @@ from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.platforms.alipay import sign as alipay_sign
-from handlers import build_router
 from tests.channels import Alipay, Channel, WeChat
+from tests.helpers import Client, Gate
 
 POSTGRES_URL = os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("VAXBOT_REQUIRE_POSTGRES", "") == "1"
@@ -188,27 +187,31 @@ def _settings(database_url: str, keys_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def fake_wechat() -> AsyncIterator[tuple[FakeWeChatAPI, str]]:
-    """The fake WeChat API on loopback: (fake, base URL)."""
-    fake = FakeWeChatAPI("wx0000000000de0001", "dev-secret-not-for-production")
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    await server.close()
+async def wechat_gate() -> AsyncIterator[Gate]:
+    """Counts the calls reaching the fake WeChat API, and holds those a test asks it to."""
+    gate = Gate()
+    yield gate
+    gate.release_all()
 
 
 @pytest.fixture
-async def fake_alipay(keys_dir: Path) -> AsyncIterator[tuple[FakeAlipayGateway, str]]:
+async def fake_wechat(aiohttp_server: AiohttpServer, wechat_gate: Gate) -> tuple[FakeWeChatAPI, str]:
+    """The fake WeChat API on loopback: (fake, base URL)."""
+    fake = FakeWeChatAPI("wx0000000000de0001", "dev-secret-not-for-production")
+    server = await aiohttp_server(wechat_gate.install(fake.app()))
+    return fake, str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def fake_alipay(keys_dir: Path, aiohttp_server: AiohttpServer) -> tuple[FakeAlipayGateway, str]:
     """The fake Alipay gateway on loopback: (fake, gateway URL)."""
     fake = FakeAlipayGateway(
         DEV_ALIPAY_APPID,
         alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
         alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
     )
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("/gateway.do"))
-    await server.close()
+    server = await aiohttp_server(fake.app())
+    return fake, str(server.make_url("/gateway.do"))
 
 
 @pytest.fixture
@@ -233,14 +236,23 @@ def settings(make_settings: Any) -> Settings:
     return make_settings()  # type: ignore[no-any-return]
 
 
+Serve = Callable[..., Awaitable[Client]]
+
+
 @pytest.fixture
-async def app_client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+def serve(aiohttp_client: AiohttpClient) -> Serve:
+    """Serve the whole service in-process on loopback: ``await serve(settings, router=None)`` gives its client."""
+
+    async def start(settings: Settings, *, router: Router | None = None) -> Client:
+        return await aiohttp_client(create_app(settings, router=router, migrate_on_start=False))
+
+    return start
+
+
+@pytest.fixture
+async def app_client(serve: Serve, settings: Settings) -> Client:
     """The whole service in-process, served on loopback."""
-    app = create_app(settings, migrate_on_start=False)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
+    return await serve(settings)
 
 
 @pytest.fixture
@@ -256,7 +268,7 @@ def fake(fake_wechat: tuple[FakeWeChatAPI, str]) -> FakeWeChatAPI:
 
 
 @pytest.fixture
-def app(app_client: TestClient[web.Request, web.Application]) -> web.Application:
+def app(app_client: Client) -> web.Application:
     """The application behind ``app_client``."""
     return app_client.app
 
@@ -275,25 +287,10 @@ def alipay(settings: Settings, fake_alipay: tuple[FakeAlipayGateway, str]) -> Al
     )
 
 
-@pytest.fixture
-def patched_router(monkeypatch: pytest.MonkeyPatch) -> Callable[[Route], None]:
-    """Put an extra route in front of the real ones (for slow or failing handlers)."""
-
-    def install(route: Route) -> None:
-        def build() -> Router:
-            extra = Router("test")
-            extra.add([route])
-            return build_router(extra)
-
-        monkeypatch.setattr(bot.app, "build_router", build)
-
-    return install
-
-
 @pytest.fixture(params=["wechat", "alipay"])
 def channel(
     request: pytest.FixtureRequest,
-    app_client: TestClient[web.Request, web.Application],
+    app_client: Client,
     wechat: WeChatClientSim,
     fake: FakeWeChatAPI,
     alipay: AlipayClientSim,

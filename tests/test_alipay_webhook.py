@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from bot.app import create_app
 from bot.chat.conversation import Context, Route, text_in
 from bot.core.config import Settings
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.platforms.alipay import sign as alipay_sign
 from bot.web.appkeys import SESSIONS
 from models import OutboxMessage, PlatformAccount, ProcessedMessage
-from tests.helpers import Client, count, outbox_rows, post_alipay
+from tests.conftest import Serve
+from tests.helpers import PATIENCE_SECONDS, Client, count, eventually, outbox_rows, post_alipay, router_with
 
 USER = "2088000000000201"
-
-
-async def _client(settings: Settings) -> TestClient[web.Request, web.Application]:
-    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
-    await client.start_server()
-    return client
 
 
 def _texts(rows: list[OutboxMessage]) -> list[str]:
@@ -145,67 +135,64 @@ async def test_a_replayed_old_message_is_acknowledged_and_ignored(app_client: Cl
 
 
 async def test_slow_work_is_acked_by_the_deadline_and_answered_later(
-    make_settings: Any, patched_router: Callable[[Route], None], alipay: AlipayClientSim
+    make_settings: Any, serve: Serve, alipay: AlipayClientSim
 ) -> None:
-    async def slow(ctx: Context) -> None:
-        await asyncio.sleep(0.8)
-        ctx.say("contact")
+    finish = asyncio.Event()
+    progress: list[str] = []
 
-    patched_router(Route(text_in("慢一点"), slow))
-    client = await _client(make_settings(reply_deadline_seconds=0.3))
-    try:
-        started = time.perf_counter()
-        status, raw, _ = await post_alipay(client, alipay.form(alipay.text(USER, "慢一点")))
-        assert time.perf_counter() - started < 0.6
-        assert status == 200 and alipay.open_reply(raw).inner["XML"]["MsgType"] == "ack"
-        await asyncio.sleep(1.0)
-        rows = await outbox_rows(client, recipient=USER)
-        assert len(rows) == 1 and "400-101-6588" in _texts(rows)[0]
-    finally:
-        await client.close()
+    async def slow(ctx: Context) -> None:
+        progress.append("started")
+        await finish.wait()  # still working when the deadline passes, however fast the machine
+        ctx.say("contact")
+        progress.append("finished")
+
+    client = await serve(make_settings(reply_deadline_seconds=0.3), router=router_with(Route(text_in("慢一点"), slow)))
+    status, raw, _ = await asyncio.wait_for(
+        post_alipay(client, alipay.form(alipay.text(USER, "慢一点"))), PATIENCE_SECONDS
+    )
+    assert status == 200 and alipay.open_reply(raw).inner["XML"]["MsgType"] == "ack"
+    assert progress == ["started"]  # acknowledged by the deadline, before the handler finished
+    finish.set()
+
+    async def queued() -> bool:
+        return bool(await outbox_rows(client, recipient=USER))
+
+    await eventually(queued, "the late answer is queued")
+    rows = await outbox_rows(client, recipient=USER)
+    assert len(rows) == 1 and "400-101-6588" in _texts(rows)[0]
 
 
 async def test_handler_crash_apologises_through_the_outbox(
-    make_settings: Any, patched_router: Callable[[Route], None], alipay: AlipayClientSim
+    make_settings: Any, serve: Serve, alipay: AlipayClientSim
 ) -> None:
     async def broken(ctx: Context) -> None:
         ctx.say("contact")
         raise RuntimeError("bug")
 
-    patched_router(Route(text_in("坏了"), broken))
-    client = await _client(make_settings())
-    try:
-        body = alipay.form(alipay.text(USER, "坏了"))
-        for _ in range(2):
-            status, _, _ = await post_alipay(client, body)
-            assert status == 200
-        texts = _texts(await outbox_rows(client, recipient=USER))
-        assert len(texts) == 1 and "系统刚才开了个小差" in texts[0]
-    finally:
-        await client.close()
+    client = await serve(make_settings(), router=router_with(Route(text_in("坏了"), broken)))
+    body = alipay.form(alipay.text(USER, "坏了"))
+    for _ in range(2):
+        status, _, _ = await post_alipay(client, body)
+        assert status == 200
+    texts = _texts(await outbox_rows(client, recipient=USER))
+    assert len(texts) == 1 and "系统刚才开了个小差" in texts[0]
 
 
-async def test_database_outage_asks_alipay_to_deliver_again(keys_dir: Any) -> None:
+async def test_database_outage_asks_alipay_to_deliver_again(keys_dir: Any, serve: Serve) -> None:
     from tests.conftest import _settings
 
     settings = _settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir)
-    client = await _client(settings)
-    try:
-        sim = AlipayClientSim(
-            settings.alipay_appid,
-            alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
-            alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
-        )
-        status, _, _ = await post_alipay(client, sim.form(sim.text(USER, "你好")))
-        assert status == 503
-    finally:
-        await client.close()
+    client = await serve(settings)
+    sim = AlipayClientSim(
+        settings.alipay_appid,
+        alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
+        alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
+    )
+    status, _, _ = await post_alipay(client, sim.form(sim.text(USER, "你好")))
+    assert status == 503
 
 
-async def test_channel_off_means_no_endpoint(make_settings: Any, alipay: AlipayClientSim) -> None:
-    client = await _client(make_settings(alipay_appid=""))
-    try:
-        status, _, _ = await post_alipay(client, alipay.form(alipay.text(USER, "你好")))
-        assert status in (404, 405)
-    finally:
-        await client.close()
+async def test_channel_off_means_no_endpoint(make_settings: Any, serve: Serve, alipay: AlipayClientSim) -> None:
+    client = await serve(make_settings(alipay_appid=""))
+    status, _, _ = await post_alipay(client, alipay.form(alipay.text(USER, "你好")))
+    assert status in (404, 405)

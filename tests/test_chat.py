@@ -6,72 +6,66 @@ import io
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestServer, unused_port
+from pytest_aiohttp import AiohttpServer
 
 from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, build_serving_app
 from bot.dev.chat import AlipayChatSession, ChatSession, run_chat
 
 
-async def test_chat_session_talks_through_the_signed_webhook(make_settings: Any) -> None:
-    port = unused_port()
+async def test_chat_session_talks_through_the_signed_webhook(
+    make_settings: Any, aiohttp_server: AiohttpServer, unused_tcp_port: int
+) -> None:
+    port = unused_tcp_port
     settings = make_settings(
         port=port, wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}", run_outbox_worker=True
     )
-    server = TestServer(build_serving_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            chat = ChatSession(http, f"http://127.0.0.1:{port}", settings, "demo-chat", "safe")
-            await chat.start()
-            assert any("欢迎关注" in answer for answer in await chat.send("/follow"))
-            assert any("400-101-6588" in answer for answer in await chat.send("客服电话"))
-            assert any("回复数字" in answer for answer in await chat.send("/click HELP_FAQ"))
+    await aiohttp_server(build_serving_app(settings), port=port)
+    async with aiohttp.ClientSession() as http:
+        chat = ChatSession(http, f"http://127.0.0.1:{port}", settings, "demo-chat", "safe")
+        await chat.start()
+        assert any("欢迎关注" in answer for answer in await chat.send("/follow"))
+        assert any("400-101-6588" in answer for answer in await chat.send("客服电话"))
+        assert any("回复数字" in answer for answer in await chat.send("/click HELP_FAQ"))
 
-        lines = iter(["/menu", "狂犬疫苗", "/quit"])
-        out = io.StringIO()
-        await run_chat(settings, f"http://127.0.0.1:{port}", "demo-chat-2", "compatible", lambda: next(lines), out)
-        text = out.getvalue()
-        assert "申领接种证=/click CERT_CLAIM" in text
-        assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
-    finally:
-        await server.close()
-
-
-async def test_chat_explains_when_no_server_runs(make_settings: Any) -> None:
+    lines = iter(["/menu", "狂犬疫苗", "/quit"])
     out = io.StringIO()
-    await run_chat(make_settings(), f"http://127.0.0.1:{unused_port()}", "u", "safe", lambda: "/quit", out)
+    await run_chat(settings, f"http://127.0.0.1:{port}", "demo-chat-2", "compatible", lambda: next(lines), out)
+    text = out.getvalue()
+    assert "申领接种证=/click CERT_CLAIM" in text
+    assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
+
+
+async def test_chat_explains_when_no_server_runs(make_settings: Any, unused_tcp_port: int) -> None:
+    out = io.StringIO()
+    await run_chat(make_settings(), f"http://127.0.0.1:{unused_tcp_port}", "u", "safe", lambda: "/quit", out)
     assert "请先运行 make run" in out.getvalue()
 
 
-async def test_alipay_chat_talks_through_the_signed_gateway(make_settings: Any) -> None:
-    port = unused_port()
+async def test_alipay_chat_talks_through_the_signed_gateway(
+    make_settings: Any, aiohttp_server: AiohttpServer, unused_tcp_port: int
+) -> None:
+    port = unused_tcp_port
     settings = make_settings(
         port=port,
         wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}",
         alipay_gateway=f"http://127.0.0.1:{port}{DEV_ALIPAY_PREFIX}/gateway.do",
         run_outbox_worker=True,
     )
-    server = TestServer(build_serving_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            chat = AlipayChatSession(http, f"http://127.0.0.1:{port}", settings, "2088000000000501")
-            await chat.start()
-            assert any("欢迎关注" in answer for answer in await chat.send("/follow"))
-            assert any("400-101-6588" in answer for answer in await chat.send("客服电话"))
-            assert any("回复数字" in answer for answer in await chat.send("/click HELP_FAQ"))
-            assert await chat.send("/enter CLINIC-NT-CC-01") == []
+    await aiohttp_server(build_serving_app(settings), port=port)
+    async with aiohttp.ClientSession() as http:
+        chat = AlipayChatSession(http, f"http://127.0.0.1:{port}", settings, "2088000000000501")
+        await chat.start()
+        assert any("欢迎关注" in answer for answer in await chat.send("/follow"))
+        assert any("400-101-6588" in answer for answer in await chat.send("客服电话"))
+        assert any("回复数字" in answer for answer in await chat.send("/click HELP_FAQ"))
+        assert await chat.send("/enter CLINIC-NT-CC-01") == []
 
-        lines = iter(["狂犬疫苗", "/quit"])
-        out = io.StringIO()
-        await run_chat(
-            settings, f"http://127.0.0.1:{port}", "2088000000000502", "safe", lambda: next(lines), out, "alipay"
-        )
-        text = out.getvalue()
-        assert "你是支付宝用户" in text
-        assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
-    finally:
-        await server.close()
+    lines = iter(["狂犬疫苗", "/quit"])
+    out = io.StringIO()
+    await run_chat(settings, f"http://127.0.0.1:{port}", "2088000000000502", "safe", lambda: next(lines), out, "alipay")
+    text = out.getvalue()
+    assert "你是支付宝用户" in text
+    assert "vaxbot> 狂犬疫苗的接种信息记录在犬伤预防接种信息系统" in text
 
 
 def test_links_and_images_come_with_an_address_to_open() -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.certificates.rules import FileView, claim
 from bot.dev.demo import demo_id_number
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Certificate, Consent, Identity
 from tests.channels import Channel
-from tests.helpers import Client, count, drain_outbox
+from tests.helpers import Client, count, drain_outbox, eventually
 from tests.world import NANJING, registry_file, verified
 
 MOTHER = ("林晓雨", demo_id_number("320602", date(1992, 3, 14), 122))
@@ -179,18 +179,31 @@ async def test_nothing_found_explains_the_likely_reasons(channel: Channel, app_c
     assert "2017年1月1日" in answers[1] and "南通市、无锡市" in answers[1]
 
 
-async def test_the_race_between_two_parents_has_one_winner(app_client: Client) -> None:
+async def test_the_race_between_two_parents_has_one_winner(app_client: Client, backend: str) -> None:
     """Two guardians agree at the same moment, each in their own transaction: the index decides."""
     await family(app_client)
     await verified(app_client, "wechat", "o-m", *MOTHER, app_id="wx")
     await verified(app_client, "alipay", "2088-f", *FATHER, app_id="ali")
     file = await _child_view(app_client)
 
+    async def the_loser_waits_on_the_index() -> bool:
+        async with app_client.app[SESSIONS]() as session:
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+            return bool(waiting)
+
     async def attempt(index: int) -> bool:
         async with app_client.app[SESSIONS]() as session, session.begin():
             identities = (await session.scalars(select(Identity).order_by(Identity.id))).all()
             won = await claim(session, identities[index], file, "wechat", identities[index].verified_at)
-            await asyncio.sleep(0.05)  # hold the transaction open so the two overlap
+            if won is not None and backend == "postgres":
+                # Hold the transaction open until the other one's claim waits for it, so the two overlap.
+                # (SQLite's single connection takes the two transactions in turn.)
+                await eventually(the_loser_waits_on_the_index, "the other claim waits for this one")
             return won is not None
 
     results = await asyncio.gather(attempt(0), attempt(1))

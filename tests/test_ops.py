@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpServer
 
-from bot.app import create_app
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from tests.conftest import _settings
+from tests.conftest import Serve, _settings
 from tests.helpers import Client, post
 
 
@@ -19,16 +18,11 @@ async def test_healthz_reports_the_database(app_client: Client) -> None:
     assert (await response.json())["database"] == "ok"
 
 
-async def test_healthz_fails_when_the_database_is_unreachable(keys_dir: Path) -> None:
-    settings = _settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir)
-    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
-    await client.start_server()
-    try:
-        response = await client.get("/healthz")
-        assert response.status == 503
-        assert (await response.json())["database"] == "unreachable"
-    finally:
-        await client.close()
+async def test_healthz_fails_when_the_database_is_unreachable(keys_dir: Path, serve: Serve) -> None:
+    client = await serve(_settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir))
+    response = await client.get("/healthz")
+    assert response.status == 503
+    assert (await response.json())["database"] == "unreachable"
 
 
 async def test_metrics_count_requests_outcomes_and_outbox(app_client: Client, wechat: WeChatClientSim) -> None:
@@ -44,66 +38,47 @@ async def test_metrics_count_requests_outcomes_and_outbox(app_client: Client, we
     assert "o-m" not in text  # no user ids in metrics
 
 
-async def test_menu_command_pushes_the_menu(make_settings: Any, fake_wechat: tuple[FakeWeChatAPI, str]) -> None:
+async def test_menu_command_pushes_the_menu(
+    make_settings: Any, serve: Serve, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
     from bot.chat.menu import wechat_menu
     from bot.web.appkeys import WECHAT_API
 
-    app = create_app(make_settings(), migrate_on_start=False)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
-        await app[WECHAT_API].create_menu(wechat_menu())
-    finally:
-        await client.close()
+    client = await serve(make_settings())
+    await client.app[WECHAT_API].create_menu(wechat_menu())
     menus = [item for item in fake_wechat[0].received if item.path == "menu/create"]
     assert len(menus) == 1
     names = [button["name"] for button in menus[0].body["button"]]
     assert names == ["我的接种证", "亮码预约", "帮助"]
 
 
-def test_alipay_menu_command_pushes_the_same_menu(keys_dir: Any, tmp_path: Any) -> None:
-    """``vaxbot alipay menu`` end to end: its own event loop, signed, verified by the fake gateway."""
+async def test_alipay_menu_command_pushes_the_same_menu(
+    keys_dir: Any, tmp_path: Any, aiohttp_server: AiohttpServer
+) -> None:
+    """``vaxbot alipay menu`` end to end: its own event loop (in a thread), signed, verified by the fake gateway."""
     import argparse
     import asyncio
-    import threading
-
-    from aiohttp import web
 
     from bot.cli import cmd_alipay_menu
     from bot.core.config import DEV_ALIPAY_APPID
     from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
     from bot.platforms.alipay import sign as alipay_sign
-    from tests.conftest import _settings
 
     fake = FakeAlipayGateway(
         DEV_ALIPAY_APPID,
         alipay_sign.read_public_key(keys_dir / "alipay_app_public.pem"),
         alipay_sign.read_private_key(keys_dir / "alipay_platform_private.pem"),
     )
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        settings = _settings(
-            f"sqlite+aiosqlite:///{tmp_path / 'menu.db'}",
-            keys_dir,
-            alipay_gateway=f"http://127.0.0.1:{port}/gateway.do",
-        )
-        assert cmd_alipay_menu(argparse.Namespace(), settings) == 0
-        assert fake.menu is not None
-        names = [button["name"] for button in fake.menu["button"]]
-        assert names == ["我的接种证", "亮码预约", "帮助"]
-        keys = [sub["action_param"] for button in fake.menu["button"] for sub in button["sub_button"]]
-        assert "CERT_CLAIM" in keys and "HELP_FAQ" in keys
-        off = _settings(f"sqlite+aiosqlite:///{tmp_path / 'off.db'}", keys_dir, alipay_appid="")
-        assert cmd_alipay_menu(argparse.Namespace(), off) == 2
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
+    server = await aiohttp_server(fake.app())
+    settings = _settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'menu.db'}", keys_dir, alipay_gateway=str(server.make_url("/gateway.do"))
+    )
+    # The command runs its own event loop; this test's loop keeps serving the fake meanwhile.
+    assert await asyncio.to_thread(cmd_alipay_menu, argparse.Namespace(), settings) == 0
+    assert fake.menu is not None
+    names = [button["name"] for button in fake.menu["button"]]
+    assert names == ["我的接种证", "亮码预约", "帮助"]
+    keys = [sub["action_param"] for button in fake.menu["button"] for sub in button["sub_button"]]
+    assert "CERT_CLAIM" in keys and "HELP_FAQ" in keys
+    off = _settings(f"sqlite+aiosqlite:///{tmp_path / 'off.db'}", keys_dir, alipay_appid="")
+    assert await asyncio.to_thread(cmd_alipay_menu, argparse.Namespace(), off) == 2

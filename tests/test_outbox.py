@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import StatementError
 
-from bot.app import create_app
 from bot.core.config import Settings
 from bot.core.db import create_engine, sessionmaker
 from bot.core.update import Article, Image, OutMessage, TemplateMessage, TemplateValue, Text
@@ -27,23 +24,13 @@ from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.sender import WeChatSender
 from bot.web.appkeys import METRICS, SESSIONS, SETTINGS, WECHAT_API, WORKER
 from models import OutboxKind, OutboxMessage, OutboxStatus, PlatformAccount, utcnow
+from tests.conftest import Serve
+from tests.helpers import PATIENCE_SECONDS, STALL_SECONDS, Gate, eventually
 
-Client = TestClient[web.Request, web.Application]
 CUSTOM_SEND = "message/custom/send"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[web.Application]:
-    """The whole service with particular settings."""
-    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield client.app
-    finally:
-        await client.close()
 
 
 async def add_text(app: web.Application, recipient: str, content: str, **options: Any) -> int:
@@ -248,24 +235,26 @@ async def test_quota_waits_at_least_its_retry_after(app: web.Application, fake: 
     assert failures(app, "wechat_45009") == 1
 
 
-async def test_dead_letter_after_max_attempts(make_settings: Callable[..., Settings], fake: FakeWeChatAPI) -> None:
-    async with serving(make_settings(outbox_max_attempts=2)) as app:
-        row_id = await add_text(app, "o-user-1", "hello")
-        fake.fail(CUSTOM_SEND, -1, times=5)
-        assert await app[WORKER].run_once() == 1
-        assert (await get(app, row_id)).status == "pending"
-        await make_due(app, row_id)
-        assert await app[WORKER].run_once() == 1
-        row = await get(app, row_id)
-        assert row.status == "dead"
-        assert row.attempts == 2
-        assert row.lease_until is None
-        assert row.last_error is not None and "wechat_-1" in row.last_error
-        await make_due(app, row_id)
-        assert await app[WORKER].run_once() == 0
-        assert fake.received == []
-        assert failures(app, "wechat_-1") == 2
-        assert sent(app, "text") == 0
+async def test_dead_letter_after_max_attempts(
+    make_settings: Callable[..., Settings], serve: Serve, fake: FakeWeChatAPI
+) -> None:
+    app = (await serve(make_settings(outbox_max_attempts=2))).app
+    row_id = await add_text(app, "o-user-1", "hello")
+    fake.fail(CUSTOM_SEND, -1, times=5)
+    assert await app[WORKER].run_once() == 1
+    assert (await get(app, row_id)).status == "pending"
+    await make_due(app, row_id)
+    assert await app[WORKER].run_once() == 1
+    row = await get(app, row_id)
+    assert row.status == "dead"
+    assert row.attempts == 2
+    assert row.lease_until is None
+    assert row.last_error is not None and "wechat_-1" in row.last_error
+    await make_due(app, row_id)
+    assert await app[WORKER].run_once() == 0
+    assert fake.received == []
+    assert failures(app, "wechat_-1") == 2
+    assert sent(app, "text") == 0
 
 
 @pytest.mark.parametrize(("errcode", "reason"), [(43004, "user_not_following"), (45015, "outside_service_window")])
@@ -308,16 +297,18 @@ async def test_row_for_unknown_platform_is_dead_lettered(app: web.Application) -
     assert row.last_error is not None and "no_sender" in row.last_error
 
 
-async def test_transport_timeout_is_retried(make_settings: Callable[..., Settings], fake: FakeWeChatAPI) -> None:
-    async with serving(make_settings(api_timeout_seconds=0.3)) as app:
-        await app[WECHAT_API].access_token()
-        row_id = await add_text(app, "o-user-1", "hello")
-        fake.stall(CUSTOM_SEND, 0.8)
-        assert await app[WORKER].run_once() == 1
-        row = await get(app, row_id)
-        assert row.status == "pending"
-        assert row.last_error is not None and "wechat_-2" in row.last_error
-        assert failures(app, "wechat_-2") == 1
+async def test_transport_timeout_is_retried(
+    make_settings: Callable[..., Settings], serve: Serve, fake: FakeWeChatAPI
+) -> None:
+    app = (await serve(make_settings(api_timeout_seconds=0.3))).app
+    await app[WECHAT_API].access_token()
+    row_id = await add_text(app, "o-user-1", "hello")
+    fake.stall(CUSTOM_SEND, STALL_SECONDS)  # only the configured timeout can end the send
+    assert await app[WORKER].run_once() == 1
+    row = await get(app, row_id)
+    assert row.status == "pending"
+    assert row.last_error is not None and "wechat_-2" in row.last_error
+    assert failures(app, "wechat_-2") == 1
 
 
 async def test_expired_token_does_not_cost_an_attempt(app: web.Application, fake: FakeWeChatAPI) -> None:
@@ -364,15 +355,17 @@ async def test_held_row_waits_until_due(app: web.Application, fake: FakeWeChatAP
     assert (await get(app, held)).status == "sent"
 
 
-async def test_due_rows_go_oldest_first_in_batches(make_settings: Callable[..., Settings], fake: FakeWeChatAPI) -> None:
-    async with serving(make_settings(outbox_batch_size=2)) as app:
-        base = utcnow() - timedelta(minutes=1)
-        for n in (3, 1, 2):
-            await add_text(app, "o-user-1", f"m{n}", available_at=base + timedelta(seconds=n))
-        assert await app[WORKER].run_once() == 2
-        assert sorted(fake.texts_to("o-user-1")) == ["m1", "m2"]
-        assert await app[WORKER].run_once() == 1
-        assert fake.texts_to("o-user-1")[-1] == "m3"
+async def test_due_rows_go_oldest_first_in_batches(
+    make_settings: Callable[..., Settings], serve: Serve, fake: FakeWeChatAPI
+) -> None:
+    app = (await serve(make_settings(outbox_batch_size=2))).app
+    base = utcnow() - timedelta(minutes=1)
+    for n in (3, 1, 2):
+        await add_text(app, "o-user-1", f"m{n}", available_at=base + timedelta(seconds=n))
+    assert await app[WORKER].run_once() == 2
+    assert sorted(fake.texts_to("o-user-1")) == ["m1", "m2"]
+    assert await app[WORKER].run_once() == 1
+    assert fake.texts_to("o-user-1")[-1] == "m3"
 
 
 @pytest.mark.parametrize("pool", ["shared", "separate"])
@@ -418,69 +411,65 @@ async def test_worker_run_delivers_on_wake_and_stops(app: web.Application, fake:
         fake.subscribers.append(queue)
         await add_text(app, "o-user-1", "woken")
         worker.wake()
-        received = await asyncio.wait_for(queue.get(), timeout=2)
+        received = await asyncio.wait_for(queue.get(), timeout=PATIENCE_SECONDS)
         assert received.body["text"]["content"] == "woken"
     finally:
         worker.stop()
-        await asyncio.wait_for(task, timeout=2)
+        await asyncio.wait_for(task, timeout=PATIENCE_SECONDS)
     assert task.done() and task.exception() is None
 
 
 async def test_wake_during_an_empty_claim_is_not_lost(
-    make_settings: Callable[..., Settings], fake: FakeWeChatAPI, monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings], serve: Serve, fake: FakeWeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with serving(make_settings(outbox_poll_seconds=5)) as app:
-        worker = app[WORKER]
-        await add_text(app, "o-user-1", "woken")
-        real_clock = utcnow
-        looks = 0
+    app = (await serve(make_settings(outbox_poll_seconds=3600))).app
+    worker = app[WORKER]
+    await add_text(app, "o-user-1", "woken")
+    real_clock = utcnow
+    looks = 0
 
-        def clock() -> datetime:
-            # The first claim looks an instant before the row is due, and the enqueuer's wake() lands
-            # while that claim is still running: the wake must carry over to the next claim.
-            nonlocal looks
-            looks += 1
-            if looks == 1:
-                worker.wake()
-                return real_clock() - timedelta(seconds=30)
-            return real_clock()
+    def clock() -> datetime:
+        # The first claim looks an instant before the row is due, and the enqueuer's wake() lands
+        # while that claim is still running: the wake must carry over to the next claim.
+        nonlocal looks
+        looks += 1
+        if looks == 1:
+            worker.wake()
+            return real_clock() - timedelta(seconds=30)
+        return real_clock()
 
-        monkeypatch.setattr("bot.outbox.queue.utcnow", clock)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        fake.subscribers.append(queue)
-        task = asyncio.create_task(worker.run())
-        try:
-            received = await asyncio.wait_for(queue.get(), timeout=1)  # not after the 5 s poll
-            assert received.body["text"]["content"] == "woken"
-        finally:
-            worker.stop()
-            await asyncio.wait_for(task, timeout=2)
-        assert looks >= 2
+    monkeypatch.setattr("bot.outbox.queue.utcnow", clock)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    fake.subscribers.append(queue)
+    task = asyncio.create_task(worker.run())
+    try:
+        # Only the wake can deliver it: the next poll is an hour away, far past this wait.
+        received = await asyncio.wait_for(queue.get(), timeout=PATIENCE_SECONDS)
+        assert received.body["text"]["content"] == "woken"
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=PATIENCE_SECONDS)
+    assert looks >= 2
 
 
 async def test_late_result_of_a_worker_whose_lease_ran_out_is_ignored(
-    app: web.Application, settings: Settings, fake: FakeWeChatAPI
+    app: web.Application, settings: Settings, fake: FakeWeChatAPI, wechat_gate: Gate
 ) -> None:
     row_id = await add_text(app, "o-user-1", "hello")
     await app[WECHAT_API].access_token()
     # Worker A is slow, not dead: its request reaches WeChat and hangs there past its lease.
-    at_wechat = asyncio.Event()
-    trace = aiohttp.TraceConfig()
-
-    async def headers_sent(*_: Any) -> None:
-        at_wechat.set()
-
-    trace.on_request_headers_sent.append(headers_sent)
-    fake.stall(CUSTOM_SEND, 0.4)
-    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
+    path = "/cgi-bin/" + CUSTOM_SEND
+    wechat_gate.hold(path, only=1)
+    async with aiohttp.ClientSession() as http:
         slow_api = WeChatAPI(http, app[SESSIONS], settings, app[METRICS])
         slow = OutboxWorker(app[SESSIONS], {"wechat": WeChatSender(slow_api)}, app[METRICS])
         slow_run = asyncio.create_task(slow.run_once())
-        await asyncio.wait_for(at_wechat.wait(), timeout=1)
-        fake.fail(CUSTOM_SEND, -1)  # what A will hear back, late
+        await eventually(lambda: wechat_gate.arrived(path) == 1, "worker A's send reaches WeChat")
         await set_row(app, row_id, lease_until=utcnow() - timedelta(seconds=1))
         # Worker B takes the row over and delivers it; A's late failure must not undo that.
         assert await app[WORKER].run_once() == 1
+        fake.fail(CUSTOM_SEND, -1)  # what A hears back, late
+        wechat_gate.release(path)
         assert await slow_run == 1
     row = await get(app, row_id)
     assert row.status == "sent"

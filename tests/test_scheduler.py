@@ -11,7 +11,7 @@ from sqlalchemy import select
 from bot.core.scheduler import Scheduler, prune
 from bot.web.appkeys import SESSIONS
 from models import ConversationState, OutboxMessage, ProcessedMessage, utcnow
-from tests.helpers import Client
+from tests.helpers import PATIENCE_SECONDS, Client, eventually
 
 
 async def test_jobs_run_repeatedly_and_a_new_job_replaces_the_old() -> None:
@@ -25,6 +25,7 @@ async def test_jobs_run_repeatedly_and_a_new_job_replaces_the_old() -> None:
         calls.append("new")
 
     async def broken() -> None:
+        calls.append("broken")
         raise RuntimeError("fails every time")
 
     scheduler.every("job", timedelta(seconds=0.05), old)
@@ -32,9 +33,9 @@ async def test_jobs_run_repeatedly_and_a_new_job_replaces_the_old() -> None:
     scheduler.every("broken", timedelta(seconds=0.05), broken)
     assert scheduler.jobs() == ["broken", "job"]
     task = asyncio.create_task(scheduler.run())
-    await asyncio.sleep(0.3)
+    await eventually(lambda: calls.count("new") >= 3 and calls.count("broken") >= 3, "both jobs run again and again")
     scheduler.stop()
-    await asyncio.wait_for(task, 1)
+    await asyncio.wait_for(task, PATIENCE_SECONDS)
     assert "old" not in calls
     assert calls.count("new") >= 3  # the broken job did not stop the others
 

@@ -6,10 +6,8 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select, update
 
-from bot.app import create_app
 from bot.certificates.rules import Grantee, add_grant, revoke_grant
 from bot.core.config import Settings
 from bot.dev.demo import demo_id_number
@@ -19,6 +17,7 @@ from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import Certificate, Identity, PlatformAccount, Verification, utcnow
 from tests.channels import Alipay, Channel, WeChat, link_in
+from tests.conftest import Serve
 from tests.helpers import Client, count, drain_outbox
 from tests.world import registry_file, verified
 
@@ -136,23 +135,20 @@ async def test_id_number_mistakes_are_explained_step_by_step(channel: Channel, a
     assert await count(app_client, Verification) == 0
 
 
-async def test_age_tiers_choose_the_method(make_settings: Any, wechat: WeChatClientSim, fake: FakeWeChatAPI) -> None:
-    settings = make_settings(face_age_tiers="0-16:birth_certificate,17-59:face,60-:household")
-    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
-    await client.start_server()
-    try:
-        channel = WeChat(client, wechat, fake)
-        for user, name, id_number, expected in [
-            ("o-elder", "周桂兰", demo_id_number("320602", date(1950, 8, 2), 226), "户籍信息核验"),
-            ("o-teen", "林小川", demo_id_number("320602", date(2012, 8, 2), 153), "出生医学证明"),
-            ("o-adult", NAME, ID_NUMBER, "链接30分钟内有效"),
-        ]:
-            await channel.do(user, ("click", "HELP_VERIFY"))
-            await channel.say(user, name)
-            assert expected in "\n".join(await channel.do(user, ("text", id_number))), user
-        assert await count(client, Verification) == 1
-    finally:
-        await client.close()
+async def test_age_tiers_choose_the_method(
+    make_settings: Any, serve: Serve, wechat: WeChatClientSim, fake: FakeWeChatAPI
+) -> None:
+    client = await serve(make_settings(face_age_tiers="0-16:birth_certificate,17-59:face,60-:household"))
+    channel = WeChat(client, wechat, fake)
+    for user, name, id_number, expected in [
+        ("o-elder", "周桂兰", demo_id_number("320602", date(1950, 8, 2), 226), "户籍信息核验"),
+        ("o-teen", "林小川", demo_id_number("320602", date(2012, 8, 2), 153), "出生医学证明"),
+        ("o-adult", NAME, ID_NUMBER, "链接30分钟内有效"),
+    ]:
+        await channel.do(user, ("click", "HELP_VERIFY"))
+        await channel.say(user, name)
+        assert expected in "\n".join(await channel.do(user, ("text", id_number))), user
+    assert await count(client, Verification) == 1
 
 
 async def test_the_same_person_on_both_platforms_is_one_identity(

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import update
 
-from bot.app import create_app
 from bot.chat.conversation import Context, Route, text_in
 from bot.core.config import Settings
 from bot.dev.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
 from bot.web.appkeys import METRICS, SESSIONS
 from models import AuditEntry, ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
-from tests.helpers import Client, count, drain_outbox, outbox_rows, post
+from tests.conftest import Serve
+from tests.helpers import (
+    PATIENCE_SECONDS,
+    Client,
+    Gate,
+    count,
+    drain_outbox,
+    eventually,
+    outbox_rows,
+    post,
+    router_with,
+)
 
 
 async def test_url_check(app_client: Client, wechat: WeChatClientSim) -> None:
@@ -101,63 +108,56 @@ async def test_duplicate_follow_events_greet_once(app_client: Client, wechat: We
     assert wechat.open_reply(bodies[1][1]) is None
 
 
-async def _client(settings: Settings) -> TestClient[web.Request, web.Application]:
-    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
-    await client.start_server()
-    return client
-
-
 async def test_slow_work_is_acknowledged_in_time_and_answered_through_the_outbox(
-    make_settings: Any, patched_router: Callable[[Route], None], fake_wechat: tuple[FakeWeChatAPI, str]
+    make_settings: Any, serve: Serve, fake_wechat: tuple[FakeWeChatAPI, str]
 ) -> None:
+    finish = asyncio.Event()
+    progress: list[str] = []
+
     async def slow(ctx: Context) -> None:
-        await asyncio.sleep(0.8)
+        progress.append("started")
+        await finish.wait()  # still working when the deadline passes, however fast the machine
         ctx.say("contact")
+        progress.append("finished")
 
-    patched_router(Route(text_in("慢一点"), slow))
     settings = make_settings(reply_deadline_seconds=0.3)
-    client = await _client(settings)
-    try:
-        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
-        started = time.perf_counter()
-        status, body = await post(client, sim.sign(sim.text("o-slow", "慢一点")))
-        elapsed = time.perf_counter() - started
-        assert status == 200 and body == "success"
-        assert elapsed < 0.6, elapsed
-        await asyncio.sleep(0.8 + 1.0)  # the handler finishes; the hold past the deadline lapses
+    client = await serve(settings, router=router_with(Route(text_in("慢一点"), slow)))
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    status, body = await asyncio.wait_for(post(client, sim.sign(sim.text("o-slow", "慢一点"))), PATIENCE_SECONDS)
+    assert status == 200 and body == "success"  # acknowledged at the deadline: no passive answer
+    assert progress == ["started"]  # the acknowledgement did not wait for the handler
+    finish.set()
+
+    async def pushed() -> bool:
         await drain_outbox(client)
-        texts = fake_wechat[0].texts_to("o-slow")
-        assert len(texts) == 1 and "400-101-6588" in texts[0]
-    finally:
-        await client.close()
+        return bool(fake_wechat[0].texts_to("o-slow"))
+
+    # The late reply is released to the worker as soon as it is queued (not when its hold lapses).
+    await eventually(pushed, "the late answer is pushed through the outbox")
+    texts = fake_wechat[0].texts_to("o-slow")
+    assert len(texts) == 1 and "400-101-6588" in texts[0]
 
 
-async def test_handler_crash_rolls_back_and_apologises(
-    make_settings: Any, patched_router: Callable[[Route], None]
-) -> None:
+async def test_handler_crash_rolls_back_and_apologises(make_settings: Any, serve: Serve) -> None:
     async def broken(ctx: Context) -> None:
         (await ctx.account()).following = False
         ctx.say("contact")
         raise RuntimeError("bug")
 
-    patched_router(Route(text_in("坏了"), broken))
     settings = make_settings()
-    client = await _client(settings)
-    try:
-        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
-        xml = sim.text("o-crash", "坏了")
-        status, body = await post(client, sim.sign(xml))
-        reply = sim.open_reply(body)
-        assert status == 200 and reply is not None
-        assert "系统刚才开了个小差" in reply["Content"]
-        # The retry is a duplicate: no second apology.
-        _, again = await post(client, sim.sign(xml))
-        assert again == "success"
-        rows = await outbox_rows(client, recipient="o-crash")
-        assert [row.payload["content"] for row in rows] == [reply["Content"]]
-        assert client.app[METRICS].handler_errors.labels("wechat")._value.get() == 1
-    finally:
-        await client.close()
+    client = await serve(settings, router=router_with(Route(text_in("坏了"), broken)))
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    xml = sim.text("o-crash", "坏了")
+    status, body = await post(client, sim.sign(xml))
+    reply = sim.open_reply(body)
+    assert status == 200 and reply is not None
+    assert "系统刚才开了个小差" in reply["Content"]
+    # The retry is a duplicate: no second apology.
+    _, again = await post(client, sim.sign(xml))
+    assert again == "success"
+    rows = await outbox_rows(client, recipient="o-crash")
+    assert [row.payload["content"] for row in rows] == [reply["Content"]]
+    assert client.app[METRICS].handler_errors.labels("wechat")._value.get() == 1
 
 
 async def test_unknown_types_get_a_polite_answer(app_client: Client, wechat: WeChatClientSim) -> None:
@@ -275,34 +275,30 @@ async def test_no_audit_rows_from_plain_chat(app_client: Client, wechat: WeChatC
     assert await count(app_client, AuditEntry) == 0
 
 
-async def test_database_outage_still_answers_the_user(keys_dir: Any) -> None:
+async def test_database_outage_still_answers_the_user(keys_dir: Any, serve: Serve) -> None:
     from tests.conftest import _settings
 
     settings = _settings("postgresql+asyncpg://nobody@127.0.0.1:9/none", keys_dir)
-    client = await _client(settings)
-    try:
-        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
-        status, body = await post(client, sim.sign(sim.text("o-outage", "你好")))
-        reply = sim.open_reply(body)
-        assert status == 200 and reply is not None
-        assert "请稍后再试" in reply["Content"]
-    finally:
-        await client.close()
+    client = await serve(settings)
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    status, body = await post(client, sim.sign(sim.text("o-outage", "你好")))
+    reply = sim.open_reply(body)
+    assert status == 200 and reply is not None
+    assert "请稍后再试" in reply["Content"]
 
 
 async def test_a_slow_token_fetch_does_not_stall_the_webhook(
-    app_client: Client, wechat: WeChatClientSim, fake_wechat: tuple[FakeWeChatAPI, str]
+    app_client: Client, wechat: WeChatClientSim, wechat_gate: Gate
 ) -> None:
     from bot.web.appkeys import WECHAT_API
 
-    fake_wechat[0].stall("stable_token", 2.0)
+    wechat_gate.hold("/cgi-bin/stable_token")  # WeChat takes its time: until the test lets the answer go
     fetch = asyncio.create_task(app_client.app[WECHAT_API].access_token())
-    await asyncio.sleep(0.2)  # the fetch is under way, waiting for WeChat
-    started = time.perf_counter()
+    await eventually(lambda: wechat_gate.arrived("/cgi-bin/stable_token") == 1, "the token fetch reaches WeChat")
     status, body = await post(app_client, wechat.sign(wechat.text("o-during-fetch", "客服电话")))
-    assert status == 200 and wechat.open_reply(body) is not None
-    assert time.perf_counter() - started < 1.0
-    assert not fetch.done()
+    assert status == 200 and wechat.open_reply(body) is not None  # answered passively, in time
+    assert not fetch.done()  # answered while the fetch was still waiting for WeChat
+    wechat_gate.release("/cgi-bin/stable_token")
     assert await fetch
 
 
@@ -336,7 +332,7 @@ async def test_a_retry_after_a_lost_answer_gets_the_same_answer_again(
 
 
 async def test_an_image_to_upload_or_a_credential_is_never_the_passive_reply(
-    make_settings: Any, patched_router: Callable[[Route], None], fake_wechat: tuple[FakeWeChatAPI, str]
+    make_settings: Any, serve: Serve, fake_wechat: tuple[FakeWeChatAPI, str]
 ) -> None:
     import base64
 
@@ -349,26 +345,27 @@ async def test_an_image_to_upload_or_a_credential_is_never_the_passive_reply(
         ctx.reply(Image(png_base64=png))
         ctx.reply(Article(title="码", description="页面", url="http://127.0.0.1/code/h", credential=True))
 
-    patched_router(Route(text_in("图片"), picture))
     settings = make_settings()
-    client = await _client(settings)
-    try:
-        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
-        first = sim.text("o-pic", "图片")
-        status, body = await post(client, sim.sign(first))
-        assert status == 200 and body == "success"  # acknowledged: both go through the outbox
-        await asyncio.sleep(0.2)
-        await drain_outbox(client)
-        sent = [item.body for item in fake_wechat[0].sent_to("o-pic")]
-        assert [body["msgtype"] for body in sent] == ["image", "news"]
-        assert fake_wechat[0].media[sent[0]["image"]["media_id"]].startswith(bytes.fromhex("89504e47"))
-        rows = {row.kind: row for row in await outbox_rows(client)}
-        assert rows["image"].payload == {"png_base64": png}  # not a credential: kept as it was
-        assert rows["news"].payload == SCRUBBED and rows["news"].status == "sent"
-        # WeChat's retry of that message, long after: still no passive image or credential.
-        async with client.app[SESSIONS]() as session, session.begin():
-            await session.execute(update(ProcessedMessage).values(created_at=utcnow() - timedelta(seconds=30)))
-        _, again = await post(client, sim.sign(first))
-        assert again == "success"
-    finally:
-        await client.close()
+    client = await serve(settings, router=router_with(Route(text_in("图片"), picture)))
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    first = sim.text("o-pic", "图片")
+    status, body = await post(client, sim.sign(first))
+    assert status == 200 and body == "success"  # acknowledged: both go through the outbox
+
+    async def released() -> bool:
+        rows = await outbox_rows(client, recipient="o-pic")
+        return len(rows) == 2 and all(row.available_at is None or row.available_at <= utcnow() for row in rows)
+
+    await eventually(released, "both replies are released to the worker")
+    await drain_outbox(client)
+    sent = [item.body for item in fake_wechat[0].sent_to("o-pic")]
+    assert [body["msgtype"] for body in sent] == ["image", "news"]
+    assert fake_wechat[0].media[sent[0]["image"]["media_id"]].startswith(bytes.fromhex("89504e47"))
+    rows = {row.kind: row for row in await outbox_rows(client)}
+    assert rows["image"].payload == {"png_base64": png}  # not a credential: kept as it was
+    assert rows["news"].payload == SCRUBBED and rows["news"].status == "sent"
+    # WeChat's retry of that message, long after: still no passive image or credential.
+    async with client.app[SESSIONS]() as session, session.begin():
+        await session.execute(update(ProcessedMessage).values(created_at=utcnow() - timedelta(seconds=30)))
+    _, again = await post(client, sim.sign(first))
+    assert again == "success"

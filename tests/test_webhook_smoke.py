@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app
 from bot.core.config import DEV_WECHAT_AES_KEY
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from tests.conftest import Serve
 from tests.helpers import Client, drain_outbox, post
 
 
@@ -40,21 +39,17 @@ async def test_passive_reply_is_not_sent_again_by_worker(
     assert fake_wechat[0].sent_to("o-parent-3") == []
 
 
-async def test_plain_mode_works_without_an_aes_key(make_settings: Any) -> None:
+async def test_plain_mode_works_without_an_aes_key(make_settings: Any, serve: Serve) -> None:
     settings = make_settings(wechat_aes_key="")
-    client = TestClient(TestServer(create_app(settings, migrate_on_start=False), host="127.0.0.1"))
-    await client.start_server()
-    try:
-        sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid)
-        status, body = await post(client, sim.sign(sim.event("o-plain", "subscribe"), mode="plain"))
-        assert status == 200 and "<Encrypt>" not in body
-        reply = sim.open_reply(body)
-        assert reply is not None and "欢迎关注" in reply["Content"]
-        other = WeChatClientSim(settings.wechat_token, settings.wechat_appid, DEV_WECHAT_AES_KEY)
-        refused, _ = await post(client, other.sign(other.text("o-plain", "你好"), mode="safe"))
-        assert refused == 400  # encrypted, but we hold no key
-    finally:
-        await client.close()
+    client = await serve(settings)
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid)
+    status, body = await post(client, sim.sign(sim.event("o-plain", "subscribe"), mode="plain"))
+    assert status == 200 and "<Encrypt>" not in body
+    reply = sim.open_reply(body)
+    assert reply is not None and "欢迎关注" in reply["Content"]
+    other = WeChatClientSim(settings.wechat_token, settings.wechat_appid, DEV_WECHAT_AES_KEY)
+    refused, _ = await post(client, other.sign(other.text("o-plain", "你好"), mode="safe"))
+    assert refused == 400  # encrypted, but we hold no key
 
 
 async def test_plain_request_is_refused_when_a_key_is_configured(app_client: Client, wechat: WeChatClientSim) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -88,20 +89,31 @@ def _reference(attempt: Verification) -> str:
 class VerificationRoutes:
     """The two browser-facing endpoints of an attempt."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(
+        self,
+        services: Services,
+        sessions: async_sessionmaker[AsyncSession],
+        providers: Mapping[str, FaceProvider],
+    ) -> None:
         self._services = services
-        # Both filled at start-up, once the database and the providers' HTTP clients exist.
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
-        self.providers: dict[str, FaceProvider] = {}
+        self._sessionmaker = sessions
+        self._providers = dict(providers)
 
     def _sessions(self) -> AsyncSession:
-        assert self.sessions is not None, "VerificationRoutes used before start-up"
-        return self.sessions()
+        return self._sessionmaker()
 
-    def setup(self, app: web.Application) -> None:
-        """Mount the endpoints."""
-        app.router.add_get(VERIFY_PATH, self.start)
-        app.router.add_get(DONE_PATH, self.done)
+    @staticmethod
+    def setup(app: web.Application, key: web.AppKey[VerificationRoutes]) -> None:
+        """Mount the endpoints, served by the routes object the app holds under ``key`` once it starts."""
+
+        async def start(request: web.Request) -> web.StreamResponse:
+            return await request.app[key].start(request)
+
+        async def done(request: web.Request) -> web.Response:
+            return await request.app[key].done(request)
+
+        app.router.add_get(VERIFY_PATH, start)
+        app.router.add_get(DONE_PATH, done)
 
     # --- pages ---
 
@@ -149,7 +161,7 @@ class VerificationRoutes:
         if attempt.expires_at <= now:
             await self._move(attempt.id, "pending", "expired", completed_at=now)
             return self._page("page_verify_expired", status=410)
-        provider = self.providers.get(attempt.provider)
+        provider = self._providers.get(attempt.provider)
         if provider is None or not await self._move(attempt.id, "pending", "starting"):
             return self._page("page_verify_used", status=410)
         try:
@@ -176,7 +188,7 @@ class VerificationRoutes:
             return self._page("page_verify_used", status=410)
         if attempt.status != "started" or attempt.provider_ref is None:
             return self._page("page_verify_invalid", status=409)  # never started: a forged return
-        provider = self.providers.get(attempt.provider)
+        provider = self._providers.get(attempt.provider)
         if provider is None or not await self._move(attempt.id, "started", "checking"):
             return self._page("page_verify_pending", status=409)
         try:

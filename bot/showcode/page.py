@@ -95,18 +95,25 @@ refresh();
 class CodePageRoutes:
     """The page and the endpoint it fetches its codes from."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._services = services
-        self.sessions: async_sessionmaker[AsyncSession] | None = None  # filled at start-up
+        self._sessionmaker = sessions
 
-    def setup(self, app: web.Application) -> None:
-        """Mount the endpoints."""
-        app.router.add_get(PAGE_PATH, self.page)
-        app.router.add_get(CODE_PATH, self.code)
+    @staticmethod
+    def setup(app: web.Application, key: web.AppKey[CodePageRoutes]) -> None:
+        """Mount the endpoints, served by the routes object the app holds under ``key`` once it starts."""
+
+        async def page(request: web.Request) -> web.Response:
+            return await request.app[key].page(request)
+
+        async def code(request: web.Request) -> web.Response:
+            return await request.app[key].code(request)
+
+        app.router.add_get(PAGE_PATH, page)
+        app.router.add_get(CODE_PATH, code)
 
     def _sessions(self) -> AsyncSession:
-        assert self.sessions is not None, "CodePageRoutes used before start-up"
-        return self.sessions()
+        return self._sessionmaker()
 
     async def _open(
         self, session: AsyncSession, handle: str, now: datetime

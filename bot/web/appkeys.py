@@ -6,7 +6,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.chat.conversation import Services
+from bot.chat.conversation import Router, Services
 from bot.chat.engine import Engine
 from bot.core.config import Settings
 from bot.core.keys import Keyring
@@ -28,6 +28,7 @@ DB = web.AppKey("db", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SERVICES = web.AppKey("services", Services)
+ROUTER = web.AppKey("router", Router)
 ENGINE = web.AppKey("engine", Engine)
 WECHAT = web.AppKey("wechat", WeChatGateway)
 ALIPAY = web.AppKey("alipay", AlipayGateway)
