@@ -25,6 +25,18 @@ DEV_ALIPAY_PLATFORM_KEY = "alipay_platform"
 DEV_REMINDER_TEMPLATE = "dev-dose-reminder"
 
 
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (names of "every interface", not a bind)
+
+
+def local_url(host: str, port: int) -> str:
+    """The http address of a server listening on ``host:port``, as a browser on this machine reaches it."""
+    if host in WILDCARD_HOSTS:
+        host = "::1" if host == "::" else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}"
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
 
@@ -35,7 +47,8 @@ class Settings:
 
     env: str = "development"
     database_url: str = "sqlite+aiosqlite:///var/vaxbot.db"
-    public_url: str = "http://127.0.0.1:8080"
+    # Where users' browsers reach us (links in messages). Empty: follows host and port (see local_url).
+    public_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     keys_dir: Path = Path("keys")
@@ -110,6 +123,11 @@ class Settings:
     max_grantees: int = 10
     seed_demo_data: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.public_url:
+            # A frozen dataclass: filling in a derived default is the one write it allows itself.
+            object.__setattr__(self, "public_url", local_url(self.host, self.port))
+
     @property
     def production(self) -> bool:
         """True when running for real users."""
@@ -171,7 +189,7 @@ class Settings:
         if self.alipay_enabled and self.alipay_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
             problems.append("VAXBOT_ALIPAY_REMINDER_TEMPLATE is not set (the development template id)")
         if not self.public_url.startswith("https://"):
-            problems.append("VAXBOT_PUBLIC_URL must be https in production")
+            problems.append("VAXBOT_PUBLIC_URL must be https in production (the address users' browsers reach)")
         if not self.face_provider_wechat:
             problems.append("VAXBOT_FACE_PROVIDER_WECHAT is not set (tencent or wechat_mini)")
         if self.alipay_enabled and not self.face_provider_alipay:
