@@ -314,7 +314,11 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     else:
         if sys.stdin.isatty():
             print(catalogue("cli_scan_prompt"), end="", flush=True)
-        payload = sys.stdin.readline()
+        try:
+            payload = sys.stdin.readline()
+        except KeyboardInterrupt:  # the nurse changed their mind: no traceback, nothing taken
+            print(file=sys.stderr)
+            return 130
     if not payload.strip():
         print(catalogue("cli_scan_empty"), file=sys.stderr)
         return 1
