@@ -19,7 +19,15 @@ from aiohttp import web
 from bot.app import create_app, refuse_unsafe_production
 from bot.chat.menu import alipay_menu, wechat_menu
 from bot.core.catalogue import MESSAGES, build_catalogue
-from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_APPID, ConfigError, Settings, load_settings, local_url
+from bot.core.config import (
+    DEV_ALIPAY_APPID,
+    DEV_WECHAT_APPID,
+    WILDCARD_HOSTS,
+    ConfigError,
+    Settings,
+    load_settings,
+    local_url,
+)
 from bot.core.db import create_engine, migrate, sessionmaker
 from bot.core.keys import KeyringError, ensure_keyring, generate_dev_keys
 from bot.core.logs import configure_logging
@@ -133,6 +141,7 @@ def _serve(settings: Settings, sockets: list[socket.socket]) -> int:
     app = build_serving_app(settings)
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
     base = local_url(settings.host, settings.port)
+    everywhere = "  (listening on every interface)" if settings.host in WILDCARD_HOSTS else ""
     alipay = f"{base}/alipay" if settings.alipay_enabled else "off (VAXBOT_ALIPAY_APPID is empty)"
     lines = (
         [f"vaxbot is running: open {base}/sandbox to chat as a WeChat or Alipay user"]
@@ -140,7 +149,7 @@ def _serve(settings: Settings, sockets: list[socket.socket]) -> int:
         else []
     )
     lines += [
-        f"vaxbot is running at {base}",
+        f"vaxbot is running at {base}{everywhere}",
         f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
         f"  Alipay gateway:  {alipay}",
         f"  health:          {base}/healthz",
@@ -260,7 +269,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     from bot.dev.chat import run_chat
 
-    url = args.url or f"http://{settings.host}:{settings.port}"
+    url = args.url or local_url(settings.host, settings.port)
     if args.platform == "alipay" and not settings.alipay_enabled:
         print("the Alipay channel is off (VAXBOT_ALIPAY_APPID is empty)", file=sys.stderr)
         return 2

@@ -188,6 +188,7 @@ async def test_serve_on_another_port_and_every_interface_sends_links_that_work(t
         await served.wait_healthy(base)
         assert f"links in chats:  {base}  " in served.stdout()
         assert f"open {base}/sandbox" in served.stdout()
+        assert f"vaxbot is running at {base}  (listening on every interface)" in served.stdout()
         wechat = WeChatClientSim(DEV_WECHAT_TOKEN, DEV_WECHAT_APPID, DEV_WECHAT_AES_KEY)
         user = "o-cli-port-test"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as http:
