@@ -5,17 +5,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
 from bot.app import create_app, refuse_unsafe_production
 from bot.chat.menu import alipay_menu, wechat_menu
-from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_APPID, ConfigError, Settings, load_settings
+from bot.core.catalogue import MESSAGES, build_catalogue
+from bot.core.config import (
+    DEV_ALIPAY_APPID,
+    DEV_WECHAT_APPID,
+    WILDCARD_HOSTS,
+    ConfigError,
+    Settings,
+    load_settings,
+    local_url,
+)
 from bot.core.db import create_engine, migrate, sessionmaker
 from bot.core.keys import KeyringError, ensure_keyring, generate_dev_keys
 from bot.core.logs import configure_logging
@@ -32,7 +44,7 @@ def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
     """In development with the dev app ids, outbound calls go to the built-in fakes, not the internet."""
     if settings.production:
         return settings
-    base = f"http://{settings.host}:{settings.port}"
+    base = local_url(settings.host, settings.port)
     if "VAXBOT_WECHAT_API_BASE" not in environ and settings.wechat_appid == DEV_WECHAT_APPID:
         settings = dataclasses.replace(settings, wechat_api_base=base + DEV_API_PREFIX)
     if "VAXBOT_ALIPAY_GATEWAY" not in environ and settings.alipay_appid == DEV_ALIPAY_APPID:
@@ -77,14 +89,59 @@ async def prepare(settings: Settings) -> None:
         await engine.dispose()
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bind ``host:port`` now (every address the host resolves to), as aiohttp would; raises ``OSError``."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # As asyncio does: an IPv6 socket takes IPv6 only, so "localhost" can bind ::1 and 127.0.0.1.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            # Listen at once so the port is ours alone; connections wait in the backlog until we serve.
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def _cannot_listen(settings: Settings, exc: OSError) -> str:
+    """One line, Chinese then English, saying why the server could not take its address."""
+    address = f"{settings.host or '*'}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return MESSAGES["cli_port_in_use"].format(port=settings.port, address=address)
+    return MESSAGES["cli_cannot_listen"].format(address=address, reason=exc.strerror or exc)
+
+
+def cmd_serve(_args: argparse.Namespace, settings: Settings) -> int:
     """Run the webhook server (and, by default, the outbox worker)."""
-    settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     settings = _dev_api_base(settings, dict(os.environ))
+    try:
+        # Before anything else, so a taken port is the first and only thing the operator reads.
+        sockets = listening_sockets(settings.host, settings.port)
+    except OSError as exc:
+        print(_cannot_listen(settings, exc), file=sys.stderr)
+        return 1
+    try:
+        return _serve(settings, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _serve(settings: Settings, sockets: list[socket.socket]) -> int:
     asyncio.run(prepare(settings))
     app = build_serving_app(settings)
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
-    base = f"http://{settings.host}:{settings.port}"
+    base = local_url(settings.host, settings.port)
+    everywhere = "  (listening on every interface)" if settings.host in WILDCARD_HOSTS else ""
     alipay = f"{base}/alipay" if settings.alipay_enabled else "off (VAXBOT_ALIPAY_APPID is empty)"
     lines = (
         [f"vaxbot is running: open {base}/sandbox to chat as a WeChat or Alipay user"]
@@ -92,11 +149,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         else []
     )
     lines += [
-        f"vaxbot is running at {base}",
+        f"vaxbot is running at {base}{everywhere}",
         f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
         f"  Alipay gateway:  {alipay}",
         f"  health:          {base}/healthz",
         f"  metrics:         {base}/metrics",
+        f"  links in chats:  {settings.public_url}  (VAXBOT_PUBLIC_URL)",
         f"  database:        {settings.database_url.split('@')[-1]}",
         f"  environment:     {settings.env}",
     ]
@@ -107,7 +165,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "                   .venv/bin/vaxbot chat --platform alipay   (as an Alipay user: RSA2-signed)",
         ]
     print("\n".join(lines), flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, access_log=None)
+    web.run_app(app, sock=sockets, shutdown_timeout=10, print=None, access_log=None)
     return 0
 
 
@@ -211,7 +269,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     from bot.dev.chat import run_chat
 
-    url = args.url or f"http://{settings.host}:{settings.port}"
+    url = args.url or local_url(settings.host, settings.port)
     if args.platform == "alipay" and not settings.alipay_enabled:
         print("the Alipay channel is off (VAXBOT_ALIPAY_APPID is empty)", file=sys.stderr)
         return 2
@@ -251,16 +309,28 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     """Scan a shown code at a clinic desk (取号): the text a scanner read, as an argument or on stdin."""
     from sqlalchemy import select
+    from sqlalchemy.exc import DBAPIError
 
-    from bot.core.catalogue import build_catalogue
     from bot.core.keys import load_keyring
     from bot.desk.queue import Ticket, take_number
     from bot.showcode.codes import CodeRejected
     from models import Clinic, utcnow
 
-    payload = args.code if args.code is not None else sys.stdin.readline()
     catalogue = build_catalogue(settings)
     vault = Vault(load_keyring(settings.keys_dir))
+    if args.code is not None:
+        payload = args.code
+    else:
+        if sys.stdin.isatty():
+            print(catalogue("cli_scan_prompt"), end="", flush=True)
+        try:
+            payload = sys.stdin.readline()
+        except KeyboardInterrupt:  # the nurse changed their mind: no traceback, nothing taken
+            print(file=sys.stderr)
+            return 130
+    if not payload.strip():
+        print(catalogue("cli_scan_empty"), file=sys.stderr)
+        return 1
 
     async def main() -> Ticket | str:
         engine = create_engine(settings)
@@ -268,7 +338,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
             async with sessionmaker(engine)() as session, session.begin():
                 clinic = (await session.scalars(select(Clinic).where(Clinic.code == args.clinic))).first()
                 if clinic is None:
-                    return f"no clinic with code {args.clinic}"
+                    return catalogue("cli_clinic_unknown", clinic=args.clinic)
                 try:
                     return await take_number(
                         session, vault, catalogue, clinic=clinic, payload=payload, staff=args.staff, now=utcnow()
@@ -278,9 +348,13 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await engine.dispose()
 
-    result = asyncio.run(main())
+    try:
+        result = asyncio.run(main())
+    except DBAPIError as exc:
+        print(catalogue("cli_database_error", problem=type(exc.orig).__name__), file=sys.stderr)
+        return 1
     if isinstance(result, str):
-        print(result)
+        print(result, file=sys.stderr)
         return 1
     values = {
         "number": result.queue_number,
@@ -406,13 +480,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vaxbot`` command."""
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(**_listen_overrides(args))
         configure_logging(settings.log_level, settings.log_format)
         result: int = args.func(args, settings)
         return result
     except (ConfigError, KeyringError) as exc:
-        print(f"vaxbot: {exc}", file=sys.stderr)
+        print(MESSAGES["cli_config_error"].format(problem=exc), file=sys.stderr)
         return 2
+
+
+def _listen_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``serve --host/--port`` win over ``VAXBOT_HOST``/``VAXBOT_PORT``, and the public URL follows them."""
+    return {name: getattr(args, name) for name in ("host", "port") if getattr(args, name, None) is not None}
 
 
 if __name__ == "__main__":

@@ -159,3 +159,45 @@ def test_unreadable_alipay_key_is_explained(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="private key"):
         create_app(settings)
+
+
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (a setting under test, nothing binds it here)
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "expected"),
+    [
+        ({}, {}, "http://127.0.0.1:8080"),
+        ({"VAXBOT_PORT": "9001"}, {}, "http://127.0.0.1:9001"),
+        ({"VAXBOT_PORT": "9001"}, {"port": 9002}, "http://127.0.0.1:9002"),  # serve --port wins
+        ({"VAXBOT_HOST": EVERY_INTERFACE, "VAXBOT_PORT": "9003"}, {}, "http://127.0.0.1:9003"),  # every interface
+        ({}, {"host": "::", "port": 9004}, "http://[::1]:9004"),
+        ({"VAXBOT_HOST": "::1"}, {}, "http://[::1]:8080"),
+        ({"VAXBOT_HOST": "localhost"}, {}, "http://localhost:8080"),
+        ({"VAXBOT_HOST": EVERY_INTERFACE, "VAXBOT_PUBLIC_URL": ""}, {}, "http://127.0.0.1:8080"),  # empty means unset
+        ({"VAXBOT_PORT": "9005", "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org"}, {}, "https://vaxbot.example.org"),
+        ({"VAXBOT_PUBLIC_URL": "http://192.168.1.20:8080"}, {"port": 9006}, "http://192.168.1.20:8080"),
+    ],
+)
+def test_the_public_url_follows_host_and_port_unless_set(
+    environ: dict[str, str], overrides: dict[str, object], expected: str, tmp_path: Path
+) -> None:
+    settings = load_settings(environ=environ, env_file=tmp_path / "none", **overrides)
+    assert settings.public_url == expected
+
+
+def test_a_public_url_in_the_env_file_is_explicit_too(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("VAXBOT_PUBLIC_URL=https://vaxbot.example.org\n")
+    assert load_settings(environ={"VAXBOT_PORT": "9100"}, env_file=env_file).public_url == "https://vaxbot.example.org"
+
+
+def test_production_still_needs_an_explicit_https_public_url(tmp_path: Path) -> None:
+    derived = load_settings(environ={"VAXBOT_ENV": "production", "VAXBOT_PORT": "443"}, env_file=tmp_path / "none")
+    assert derived.public_url == "http://127.0.0.1:443"
+    assert any(problem.startswith("VAXBOT_PUBLIC_URL must be https") for problem in derived.production_problems(False))
+    explicit = load_settings(
+        environ={"VAXBOT_ENV": "production", "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org"},
+        env_file=tmp_path / "none",
+    )
+    assert not any("VAXBOT_PUBLIC_URL" in problem for problem in explicit.production_problems(False))

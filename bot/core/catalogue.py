@@ -384,6 +384,23 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_code_unknown": "查不到这个接种码，请出示人点「亮码接种」重新取码。",
     "desk_code_used": "这个接种码已经用过了，请出示人点「亮码接种」重新取码。",
     "desk_code_no_access": "出示人已无权使用这本接种证（授权可能已被取消），请核实后由申领人亮码。",
+    # --- the command line (a nurse at the desk reads Chinese; operator lines add English) ----
+    "cli_port_in_use": (
+        "vaxbot：端口 {port} 已被占用，服务没有启动。请先关掉占用它的程序，或用 --port（或 VAXBOT_PORT）换一个端口。"
+        " / vaxbot: port {port} is already in use ({address}); nothing was started."
+    ),
+    "cli_cannot_listen": (
+        "vaxbot：无法在 {address} 上监听，服务没有启动，请检查 --host 和 --port。"
+        " / vaxbot: cannot listen on {address}: {reason}; nothing was started."
+    ),
+    "cli_config_error": "vaxbot: {problem}（配置有误，没有运行：请按这行说明修改设置后重试）",
+    "cli_database_error": (
+        "vaxbot：连接不上数据库或数据库还没有准备好，这次没有取号。请联系系统管理员。"
+        " / vaxbot: database error ({problem}); run `vaxbot init` or check VAXBOT_DATABASE_URL."
+    ),
+    "cli_scan_prompt": "请扫描接种码（或粘贴扫码得到的文字），然后按回车：",
+    "cli_scan_empty": "没有读到接种码，请重新扫描出示人的接种码。",
+    "cli_clinic_unknown": "找不到门诊代码为 {clinic} 的接种门诊，请核对 --clinic 后重试（这次没有取号）。",
     # --- words on Alipay's message cards ---------------------------------------------------
     "card_action_details": "查看详情",
     "card_action_image": "查看大图",

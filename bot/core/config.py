@@ -27,6 +27,16 @@ DEV_REMINDER_TEMPLATE = "dev-dose-reminder"
 
 # Marks a field whose value never appears in ``repr``/``str`` (logs and tracebacks print settings).
 SECRET: Final[dict[str, bool]] = {"secret": True}
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (names of "every interface", not a bind)
+
+
+def local_url(host: str, port: int) -> str:
+    """The http address of a server listening on ``host:port``, as a browser on this machine reaches it."""
+    if host in WILDCARD_HOSTS:
+        host = "::1" if host == "::" else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}"
 
 
 class ConfigError(Exception):
@@ -40,7 +50,8 @@ class Settings:
     env: str = "development"
     # Hidden in repr: a PostgreSQL URL carries its password.
     database_url: str = dataclasses.field(default="sqlite+aiosqlite:///var/vaxbot.db", metadata=SECRET)
-    public_url: str = "http://127.0.0.1:8080"
+    # Where users' browsers reach us (links in messages). Empty: follows host and port (see local_url).
+    public_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     keys_dir: Path = Path("keys")
@@ -123,6 +134,11 @@ class Settings:
         )
         return f"Settings({', '.join(shown)})"
 
+    def __post_init__(self) -> None:
+        if not self.public_url:
+            # A frozen dataclass: filling in a derived default is the one write it allows itself.
+            object.__setattr__(self, "public_url", local_url(self.host, self.port))
+
     @property
     def production(self) -> bool:
         """True when running for real users."""
@@ -184,7 +200,7 @@ class Settings:
         if self.alipay_enabled and self.alipay_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
             problems.append("VAXBOT_ALIPAY_REMINDER_TEMPLATE is not set (the development template id)")
         if not self.public_url.startswith("https://"):
-            problems.append("VAXBOT_PUBLIC_URL must be https in production")
+            problems.append("VAXBOT_PUBLIC_URL must be https in production (the address users' browsers reach)")
         if not self.face_provider_wechat:
             problems.append("VAXBOT_FACE_PROVIDER_WECHAT is not set (tencent or wechat_mini)")
         if self.alipay_enabled and not self.face_provider_alipay:
