@@ -20,11 +20,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.chinatime import china_today
-from bot.core.db import alembic_config, migrate, sessionmaker
+from bot.core.db import alembic_config, is_sqlite, sessionmaker
 from bot.core.pii import Vault
 from bot.core.validators import id_check_char
 from bot.registry.importer import apply_due_batches, parse_registry, stage_registry
@@ -262,10 +262,18 @@ async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = 
     level and other tables refer to it, so no DELETE may clear it; the migrations' downgrade drops its
     guard with the tables, and the upgrade builds everything as on a fresh install.
     """
+
+    def rebuild(sync: Connection) -> None:
+        command.downgrade(alembic_config(sync), "base")
+        command.upgrade(alembic_config(sync), "head")
+
+    # One connection for both halves: on SQLite, whose pool holds one connection, no request and no
+    # outbox pass runs between them and finds the tables gone.
     async with engine.connect() as connection:
-        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "base"))
+        await connection.run_sync(rebuild)
         await connection.commit()
-    # Pooled connections may hold statements prepared against the dropped tables (asyncpg caches them).
-    await engine.dispose()
-    await migrate(engine)
+    if not is_sqlite(engine):
+        # asyncpg keeps prepared statements per connection, bound to the dropped tables. SQLite needs
+        # nothing: its statements recompile after a schema change.
+        await engine.dispose()
     await seed_demo(sessionmaker(engine), vault, today=today)
