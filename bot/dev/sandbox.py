@@ -238,10 +238,17 @@ class Sandbox:
         """Who one can be, the menu, the platforms, the page's texts and the reset token."""
         catalogue = request.config_dict[SERVICES].catalogue
         menu = [
-            {"name": group, "items": [{"label": label, "key": key.value} for label, key in items]}
+            {
+                "name": group,
+                "items": [
+                    {"label": label, "key": key.value, "shown": _shown(catalogue, "click", key.value)}
+                    for label, key in items
+                ],
+            }
             for group, items in MENU
         ]
-        texts = {name: catalogue(f"sandbox_{name}") for name in ("reset_confirm", "reset_failed")}
+        names = ("reset_confirm", "reset_failed", "me_follow", "me_enter")
+        texts = {name: catalogue(f"sandbox_{name}") for name in names}
         return web.json_response(
             {
                 "users": demo_users(),
