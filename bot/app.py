@@ -21,6 +21,7 @@ from bot.core.metrics import Metrics
 from bot.core.pages import simple_page
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler, prune
+from bot.dev.sandbox import MOUNT as SANDBOX_MOUNT
 from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
 from bot.identity.face.dev import DevFace
 from bot.identity.face.providers import build_face_providers, by_provider_name, needs_dev_face
@@ -128,9 +129,19 @@ def create_app(settings: Settings, *, router: Router | None = None, migrate_on_s
 
 
 async def home(request: web.Request) -> web.Response:
-    """The service's front page (where Alipay's message cards lead): where to find the assistant."""
+    """The service's front page (where Alipay's message cards lead); in development, the way to the sandbox."""
     catalogue = request.app[SERVICES].catalogue
-    return simple_page(catalogue("page_home_title"), catalogue("page_home"))
+    link = (catalogue("page_home_sandbox"), SANDBOX_MOUNT) if _sandbox_mounted(request.app) else None
+    return simple_page(catalogue("page_home_title"), catalogue("page_home"), link=link)
+
+
+def _sandbox_mounted(app: web.Application) -> bool:
+    # The sandbox is mounted beside the service only in development (bot.cli), so its presence, not
+    # the environment's name, decides: a link must never lead to a page that is not there.
+    return any(
+        isinstance(resource, web.PrefixedSubAppResource) and resource.canonical == SANDBOX_MOUNT
+        for resource in app.router.resources()
+    )
 
 
 async def _http_clients(app: web.Application) -> AsyncIterator[None]:

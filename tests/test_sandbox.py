@@ -1,5 +1,6 @@
 """The browser sandbox in real headless Chromium: verify, claim, show code and authorise on WeChat; the
-grandparent's view on Alipay, and a dose reminder.
+grandparent's view on Alipay, and a dose reminder as a card; a reload keeps each conversation, and
+「重置演示」 empties them and puts the demo world back.
 
 Everything goes through the page as a person would use it; the page's server side signs (and on WeChat
 encrypts) each message and posts it to the real webhooks. The QR codes are read from screenshots with a
@@ -98,6 +99,16 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
                 await page.locator(".group > button", has_text=group).click()
                 await page.locator(".items button", has_text=item).click()
 
+            async def transcript() -> list[str]:
+                """The bubbles on screen (images by their address), once the pending one has settled."""
+                await page.wait_for_function("() => !document.querySelector('#log .pending')")
+                return [
+                    text or str(src)
+                    for text, src in await log.locator(":scope > *").evaluate_all(
+                        "nodes => nodes.map(n => [n.innerText, n.querySelector('img')?.getAttribute('src')])"
+                    )
+                ]
+
             async def say(text: str) -> None:
                 await page.fill("#text", text)
                 await page.press("#text", "Enter")
@@ -164,6 +175,7 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
             await say("确认授权")
             await log.get_by_text("已授权 1/10 人").last.wait_for()
             await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-wechat.png"))
+            wechat_transcript = await transcript()
 
             # Alipay, as the grandmother: the same journeys through the other platform's protocol.
             await page.select_option("#platform", "alipay")
@@ -181,10 +193,71 @@ async def test_parent_on_wechat_grandparent_on_alipay(make_settings: Any, backen
             assert _read(await grandma_image.screenshot()).startswith("VX1:")
             # Fast-forward to the reminder hour: the grandchild's late doses reach the grandmother here too.
             await page.click("#remind")
-            await log.locator(".template", has_text="林*满").last.wait_for(timeout=15000)
+            card = log.locator(".template", has_text="林*满").last
+            await card.wait_for(timeout=15000)
             await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-alipay.png"))
+            await card.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-reminder-card.png"))
             said = "\n".join(await log.locator(".msg:not(.me)").all_inner_texts())
             assert GRANDMA.id_number not in said and GRANDMA.name not in said and "林*满" in said
+            # The reminder is a card: a title, the opening line, labelled rows, the remark and the link.
+            assert await card.locator(".tpl-title").inner_text() == "接种提醒"
+            assert "林*满" in await card.locator(".tpl-first").inner_text()
+            assert await card.locator(".tpl-row dt").all_inner_texts() == ["接种对象", "待种疫苗", "接种时间"]
+            values = await card.locator(".tpl-row dd").all_inner_texts()
+            assert values[0] == "林*满" and "剂" in values[1] and values[2], values
+            assert "门诊" in await card.locator(".tpl-remark").inner_text()
+            assert await card.locator("a.tpl-link").get_attribute("href") == f"{base}/"
+            assert " / " not in await card.inner_text()
+
+            # A reload shows the same conversation, for each platform and person.
+            alipay_transcript = await transcript()
+            await page.reload()
+            await log.locator(".template").last.wait_for()
+            assert await page.input_value("#platform") == "alipay" and await page.input_value("#user") == "grandma"
+            assert await transcript() == alipay_transcript
+            await page.select_option("#platform", "wechat")
+            await page.select_option("#user", "parent")
+            await log.locator(".template").last.wait_for()
+            # What came while the mother was away is there too: the same reminder reached her on WeChat.
+            wechat_now = await transcript()
+            assert wechat_now[: len(wechat_transcript)] == wechat_transcript
+            assert len(wechat_now) == len(wechat_transcript) + 1 and wechat_now[-1].startswith("接种提醒\n")
+            await page.reload()
+            await log.locator(".template").last.wait_for()
+            assert await page.input_value("#platform") == "wechat" and await page.input_value("#user") == "parent"
+            assert await transcript() == wechat_now
+
+            # 「重置演示」: dismissing the question changes nothing; confirming empties every conversation.
+            page.once("dialog", lambda dialog: dialog.dismiss())
+            await page.click("#reset")
+            assert await transcript() == wechat_now
+            questions: list[str] = []
+
+            async def accept(dialog: Any) -> None:
+                questions.append(dialog.message)
+                await dialog.accept()
+
+            page.once("dialog", accept)
+            await page.click("#reset")
+            await page.get_by_role("status").get_by_text("演示已重置").wait_for(timeout=15000)
+            assert questions and "重置演示" in questions[0]
+            assert await log.locator(":scope > *").count() == 0
+            await page.screenshot(path=str(ARTIFACTS / f"sandbox-{backend}-reset.png"))
+            await page.reload()
+            await page.wait_for_function("() => document.querySelector('#hint').textContent !== ''")
+            assert await transcript() == []
+            await page.select_option("#platform", "alipay")
+            await page.select_option("#user", "grandma")
+            assert await transcript() == []
+            # …and the demo world is back: the mother's child, claimed above, is claimable again.
+            await page.select_option("#platform", "wechat")
+            await page.select_option("#user", "parent")
+            await page.click("#follow")
+            await log.get_by_text("欢迎关注").first.wait_for(timeout=15000)
+            await verify(PARENT.name, PARENT.id_number)
+            await menu("我的接种证", "申领接种证")
+            await log.get_by_text("您可以申领的电子预防接种证").last.wait_for()
+            assert re.search(r"\d+\. 林\*满", "\n".join(await log.locator(".msg:not(.me)").all_inner_texts()))
             await browser.close()
     finally:
         await server.close()

@@ -405,6 +405,26 @@ MESSAGES: Final[dict[str, str]] = {
     "card_action_details": "查看详情",
     "card_action_image": "查看大图",
     "card_image_title": "请查看图片",
+    # --- the development front page and sandbox (development only) ----------------------------
+    "page_home_sandbox": "开发环境：打开体验沙盒，在浏览器里扮演微信或支付宝用户，和助手对话",
+    "sandbox_me_follow": "［关注］",
+    "sandbox_me_unfollow": "［取消关注］",
+    "sandbox_me_enter": "［进入生活号］",
+    "sandbox_me_menu": "［菜单］{label}",
+    "sandbox_send_failed": "发送失败：{error}",
+    "sandbox_reminders_sent": "已快进到提醒时间：发出 {count} 条提醒",
+    "sandbox_reset_confirm": (
+        "重置演示会清空开发数据库里的全部数据（认证、申领、授权、对话、待发消息和审计记录），"
+        "重新载入演示数据，并清空所有聊天记录。确定重置吗？"
+    ),
+    "sandbox_reset_done": "演示已重置：数据回到初始状态，聊天记录已清空，可以从头开始了。",
+    "sandbox_reset_failed": "重置没有成功，请查看服务日志后再试。",
+    "sandbox_template_reminder": "接种提醒",
+    "sandbox_template_other": "模板消息",
+    "sandbox_template_keyword1": "接种对象",
+    "sandbox_template_keyword2": "待种疫苗",
+    "sandbox_template_keyword3": "接种时间",
+    "sandbox_template_link": "详情",
 }
 
 

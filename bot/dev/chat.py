@@ -11,24 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import aiohttp
 
 from bot.chat.menu import MENU
+from bot.core.catalogue import build_catalogue
 from bot.core.config import Settings
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.wechat import WeChatClientSim
 from bot.dev.sandbox import MOUNT as SANDBOX_MOUNT
+from bot.dev.sandbox import alipay_view, wechat_view
 from bot.platforms.alipay import sign as alipay_sign
 
 HELP = "输入文字直接发送。命令：/follow 关注  /unfollow 取消关注  /click KEY 点菜单  /menu 菜单项  /quit 退出"
 ALIPAY_HELP = HELP.replace("/menu 菜单项", "/enter 进入生活号  /menu 菜单项")
 
 
-def describe(body: dict[str, Any], base_url: str = "") -> str:
-    """A one-line rendering of a message WeChat would show (links and images with an address to open)."""
+def template_lines(card: Mapping[str, Any]) -> str:
+    """A template card (see :func:`bot.dev.sandbox.template_card`) as readable lines: title, rows, link."""
+    lines = [f"[模板消息] {card['title']}"]
+    if card.get("first"):
+        lines.append(f"    {card['first']}")
+    lines += [f"    {row['label']}：{row['value']}" for row in card.get("rows", [])]
+    if card.get("remark"):
+        lines.append(f"    {card['remark']}")
+    if card.get("url"):
+        lines.append(f"    {card['action']}：{card['url']}")
+    return "\n".join(lines)
+
+
+def describe(body: dict[str, Any], base_url: str = "", settings: Settings | None = None) -> str:
+    """A rendering of a message WeChat would show (links and images with an address to open, template cards)."""
     kind = body.get("MsgType") or body.get("msgtype")
     if kind == "text":
         content = body.get("Content") or body.get("text", {}).get("content", "")
@@ -45,21 +60,21 @@ def describe(body: dict[str, Any], base_url: str = "") -> str:
             title, url = item.get("Title", ""), item.get("Url", "")
         return f"[链接] {title} {url}"
     if "template_id" in body:
-        return "[模板消息] " + " / ".join(str(v.get("value", "")) for v in body.get("data", {}).values())
+        settings = settings or Settings()
+        return template_lines(wechat_view(body, build_catalogue(settings), settings))
     return f"[{kind}]"
 
 
-def describe_alipay(method: str, biz: dict[str, Any]) -> str:
-    """A one-line rendering of a message Alipay would show."""
+def describe_alipay(method: str, biz: dict[str, Any], settings: Settings | None = None) -> str:
+    """A rendering of a message Alipay would show (template messages as cards of lines)."""
     if method.endswith("custom.send"):
         if biz.get("msg_type") == "text":
             return str(biz.get("text", {}).get("content", ""))
         article = (biz.get("articles") or [{}])[0]
         return f"[图文] {article.get('title') or article.get('desc') or ''} {article.get('url') or ''}".rstrip()
     if method.endswith("single.send"):
-        context = biz.get("template", {}).get("context", {})
-        values = [str(value.get("value", "")) for value in context.values() if isinstance(value, dict)]
-        return "[模板消息] " + " / ".join(values)
+        settings = settings or Settings()
+        return template_lines(alipay_view(method, biz, build_catalogue(settings), settings))
     if method.endswith("templatemessage.send"):
         return "[小程序订阅消息] " + str(biz.get("data", ""))
     return f"[{method}]"
@@ -75,6 +90,7 @@ class ChatSession:
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.mode = mode
+        self.settings = settings
         self.sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
         self.inbox_position = 0
 
@@ -107,7 +123,7 @@ class ChatSession:
         answers = []
         reply = self.sim.open_reply(body)
         if reply is not None:
-            answers.append(describe(reply, self.base_url))
+            answers.append(describe(reply, self.base_url, self.settings))
         # Pushed messages arrive through the outbox: wait for them a little (longer after an acknowledgement).
         waited, limit = 0.0, 0.6 if reply is not None else 7.0
         while waited < limit:
@@ -115,7 +131,7 @@ class ChatSession:
             waited += 0.2
             inbox = await self._inbox()
             self.inbox_position = inbox["next"]
-            pushed = [describe(item["body"], self.base_url) for item in inbox["items"]]
+            pushed = [describe(item["body"], self.base_url, self.settings) for item in inbox["items"]]
             answers.extend(pushed)
             if pushed and reply is None:
                 break
@@ -132,6 +148,7 @@ class AlipayChatSession:
         self.base_url = base_url.rstrip("/")
         self.user = user
         self._interaction = ""
+        self.settings = settings
         self.sim = AlipayClientSim(
             settings.alipay_appid,
             alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
@@ -189,7 +206,7 @@ class AlipayChatSession:
             waited += 0.2
             inbox = await self._inbox()
             self.inbox_position = inbox["next"]
-            pushed = [describe_alipay(item["method"], item["biz"]) for item in inbox["items"]]
+            pushed = [describe_alipay(item["method"], item["biz"], self.settings) for item in inbox["items"]]
             answers.extend(pushed)
             if answers and not pushed:
                 break  # the answers came and nothing more followed

@@ -19,10 +19,12 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from alembic import command
+from sqlalchemy import Connection, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.chinatime import china_today
+from bot.core.db import alembic_config, is_sqlite, sessionmaker
 from bot.core.pii import Vault
 from bot.core.validators import id_check_char
 from bot.registry.apply import apply_due_batches
@@ -253,3 +255,27 @@ async def seed_demo(sessions: async_sessionmaker[AsyncSession], vault: Vault, *,
     await stage_registry(sessions, vault, parsed, source=DEMO_SOURCE, effective_from=today)
     await apply_due_batches(sessions, vault, today)
     return True
+
+
+async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = None) -> None:
+    """Development only: empty the database by rebuilding its schema, then load the demo world again.
+
+    Why through the migrations rather than row deletes: the audit log is append-only at the database
+    level and other tables refer to it, so no DELETE may clear it; the migrations' downgrade drops its
+    guard with the tables, and the upgrade builds everything as on a fresh install.
+    """
+
+    def rebuild(sync: Connection) -> None:
+        command.downgrade(alembic_config(sync), "base")
+        command.upgrade(alembic_config(sync), "head")
+
+    # One connection for both halves: on SQLite, whose pool holds one connection, no request and no
+    # outbox pass runs between them and finds the tables gone.
+    async with engine.connect() as connection:
+        await connection.run_sync(rebuild)
+        await connection.commit()
+    if not is_sqlite(engine):
+        # asyncpg keeps prepared statements per connection, bound to the dropped tables. SQLite needs
+        # nothing: its statements recompile after a schema change.
+        await engine.dispose()
+    await seed_demo(sessionmaker(engine), vault, today=today)
