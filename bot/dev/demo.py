@@ -24,7 +24,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.chinatime import china_today
-from bot.core.db import alembic_config, is_sqlite, sessionmaker
+from bot.core.db import alembic_config, sessionmaker
 from bot.core.pii import Vault
 from bot.core.validators import id_check_char
 from bot.registry.apply import apply_due_batches
@@ -274,7 +274,7 @@ async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = 
     async with engine.connect() as connection:
         await connection.run_sync(rebuild)
         await connection.commit()
-    if not is_sqlite(engine):
+    if engine.dialect.name != "sqlite":
         # asyncpg keeps prepared statements per connection, bound to the dropped tables. SQLite needs
         # nothing: its statements recompile after a schema change.
         await engine.dispose()
