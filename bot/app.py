@@ -20,7 +20,7 @@ from bot.core.keys import Keyring, load_keyring
 from bot.core.metrics import Metrics
 from bot.core.pages import simple_page
 from bot.core.pii import Vault
-from bot.core.scheduler import Scheduler, prune
+from bot.core.scheduler import Scheduler, register_housekeeping
 from bot.dev.sandbox import MOUNT as SANDBOX_MOUNT
 from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
 from bot.identity.face.dev import DevFace
@@ -34,8 +34,8 @@ from bot.platforms.alipay.sender import AlipaySender
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
 from bot.platforms.wechat.sender import WeChatSender
-from bot.registry.apply import apply_due_batches
-from bot.reminders.doses import plan_reminders, send_due_reminders
+from bot.registry.apply import register_jobs as registry_jobs
+from bot.reminders.doses import register_jobs as reminder_jobs
 from bot.showcode.page import CodePageRoutes
 from bot.web import webhooks
 from bot.web.appkeys import (
@@ -59,7 +59,6 @@ from bot.web.appkeys import (
     WORKER,
 )
 from handlers import build_router
-from models import utcnow
 
 log = logging.getLogger("vaxbot.app")
 
@@ -218,26 +217,15 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     sessions = app[SESSIONS]
     services = app[SERVICES]
     scheduler = Scheduler()
-    scheduler.every(
-        "housekeeping",
-        timedelta(hours=1),
-        lambda: prune(
-            sessions,
-            timedelta(days=settings.processed_key_ttl_days),
-            timedelta(days=settings.delivered_outbox_ttl_days),
-        ),
-        first_in=60,
+    # Each feature registers its own jobs.
+    register_housekeeping(
+        scheduler,
+        sessions,
+        timedelta(days=settings.processed_key_ttl_days),
+        timedelta(days=settings.delivered_outbox_ttl_days),
     )
-    # Batches become visible shortly after midnight China time (and at start-up, for any that came due).
-    scheduler.every("registry", timedelta(minutes=10), lambda: apply_due_batches(sessions, services.vault))
-    scheduler.every(
-        "reminders-plan", timedelta(hours=1), lambda: plan_reminders(sessions, services.vault, settings, utcnow())
-    )
-    scheduler.every(
-        "reminders-send",
-        timedelta(minutes=5),
-        lambda: send_due_reminders(sessions, services.vault, services.catalogue, settings, utcnow()),
-    )
+    registry_jobs(scheduler, sessions, services.vault)
+    reminder_jobs(scheduler, sessions, services.vault, services.catalogue, settings)
     app[SCHEDULER] = scheduler
     task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield

@@ -91,3 +91,12 @@ async def prune(sessions: async_sessionmaker[AsyncSession], processed_ttl: timed
     if removed:
         log.info("housekeeping removed rows", extra={"rows": removed})
     return removed
+
+
+def register_housekeeping(
+    scheduler: Scheduler, sessions: async_sessionmaker[AsyncSession], processed_ttl: timedelta, delivered_ttl: timedelta
+) -> None:
+    """Housekeeping every hour (first a minute after start-up): :func:`prune` what has served its time."""
+    scheduler.every(
+        "housekeeping", timedelta(hours=1), lambda: prune(sessions, processed_ttl, delivered_ttl), first_in=60
+    )

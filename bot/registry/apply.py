@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.core.audit import record_access
 from bot.core.chinatime import china_today
 from bot.core.pii import Vault
+from bot.core.scheduler import Scheduler
 from bot.registry.records import SEALED_FIELD, ClinicRecord, FileRecord, chunks
 from models import (
     Clinic,
@@ -336,3 +337,11 @@ async def _apply_doses(
             changed = True
             await session.delete(dose)  # removed keys never collide with the doses added above
     return changed
+
+
+def register_jobs(scheduler: Scheduler, sessions: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+    """The registry's job: apply staged batches that came due, every 10 minutes.
+
+    Batches become visible shortly after midnight China time (and at start-up, for any that came due).
+    """
+    scheduler.every("registry", timedelta(minutes=10), lambda: apply_due_batches(sessions, vault))

@@ -26,6 +26,7 @@ from bot.core.chinatime import CHINA, china_date
 from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
+from bot.core.scheduler import Scheduler
 from bot.core.update import TemplateMessage, TemplateValue
 from bot.identity.accounts import following_accounts_of
 from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
@@ -40,6 +41,7 @@ from models import (
     ReminderKind,
     ReminderStatus,
     Vaccinee,
+    utcnow,
 )
 
 log = logging.getLogger("vaxbot.reminders")
@@ -296,3 +298,19 @@ async def _send_for_child(
 async def _set_status(session: AsyncSession, reminders: list[Reminder], status: ReminderStatus) -> None:
     if reminders:
         await session.execute(update(Reminder).where(Reminder.id.in_([r.id for r in reminders])).values(status=status))
+
+
+def register_jobs(
+    scheduler: Scheduler,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    catalogue: Catalogue,
+    settings: Settings,
+) -> None:
+    """The reminders' jobs: plan every hour, send every 5 minutes (sending itself waits for the morning)."""
+    scheduler.every("reminders-plan", timedelta(hours=1), lambda: plan_reminders(sessions, vault, settings, utcnow()))
+    scheduler.every(
+        "reminders-send",
+        timedelta(minutes=5),
+        lambda: send_due_reminders(sessions, vault, catalogue, settings, utcnow()),
+    )
