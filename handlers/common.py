@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.chat.conversation import Context, Route, half_width, list_number, menu, text_in
+from bot.chat.conversation import Context, Route, half_width, list_number, menu, normalise, text_in
 from bot.chat.menu import MenuKey
 from bot.core.update import Text, Update, UpdateKind
 from bot.core.validators import normalize_name
@@ -21,6 +21,15 @@ COMMANDS = menu(*MenuKey) | text_in(*EXIT_WORDS, *HELP_WORDS)
 _NOT_A_NAME = re.compile(
     r"[?？]|吗|呢|怎么|什么|为什么|如何|哪|请问|多少|能不能|可以|我要|我想|帮我|你们|接种|疫苗|授权|申领|认证|预约|记录|"
     r"孩子|宝宝|二维码|亮码|客服|人工|电话|手机"
+)
+# Everyday chat replies that are never a name as written on an ID card (compared whole, as normalised).
+_CHAT_WORDS = frozenset(
+    normalise(word)
+    for word in (
+        *"你好 您好 在吗 好的 好 行 嗯 嗯嗯 哦 噢 是 是的 不是 对 对的 不对 谢谢 谢谢你 多谢 收到 知道了".split(),
+        *"明白 不知道 没有 不用了 算了 再见 hello hi ok okay yes no thanks".split(),
+        "thank you",
+    )
 )
 # Chinese names without a separating dot are short; a longer run of characters is a sentence.
 _LONGEST_PLAIN_NAME = 6
@@ -46,7 +55,7 @@ def lines(ctx: Context, *texts: str) -> None:
 def name_problem(text: str, bad_format: str) -> str | None:
     """None for a plausible name; else the catalogue key saying what is wrong (``bad_format`` for its shape)."""
     value = half_width(text).strip()
-    if _NOT_A_NAME.search(value):
+    if _NOT_A_NAME.search(value) or normalise(value) in _CHAT_WORDS:
         return "name_off_topic"
     name = normalize_name(value)
     if name is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,14 @@ Client = TestClient[web.Request, web.Application]
 PATIENCE_SECONDS = 30.0
 # A stall no test waits out: only a client's own timeout (or the test releasing it) ends the call.
 STALL_SECONDS = 120.0
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (for a child process that must be told its port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def eventually(

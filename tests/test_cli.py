@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -25,17 +23,10 @@ from bot.dev.demo import PARENT
 from bot.dev.fakes.wechat import WeChatClientSim
 from bot.showcode.codes import make_payload
 from models import utcnow
+from tests.helpers import eventually, free_port
 
 STARTUP_TIMEOUT = 60.0
 _real_getaddrinfo = socket.getaddrinfo  # taken at import, before the network guard wraps it
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def cli_env(home: Path, **overrides: str) -> dict[str, str]:
@@ -150,19 +141,18 @@ class Served:
 
     async def wait_healthy(self, base: str) -> None:
         """Poll ``/healthz`` until it answers; fail early when the process dies."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline:
+
+            async def healthy() -> bool:
                 if self.proc.poll() is not None:
                     pytest.fail(f"serve exited with {self.proc.returncode}\n{self.output()}")
                 try:
                     async with http.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            return
+                        return response.status == 200
                 except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.1)
-        pytest.fail(f"serve not healthy after {STARTUP_TIMEOUT} s\n{self.output()}")
+                    return False
+
+            await eventually(healthy, "serve is healthy", within=STARTUP_TIMEOUT, every=0.1, debug=self.output)
 
     def stop(self) -> None:
         """Terminate (then kill) the process and close its files."""

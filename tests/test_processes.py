@@ -32,7 +32,7 @@ from bot.core.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_SEC
 from bot.core.db import create_engine, sessionmaker
 from bot.dev.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
 from models import ConversationState, OutboxMessage, PlatformAccount, ProcessedMessage, utcnow
-from tests.helpers import PATIENCE_SECONDS, Gate, eventually
+from tests.helpers import PATIENCE_SECONDS, Gate, eventually, free_port
 
 STARTUP_TIMEOUT = 30.0
 FAQ_PHONE = "400-101-6588"  # in the answer to "客服电话"
@@ -75,14 +75,6 @@ async def fake_platform(aiohttp_server: AiohttpServer) -> AsyncIterator[FakePlat
 
 
 # --- server processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def clean_environ() -> dict[str, str]:

@@ -102,10 +102,21 @@ def test_every_menu_word_and_leaving_and_help_are_commands() -> None:
 def test_name_and_id_number_checks_refuse_what_is_off_topic() -> None:
     for name in ("林晓雨", "欧阳娜娜", "阿依古丽·买买提", "Anna Lee"):
         assert name_problem(name, "bad") is None, name
-    for text in ("今天天气怎么样", "申领接种证", "我想查孩子的记录", "你们电话多少？", "请问在吗"):
+    for text in (
+        "今天天气怎么样",
+        "申领接种证",
+        "我想查孩子的记录",
+        "你们电话多少？",
+        "请问在吗",
+        "你好",
+        "好的",
+        "谢谢！",
+    ):
         assert name_problem(text, "bad") == "name_off_topic", text
     assert name_problem("周1", "bad") == "bad" and name_problem("周", "bad") == "bad"
     assert name_problem("林林林林林林林林", "bad") == "name_off_topic"  # a sentence, not a name
+    for text in ("知道了", "不知道", "嗯嗯", "hello", "OK。", "Thank you"):  # a chat reply, not a name
+        assert name_problem(text, "bad") == "name_off_topic", text
     assert id_number_problem("今天天气怎么样") == "id_off_topic"
     assert id_number_problem("我不知道") == "id_off_topic"
     assert id_number_problem("１２３") is None and id_number_problem("12345") is None

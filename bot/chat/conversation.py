@@ -148,7 +148,7 @@ class Context:
         return Snapshot(state=self.state, data=self.data, expires_at=self.now + timeout)
 
     def set_timeout(self, timeout: timedelta) -> None:
-        """The flow's own timeout for the state just entered."""
+        """Set by the router after a handler ran: the owning flow's timeout for the step the user is left in."""
         self._timeout = timeout
 
 
