@@ -20,7 +20,7 @@ from bot.dev.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_reminders
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, Certificate, Dose, Grant, Identity, PlatformAccount, Reminder, utcnow
+from models import AuditEntry, Certificate, Dose, DoseDetail, Grant, Identity, PlatformAccount, Reminder, utcnow
 from tests.channels import Alipay, WeChat
 from tests.helpers import Client, drain_outbox
 from tests.world import registry_file, verified
@@ -95,15 +95,7 @@ async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
 
     # HepB 3 is given before the morning: its reminder is dropped, the others still go.
     async with sessions() as session, session.begin():
-        session.add(
-            Dose(
-                vaccinee_id=child,
-                vaccine_code="HepB",
-                dose_number=3,
-                given_on=china_today(),
-                effective_from=china_today(),
-            )
-        )
+        session.add(Dose.sealed(services.vault, child, DoseDetail("HepB", 3, china_today()), china_today()))
     assert (
         await send_due_reminders(
             sessions, services.vault, services.catalogue, services.settings, send_at - timedelta(minutes=1)
@@ -202,7 +194,8 @@ async def test_a_revoked_grantee_and_a_dose_moved_later(app_client: Client, fami
         await session.execute(update(Grant).values(revoked_at=utcnow()))
         # MMR 1 given the day before the morning: the other live vaccines (JE-L 1…) must wait 28 days now.
         given = china_date(morning) - timedelta(days=1)
-        session.add(Dose(vaccinee_id=child, vaccine_code="MMR", dose_number=1, given_on=given, effective_from=given))
+        vault = app_client.app[SERVICES].vault
+        session.add(Dose.sealed(vault, child, DoseDetail("MMR", 1, given), effective_from=given))
     assert await _send(app_client, morning) == 1  # the holder only
     reminders = await _statuses(app_client)
     assert reminders[("MMR", 1)].status == "cancelled"

@@ -63,8 +63,8 @@ def wanted(forecasts: list[Forecast], today: date, days_ahead: int) -> list[Fore
     return [item for item in forecasts if item.earliest <= horizon]
 
 
-async def _forecast(session: AsyncSession, file: FileView, today: date) -> list[Forecast]:
-    doses = await doses_of(session, file.vaccinee_id, today)
+async def _forecast(session: AsyncSession, vault: Vault, file: FileView, today: date) -> list[Forecast]:
+    doses = await doses_of(session, vault, file.vaccinee_id, today)
     given = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
     return forecast_next_doses(file.birth_date, file.sex, given, today)
 
@@ -101,7 +101,7 @@ async def plan_reminders(
                 )
             ).all():
                 file = await open_file(session, vault, vaccinee, "child")
-                for item in wanted(await _forecast(session, file, today), today, settings.reminder_days_ahead):
+                for item in wanted(await _forecast(session, vault, file, today), today, settings.reminder_days_ahead):
                     result = await session.execute(
                         insert(Reminder)
                         .values(
@@ -245,7 +245,7 @@ async def _send_for_child(
     file = await open_file(session, vault, vaccinee, "child")
     # Forecast again: a dose recorded since planning needs no reminder, and one that moved later (a live
     # vaccine given meanwhile) waits until it is near again.
-    current = {(item.vaccine_code, item.dose_number): item for item in await _forecast(session, file, today)}
+    current = {(item.vaccine_code, item.dose_number): item for item in await _forecast(session, vault, file, today)}
     near = {
         (item.vaccine_code, item.dose_number)
         for item in wanted(list(current.values()), today, settings.reminder_days_ahead)
