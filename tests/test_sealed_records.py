@@ -28,7 +28,19 @@ from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.outbox.queue import PASSIVE_KEPT, SCRUBBED, SCRUBBED_MESSAGE, scrub_delivered
 from bot.reminders.doses import plan_reminders
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import Dose, DoseDetail, DoseSource, FileProfile, Guardian, Reminder, Stage, Vaccinee, Visit, utcnow
+from models import (
+    Dose,
+    DoseDetail,
+    DoseSource,
+    FileProfile,
+    Guardian,
+    Reminder,
+    ReminderDetail,
+    Stage,
+    Vaccinee,
+    Visit,
+    utcnow,
+)
 from tests.channels import Alipay, Channel, WeChat, link_in
 from tests.helpers import Client, drain_outbox, outbox_rows
 
@@ -125,8 +137,12 @@ async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
     planned = await plan_reminders(app_client.app[SESSIONS], services.vault, services.settings, utcnow())
     assert planned > 0
     async with app_client.app[SESSIONS]() as session:
-        reminders = {(r.vaccine_code, r.dose_number) for r in (await session.scalars(select(Reminder))).all()}
+        opened = [r.detail(services.vault) for r in (await session.scalars(select(Reminder))).all()]
+    reminders = {(detail.vaccine_code, detail.dose_number) for detail in opened}
     assert ("DTaP", 4) in reminders and ("HepB", 1) not in reminders
+    # Due dates follow from the birth date; the plain send times are today's and tomorrow's.
+    secrets = _secret_dates() | {detail.due_on for detail in opened}
+    secrets -= {china_today(), china_today() + timedelta(days=1)}
 
     # Delivered replies are scrubbed: at once when the worker sent them (Alipay), after the retry window
     # when they were the webhook's own answer (WeChat).
@@ -143,7 +159,7 @@ async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
 
     if database_url.startswith("sqlite"):
         raw = _sqlite_bytes(Path(make_url(database_url).database or ""))
-        assert _found(raw, _secret_dates()) == []
+        assert _found(raw, secrets) == []
         assert CHILD.id_number.encode() not in raw and "林小满".encode() not in raw
     else:
         dumped: list[str] = []
@@ -151,7 +167,7 @@ async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
             for table in ("doses", "vaccinees", "outbox", "reminders", "audit_log"):
                 # Each row as PostgreSQL writes it out (dates in ISO), as a dump of the database would show it.
                 dumped += (await session.scalars(text(f"SELECT CAST(t AS text) FROM {table} AS t"))).all()
-        assert _found("\n".join(dumped).encode(), _secret_dates()) == []
+        assert _found("\n".join(dumped).encode(), secrets) == []
 
 
 # --- migration 0005 -------------------------------------------------------------------------------------
@@ -178,6 +194,7 @@ async def empty_database_url(backend: str, tmp_path: Path, request: pytest.Fixtu
     await conn.close()
 
 
+REMINDER_DUE = date(2024, 11, 20)  # DTaP 4 at 18 months: the birth date shows through a reminder's due date
 PLAIN_DOSES = [
     ("HepB", 1, date(2023, 5, 20), "A1"),
     ("BCG", 1, date(2023, 5, 21), ""),
@@ -241,6 +258,14 @@ async def test_migration_0005_seals_a_database_that_held_doses_in_plain(
                         "now": utcnow(),
                     },
                 )
+            await connection.execute(
+                text(
+                    "INSERT INTO reminders (id, job_key, vaccinee_id, kind, vaccine_code, dose_number, due_on,"
+                    " send_at, status, created_at)"
+                    " VALUES (1, 'dose:1:DTaP:4', 1, 'dose_due', 'DTaP', 4, :due, :now, 'scheduled', :now)"
+                ),
+                {"due": REMINDER_DUE, "now": utcnow()},
+            )
             # A desk visit that points at a dose: the dose keeps its id through the migration.
             await connection.execute(
                 text(
@@ -277,6 +302,9 @@ async def test_migration_0005_seals_a_database_that_held_doses_in_plain(
             assert len((await session.scalars(select(Guardian))).all()) == 1  # no cascade on the table copy
             visit = await session.get(Visit, 1)
             assert visit is not None and visit.dose_id == 3
+            reminder = await session.get(Reminder, 1)
+            assert reminder is not None and reminder.detail(vault) == ReminderDetail("DTaP", 4, REMINDER_DUE)
+            assert reminder.job_key == Reminder.key_for(vault, 1, "DTaP", 4)
 
         # Down again (development resets) opens them into the plain columns; up seals them once more.
         async with engine.connect() as connection:
@@ -288,6 +316,10 @@ async def test_migration_0005_seals_a_database_that_held_doses_in_plain(
             profile = (await connection.execute(text("SELECT sex, birth_year, clinic_id, stage FROM vaccinees"))).one()
         assert plain == [(code, number, given.isoformat(), lot) for code, number, given, lot in PLAIN_DOSES]
         assert tuple(profile) == ("M", 2023, 7, "child_clinic")
+        async with engine.connect() as connection:
+            query = "SELECT job_key, vaccine_code, dose_number, due_on FROM reminders"
+            key, code, number, due = (await connection.execute(text(query))).one()
+        assert (key, code, number, str(due)) == ("dose:1:DTaP:4", "DTaP", 4, REMINDER_DUE.isoformat())
         await migrate(engine, vault)
         async with sessionmaker(engine)() as session:
             doses = (await session.scalars(select(Dose).order_by(Dose.id))).all()
@@ -296,7 +328,7 @@ async def test_migration_0005_seals_a_database_that_held_doses_in_plain(
         await engine.dispose()
     if empty_database_url.startswith("sqlite"):
         raw = _sqlite_bytes(Path(make_url(empty_database_url).database or ""))
-        assert _found(raw, {given for _, _, given, _ in PLAIN_DOSES}) == []
+        assert _found(raw, {given for _, _, given, _ in PLAIN_DOSES} | {REMINDER_DUE}) == []
 
 
 async def test_migration_0005_needs_the_keyring_only_when_there_is_data(

@@ -1,4 +1,4 @@
-"""sealed health records: dose details and file profiles sealed with the vault, plain columns dropped
+"""sealed health records: dose details, file profiles and reminders sealed with the vault, plain columns dropped
 
 Revision ID: 0005
 Revises: 0004
@@ -36,6 +36,9 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 PROFILE_FIELD = "vaccinee_profile"
 DOSE_FIELD = "dose_detail"
 DOSE_KEY_FIELD = "dose_key"
+# models.clinic's REMINDER_FIELD and REMINDER_KEY_FIELD: a reminder names the child's next dose.
+REMINDER_FIELD = "reminder_detail"
+REMINDER_KEY_FIELD = "reminder_key"
 
 
 class _Vault(Protocol):
@@ -81,6 +84,16 @@ _doses = sa.table(
     sa.column("dose_key", sa.String()),
     sa.column("detail_enc", sa.LargeBinary()),
 )
+_reminders = sa.table(
+    "reminders",
+    sa.column("id", ID),
+    sa.column("job_key", sa.String()),
+    sa.column("vaccinee_id", ID),
+    sa.column("vaccine_code", sa.String()),
+    sa.column("dose_number", sa.Integer()),
+    sa.column("due_on", sa.Date()),
+    sa.column("detail_enc", sa.LargeBinary()),
+)
 
 
 def _seal_rows() -> None:
@@ -103,9 +116,32 @@ def _seal_rows() -> None:
             _doses.c.source,
         )
     ).all()
-    if not files and not doses:
+    reminders = bind.execute(
+        sa.select(
+            _reminders.c.id,
+            _reminders.c.vaccinee_id,
+            _reminders.c.vaccine_code,
+            _reminders.c.dose_number,
+            _reminders.c.due_on,
+        )
+    ).all()
+    if not files and not doses and not reminders:
         return
     vault = _vault()
+    for reminder in reminders:
+        about = {
+            "vaccine_code": reminder.vaccine_code,
+            "dose_number": reminder.dose_number,
+            "due_on": reminder.due_on.isoformat(),
+        }
+        job_key = vault.digest(
+            REMINDER_KEY_FIELD, f"{reminder.vaccinee_id}:{reminder.vaccine_code}:{reminder.dose_number}"
+        )
+        bind.execute(
+            sa.update(_reminders)
+            .where(_reminders.c.id == reminder.id)
+            .values(job_key=job_key, detail_enc=vault.seal(REMINDER_FIELD, _dump(about)))
+        )
     for row in files:
         profile = {"sex": row.sex, "region_code": row.region_code, "clinic_id": row.clinic_id, "stage": row.stage}
         bind.execute(
@@ -131,6 +167,8 @@ def _seal_rows() -> None:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("reminders", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("detail_enc", sa.LargeBinary(), nullable=True))
     with op.batch_alter_table("vaccinees", schema=None) as batch_op:
         batch_op.add_column(sa.Column("profile_enc", sa.LargeBinary(), nullable=True))
     with op.batch_alter_table("doses", schema=None) as batch_op:
@@ -139,6 +177,10 @@ def upgrade() -> None:
 
     _seal_rows()
 
+    with op.batch_alter_table("reminders", schema=None) as batch_op:
+        for column in ("vaccine_code", "dose_number", "due_on"):
+            batch_op.drop_column(column)
+        batch_op.alter_column("detail_enc", existing_type=sa.LargeBinary(), nullable=False)
     with op.batch_alter_table("doses", schema=None) as batch_op:
         batch_op.drop_constraint("uq_doses_vaccinee_id_vaccine_code_dose_number", type_="unique")
         batch_op.drop_constraint("fk_doses_clinic_id_clinics", type_="foreignkey")
@@ -161,9 +203,15 @@ def _open_rows() -> None:
     bind = op.get_bind()
     files = bind.execute(sa.select(_vaccinees.c.id, _vaccinees.c.profile_enc, _vaccinees.c.birth_date_enc)).all()
     doses = bind.execute(sa.select(_doses.c.id, _doses.c.detail_enc)).all()
-    if not files and not doses:
+    reminders = bind.execute(sa.select(_reminders.c.id, _reminders.c.vaccinee_id, _reminders.c.detail_enc)).all()
+    if not files and not doses and not reminders:
         return
     vault = _vault()
+    for reminder in reminders:
+        about = json.loads(vault.open(REMINDER_FIELD, reminder.detail_enc))
+        job_key = f"dose:{reminder.vaccinee_id}:{about['vaccine_code']}:{about['dose_number']}"
+        about["due_on"] = date.fromisoformat(about["due_on"])
+        bind.execute(sa.update(_reminders).where(_reminders.c.id == reminder.id).values(job_key=job_key, **about))
     for row in files:
         profile = json.loads(vault.open(PROFILE_FIELD, row.profile_enc))
         birth_year = int(vault.open("birth_date", row.birth_date_enc)[:4])
@@ -175,6 +223,10 @@ def _open_rows() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("reminders", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("vaccine_code", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("dose_number", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("due_on", sa.Date(), nullable=True))
     with op.batch_alter_table("vaccinees", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sex", sa.String(length=1), nullable=True))
         batch_op.add_column(sa.Column("birth_year", sa.Integer(), nullable=True))
@@ -191,6 +243,14 @@ def downgrade() -> None:
 
     _open_rows()
 
+    with op.batch_alter_table("reminders", schema=None) as batch_op:
+        batch_op.drop_column("detail_enc")
+        for column, kind in (
+            ("vaccine_code", sa.String(length=32)),
+            ("dose_number", sa.Integer()),
+            ("due_on", sa.Date()),
+        ):
+            batch_op.alter_column(column, existing_type=kind, nullable=False)
     with op.batch_alter_table("doses", schema=None) as batch_op:
         batch_op.drop_constraint("uq_doses_dose_key", type_="unique")
         batch_op.drop_column("dose_key")
