@@ -96,8 +96,25 @@ _reminders = sa.table(
 )
 
 
+def _update_many(table: sa.TableClause, rows: list[dict[str, object]]) -> None:
+    """``UPDATE table SET … WHERE id = …`` for many rows, a thousand per round trip (executemany)."""
+    if not rows:
+        return
+    columns = [key for key in rows[0] if key != "id"]
+    # Why the "new_" names: a bound parameter may not share its name with a column the statement sets.
+    statement = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("row_id"))
+        .values({column: sa.bindparam(f"new_{column}") for column in columns})
+    )
+    bind = op.get_bind()
+    for start in range(0, len(rows), 1000):
+        chunk = rows[start : start + 1000]
+        bind.execute(statement, [{"row_id": row["id"]} | {f"new_{c}": row[c] for c in columns} for row in chunk])
+
+
 def _seal_rows() -> None:
-    """Seal every stored profile and dose (row by row: a registry is a few hundred thousand rows at most)."""
+    """Seal every stored profile, dose and reminder (in Python: the keyring never reaches the database)."""
     bind = op.get_bind()
     files = bind.execute(
         sa.select(
@@ -128,6 +145,7 @@ def _seal_rows() -> None:
     if not files and not doses and not reminders:
         return
     vault = _vault()
+    sealed_reminders: list[dict[str, object]] = []
     for reminder in reminders:
         about = {
             "vaccine_code": reminder.vaccine_code,
@@ -137,18 +155,16 @@ def _seal_rows() -> None:
         job_key = vault.digest(
             REMINDER_KEY_FIELD, f"{reminder.vaccinee_id}:{reminder.vaccine_code}:{reminder.dose_number}"
         )
-        bind.execute(
-            sa.update(_reminders)
-            .where(_reminders.c.id == reminder.id)
-            .values(job_key=job_key, detail_enc=vault.seal(REMINDER_FIELD, _dump(about)))
+        sealed_reminders.append(
+            {"id": reminder.id, "job_key": job_key, "detail_enc": vault.seal(REMINDER_FIELD, _dump(about))}
         )
+    _update_many(_reminders, sealed_reminders)
+    sealed_files: list[dict[str, object]] = []
     for row in files:
         profile = {"sex": row.sex, "region_code": row.region_code, "clinic_id": row.clinic_id, "stage": row.stage}
-        bind.execute(
-            sa.update(_vaccinees)
-            .where(_vaccinees.c.id == row.id)
-            .values(profile_enc=vault.seal(PROFILE_FIELD, _dump(profile)))
-        )
+        sealed_files.append({"id": row.id, "profile_enc": vault.seal(PROFILE_FIELD, _dump(profile))})
+    _update_many(_vaccinees, sealed_files)
+    sealed_doses: list[dict[str, object]] = []
     for dose in doses:
         detail = {
             "vaccine_code": dose.vaccine_code,
@@ -159,11 +175,8 @@ def _seal_rows() -> None:
             "source": dose.source,
         }
         key = vault.digest(DOSE_KEY_FIELD, f"{dose.vaccinee_id}:{dose.vaccine_code}:{dose.dose_number}")
-        bind.execute(
-            sa.update(_doses)
-            .where(_doses.c.id == dose.id)
-            .values(dose_key=key, detail_enc=vault.seal(DOSE_FIELD, _dump(detail)))
-        )
+        sealed_doses.append({"id": dose.id, "dose_key": key, "detail_enc": vault.seal(DOSE_FIELD, _dump(detail))})
+    _update_many(_doses, sealed_doses)
 
 
 def upgrade() -> None:
@@ -199,7 +212,7 @@ def upgrade() -> None:
 
 
 def _open_rows() -> None:
-    """Write every sealed profile and dose back into the plain columns (the downgrade's data step)."""
+    """Write every sealed profile, dose and reminder back into the plain columns (the downgrade's data step)."""
     bind = op.get_bind()
     files = bind.execute(sa.select(_vaccinees.c.id, _vaccinees.c.profile_enc, _vaccinees.c.birth_date_enc)).all()
     doses = bind.execute(sa.select(_doses.c.id, _doses.c.detail_enc)).all()
@@ -207,19 +220,25 @@ def _open_rows() -> None:
     if not files and not doses and not reminders:
         return
     vault = _vault()
+    opened_reminders: list[dict[str, object]] = []
     for reminder in reminders:
         about = json.loads(vault.open(REMINDER_FIELD, reminder.detail_enc))
         job_key = f"dose:{reminder.vaccinee_id}:{about['vaccine_code']}:{about['dose_number']}"
         about["due_on"] = date.fromisoformat(about["due_on"])
-        bind.execute(sa.update(_reminders).where(_reminders.c.id == reminder.id).values(job_key=job_key, **about))
+        opened_reminders.append({"id": reminder.id, "job_key": job_key, **about})
+    _update_many(_reminders, opened_reminders)
+    opened_files: list[dict[str, object]] = []
     for row in files:
         profile = json.loads(vault.open(PROFILE_FIELD, row.profile_enc))
         birth_year = int(vault.open("birth_date", row.birth_date_enc)[:4])
-        bind.execute(sa.update(_vaccinees).where(_vaccinees.c.id == row.id).values(birth_year=birth_year, **profile))
+        opened_files.append({"id": row.id, "birth_year": birth_year, **profile})
+    _update_many(_vaccinees, opened_files)
+    opened_doses: list[dict[str, object]] = []
     for dose in doses:
         detail = json.loads(vault.open(DOSE_FIELD, dose.detail_enc))
         detail["given_on"] = date.fromisoformat(detail["given_on"])
-        bind.execute(sa.update(_doses).where(_doses.c.id == dose.id).values(**detail))
+        opened_doses.append({"id": dose.id, **detail})
+    _update_many(_doses, opened_doses)
 
 
 def downgrade() -> None:
