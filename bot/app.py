@@ -27,6 +27,7 @@ from bot.identity.face.dev import DevFace
 from bot.identity.face.providers import build_face_providers, by_provider_name, needs_dev_face
 from bot.identity.verification import VerificationRoutes
 from bot.outbox.queue import OutboxWorker, Sender, outbox_depth
+from bot.outbox.queue import register_jobs as outbox_jobs
 from bot.platforms.alipay import sign as alipay_sign
 from bot.platforms.alipay.client import AlipayAPI
 from bot.platforms.alipay.inbound import AlipayGateway
@@ -103,7 +104,7 @@ def create_app(settings: Settings, *, router: Router | None = None, migrate_on_s
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(settings)
         if migrate_on_start:
-            await migrate(engine)
+            await migrate(engine, vault)
         app[DB] = engine
         app[SESSIONS] = sessionmaker(engine)
         yield
@@ -225,6 +226,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         timedelta(days=settings.delivered_outbox_ttl_days),
     )
     registry_jobs(scheduler, sessions, services.vault)
+    outbox_jobs(scheduler, sessions)
     reminder_jobs(scheduler, sessions, services.vault, services.catalogue, settings)
     app[SCHEDULER] = scheduler
     task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None

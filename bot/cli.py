@@ -81,7 +81,7 @@ async def prepare(settings: Settings) -> None:
     refuse_unsafe_production(settings, keyring)  # before touching the database
     engine = create_engine(settings)
     try:
-        await migrate(engine)
+        await migrate(engine, Vault(keyring))
         if settings.seed_demo_data and not settings.production:
             if await seed_demo(sessionmaker(engine), Vault(keyring)):
                 log.info("demo data loaded")

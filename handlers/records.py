@@ -20,7 +20,7 @@ from bot.core.update import Text
 from bot.immunization.forecast import Forecast, GivenDose, add_months, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from handlers.picking import Picker
-from models import Clinic, Dose, Identity
+from models import Clinic, DoseDetail, Identity
 
 ENTRY_WORDS = ("接种记录", "查记录", "结果查询", "查询接种记录", "我的接种记录", "查看接种记录")
 # The 下一针 block lists doses coming within this many months; later ones are counted, not listed.
@@ -94,7 +94,7 @@ def next_doses(ctx: Context, forecasts: Sequence[Forecast], today: date) -> str:
 async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
     """The masked header, the doses grouped by vaccine, the next doses (children), what is not shown; audited."""
     record_view(ctx.session, identity, visible, "records_view", ctx.update.platform.value)
-    doses = await doses_of(ctx.session, visible.certificate.vaccinee_id, china_date(ctx.now))
+    doses = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, china_date(ctx.now))
     clinic_ids = {dose.clinic_id for dose in doses if dose.clinic_id is not None}
     clinics: dict[int, str] = {}
     if clinic_ids:
@@ -107,7 +107,7 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
         id=visible.file.masked_id,
         birth=ctx.text("records_birth", year=birth.year, month=birth.month),
     )
-    groups: dict[str, list[Dose]] = {}
+    groups: dict[str, list[DoseDetail]] = {}
     for dose in doses:  # grouped in the order each vaccine was first given
         groups.setdefault(dose.vaccine_code, []).append(dose)
     blocks = [header]

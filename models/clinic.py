@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+from models.registry import Sealer
+
+# The field names bound into a reminder's sealed detail and keyed into its job key.
+REMINDER_FIELD = "reminder_detail"
+REMINDER_KEY_FIELD = "reminder_key"
 
 
 class AppointmentStatus(StrEnum):
@@ -165,21 +172,59 @@ class Notice(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReminderDetail:
+    """Which dose a reminder is about and when it is due: kept sealed in ``reminders.detail_enc``."""
+
+    vaccine_code: str
+    dose_number: int
+    due_on: date
+
+    def to_json(self) -> str:
+        """The detail as the JSON text that is sealed."""
+        values = {"vaccine_code": self.vaccine_code, "dose_number": self.dose_number, "due_on": self.due_on.isoformat()}
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ReminderDetail:
+        """The detail :meth:`to_json` wrote."""
+        data = json.loads(text)
+        return cls(data["vaccine_code"], data["dose_number"], date.fromisoformat(data["due_on"]))
+
+
 class Reminder(Base):
-    """A scheduled reminder; ``job_key`` is unique so a new plan replaces the old one."""
+    """A scheduled reminder; ``job_key`` is unique so a new plan replaces the old one.
+
+    The dose it is about (a child's next dose follows from the doses given and the birth date) is sealed.
+    """
 
     __tablename__ = "reminders"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # A keyed hash of (file, vaccine, dose number): planning again finds the same key without naming the dose.
     job_key: Mapped[str] = mapped_column(String(128), unique=True)
     vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
     kind: Mapped[ReminderKind] = mapped_column(StrEnumType(ReminderKind))
-    vaccine_code: Mapped[str] = mapped_column(String(32))
-    dose_number: Mapped[int] = mapped_column(Integer)
-    due_on: Mapped[date] = mapped_column(Date)
+    detail_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    # Plain: the sender selects by it. It is when the family is told (the next reminder hour, or a few days
+    # before a dose that moved later), not a date of the child's.
     send_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     status: Mapped[ReminderStatus] = mapped_column(StrEnumType(ReminderStatus), default=ReminderStatus.SCHEDULED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @staticmethod
+    def key_for(vault: Sealer, vaccinee_id: int, vaccine_code: str, dose_number: int) -> str:
+        """The ``job_key`` of one dose's reminder for one file."""
+        return vault.digest(REMINDER_KEY_FIELD, f"{vaccinee_id}:{vaccine_code}:{dose_number}")
+
+    @staticmethod
+    def seal_detail(vault: Sealer, detail: ReminderDetail) -> bytes:
+        """``detail`` sealed for ``detail_enc``."""
+        return vault.seal(REMINDER_FIELD, detail.to_json())
+
+    def detail(self, vault: Sealer) -> ReminderDetail:
+        """The reminder's sealed detail, opened."""
+        return ReminderDetail.from_json(vault.open(REMINDER_FIELD, self.detail_enc))
 
 
 # The sender's query: scheduled reminders whose time has come (the table keeps every reminder ever sent).

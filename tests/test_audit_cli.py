@@ -14,7 +14,8 @@ from bot.core.db import create_engine, migrate, sessionmaker
 from bot.core.keys import load_keyring
 from bot.core.pii import Vault
 from bot.dev.demo import CHILD, PARENT
-from models import AuditEntry, Certificate, Identity, Vaccinee
+from models import AuditEntry, Certificate, FileProfile, Identity, Vaccinee
+from models.registry import PROFILE_FIELD
 
 
 async def _prepare(url: str, keys_dir: Path) -> tuple[int, int]:
@@ -39,10 +40,8 @@ async def _prepare(url: str, keys_dir: Path) -> tuple[int, int]:
                     id_number_hash=vault.digest("id_number", CHILD.id_number + str(n)),
                     id_number_enc=vault.seal("id_number", CHILD.id_number),
                     name_enc=vault.seal("name", CHILD.name),
-                    sex="M",
                     birth_date_enc=vault.seal("birth_date", CHILD.birth.isoformat()),
-                    birth_year=CHILD.birth.year,
-                    region_code="320602",
+                    profile_enc=vault.seal(PROFILE_FIELD, FileProfile("M", "320602", None).to_json()),
                     effective_from=date(2020, 1, 1),
                 )
                 for n in range(2)

@@ -28,11 +28,14 @@ from models import (
     Clinic,
     ConversationState,
     Dose,
+    DoseDetail,
+    FileProfile,
     Grant,
     Guardian,
     Identity,
     OutboxMessage,
     PlatformAccount,
+    Stage,
     Vaccinee,
     utcnow,
 )
@@ -84,14 +87,11 @@ async def _file(client: Client, person: DemoPerson, clinic_id: int, guardian: De
             id_number_hash=vault.digest("id_number", person.id_number),
             id_number_enc=vault.seal("id_number", person.id_number),
             name_enc=vault.seal("name", person.name),
-            sex=person.sex,
             birth_date_enc=vault.seal("birth_date", person.birth.isoformat()),
-            birth_year=person.birth.year,
-            region_code=person.id_number[:6],
-            clinic_id=clinic_id,
-            stage="child_clinic" if guardian is not None else "adult",
             effective_from=date(2020, 1, 1),
         )
+        stage = Stage.CHILD_CLINIC if guardian is not None else Stage.ADULT
+        file.set_profile(vault, FileProfile(person.sex, person.id_number[:6], clinic_id, stage))
         session.add(file)
         await session.flush()
         if guardian is not None:
@@ -107,18 +107,10 @@ async def _file(client: Client, person: DemoPerson, clinic_id: int, guardian: De
 
 
 async def _doses(client: Client, file_id: int, clinic_id: int | None, doses: list[tuple[str, int, date]]) -> None:
+    vault = client.app[SERVICES].vault
     async with client.app[SESSIONS]() as session, session.begin():
         for code, number, given in doses:
-            session.add(
-                Dose(
-                    vaccinee_id=file_id,
-                    vaccine_code=code,
-                    dose_number=number,
-                    given_on=given,
-                    clinic_id=clinic_id,
-                    effective_from=given,
-                )
-            )
+            session.add(Dose.sealed(vault, file_id, DoseDetail(code, number, given, clinic_id), effective_from=given))
 
 
 async def _world(client: Client) -> World:
@@ -131,15 +123,9 @@ async def _world(client: Client) -> World:
     await _doses(client, child, clinic_id, CHILD_DOSES)
     # A dose recorded at the clinic today becomes visible tomorrow (the nightly registry import).
     async with client.app[SESSIONS]() as session, session.begin():
+        today = DoseDetail("MMR", 1, china_today(), clinic_id)
         session.add(
-            Dose(
-                vaccinee_id=child,
-                vaccine_code="MMR",
-                dose_number=1,
-                given_on=china_today(),
-                clinic_id=clinic_id,
-                effective_from=china_today() + timedelta(days=1),
-            )
+            Dose.sealed(client.app[SERVICES].vault, child, today, effective_from=china_today() + timedelta(days=1))
         )
     parent = await _file(client, PARENT, clinic_id, None)
     await _doses(client, parent, clinic_id, [("HPV9", 1, date(2024, 4, 8))])

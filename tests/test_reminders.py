@@ -14,13 +14,14 @@ from sqlalchemy import select, update
 from bot.certificates.rules import Grantee, add_grant
 from bot.core.chinatime import CHINA, china_date, china_today
 from bot.core.config import DEV_REMINDER_TEMPLATE
+from bot.core.pii import Vault
 from bot.dev.demo import CHILD, GRANDMA, PARENT
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_reminders
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, Certificate, Dose, Grant, Identity, PlatformAccount, Reminder, utcnow
+from models import AuditEntry, Certificate, Dose, DoseDetail, Grant, Identity, PlatformAccount, Reminder, utcnow
 from tests.channels import Alipay, WeChat
 from tests.helpers import Client, drain_outbox
 from tests.world import registry_file, verified
@@ -91,19 +92,11 @@ async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
         reminders = (await session.scalars(select(Reminder))).all()
     send_at = next_reminder_time(now, services.settings.reminder_hour)
     assert {r.send_at for r in reminders} == {send_at} and {r.vaccinee_id for r in reminders} == {child}
-    assert ("DTaP", 1) in {(r.vaccine_code, r.dose_number) for r in reminders}
+    assert ("DTaP", 1) in {_dose(services.vault, r) for r in reminders}
 
     # HepB 3 is given before the morning: its reminder is dropped, the others still go.
     async with sessions() as session, session.begin():
-        session.add(
-            Dose(
-                vaccinee_id=child,
-                vaccine_code="HepB",
-                dose_number=3,
-                given_on=china_today(),
-                effective_from=china_today(),
-            )
-        )
+        session.add(Dose.sealed(services.vault, child, DoseDetail("HepB", 3, china_today()), china_today()))
     assert (
         await send_due_reminders(
             sessions, services.vault, services.catalogue, services.settings, send_at - timedelta(minutes=1)
@@ -134,10 +127,11 @@ async def test_planned_once_sent_once_to_the_holder_and_the_grantee(
         assert secret not in everything
 
     async with sessions() as session:
-        statuses = {(r.vaccine_code, r.dose_number): r.status for r in (await session.scalars(select(Reminder))).all()}
+        rows = {_dose(services.vault, r): r for r in (await session.scalars(select(Reminder))).all()}
         audit = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "reminder_sent"))).all()
-    assert statuses[("HepB", 3)] == "cancelled" and statuses[("DTaP", 1)] == "sent"
-    assert len(audit) == 1 and "DTaP:1" in audit[0].detail["doses"] and "HepB:3" not in audit[0].detail["doses"]
+    assert rows[("HepB", 3)].status == "cancelled" and rows[("DTaP", 1)].status == "sent"
+    assert len(audit) == 1 and rows[("DTaP", 1)].id in audit[0].detail["reminders"]
+    assert rows[("HepB", 3)].id not in audit[0].detail["reminders"] and "DTaP" not in str(audit[0].detail)
     assert [to.split(":")[0] for to in audit[0].detail["to"]] == ["alipay", "wechat"]
 
 
@@ -180,9 +174,15 @@ async def _send(client: Client, at: datetime) -> int:
     return await send_due_reminders(client.app[SESSIONS], services.vault, services.catalogue, services.settings, at)
 
 
+def _dose(vault: Vault, reminder: Reminder) -> tuple[str, int]:
+    detail = reminder.detail(vault)
+    return detail.vaccine_code, detail.dose_number
+
+
 async def _statuses(client: Client) -> dict[tuple[str, int], Reminder]:
+    vault = client.app[SERVICES].vault
     async with client.app[SESSIONS]() as session:
-        return {(r.vaccine_code, r.dose_number): r for r in (await session.scalars(select(Reminder))).all()}
+        return {_dose(vault, r): r for r in (await session.scalars(select(Reminder))).all()}
 
 
 async def test_nothing_goes_out_at_night_and_two_senders_send_once(
@@ -202,7 +202,8 @@ async def test_a_revoked_grantee_and_a_dose_moved_later(app_client: Client, fami
         await session.execute(update(Grant).values(revoked_at=utcnow()))
         # MMR 1 given the day before the morning: the other live vaccines (JE-L 1…) must wait 28 days now.
         given = china_date(morning) - timedelta(days=1)
-        session.add(Dose(vaccinee_id=child, vaccine_code="MMR", dose_number=1, given_on=given, effective_from=given))
+        vault = app_client.app[SERVICES].vault
+        session.add(Dose.sealed(vault, child, DoseDetail("MMR", 1, given), effective_from=given))
     assert await _send(app_client, morning) == 1  # the holder only
     reminders = await _statuses(app_client)
     assert reminders[("MMR", 1)].status == "cancelled"

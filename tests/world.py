@@ -10,7 +10,18 @@ from sqlalchemy import select
 from bot.dev.demo import demo_id_number
 from bot.identity.accounts import bind_verified
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import Clinic, Dose, Guardian, Identity, PlatformAccount, Vaccinee, utcnow
+from models import (
+    Clinic,
+    Dose,
+    DoseDetail,
+    FileProfile,
+    Guardian,
+    Identity,
+    PlatformAccount,
+    Stage,
+    Vaccinee,
+    utcnow,
+)
 from tests.helpers import Client
 
 NANTONG = ("T-NT-01", "南通市测试社区卫生服务中心预防接种门诊", "320602")
@@ -51,14 +62,10 @@ async def registry_file(
             id_number_hash=vault.digest("id_number", id_number) if id_number else None,
             id_number_enc=vault.seal("id_number", id_number) if id_number else None,
             name_enc=vault.seal("name", name),
-            sex=sex,
             birth_date_enc=vault.seal("birth_date", birth.isoformat()),
-            birth_year=birth.year,
-            region_code=at[2],
-            clinic_id=clinic_id,
-            stage=stage,
             effective_from=date(2020, 1, 1),
         )
+        file.set_profile(vault, FileProfile(sex=sex, region_code=at[2], clinic_id=clinic_id, stage=Stage(stage)))
         session.add(file)
         await session.flush()
         for guardian in guardians:
@@ -71,16 +78,7 @@ async def registry_file(
                 )
             )
         for code, number, given in doses:
-            session.add(
-                Dose(
-                    vaccinee_id=file.id,
-                    vaccine_code=code,
-                    dose_number=number,
-                    given_on=given,
-                    clinic_id=clinic_id,
-                    effective_from=given,
-                )
-            )
+            session.add(Dose.sealed(vault, file.id, DoseDetail(code, number, given, clinic_id), effective_from=given))
         return file.id
 
 

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.audit import record_access
 from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault, mask_id_number, mask_name
-from models import Certificate, Clinic, Dose, Grant, Guardian, Identity, PlatformAccount, Vaccinee
+from models import Certificate, Clinic, Dose, DoseDetail, Grant, Guardian, Identity, PlatformAccount, Stage, Vaccinee
 
 
 class Standing(StrEnum):
@@ -42,6 +42,7 @@ class FileView:
     sex: str  # M | F (the schedule differs: HPV for girls)
     clinic_name: str
     region: str  # first four digits of the clinic's (or the file's) region code
+    stage: Stage = Stage.CHILD_CLINIC
 
     @property
     def kind(self) -> str:
@@ -88,22 +89,24 @@ async def bound_identity(session: AsyncSession, account: PlatformAccount) -> Ide
 
 async def open_file(session: AsyncSession, vault: Vault, vaccinee: Vaccinee, relation: str) -> FileView:
     """A registry file opened for reading (plain values: mask them when showing)."""
-    clinic = await session.get(Clinic, vaccinee.clinic_id) if vaccinee.clinic_id is not None else None
-    region_code = clinic.region_code if clinic is not None else vaccinee.region_code
+    profile = vaccinee.profile(vault)
+    clinic = await session.get(Clinic, profile.clinic_id) if profile.clinic_id is not None else None
+    region_code = clinic.region_code if clinic is not None else profile.region_code
     return FileView(
         vaccinee_id=vaccinee.id,
         relation=relation,
         name=vault.open("name", vaccinee.name_enc),
         id_number=vault.open("id_number", vaccinee.id_number_enc) if vaccinee.id_number_enc else "",
         birth_date=date.fromisoformat(vault.open("birth_date", vaccinee.birth_date_enc)),
-        sex=vaccinee.sex,
+        sex=profile.sex,
         clinic_name=clinic.name if clinic is not None else "",
         region=region_code[:4],
+        stage=profile.stage,
     )
 
 
 async def ineligible_reason(
-    session: AsyncSession, vaccinee: Vaccinee, file: FileView, settings: Settings, today: date
+    session: AsyncSession, vault: Vault, file: FileView, settings: Settings, today: date
 ) -> str:
     """The catalogue key explaining why ``file`` cannot be claimed, or "" when it can."""
     if file.region not in settings.pilot_regions:
@@ -111,20 +114,13 @@ async def ineligible_reason(
     if file.relation == "child":
         if file.birth_date < settings.child_born_on_or_after:
             return "claim_born_too_early"
-        if vaccinee.stage == "obstetrics":
+        if file.stage == Stage.OBSTETRICS:
             return "claim_newborn_wait"
         return ""
     if age_on(file.birth_date, today) < settings.adult_min_age:
         return "claim_minor_self"
-    recent = await session.scalar(
-        select(func.count())
-        .select_from(Dose)
-        .where(
-            Dose.vaccinee_id == vaccinee.id,
-            Dose.given_on >= settings.adult_dose_on_or_after,
-            Dose.effective_from <= today,
-        )
-    )
+    doses = await doses_of(session, vault, file.vaccinee_id, today)
+    recent = any(dose.given_on >= settings.adult_dose_on_or_after for dose in doses)
     return "" if recent else "claim_no_recent_dose"
 
 
@@ -138,27 +134,29 @@ async def pending_for(
             select(Vaccinee)
             .join(Guardian, Guardian.vaccinee_id == Vaccinee.id)
             .where(Guardian.id_number_hash == identity.id_number_hash)
-            .order_by(Vaccinee.birth_year.desc(), Vaccinee.id)
+            .order_by(Vaccinee.id)
         )
     ).all()
+    opened = [await open_file(session, vault, vaccinee, "self") for vaccinee in own]
+    # The youngest child first (by birth year, then file): sorted once the birth dates are opened.
+    kids = [await open_file(session, vault, vaccinee, "child") for vaccinee in children]
+    opened += sorted(kids, key=lambda view: (-view.birth_date.year, view.vaccinee_id))
     items: list[PendingItem] = []
-    for relation, files in (("self", own), ("child", children)):
-        for vaccinee in files:
-            view = await open_file(session, vault, vaccinee, relation)
-            certificate = (
-                await session.scalars(select(Certificate).where(Certificate.vaccinee_id == vaccinee.id))
-            ).first()
-            if certificate is not None:
-                if certificate.holder_identity_id == identity.id:
-                    standing = Standing.MINE
-                elif await _active_grant(session, certificate.id, identity.id_number_hash) is not None:
-                    standing = Standing.GRANTED
-                else:
-                    standing = Standing.TAKEN
-                items.append(PendingItem(view, standing, certificate_id=certificate.id))
-                continue
-            reason = await ineligible_reason(session, vaccinee, view, settings, today)
-            items.append(PendingItem(view, Standing.INELIGIBLE if reason else Standing.CLAIMABLE, reason))
+    for view in opened:
+        certificate = (
+            await session.scalars(select(Certificate).where(Certificate.vaccinee_id == view.vaccinee_id))
+        ).first()
+        if certificate is not None:
+            if certificate.holder_identity_id == identity.id:
+                standing = Standing.MINE
+            elif await _active_grant(session, certificate.id, identity.id_number_hash) is not None:
+                standing = Standing.GRANTED
+            else:
+                standing = Standing.TAKEN
+            items.append(PendingItem(view, standing, certificate_id=certificate.id))
+            continue
+        reason = await ineligible_reason(session, vault, view, settings, today)
+        items.append(PendingItem(view, Standing.INELIGIBLE if reason else Standing.CLAIMABLE, reason))
     return items
 
 
@@ -367,14 +365,11 @@ async def accounts_for_id_hash(session: AsyncSession, id_number_hash: str) -> Se
     return (await session.scalars(query)).all()
 
 
-async def doses_of(session: AsyncSession, vaccinee_id: int, today: date) -> Sequence[Dose]:
-    """The doses of a file users may see today, in the order they were given."""
-    query = (
-        select(Dose)
-        .where(Dose.vaccinee_id == vaccinee_id, Dose.effective_from <= today)
-        .order_by(Dose.given_on, Dose.vaccine_code, Dose.dose_number)
-    )
-    return (await session.scalars(query)).all()
+async def doses_of(session: AsyncSession, vault: Vault, vaccinee_id: int, today: date) -> list[DoseDetail]:
+    """The doses of a file users may see today, opened, in the order they were given."""
+    query = select(Dose).where(Dose.vaccinee_id == vaccinee_id, Dose.effective_from <= today)
+    doses = [dose.detail(vault) for dose in await session.scalars(query)]
+    return sorted(doses, key=lambda dose: (dose.given_on, dose.vaccine_code, dose.dose_number))
 
 
 def record_view(session: AsyncSession, identity: Identity, visible: Visible, action: str, platform: str) -> None:

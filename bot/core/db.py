@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.core.config import Settings
+from bot.core.pii import Vault
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "models" / "migrations"
 
@@ -61,6 +62,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Deleted and overwritten content (a scrubbed outbox payload, the plain columns a migration
+        # dropped) is zeroed on disk instead of lingering in free space.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -73,17 +77,22 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
-    """Alembic configuration pointing at vaxbot's migrations."""
+def alembic_config(connection: Connection | None = None, vault: Vault | None = None) -> Config:
+    """Alembic configuration pointing at vaxbot's migrations (a vault for those that seal stored data)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
         config.attributes["connection"] = connection
+    if vault is not None:
+        config.attributes["vault"] = vault
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision."""
+async def migrate(engine: AsyncEngine, vault: Vault | None = None) -> None:
+    """Bring the schema to the newest revision.
+
+    Without ``vault``, a migration that must seal stored data opens the configured keys directory.
+    """
     async with engine.connect() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync, vault), "head"))
         await connection.commit()

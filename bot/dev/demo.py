@@ -266,8 +266,9 @@ async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = 
     """
 
     def rebuild(sync: Connection) -> None:
-        command.downgrade(alembic_config(sync), "base")
-        command.upgrade(alembic_config(sync), "head")
+        # The vault: migrations that seal (or, going down, open) stored health records need it.
+        command.downgrade(alembic_config(sync, vault), "base")
+        command.upgrade(alembic_config(sync, vault), "head")
 
     # One connection for both halves: on SQLite, whose pool holds one connection, no request and no
     # outbox pass runs between them and finds the tables gone.

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.metrics import Metrics
+from bot.core.scheduler import Scheduler
 from bot.core.update import OutMessage, message_to_payload
 from models import OutboxKind, OutboxMessage, OutboxStatus, PlatformAccount, utcnow
 
@@ -212,6 +213,47 @@ class PassiveClaims:
 
 # What is left of a credential's payload (a show-code image or code-page link) once it is delivered.
 SCRUBBED: dict[str, Any] = {"credential": True, "scrubbed": True}
+# What is left of any other message once it is delivered (or given up on). Every row is a message to one
+# person about their own affairs (records, pending files, grants, verification links, queue numbers,
+# reminders), so none is kept: scrubbing them all needs no handler to remember a flag, and a new kind of
+# reply is covered the day it is written.
+SCRUBBED_MESSAGE: dict[str, Any] = {"scrubbed": True}
+# A passive answer stays readable this long: a platform that retries the message gets the same answer
+# (WeChat retries three times within about 15 seconds). Then :func:`scrub_delivered` clears it.
+PASSIVE_KEPT = timedelta(minutes=5)
+
+
+def scrubbed(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What a delivered row keeps of ``payload``: whether it was a credential, nothing else."""
+    return dict(SCRUBBED if payload.get("credential") else SCRUBBED_MESSAGE)
+
+
+async def scrub_delivered(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    """Scrub rows whose content has served: passive answers past the retry window, and any sent or dead
+    row still holding its content (the worker scrubs those itself; this catches rows from before it did).
+    """
+    done = or_(
+        OutboxMessage.status.in_((OutboxStatus.SENT, OutboxStatus.DEAD)),
+        and_(OutboxMessage.status == OutboxStatus.PASSIVE, OutboxMessage.sent_at < now - PASSIVE_KEPT),
+    )
+    unscrubbed = OutboxMessage.payload["scrubbed"].as_boolean().is_(None)
+    credential = OutboxMessage.payload["credential"].as_boolean().is_(True)
+    async with sessions() as session, session.begin():
+        scrubbed_credentials = await session.execute(
+            update(OutboxMessage).where(done, unscrubbed, credential).values(payload=SCRUBBED)
+        )
+        scrubbed_messages = await session.execute(
+            update(OutboxMessage).where(done, unscrubbed).values(payload=SCRUBBED_MESSAGE)
+        )
+    count = sum(int(getattr(result, "rowcount", 0) or 0) for result in (scrubbed_credentials, scrubbed_messages))
+    if count:
+        log.info("outbox payloads scrubbed", extra={"rows": count})
+    return count
+
+
+def register_jobs(scheduler: Scheduler, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The outbox's job: scrub delivered payloads every minute."""
+    scheduler.every("outbox-scrub", timedelta(minutes=1), lambda: scrub_delivered(sessions, utcnow()))
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
@@ -379,8 +421,8 @@ class OutboxWorker:
                             "outbox message dead-lettered",
                             extra={"outbox_id": row.id, "platform": row.platform, "code": error.code},
                         )
-                if values["status"] in (OutboxStatus.SENT, OutboxStatus.DEAD) and row.payload.get("credential"):
-                    values["payload"] = SCRUBBED  # a delivered (or undeliverable) code is not kept
+                if values["status"] in (OutboxStatus.SENT, OutboxStatus.DEAD):
+                    values["payload"] = scrubbed(row.payload)  # delivered (or undeliverable): not kept
                 # Only the lease holder records: a row re-claimed after an expired lease is someone else's.
                 await session.execute(
                     update(OutboxMessage)

@@ -19,10 +19,13 @@ from bot.registry.records import SEALED_FIELD, ClinicRecord, FileRecord, chunks
 from models import (
     Clinic,
     Dose,
+    DoseDetail,
     DoseSource,
+    FileProfile,
     Guardian,
     RegistryBatch,
     RegistryStaged,
+    Stage,
     Vaccinee,
     Visit,
     utcnow,
@@ -207,7 +210,7 @@ async def _apply_files(
             await session.flush()  # the new file's id, for its guardians and doses
         changed |= await _apply_guardians(session, vault, vaccinee, record, guardians.get(vaccinee.id, []), batch)
         changed |= await _apply_doses(
-            session, vaccinee, record, doses.get(vaccinee.id, []), on_visits, clinic_ids, batch, report
+            session, vault, vaccinee, record, doses.get(vaccinee.id, []), on_visits, clinic_ids, batch, report
         )
         if created:
             report.files_created += 1
@@ -246,18 +249,13 @@ def _apply_fields(vaccinee: Vaccinee, record: FileRecord, vault: Vault, clinic_i
         if current is None or vault.open(field, current) != value:
             setattr(vaccinee, f"{field}_enc", vault.seal(field, value))
             changed = True
-    plain = {
-        "sex": record.sex,
-        "birth_year": record.birth_date.year,
-        "region_code": record.region_code,
-        "clinic_id": clinic_ids[record.clinic_code],
-        "stage": record.stage,
-    }
-    for key, wanted in plain.items():
-        if getattr(vaccinee, key) != wanted:
-            setattr(vaccinee, key, wanted)
-            changed = True
-    return changed
+    profile = FileProfile(
+        sex=record.sex,
+        region_code=record.region_code,
+        clinic_id=clinic_ids[record.clinic_code],
+        stage=Stage(record.stage),
+    )
+    return vaccinee.set_profile(vault, profile) or changed
 
 
 async def _apply_guardians(
@@ -289,6 +287,7 @@ async def _apply_guardians(
 
 async def _apply_doses(
     session: AsyncSession,
+    vault: Vault,
     vaccinee: Vaccinee,
     record: FileRecord,
     current: Iterable[Dose],
@@ -298,41 +297,40 @@ async def _apply_doses(
     report: AppliedBatch,
 ) -> bool:
     """Upsert the record's doses; remove registry doses it no longer lists; leave desk doses recorded since."""
-    existing = {(dose.vaccine_code, dose.dose_number): dose for dose in current}
+    # The details are sealed: open each once, and match the record's doses by vaccine and dose number.
+    existing: dict[tuple[str, int], tuple[Dose, DoseDetail]] = {}
+    for dose in current:
+        opened = dose.detail(vault)
+        existing[opened.vaccine_code, opened.dose_number] = (dose, opened)
     changed = False
     for wanted in record.doses:
-        values = {
-            "given_on": wanted.given_on,
-            "clinic_id": clinic_ids[wanted.clinic_code] if wanted.clinic_code is not None else None,
-            "lot_number": wanted.lot_number,
-            "source": DoseSource.REGISTRY,
-        }
-        dose = existing.pop((wanted.vaccine_code, wanted.dose_number), None)
-        if dose is None:
-            session.add(
-                Dose(
-                    vaccinee_id=vaccinee.id,
-                    vaccine_code=wanted.vaccine_code,
-                    dose_number=wanted.dose_number,
-                    effective_from=batch.effective_from,
-                    **values,
-                )
-            )
+        detail = DoseDetail(
+            vaccine_code=wanted.vaccine_code,
+            dose_number=wanted.dose_number,
+            given_on=wanted.given_on,
+            clinic_id=clinic_ids[wanted.clinic_code] if wanted.clinic_code is not None else None,
+            lot_number=wanted.lot_number,
+            source=DoseSource.REGISTRY,
+        )
+        found = existing.pop((wanted.vaccine_code, wanted.dose_number), None)
+        if found is None:
+            session.add(Dose.sealed(vault, vaccinee.id, detail, batch.effective_from))
             report.doses_added += 1
             changed = True
-        elif dose.source == DoseSource.CLINIC and dose.created_at > batch.imported_at:
+            continue
+        dose, current_detail = found
+        if current_detail.source == DoseSource.CLINIC and dose.created_at > batch.imported_at:
             # Recorded at a desk after this file was imported: the registry could not have known it yet.
             report.doses_kept += 1
-        elif any(getattr(dose, key) != value for key, value in values.items()):
-            for key, value in values.items():
-                setattr(dose, key, value)
+        elif current_detail != detail:
+            dose.set_detail(vault, detail)
             dose.effective_from = batch.effective_from
             report.doses_changed += 1
             changed = True
-    for dose in existing.values():
+    for dose, current_detail in existing.values():
         # The record is the whole file: a registry dose it no longer lists was withdrawn or renumbered.
         # Desk doses, and doses a desk visit points at, stay until the registry lists them.
-        if dose.source == DoseSource.REGISTRY and dose.id not in on_visits:
+        if current_detail.source == DoseSource.REGISTRY and dose.id not in on_visits:
             report.doses_removed += 1
             changed = True
             await session.delete(dose)  # removed keys never collide with the doses added above

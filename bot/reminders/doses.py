@@ -2,7 +2,8 @@
 
 Two scheduler jobs. Planning forecasts each child's next doses (:mod:`bot.immunization.forecast`) and schedules one
 reminder per dose that may be given within a few days, for the next reminder hour (China time); the job
-key (vaccinee, vaccine, dose) is unique, so planning again never schedules a dose twice. Sending, only
+key (a keyed hash of vaccinee, vaccine, dose) is unique, so planning again never schedules a dose twice;
+the dose and its due date are sealed in the row. Sending, only
 between the reminder hour and the evening, takes one child at a time: it claims the child's due
 reminders with a conditional UPDATE, forecasts again (a dose recorded meanwhile is dropped, one that
 moved later waits until it is near), and sends one template message to the holder and to every
@@ -38,6 +39,7 @@ from models import (
     OutboxKind,
     PlatformAccount,
     Reminder,
+    ReminderDetail,
     ReminderKind,
     ReminderStatus,
     Vaccinee,
@@ -63,15 +65,14 @@ def wanted(forecasts: list[Forecast], today: date, days_ahead: int) -> list[Fore
     return [item for item in forecasts if item.earliest <= horizon]
 
 
-async def _forecast(session: AsyncSession, file: FileView, today: date) -> list[Forecast]:
-    doses = await doses_of(session, file.vaccinee_id, today)
+async def _forecast(session: AsyncSession, vault: Vault, file: FileView, today: date) -> list[Forecast]:
+    doses = await doses_of(session, vault, file.vaccinee_id, today)
     given = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
     return forecast_next_doses(file.birth_date, file.sex, given, today)
 
 
-def job_key(vaccinee_id: int, vaccine_code: str, dose_number: int) -> str:
-    """The unique key of one dose's reminder."""
-    return f"dose:{vaccinee_id}:{vaccine_code}:{dose_number}"
+def _dose(detail: ReminderDetail) -> tuple[str, int]:
+    return detail.vaccine_code, detail.dose_number
 
 
 async def plan_reminders(
@@ -101,16 +102,16 @@ async def plan_reminders(
                 )
             ).all():
                 file = await open_file(session, vault, vaccinee, "child")
-                for item in wanted(await _forecast(session, file, today), today, settings.reminder_days_ahead):
+                for item in wanted(await _forecast(session, vault, file, today), today, settings.reminder_days_ahead):
                     result = await session.execute(
                         insert(Reminder)
                         .values(
-                            job_key=job_key(vaccinee.id, item.vaccine_code, item.dose_number),
+                            job_key=Reminder.key_for(vault, vaccinee.id, item.vaccine_code, item.dose_number),
                             vaccinee_id=vaccinee.id,
                             kind=ReminderKind.DOSE_DUE,
-                            vaccine_code=item.vaccine_code,
-                            dose_number=item.dose_number,
-                            due_on=item.recommended,
+                            detail_enc=Reminder.seal_detail(
+                                vault, ReminderDetail(item.vaccine_code, item.dose_number, item.recommended)
+                            ),
                             send_at=send_at,
                             status=ReminderStatus.SCHEDULED,
                             created_at=now,
@@ -224,12 +225,13 @@ async def _send_for_child(
                 Reminder.status == ReminderStatus.SCHEDULED,
                 Reminder.send_at <= now,
             )
-            .order_by(Reminder.due_on, Reminder.id)
+            .order_by(Reminder.id)
         )
     ).all()
+    opened = {reminder.id: reminder.detail(vault) for reminder in due}
     # Only one process sends a reminder: whoever moves it out of "scheduled" (the UPDATE locks the row).
     claimed: list[Reminder] = []
-    for reminder in due:
+    for reminder in sorted(due, key=lambda row: (opened[row.id].due_on, row.id)):
         moved = await session.execute(
             update(Reminder)
             .where(Reminder.id == reminder.id, Reminder.status == ReminderStatus.SCHEDULED)
@@ -245,17 +247,15 @@ async def _send_for_child(
     file = await open_file(session, vault, vaccinee, "child")
     # Forecast again: a dose recorded since planning needs no reminder, and one that moved later (a live
     # vaccine given meanwhile) waits until it is near again.
-    current = {(item.vaccine_code, item.dose_number): item for item in await _forecast(session, file, today)}
+    current = {(item.vaccine_code, item.dose_number): item for item in await _forecast(session, vault, file, today)}
     near = {
         (item.vaccine_code, item.dose_number)
         for item in wanted(list(current.values()), today, settings.reminder_days_ahead)
     }
-    send = [r for r in claimed if (r.vaccine_code, r.dose_number) in near]
-    await _set_status(
-        session, [r for r in claimed if (r.vaccine_code, r.dose_number) not in current], ReminderStatus.CANCELLED
-    )
+    send = [r for r in claimed if _dose(opened[r.id]) in near]
+    await _set_status(session, [r for r in claimed if _dose(opened[r.id]) not in current], ReminderStatus.CANCELLED)
     for reminder in claimed:
-        key = (reminder.vaccine_code, reminder.dose_number)
+        key = _dose(opened[reminder.id])
         if key in current and key not in near:
             later = current[key].earliest - timedelta(days=settings.reminder_days_ahead)
             at = datetime.combine(later, time(settings.reminder_hour), CHINA)
@@ -268,7 +268,7 @@ async def _send_for_child(
     if not accounts:
         await _set_status(session, send, ReminderStatus.NO_RECIPIENT)  # nobody follows the account any more
         return 0
-    forecasts = [current[(r.vaccine_code, r.dose_number)] for r in send]
+    forecasts = [current[_dose(opened[r.id])] for r in send]
     message = _message(catalogue, file, forecasts, today, url=settings.public_url.rstrip("/") + "/")
     for account in accounts:
         outbox.enqueue(
@@ -288,7 +288,7 @@ async def _send_for_child(
         certificate_id=certificate.id,
         vaccinee_id=vaccinee_id,
         detail={
-            "doses": [f"{item.vaccine_code}:{item.dose_number}" for item in forecasts],
+            "reminders": [reminder.id for reminder in send],  # which doses stays sealed in their rows
             "to": sorted({f"{account.platform}:identity:{account.identity_id}" for account in accounts}),
         },
     )

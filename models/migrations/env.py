@@ -10,19 +10,54 @@ from sqlalchemy.engine import Connection
 import models
 from bot.core.config import load_settings
 from bot.core.db import create_engine
+from bot.core.keys import load_keyring
+from bot.core.pii import Vault
 
 target_metadata = models.Base.metadata
 
 
+def _configured_vault() -> Vault:
+    """The vault of the configured keys directory, for a run that was not handed one."""
+    return Vault(load_keyring(load_settings().keys_dir))
+
+
+def _foreign_keys(connection: Connection, on: bool) -> None:
+    # Why on the driver's cursor: SQLite ignores this pragma inside a transaction, and SQLAlchemy's
+    # execute would open one first. Batch migrations copy a table, drop the old one and rename the copy;
+    # with foreign keys on, the drop would cascade into (or be refused by) the tables that point at it.
+    cursor = connection.connection.cursor()
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()
+
+
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    # Migrations that seal stored data open the vault only when there is data to seal.
+    given = context.config.attributes.get("vault")
+    context.config.attributes["open_vault"] = (lambda: given) if given is not None else _configured_vault
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if not sqlite:
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    _foreign_keys(connection, on=False)
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if problems:
+                raise RuntimeError(f"migrations left {len(problems)} broken foreign key(s); nothing was committed")
+        if connection.in_transaction():
+            connection.commit()
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        _foreign_keys(connection, on=True)
 
 
 async def _run_async() -> None:
