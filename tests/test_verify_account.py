@@ -17,6 +17,8 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 from sqlalchemy import select
 
+from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, _dev_api_base
+from bot.core.config import Settings
 from bot.core.metrics import Metrics
 from bot.dev.demo import demo_id_number
 from bot.dev.fakes.alipay_gateway import OAUTH_TOKEN, FakeAlipayGateway
@@ -331,3 +333,64 @@ async def test_the_authorisation_pages_need_a_logged_in_user(
         assert query["state"] == ["s"] and query["scope"] == ["auth_base"]
         assert fake_alipay[0].auth_codes[query["auth_code"][0]].user_id == "2088000000000777"
     assert fake_wechat[0].oauth_codes == {}  # nobody logged in, no code
+
+
+# --- settings, the mini program, development -----------------------------------------------------------
+
+
+def test_production_wants_https_authorisation_pages() -> None:
+    def problems(**values: str) -> list[str]:
+        settings = Settings(env="production", public_url="https://vaxbot.example.org", **values)
+        return [problem for problem in settings.production_problems(dev_keys=False) if "OAUTH" in problem]
+
+    assert problems() == []  # the defaults are the real hosts
+    assert Settings().wechat_oauth_base == "https://open.weixin.qq.com"
+    assert Settings().alipay_oauth_base == "https://openauth.alipay.com"
+    assert problems(wechat_oauth_base="http://127.0.0.1:8080/_dev/wechat") == [
+        "VAXBOT_WECHAT_OAUTH_BASE must be https in production"
+    ]
+    assert problems(alipay_oauth_base="http://127.0.0.1:8080/_dev/alipay") == [
+        "VAXBOT_ALIPAY_OAUTH_BASE must be https in production"
+    ]
+
+
+def test_development_points_the_authorisation_at_the_fakes() -> None:
+    settings = _dev_api_base(Settings(port=9100, public_url="http://192.0.2.7:9100"), {})
+    assert settings.wechat_oauth_base == f"http://192.0.2.7:9100{DEV_API_PREFIX}"  # where the browser reaches us
+    assert settings.alipay_oauth_base == f"http://192.0.2.7:9100{DEV_ALIPAY_PREFIX}"
+    chosen = {"VAXBOT_WECHAT_OAUTH_BASE": "https://open.weixin.qq.com"}
+    kept = _dev_api_base(Settings(wechat_oauth_base="https://open.weixin.qq.com"), chosen)
+    assert kept.wechat_oauth_base == "https://open.weixin.qq.com"
+
+
+async def test_the_mini_program_face_needs_no_web_authorisation(
+    make_settings: Any, serve: Serve, fake: FakeWeChatAPI
+) -> None:
+    settings = make_settings(face_provider_wechat="wechat_mini")
+    client = await serve(settings)
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    link = await _link(WeChat(client, sim, fake), "o-mini")
+    page = await client.get(local_path(link), allow_redirects=False)
+    assert page.status == 200 and "请在小程序中打开" in await page.text()
+    (session,) = fake.face_sessions.values()
+    assert session.openid == "o-mini"  # WeChat runs the face for the account that asked
+    assert fake.oauth_codes == {}
+
+
+async def test_a_wechat_browser_may_say_whom_it_plays_in_development(fake_wechat: tuple[FakeWeChatAPI, str]) -> None:
+    query = {
+        "appid": fake_wechat[0].appid,
+        "redirect_uri": "http://127.0.0.1:1/verify/h/authorised?x=1",
+        "response_type": "code",
+        "scope": "snsapi_base",
+        "state": "s",
+        "sim_user": "o-demo-parent",
+    }
+    async with aiohttp.ClientSession() as http:
+        page = f"{fake_wechat[1]}/connect/oauth2/authorize"
+        async with http.get(page, params=query, allow_redirects=False) as response:
+            assert response.status == 302
+            back = parse_qs(urlsplit(response.headers["Location"]).query)
+            assert response.cookies["vx_sim_wechat_user"].value == "o-demo-parent"
+    assert back["x"] == ["1"] and back["state"] == ["s"]
+    assert fake_wechat[0].oauth_codes[back["code"][0]].openid == "o-demo-parent"
