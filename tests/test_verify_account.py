@@ -200,6 +200,8 @@ async def test_the_provider_page_finished_in_another_browser_binds_nothing(
     assert late.status == 410
     assert await count(app_client, Identity) == 0
     assert [entry.reason for entry in await _refusals(app_client)] == ["returned_in_another_browser"]
+    await drain_outbox(app_client)
+    assert any("不要转发" in told for told in channel.inbox(user))
 
 
 # --- the Tencent H5 provider, against its fake ------------------------------------------------------------

@@ -382,38 +382,39 @@ class VerificationRoutes:
                 return self._page("page_verify_unavailable", status=503)
             return self._page("page_verify_reopen", status=403)
         if not hmac.compare_digest(user.encode(), account.user_id.encode()):
-            await self._other_account(attempt, account, user, now)
+            # Who opened it, as a keyed hash: comparable across refusals, never the platform id itself.
+            opened_by = self._services.vault.digest("user_id", user)
+            await self._end_for_another(
+                attempt, account, "starting", "opened_by_another_account", now, opened_by=opened_by
+            )
             return self._page(f"page_verify_other_account_{account.platform}", status=403)
         return await self._launch(attempt, account, handle)
 
-    async def _other_account(self, attempt: Verification, account: PlatformAccount, user: str, now: datetime) -> None:
-        """Someone else opened the link: the attempt ends, the refusal is audited, the asker is told."""
-        vault = self._services.vault
+    async def _end_for_another(
+        self, attempt: Verification, account: PlatformAccount, before: str, reason: str, now: datetime, **detail: str
+    ) -> None:
+        """Someone else has the link or the provider's page: the attempt ends (once), the refusal is audited,
+        and the asker is told in the chat not to forward it."""
         async with self._sessions() as session, session.begin():
             moved = await session.execute(
                 update(Verification)
-                .where(Verification.id == attempt.id, Verification.status == "starting")
-                .values(status="failed", reason="opened_by_another_account", completed_at=now)
+                .where(Verification.id == attempt.id, Verification.status == before)
+                .values(status="failed", reason=reason, completed_at=now)
             )
             record_access(
                 session,
                 actor_kind="account",
                 actor_ref=str(account.id),
                 action="verify_refused",
-                reason="opened_by_another_account",
+                reason=reason,
                 platform=account.platform,
-                # Who opened it, as a keyed hash: comparable across refusals, never the platform id itself.
-                detail={
-                    "attempt": attempt.id,
-                    "provider": attempt.provider,
-                    "opened_by": vault.digest("user_id", user),
-                },
+                detail={"attempt": attempt.id, "provider": attempt.provider, **detail},
             )
             fresh = await session.get(PlatformAccount, account.id)
             if moved.rowcount and fresh is not None:  # type: ignore[attr-defined]
                 text = self._services.catalogue(f"verify_other_account_{account.platform}")
                 await notify(session, Text(text), f"verify-other:{attempt.id}", accounts=[fresh])
-        log.warning("verification link opened by another account", extra={"provider": attempt.provider})
+        log.warning("verification refused for another account", extra={"provider": attempt.provider, "reason": reason})
 
     async def _launch(self, attempt: Verification, account: PlatformAccount, handle: str) -> web.StreamResponse:
         """The attempt is ``starting`` (ours): register it with the provider and send the browser there."""
@@ -453,9 +454,7 @@ class VerificationRoutes:
             if not hmac.compare_digest(token.encode(), expected.encode()):
                 # The provider's page was finished in a browser that was never checked (a forwarded page):
                 # this attempt proves nothing any more.
-                reason = "returned_in_another_browser"
-                if await self._move(attempt.id, "started", "failed", reason=reason, completed_at=now):
-                    await self._refuse(account, attempt, reason)
+                await self._end_for_another(attempt, account, "started", "returned_in_another_browser", now)
                 return self._page(f"page_verify_other_account_{account.platform}", status=403)
         provider = self._providers.get(attempt.provider)
         if provider is None or not await self._move(attempt.id, "started", "checking"):
