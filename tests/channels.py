@@ -167,8 +167,7 @@ def local_path(url: str) -> str:
 
 
 async def authorise(client: Client, link: str, platform: str, as_user: str) -> ClientResponse:
-    """A phone logged in as ``as_user`` opens a verification link: our page, the platform's web authorisation, and
-    back to us; our answer to that return (a redirect to the face provider, or a refusal page), not followed."""
+    """A phone logged in as ``as_user`` opens a verification link; our answer when the platform sends it back."""
     started = await client.get(local_path(link), allow_redirects=False)
     assert started.status == 302, await started.text()
     location = started.headers["Location"]

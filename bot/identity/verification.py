@@ -328,8 +328,7 @@ class VerificationRoutes:
         raise response
 
     async def authorised(self, request: web.Request) -> web.StreamResponse:
-        """Back from the platform's web authorisation: the state must be this attempt's and this browser's,
-        and the code must name the account that asked; then the provider is reached."""
+        """Back from the web authorisation: this attempt's state, in this browser, for the asking account."""
         handle = request.match_info["handle"]
         now = utcnow()
         async with self._sessions() as session:
