@@ -25,7 +25,7 @@ from bot.dev.sandbox import MOUNT as SANDBOX_MOUNT
 from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
 from bot.identity.face.dev import DevFace
 from bot.identity.face.providers import build_face_providers, by_provider_name, needs_dev_face
-from bot.identity.verification import VerificationRoutes
+from bot.identity.verification import VerificationRoutes, web_authorisations
 from bot.outbox.queue import OutboxWorker, Sender, outbox_depth
 from bot.outbox.queue import register_jobs as outbox_jobs
 from bot.platforms.alipay import sign as alipay_sign
@@ -160,7 +160,8 @@ async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     sessions = app[SESSIONS]
     face = build_face_providers(app[SETTINGS], app[HTTP], app[WECHAT_API], app.get(ALIPAY_API), dev=app.get(DEV_FACE))
-    app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face))
+    authorisations = web_authorisations(app[WECHAT_API], app.get(ALIPAY_API))
+    app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face), authorisations)
     app[CODE_PAGES] = CodePageRoutes(services, sessions)
     yield
 

@@ -47,8 +47,13 @@ def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
     base = local_url(settings.host, settings.port)
     if "VAXBOT_WECHAT_API_BASE" not in environ and settings.wechat_appid == DEV_WECHAT_APPID:
         settings = dataclasses.replace(settings, wechat_api_base=base + DEV_API_PREFIX)
+    if "VAXBOT_WECHAT_OAUTH_BASE" not in environ and settings.wechat_appid == DEV_WECHAT_APPID:
+        # The user's browser goes there, so it is the public address, as the verification link is.
+        settings = dataclasses.replace(settings, wechat_oauth_base=settings.public_url.rstrip("/") + DEV_API_PREFIX)
     if "VAXBOT_ALIPAY_GATEWAY" not in environ and settings.alipay_appid == DEV_ALIPAY_APPID:
         settings = dataclasses.replace(settings, alipay_gateway=f"{base}{DEV_ALIPAY_PREFIX}/gateway.do")
+    if "VAXBOT_ALIPAY_OAUTH_BASE" not in environ and settings.alipay_appid == DEV_ALIPAY_APPID:
+        settings = dataclasses.replace(settings, alipay_oauth_base=settings.public_url.rstrip("/") + DEV_ALIPAY_PREFIX)
     return settings
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+from aiohttp import ClientResponse
+
+from bot.dev.fakes import alipay_gateway, wechat
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
@@ -150,3 +154,25 @@ def link_in(answers: list[str]) -> str:
         if answer.startswith("[链接] "):
             return answer.rsplit(" ", 1)[1]
     raise AssertionError(f"no link card in {answers}")
+
+
+# The simulated platform apps' browsers know who is logged in from these cookies.
+SIM_USER_COOKIES = {"wechat": wechat.SIM_USER_COOKIE, "alipay": alipay_gateway.SIM_USER_COOKIE}
+
+
+def local_path(url: str) -> str:
+    """The path and query of ``url`` (to open it on the test client's server)."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+async def authorise(client: Client, link: str, platform: str, as_user: str) -> ClientResponse:
+    """A phone logged in as ``as_user`` opens a verification link; our answer when the platform sends it back."""
+    started = await client.get(local_path(link), allow_redirects=False)
+    assert started.status == 302, await started.text()
+    location = started.headers["Location"]
+    cookies = {SIM_USER_COOKIES[platform]: as_user}
+    async with client.session.get(location, allow_redirects=False, cookies=cookies) as page:
+        assert page.status == 302, await page.text()
+        back = page.headers["Location"]
+    return await client.get(local_path(back), allow_redirects=False)

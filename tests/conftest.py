@@ -225,7 +225,9 @@ def make_settings(
 
     def build(**overrides: Any) -> Settings:
         overrides.setdefault("wechat_api_base", fake_wechat[1])
+        overrides.setdefault("wechat_oauth_base", fake_wechat[1])
         overrides.setdefault("alipay_gateway", fake_alipay[1])
+        overrides.setdefault("alipay_oauth_base", fake_alipay[1].removesuffix("/gateway.do"))
         return _settings(database_url, keys_dir, **overrides)
 
     return build

@@ -20,6 +20,7 @@ from bot.core.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_TOK
 from bot.core.keys import load_keyring
 from bot.core.pii import Vault
 from bot.dev.demo import PARENT
+from bot.dev.fakes.wechat import SIM_USER_COOKIE as WECHAT_USER_COOKIE
 from bot.dev.fakes.wechat import WeChatClientSim
 from bot.showcode.codes import make_payload
 from models import utcnow
@@ -181,7 +182,9 @@ async def test_serve_on_another_port_and_every_interface_sends_links_that_work(t
         assert f"vaxbot is running at {base}  (listening on every interface)" in served.stdout()
         wechat = WeChatClientSim(DEV_WECHAT_TOKEN, DEV_WECHAT_APPID, DEV_WECHAT_AES_KEY)
         user = "o-cli-port-test"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as http:
+        # A browser keeps cookies (the link's state is bound to it), also for an address like 127.0.0.1.
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40), cookie_jar=jar) as http:
 
             async def say(text: str) -> dict[str, Any]:
                 signed = wechat.sign(wechat.text(user, text))
@@ -196,8 +199,9 @@ async def test_serve_on_another_port_and_every_interface_sends_links_that_work(t
             article = await say(PARENT.id_number)
             link = article["Articles"]["item"]["Url"]
             assert link.startswith(f"{base}/"), link
-            # The link, and the face page it leads to, answer on this port.
-            async with http.get(link) as page:
+            # The link, the (simulated) WeChat authorisation it goes through as this user, and the face page
+            # it leads to, all answer on this port.
+            async with http.get(link, cookies={WECHAT_USER_COOKIE: user}) as page:
                 assert page.status == 200, await page.text()
                 assert str(page.url).startswith(f"{base}/_dev/face/"), page.url
     finally:

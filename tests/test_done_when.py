@@ -20,7 +20,7 @@ from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import OutboxMessage
-from tests.channels import Alipay, Channel, WeChat, link_in
+from tests.channels import Alipay, Channel, WeChat, authorise, link_in
 from tests.helpers import Client, drain_outbox, outbox_rows
 
 GRANDMA_PHONE = "13912345678"
@@ -36,7 +36,7 @@ async def _verify(client: Client, channel: Channel, user: str, name: str, id_num
     await channel.do(user, ("click", "HELP_VERIFY"))
     await channel.say(user, name)
     link = link_in(await channel.do(user, ("text", id_number)))
-    started = await client.get(_path(link), allow_redirects=False)
+    started = await authorise(client, link, channel.platform, user)
     page = started.headers["Location"]
     decided = await client.post(_path(page), data={"decision": "pass"}, allow_redirects=False)
     back = await client.get(_path(decided.headers["Location"]))

@@ -80,7 +80,9 @@ async def test_parent_on_wechat_grandparent_on_alipay(
         port=port,
         public_url=base,
         wechat_api_base=f"{base}{DEV_API_PREFIX}",
+        wechat_oauth_base=f"{base}{DEV_API_PREFIX}",
         alipay_gateway=f"{base}{DEV_ALIPAY_PREFIX}/gateway.do",
+        alipay_oauth_base=f"{base}{DEV_ALIPAY_PREFIX}",
         run_outbox_worker=True,
         outbox_poll_seconds=0.1,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, unused_port
@@ -37,7 +38,9 @@ async def sandbox(make_settings: Any, aiohttp_client: Any) -> TestClient[Any, An
         port=port,
         public_url=base,
         wechat_api_base=f"{base}{DEV_API_PREFIX}",
+        wechat_oauth_base=f"{base}{DEV_API_PREFIX}",
         alipay_gateway=f"{base}{DEV_ALIPAY_PREFIX}/gateway.do",
+        alipay_oauth_base=f"{base}{DEV_ALIPAY_PREFIX}",
     )
     app = build_serving_app(settings)
     client: TestClient[Any, Any] = await aiohttp_client(app, server_kwargs={"host": "127.0.0.1", "port": port})
@@ -256,3 +259,36 @@ def test_an_alipay_reminder_is_a_card(settings: Settings) -> None:
     assert text.startswith("[模板消息] " + catalogue("sandbox_template_reminder"))
     assert "    查看详情：http://127.0.0.1:8080/" in text.split("\n")
     assert PARENT.name not in text
+
+
+# --- the verification link opens as the person the page plays -------------------------------------------
+
+
+async def _verification_link(client: TestClient[Any, Any], platform: str, user: str) -> str:
+    """Ask for verification through the sandbox as the demo parent; the link the chat showed."""
+    for action, value in (("click", "HELP_VERIFY"), ("text", PARENT.name), ("text", PARENT.id_number)):
+        payload = {"platform": platform, "user": user, "action": action, "value": value}
+        response = await client.post("/sandbox/api/send", json=payload)
+        assert response.status == 200, await response.text()
+        await drain_outbox(client)
+    items = (await _transcript(client, platform, user))["items"]
+    return str(next(item["url"] for item in reversed(items) if item.get("kind") == "link"))
+
+
+@pytest.mark.parametrize(("platform", "user"), [("wechat", PARENT_WECHAT), ("alipay", "2088000000000001")])
+async def test_the_sandbox_browser_is_the_person_it_plays(
+    sandbox: TestClient[Any, Any], platform: str, user: str
+) -> None:
+    # The page plays the grandmother now: her phone opens the parent's link, and is refused.
+    link = await _verification_link(sandbox, platform, user)
+    other = "o-demo-grandma" if platform == "wechat" else "2088000000000002"
+    await _transcript(sandbox, platform, other)
+    refused = await sandbox.get(urlsplit(link).path)
+    assert refused.status == 403 and "请在发起认证的" in await refused.text()
+
+    # Back to the parent (a new link, the old one is spent): the fake's authorisation page knows it is her.
+    link = await _verification_link(sandbox, platform, user)
+    opened = await sandbox.get(urlsplit(link).path)
+    assert opened.status == 200 and "/_dev/face/" in str(opened.url), await opened.text()
+    decided = await sandbox.post(str(opened.url.relative()), data={"decision": "pass"})
+    assert decided.status == 200 and "实名认证成功" in await decided.text()

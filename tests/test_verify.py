@@ -16,7 +16,7 @@ from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import Certificate, Identity, PlatformAccount, Verification, utcnow
-from tests.channels import Alipay, Channel, WeChat, link_in
+from tests.channels import Alipay, Channel, WeChat, authorise, link_in
 from tests.conftest import Serve
 from tests.helpers import Client, count, drain_outbox
 from tests.world import registry_file, verified
@@ -41,9 +41,9 @@ async def _link(channel: Channel, user: str, name: str = NAME, id_number: str = 
     return link_in(answers)
 
 
-async def _face(client: Client, link: str, decision: str) -> tuple[int, str]:
-    """The user's browser: open the link, decide on the (dev) provider's page, come back."""
-    started = await client.get(_path(link), allow_redirects=False)
+async def _face(client: Client, channel: Channel, user: str, link: str, decision: str) -> tuple[int, str]:
+    """The user's browser: open the link (authorised as ``user``), decide on the (dev) provider's page, come back."""
+    started = await authorise(client, link, channel.platform, user)
     assert started.status == 302, await started.text()
     provider_page = started.headers["Location"]
     assert "/_dev/face/" in provider_page
@@ -57,7 +57,7 @@ async def _face(client: Client, link: str, decision: str) -> tuple[int, str]:
 async def test_verification_binds_the_account(channel: Channel, app_client: Client) -> None:
     user = f"v-{channel.platform}"
     link = await _link(channel, user)
-    status, page = await _face(app_client, link, "pass")
+    status, page = await _face(app_client, channel, user, link, "pass")
     assert status == 200 and "实名认证成功" in page
     await drain_outbox(app_client)
     async with app_client.app[SESSIONS]() as session:
@@ -81,7 +81,7 @@ async def test_the_result_is_told_in_the_chat(channel: Channel, app_client: Clie
     user = f"told-{channel.platform}"
     link = await _link(channel, user)
     before = len(channel.inbox(user))
-    await _face(app_client, link, "pass")
+    await _face(app_client, channel, user, link, "pass")
     await drain_outbox(app_client)
     pushed = channel.inbox(user)[before:]
     assert len(pushed) == 1
@@ -90,14 +90,14 @@ async def test_the_result_is_told_in_the_chat(channel: Channel, app_client: Clie
 
 async def test_a_failed_face_binds_nothing(channel: Channel, app_client: Client) -> None:
     user = f"fail-{channel.platform}"
-    status, page = await _face(app_client, await _link(channel, user), "fail")
+    status, page = await _face(app_client, channel, user, await _link(channel, user), "fail")
     assert status == 200 and "没有通过" in page
     assert await count(app_client, Identity) == 0
 
 
 async def test_another_persons_face_is_a_mismatch(channel: Channel, app_client: Client) -> None:
     user = f"other-{channel.platform}"
-    status, page = await _face(app_client, await _link(channel, user), "other")
+    status, page = await _face(app_client, channel, user, await _link(channel, user), "other")
     assert status == 200 and "不一致" in page
     assert await count(app_client, Identity) == 0
     async with app_client.app[SESSIONS]() as session:
@@ -160,8 +160,8 @@ async def test_the_same_person_on_both_platforms_is_one_identity(
 ) -> None:
     on_wechat = WeChat(app_client, wechat, fake)
     on_alipay = Alipay(app_client, alipay, fake_alipay[0])
-    await _face(app_client, await _link(on_wechat, "o-both"), "pass")
-    await _face(app_client, await _link(on_alipay, "2088000000000601"), "pass")
+    await _face(app_client, on_wechat, "o-both", await _link(on_wechat, "o-both"), "pass")
+    await _face(app_client, on_alipay, "2088000000000601", await _link(on_alipay, "2088000000000601"), "pass")
     async with app_client.app[SESSIONS]() as session:
         accounts = (
             await session.scalars(select(PlatformAccount).where(PlatformAccount.identity_id.is_not(None)))
@@ -202,7 +202,7 @@ async def test_a_newly_verified_grantee_is_told_what_she_can_see(
     user = f"grantee-{channel.platform}"
     link = await _link(channel, user)
     before = len(channel.inbox(user))
-    await _face(app_client, link, "pass")
+    await _face(app_client, channel, user, link, "pass")
     await drain_outbox(app_client)
     pushed = channel.inbox(user)[before:]
     assert len(pushed) == 1

@@ -169,6 +169,23 @@ MESSAGES: Final[dict[str, str]] = {
     "page_verify_failed": "人脸识别没有通过。请返回聊天窗口，回复「实名认证」重新认证。",
     "page_verify_mismatch": "人脸识别结果与填写的信息不一致，认证未完成。请返回聊天窗口，回复「实名认证」重新认证。",
     "page_verify_app": "请在小程序中打开完成人脸识别。",
+    # A verification link works only for the chat account that asked for it (checked by web authorisation).
+    "page_verify_reopen": "无法确认打开链接的账号。请回到聊天窗口，重新点击认证链接；链接失效的话，回复「实名认证」获取新的链接。",
+    "page_verify_other_account_wechat": (
+        "请在发起认证的微信中打开此链接。为保护您的信息，本次认证已停止；如需认证，请在您自己的微信中回复「实名认证」。"
+    ),
+    "page_verify_other_account_alipay": (
+        "请在发起认证的支付宝中打开此链接。为保护您的信息，本次认证已停止；"
+        "如需认证，请在您自己的支付宝中回复「实名认证」。"
+    ),
+    "verify_other_account_wechat": (
+        "您的实名认证链接在另一个微信中被打开了，为保护您的信息，本次认证已停止。"
+        "认证链接请不要转发给他人；如需继续，请回复「实名认证」获取新的链接，并在本微信中打开。"
+    ),
+    "verify_other_account_alipay": (
+        "您的实名认证链接在另一个支付宝账号中被打开了，为保护您的信息，本次认证已停止。"
+        "认证链接请不要转发给他人；如需继续，请回复「实名认证」获取新的链接，并在本支付宝中打开。"
+    ),
     # --- pending list and claiming (待申领 → 申领) ----------------------------------------
     "relation_self": "本人",
     "relation_child": "子女",

@@ -63,6 +63,9 @@ class Settings:
     wechat_token: str = dataclasses.field(default=DEV_WECHAT_TOKEN, metadata=SECRET)
     wechat_aes_key: str = dataclasses.field(default=DEV_WECHAT_AES_KEY, metadata=SECRET)
     wechat_api_base: str = "https://api.weixin.qq.com"
+    # Web authorisation (网页授权): where a verification link sends the browser to learn which chat account
+    # holds it. WeChat's authorize page lives here; the code is exchanged at wechat_api_base's /sns/oauth2.
+    wechat_oauth_base: str = "https://open.weixin.qq.com"
 
     # Alipay life account / mini program; an empty app id turns the channel off. Key settings are
     # file paths; empty means the development files in the keys directory.
@@ -70,6 +73,8 @@ class Settings:
     alipay_private_key: str = ""
     alipay_public_key: str = ""
     alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
+    # Alipay's web authorisation page (publicAppAuthorize.htm); the auth_code goes to the gateway.
+    alipay_oauth_base: str = "https://openauth.alipay.com"
     # Alipay's posts carry no signed timestamp: a message older than this is a replay (processed keys
     # are kept for days, so within it a replay is recognised as a duplicate).
     alipay_max_message_age_seconds: int = 24 * 3600
@@ -215,6 +220,10 @@ class Settings:
                     problems.append(f"VAXBOT_{name.upper()} is not set (needed by the tencent face provider)")
             if not self.tencent_faceid_endpoint.startswith("https://"):
                 problems.append("VAXBOT_TENCENT_FACEID_ENDPOINT must be https in production")
+        if not self.wechat_oauth_base.startswith("https://"):
+            problems.append("VAXBOT_WECHAT_OAUTH_BASE must be https in production")
+        if self.alipay_enabled and not self.alipay_oauth_base.startswith("https://"):
+            problems.append("VAXBOT_ALIPAY_OAUTH_BASE must be https in production")
         return problems
 
 

@@ -21,13 +21,16 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from bot.chat.menu import LABELS, MENU
 from bot.core.catalogue import Catalogue
 from bot.core.config import Settings
 from bot.dev.demo import GRANDMA, PARENT, WX_PARENT, DemoPerson, reset_demo
 from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import SIM_USER_COOKIE as ALIPAY_USER_COOKIE
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import SIM_USER_COOKIE as WECHAT_USER_COOKIE
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.platforms.alipay import sign as alipay_sign
 from bot.platforms.alipay.sender import IMAGE_ACTION_NAME
@@ -298,7 +301,24 @@ class Sandbox:
         for reply in replies:
             self.transcripts.add(platform, user, "bot", wechat_view(reply, catalogue, self._settings))
         self._absorb(catalogue)
-        return web.json_response({"ok": True})
+        response = web.json_response({"ok": True})
+        self._log_in(response, platform, user)
+        return response
+
+    def _log_in(self, response: web.StreamResponse, platform: str, user: str) -> None:
+        """Make the simulated platform app's browser logged in as the person the page plays.
+
+        A link the page shows opens in this browser, and a verification link first asks the platform's
+        web authorisation (the fake's page) whose browser it is: the real app knows who is logged in, the
+        fake reads this cookie. It is set on every message and every poll, so switching person or platform
+        on the page switches who the phone belongs to; it is scoped to the fake's authorisation page only.
+        """
+        if platform == "wechat":
+            path = URL(self._settings.wechat_oauth_base).path.rstrip("/") + "/connect/oauth2/"
+            response.set_cookie(WECHAT_USER_COOKIE, user, path=path, httponly=True, samesite="Lax")
+        elif platform == "alipay":
+            path = URL(self._settings.alipay_oauth_base).path.rstrip("/") + "/oauth2/"
+            response.set_cookie(ALIPAY_USER_COOKIE, user, path=path, httponly=True, samesite="Lax")
 
     async def _send_wechat(
         self, http: aiohttp.ClientSession, base: str, user: str, action: str, value: str
@@ -375,9 +395,12 @@ class Sandbox:
             after = 0
         self._absorb(request.config_dict[SERVICES].catalogue)
         items = self.transcripts.since(platform, user, after)
-        return web.json_response(
+        response = web.json_response(
             {"epoch": self.transcripts.epoch, "items": items}, headers={"Cache-Control": "no-store"}
         )
+        if platform in self._platforms() and user and len(user) <= 64:
+            self._log_in(response, platform, user)
+        return response
 
     async def reminders(self, request: web.Request) -> web.Response:
         """Fast-forward to the reminder hour: plan reminders now and send those due by then (a demo aid)."""
@@ -436,6 +459,7 @@ class Sandbox:
         wechat.received.clear()
         wechat.media.clear()
         wechat.face_sessions.clear()
+        wechat.oauth_codes.clear()
         self._wechat_seen = 0
         alipay = self._alipay_fake
         if alipay is not None:
@@ -446,6 +470,7 @@ class Sandbox:
             alipay.unfollowed.clear()
             alipay.enter_used_on.clear()
             alipay.certifications.clear()
+            alipay.auth_codes.clear()
         self._alipay_seen = 0
 
     async def media(self, request: web.Request) -> web.Response:

@@ -14,6 +14,11 @@ Identity verification (``alipay.user.certify.open.*``): ``initialize`` checks it
 (or the test calls :meth:`FakeAlipayGateway.complete_certify`) and sends the browser to ``return_url``;
 ``query`` answers ``passed`` T or F, and forgets a certify_id not certified within 23 hours.
 
+Web authorisation: the ``/oauth2/publicAppAuthorize.htm`` page (the Alipay app's browser, which knows who
+is logged in) sends the browser back to ``redirect_uri`` with a single-use ``auth_code``, and
+``alipay.system.oauth.token`` (signed, checked like every call) turns it into the ``user_id``; its success
+answer carries no ``code``, as Alipay's does not.
+
 Method and app-id problems are answered with an unsigned ``error_response``; everything else with a
 signed ``<method>_response``. Refused in production (see ``bot.cli``); nothing here leaves loopback.
 """
@@ -33,6 +38,7 @@ from xml.sax.saxutils import escape
 from aiohttp import BodyPartReader, web
 from alipay.aop.api.util.SignatureUtils import get_sign_content
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 from bot.dev.fakes.alipay_rules import (
     MAX_IMAGE_BYTES,
@@ -46,6 +52,7 @@ from bot.dev.fakes.alipay_rules import (
     invalid,
     parse_biz,
 )
+from bot.dev.fakes.login import SIM_USER_PARAM, login_page
 from bot.platforms.alipay import sign as alipay_sign
 
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -61,7 +68,10 @@ MENU_CREATE = "alipay.open.public.menu.create"
 CERTIFY_PAGE = "alipay.user.certify.open.certify"
 CERTIFY_INITIALIZE = "alipay.user.certify.open.initialize"
 CERTIFY_QUERY = "alipay.user.certify.open.query"
-METHODS = frozenset({CUSTOM_SEND, SINGLE_SEND, MINI_SEND, IMAGE_UPLOAD, MENU_CREATE, CERTIFY_INITIALIZE, CERTIFY_QUERY})
+OAUTH_TOKEN = "alipay.system.oauth.token"  # noqa: S105 (a method name)
+METHODS = frozenset(
+    {CUSTOM_SEND, SINGLE_SEND, MINI_SEND, IMAGE_UPLOAD, MENU_CREATE, CERTIFY_INITIALIZE, CERTIFY_QUERY, OAUTH_TOKEN}
+)
 PAGE_METHODS = frozenset({CERTIFY_PAGE})
 MESSAGE_METHODS = frozenset({CUSTOM_SEND, SINGLE_SEND, MINI_SEND})
 
@@ -72,6 +82,11 @@ EVENT_TYPES = frozenset({"follow", "click", "enter_ppchat"})
 # repeated outer_order_no is the fake's own (Alipay requires it unique but does not document the answer).
 CERTIFY_TTL = timedelta(hours=23)
 CERTIFY_RESULTS = frozenset({"pass", "fail", "other"})
+# Web authorisation: an auth_code works once; Alipay documents at most 24 hours, the fake keeps it shorter
+# (tests shorten it further). The simulated app browser's logged-in user is this cookie.
+OAUTH_CODE_TTL = timedelta(minutes=10)
+OAUTH_SCOPES = frozenset({"auth_base", "auth_user"})
+SIM_USER_COOKIE = "vx_sim_alipay_user"
 
 
 def _utcnow() -> datetime:
@@ -116,6 +131,18 @@ class Certification:
 
 
 @dataclasses.dataclass
+class AuthCode:
+    """One auth_code the authorisation page issued."""
+
+    code: str
+    app_id: str
+    user_id: str
+    scope: str
+    created: datetime
+    used: bool = False
+
+
+@dataclasses.dataclass
 class _Failure:
     code: str
     sub_code: str
@@ -147,6 +174,8 @@ class FakeAlipayGateway:
         self.indent: int | None = None  # pretty-print answers (whitespace the signature must survive)
         self.response_fields: dict[str, dict[str, Any]] = {}
         self.certifications: dict[str, Certification] = {}
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.auth_code_ttl = OAUTH_CODE_TTL
         self._failures: dict[str, list[_Failure]] = {}
         self._stalls: dict[str, float] = {}
         self._tamper: dict[str, int] = {}
@@ -222,7 +251,64 @@ class FakeAlipayGateway:
         app.router.add_post("/interaction", self._interaction)
         app.router.add_get("/images/{name}", self._image)
         app.router.add_post("/certify/{certify_id}", self._certify_done)
+        app.router.add_get("/oauth2/publicAppAuthorize.htm", self._authorize)
         return app
+
+    # --- web authorisation ---
+
+    def issue_auth_code(self, user_id: str, app_id: str | None = None, scope: str = "auth_base") -> str:
+        """What the authorisation page does for the logged-in user: an auth_code for ``user_id``."""
+        code = secrets.token_hex(16)
+        self.auth_codes[code] = AuthCode(code, app_id or self.app_id, user_id, scope, self.clock())
+        return code
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """Alipay's authorisation page in its app's browser: back to ``redirect_uri`` with an auth_code.
+
+        Who is logged in is the ``SIM_USER_COOKIE`` cookie (the sandbox sets it for the person it plays; a
+        test sets it for its browser); without it, the page asks to open the link in Alipay.
+        """
+        query = request.query
+        if query.get("app_id") != self.app_id:
+            return login_page(400, "app_id 参数错误")
+        scope = query.get("scope", "")
+        if scope not in OAUTH_SCOPES:
+            return login_page(400, "scope 参数错误")
+        redirect = URL(query.get("redirect_uri", ""))
+        if not redirect.is_absolute() or redirect.scheme not in ("http", "https"):
+            return login_page(400, "redirect_uri 参数错误")
+        chosen = query.get(SIM_USER_PARAM, "")
+        user_id = chosen or request.cookies.get(SIM_USER_COOKIE, "")
+        if not user_id:
+            # Outside Alipay's app nobody is logged in: say so, and (development only) let the person
+            # holding this browser say which Alipay user they play, as `vaxbot chat` users need to.
+            return login_page(
+                403, "请在支付宝客户端打开链接。", query, "以哪个支付宝用户打开（开发模拟，填 user_id）："
+            )
+        code = self.issue_auth_code(user_id, scope=scope)
+        back = redirect.update_query(
+            app_id=self.app_id, source="alipay_wallet", scope=scope, auth_code=code, state=query.get("state", "")
+        )
+        response = web.HTTPFound(str(back))
+        if chosen:
+            response.set_cookie(SIM_USER_COOKIE, chosen, path=request.path, httponly=True, samesite="Lax")
+        raise response
+
+    def _oauth_token(self, params: dict[str, str], now: datetime) -> dict[str, Any]:
+        if params.get("grant_type") != "authorization_code":
+            raise Refusal("40002", "isv.grant-type-invalid", "grant_type参数不正确")
+        issued = self.auth_codes.get(params.get("code", ""))
+        if issued is None or issued.used or issued.app_id != self.app_id or now - issued.created > self.auth_code_ttl:
+            raise Refusal("40002", "isv.code-invalid", "授权码(auth_code)错误、状态不对或过期")
+        issued.used = True
+        return {
+            "user_id": issued.user_id,
+            "access_token": secrets.token_hex(20),
+            "expires_in": 1296000,
+            "refresh_token": secrets.token_hex(20),
+            "re_expires_in": 2592000,
+            "auth_start": now.astimezone(CHINA).strftime(TIMESTAMP_FORMAT),
+        }
 
     async def _interaction(self, request: web.Request) -> web.Response:
         """Development only: what a user just did, which Alipay knows because it carried it to us.
@@ -266,6 +352,11 @@ class FakeAlipayGateway:
             if stall := self._stalls.get(method):
                 await asyncio.sleep(stall)
             self._maybe_fail(method)
+            if method == OAUTH_TOKEN:
+                # Its success answer has no code and msg: the signed object is the answer.
+                token = self._oauth_token(params, self.clock())
+                self.received.append(Received(method, {}, params, self.clock()))
+                return self._answer(method, token)
             content = self._call(method, params, files, request)
         except Refusal as refusal:
             return self._answer(method, refusal.content(), unsigned=refusal.unsigned)

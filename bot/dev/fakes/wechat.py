@@ -6,7 +6,9 @@
   them on every call, validates request bodies, records what it receives, and can be told to fail with
   any errcode or to stall. It also serves the mini program's face verification
   (``/cityservice/face/identify/getverifyid`` and ``queryverifyinfo``), finished by
-  :meth:`FakeWeChatAPI.complete_face`.
+  :meth:`FakeWeChatAPI.complete_face`, and the Official Account's web authorisation: the
+  ``/connect/oauth2/authorize`` page (WeChat's in-app browser, which knows who is logged in) and
+  ``/sns/oauth2/access_token``, which turns its single-use, short-lived code into the openid.
 
 Refused in production (see ``bot.cli``); nothing here touches the network beyond loopback.
 """
@@ -28,7 +30,9 @@ from xml.sax.saxutils import escape
 import xmltodict
 from aiohttp import web
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from yarl import URL
 
+from bot.dev.fakes.login import SIM_USER_PARAM, login_page
 from bot.platforms.wechat.inbound import sha1_signature
 
 # --- WeChat → us ----------------------------------------------------------------------------
@@ -169,6 +173,8 @@ class FakeWeChatAPI:
         self._stalls: dict[str, float] = {}
         self.subscribers: list[asyncio.Queue[Received]] = []
         self.face_sessions: dict[str, FaceSession] = {}  # verify_id → session (微信人脸核身)
+        self.oauth_codes: dict[str, OAuthCode] = {}  # code → whom it was issued for (网页授权)
+        self.oauth_code_ttl = OAUTH_CODE_TTL
 
     # --- test controls ---
     def fail(self, path: str, errcode: int, times: int = 1) -> None:
@@ -214,8 +220,79 @@ class FakeWeChatAPI:
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/{path:.+}", self._call)
         app.router.add_post("/cityservice/face/identify/{name}", self._face)
+        app.router.add_get("/connect/oauth2/authorize", self._authorize)
+        app.router.add_get("/sns/oauth2/access_token", self._oauth_token)
         app.router.add_get("/inbox", self._inbox)
         return app
+
+    # --- web authorisation (网页授权) ---
+
+    def issue_oauth_code(self, openid: str, appid: str | None = None, scope: str = "snsapi_base") -> str:
+        """What the authorize page does for the logged-in user: a code for ``openid`` (tests may call it)."""
+        code = secrets.token_urlsafe(24)
+        self.oauth_codes[code] = OAuthCode(code, appid or self.appid, openid, scope, time.time())
+        return code
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """WeChat's authorisation page, as its in-app browser shows it for the logged-in user.
+
+        Who is logged in is the ``SIM_USER_COOKIE`` cookie: that is the phone's WeChat account (the
+        sandbox sets it for the person it plays; a test sets it for its browser). Without it, the page
+        says what WeChat says outside its app: open the link in WeChat.
+        """
+        query = request.query
+        if query.get("appid") != self.appid:
+            return login_page(400, "appid 参数错误")
+        if query.get("response_type") != "code":
+            return login_page(400, "response_type 参数错误")
+        scope = query.get("scope", "")
+        if scope not in OAUTH_SCOPES:
+            return login_page(400, "scope 参数错误")
+        redirect = URL(query.get("redirect_uri", ""))
+        if not redirect.is_absolute() or redirect.scheme not in ("http", "https"):
+            return login_page(400, "redirect_uri 参数错误")
+        chosen = query.get(SIM_USER_PARAM, "")
+        openid = chosen or request.cookies.get(SIM_USER_COOKIE, "")
+        if not openid:
+            # Outside WeChat's app nobody is logged in: say so, and (development only) let the person
+            # holding this browser say which WeChat user they play, as `vaxbot chat` users need to.
+            return login_page(403, "请在微信客户端打开链接。", query, "以哪个微信用户打开（开发模拟，填 openid）：")
+        code = self.issue_oauth_code(openid, scope=scope)
+        back = redirect.update_query(code=code, state=query.get("state", ""))
+        response = web.HTTPFound(str(back))
+        if chosen:
+            response.set_cookie(SIM_USER_COOKIE, chosen, path=request.path, httponly=True, samesite="Lax")
+        raise response
+
+    async def _oauth_token(self, request: web.Request) -> web.Response:
+        """``sns/oauth2/access_token``: the app's id and secret, and a code issued to it, at most once."""
+        if (failed := await self._maybe_fail("sns/oauth2/access_token")) is not None:
+            return failed
+        query = request.query
+        if query.get("appid") != self.appid:
+            return web.json_response({"errcode": 40013, "errmsg": "invalid appid"})
+        if query.get("secret") != self.secret:
+            return web.json_response({"errcode": 40125, "errmsg": "invalid appsecret"})
+        if query.get("grant_type") != "authorization_code":
+            return web.json_response({"errcode": 40002, "errmsg": "invalid grant_type"})
+        code = query.get("code", "")
+        if not code:
+            return web.json_response({"errcode": 41008, "errmsg": "missing code"})
+        issued = self.oauth_codes.get(code)
+        if issued is None or issued.appid != self.appid or time.time() - issued.created >= self.oauth_code_ttl:
+            return web.json_response({"errcode": 40029, "errmsg": "invalid code"})
+        if issued.used:
+            return web.json_response({"errcode": 40163, "errmsg": "code been used"})
+        issued.used = True
+        return web.json_response(
+            {
+                "access_token": secrets.token_urlsafe(32),
+                "expires_in": 7200,
+                "refresh_token": secrets.token_urlsafe(32),
+                "openid": issued.openid,
+                "scope": issued.scope,
+            }
+        )
 
     async def _inbox(self, request: web.Request) -> web.Response:
         """Development only: what was sent to one user, from position ``after`` (for ``vaxbot chat``)."""
@@ -417,6 +494,25 @@ FACE_SESSION_MISMATCH = 84014
 FACE_DUPLICATE_SEQ_NO = 84015
 _OUT_SEQ_NO = re.compile(r"^[A-Za-z0-9_-]{5,32}$")
 _ID_NUMBER = re.compile(r"^\d{17}[\dX]$")
+
+
+# Web authorisation: a code works once, within five minutes (WeChat's documented lifetime); the
+# logged-in user of the simulated in-app browser is this cookie.
+OAUTH_CODE_TTL = 300
+OAUTH_SCOPES = frozenset({"snsapi_base", "snsapi_userinfo"})
+SIM_USER_COOKIE = "vx_sim_wechat_user"
+
+
+@dataclasses.dataclass
+class OAuthCode:
+    """One code the authorize page issued."""
+
+    code: str
+    appid: str
+    openid: str
+    scope: str
+    created: float
+    used: bool = False
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from sqlalchemy import or_, select, update
@@ -26,6 +27,10 @@ from models import PlatformToken, utcnow
 log = logging.getLogger("vaxbot.wechat.api")
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+# Web authorisation: the page that redirects back with a code, and where the code becomes an openid.
+OAUTH_AUTHORIZE_PATH = "/connect/oauth2/authorize"
+# Relative to /cgi-bin/ (where every other call goes): resolves to /sns/oauth2/access_token.
+OAUTH_TOKEN_PATH = "../sns/oauth2/access_token"  # noqa: S105 (a path)
 # Refresh this long before WeChat's stated expiry, so no request goes out with a dying token.
 TOKEN_MARGIN = timedelta(minutes=5)
 # How long one process may take to fetch a token before another may try.
@@ -56,6 +61,7 @@ class WeChatAPI:
         self._base = settings.wechat_api_base.rstrip("/") + "/cgi-bin/"
         self._appid = settings.wechat_appid
         self._secret = settings.wechat_secret
+        self._oauth_base = settings.wechat_oauth_base.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=settings.api_timeout_seconds)
         self._metrics = metrics
         self._cached: tuple[str, Any] | None = None
@@ -219,6 +225,31 @@ class WeChatAPI:
                     continue
                 raise
         raise AssertionError("unreachable")
+
+    # --- web authorisation (网页授权) ---------------------------------------------------------
+
+    def authorize_url(self, redirect_uri: str, state: str) -> str:
+        """The silent ``snsapi_base`` authorisation page: WeChat sends the browser back with ``code`` and ``state``."""
+        query = urlencode(
+            {
+                "appid": self._appid,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "scope": "snsapi_base",
+                "state": state,
+            }
+        )
+        # WeChat reads the parameters in this order and wants the #wechat_redirect fragment on the end.
+        return f"{self._oauth_base}{OAUTH_AUTHORIZE_PATH}?{query}#wechat_redirect"
+
+    async def oauth_openid(self, code: str) -> str:
+        """The openid of whoever was sent back with ``code`` (``sns/oauth2/access_token``; the code works once)."""
+        params = {"appid": self._appid, "secret": self._secret, "code": code, "grant_type": "authorization_code"}
+        answer = await self._request("GET", OAUTH_TOKEN_PATH, params=params)
+        openid = answer.get("openid")
+        if not isinstance(openid, str) or not openid:
+            raise WeChatAPIError(-3, "sns/oauth2/access_token answered without openid")
+        return openid
 
     async def send_text(self, openid: str, content: str) -> None:
         """Customer-service text message."""
