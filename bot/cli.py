@@ -283,7 +283,10 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a certificate's audit rows, oldest first (China time; actors are references, never data)."""
+    """Print a certificate's audit rows, oldest first (China time; actors are references, never data).
+
+    A chat account's action names the person and the account it came from (``identity:12/account:34``).
+    """
     from bot.core.audit import entries_for_certificate
     from bot.core.chinatime import CHINA
     from models import AuditEntry, Certificate
@@ -303,7 +306,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no certificate with id {args.certificate}")
         return 0
     print(f"certificate {args.certificate}: {len(entries)} audit {'entry' if len(entries) == 1 else 'entries'}")
-    row = "{:<26}  {:<24}  {:<16}  {:<16}  {}"
+    row = "{:<26}  {:<32}  {:<16}  {:<16}  {}"
     print(row.format("time (China)", "actor", "action", "reason", "platform"))
     for entry in entries:
         at = entry.at.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S +08:00")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.chat.conversation import Context, Router
-from handlers import claim, coming_soon, common, grant, questions, records, show_code, verify, welcome
+from handlers import accounts, claim, coming_soon, common, grant, questions, records, show_code, verify, welcome
 
 
 async def fallback(ctx: Context) -> None:
@@ -25,6 +25,7 @@ def build_router(*first: Router) -> Router:
         grant.router,
         records.router,
         show_code.router,
+        accounts.router,
         welcome.router,
         questions.router,
         coming_soon.router,

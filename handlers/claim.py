@@ -47,11 +47,12 @@ async def _identity(ctx: Context) -> Identity | None:
 
 async def _pending(ctx: Context, identity: Identity) -> list[PendingItem]:
     items = await pending_for(ctx.session, ctx.services.vault, identity, ctx.settings, china_date(ctx.now))
+    account = await ctx.account()
     for item in items:  # what was shown, and to whom
         record_access(
             ctx.session,
             actor_kind="identity",
-            actor_ref=actor(identity),
+            actor_ref=actor(identity, account),
             action="pending_view",
             reason=item.standing.value,
             certificate_id=item.certificate_id,
@@ -150,7 +151,9 @@ async def agree(ctx: Context) -> None:
     item = await _still_claimable(ctx, identity, int(ctx.data["chosen"]))
     if item is None:
         return
-    certificate = await claim(ctx.session, identity, item.file, ctx.update.platform.value, ctx.now)
+    certificate = await claim(
+        ctx.session, identity, item.file, ctx.update.platform.value, ctx.now, account=await ctx.account()
+    )
     ctx.finish()
     if certificate is None:
         ctx.say("claim_taken_now", name=item.file.masked_name)

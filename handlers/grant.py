@@ -158,7 +158,7 @@ async def _overview(ctx: Context, identity: Identity, visible: Visible) -> str:
     """The certificate's masked header, its numbered grantees and what can be done; audited."""
     grants = await active_grants(ctx.session, visible.certificate.id)
     limit = ctx.settings.max_grantees
-    record_view(ctx.session, identity, visible, "grants_view", ctx.update.platform.value)
+    record_view(ctx.session, identity, visible, "grants_view", ctx.update.platform.value, account=await ctx.account())
     lines = [
         ctx.text(
             "grant_overview_head",
@@ -431,7 +431,15 @@ async def confirm_grant(ctx: Context) -> None:
         return
     limit = ctx.settings.max_grantees
     grant, refusal = await add_grant(
-        ctx.session, vault, identity, visible.certificate, grantee, ctx.settings, ctx.update.platform.value, ctx.now
+        ctx.session,
+        vault,
+        identity,
+        visible.certificate,
+        grantee,
+        ctx.settings,
+        ctx.update.platform.value,
+        ctx.now,
+        account=await ctx.account(),
     )
     if grant is None:
         await _manage(ctx, identity, visible, before=ctx.text(refusal, limit=limit))
@@ -480,7 +488,15 @@ async def confirm_revoke(ctx: Context) -> None:
     if grant is None or grant.certificate_id != visible.certificate.id:
         await _manage(ctx, identity, visible)
         return
-    revoked = await revoke_grant(ctx.session, identity, visible.certificate, grant, ctx.update.platform.value, ctx.now)
+    revoked = await revoke_grant(
+        ctx.session,
+        identity,
+        visible.certificate,
+        grant,
+        ctx.update.platform.value,
+        ctx.now,
+        account=await ctx.account(),
+    )
     ctx.data.pop("grant_id", None)
     if not revoked:
         ctx.say("grant_revoked_already")

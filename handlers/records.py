@@ -93,7 +93,7 @@ def next_doses(ctx: Context, forecasts: Sequence[Forecast], today: date) -> str:
 
 async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
     """The masked header, the doses grouped by vaccine, the next doses (children), what is not shown; audited."""
-    record_view(ctx.session, identity, visible, "records_view", ctx.update.platform.value)
+    record_view(ctx.session, identity, visible, "records_view", ctx.update.platform.value, account=await ctx.account())
     doses = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, china_date(ctx.now))
     clinic_ids = {dose.clinic_id for dose in doses if dose.clinic_id is not None}
     clinics: dict[int, str] = {}

@@ -33,7 +33,7 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
     """The masked caption, the code as an image, and the link to the code page; audited."""
     settings = ctx.settings
     vault = ctx.services.vault
-    record_view(ctx.session, identity, visible, "code_show", ctx.update.platform.value)
+    record_view(ctx.session, identity, visible, "code_show", ctx.update.platform.value, account=await ctx.account())
     ttl = timedelta(seconds=settings.code_ttl_seconds)
     issued = issue_code(
         ctx.session, vault, certificate_id=visible.certificate.id, identity_id=identity.id, now=ctx.now, ttl=ttl

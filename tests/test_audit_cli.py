@@ -73,7 +73,10 @@ async def _prepare(url: str, keys_dir: Path) -> tuple[int, int]:
                     AuditEntry(
                         at=at,
                         actor_kind="identity",
-                        actor_ref=f"identity:{holder.id}",
+                        # A chat account's action names the account too; the third row came from no chat.
+                        actor_ref=f"identity:{holder.id}/account:{7 if platform == 'wechat' else 8}"
+                        if platform
+                        else f"identity:{holder.id}",
                         action=action,
                         reason=reason,
                         certificate_id=certificate_id,
@@ -111,8 +114,8 @@ def test_shows_the_rows_of_one_certificate_in_china_time(
     assert lines[1].split() == ["time", "(China)", "actor", "action", "reason", "platform"]
     rows = [line.split() for line in lines[2:]]
     assert rows == [
-        ["2025-03-02", "00:30:00", "+08:00", "identity:1", "grant", "grandmother", "wechat"],
-        ["2025-03-02", "09:05:09", "+08:00", "identity:1", "records_view", "grantee", "alipay"],
+        ["2025-03-02", "00:30:00", "+08:00", "identity:1/account:7", "grant", "grandmother", "wechat"],
+        ["2025-03-02", "09:05:09", "+08:00", "identity:1/account:8", "records_view", "grantee", "alipay"],
         ["2025-03-03", "10:00:00", "+08:00", "identity:1", "revoke", "grandmother", "-"],
     ]
 

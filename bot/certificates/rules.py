@@ -70,9 +70,15 @@ class PendingItem:
     certificate_id: int | None = None
 
 
-def actor(identity: Identity) -> str:
-    """How the audit log names a verified person (never their data)."""
-    return f"identity:{identity.id}"
+def actor(identity: Identity, account: PlatformAccount | None = None) -> str:
+    """How the audit log names a verified person and the chat account they acted from (never their data).
+
+    ``identity:12/account:34`` when a chat account acted, ``identity:12`` when no chat account did (a code
+    page opened in a browser). Give the account wherever there is one: one person may use several.
+    """
+    if account is None:
+        return f"identity:{identity.id}"
+    return f"identity:{identity.id}/account:{account.id}"
 
 
 def age_on(birth: date, day: date) -> int:
@@ -161,7 +167,13 @@ async def pending_for(
 
 
 async def claim(
-    session: AsyncSession, identity: Identity, file: FileView, platform: str, now: datetime
+    session: AsyncSession,
+    identity: Identity,
+    file: FileView,
+    platform: str,
+    now: datetime,
+    *,
+    account: PlatformAccount | None = None,
 ) -> Certificate | None:
     """Claim the certificate of ``file`` for ``identity``; None when someone else's claim won.
 
@@ -186,7 +198,7 @@ async def claim(
     record_access(
         session,
         actor_kind="identity",
-        actor_ref=actor(identity),
+        actor_ref=actor(identity, account),
         action="claim",
         reason=file.kind,
         certificate_id=certificate_id,
@@ -287,6 +299,8 @@ async def add_grant(
     settings: Settings,
     platform: str,
     now: datetime,
+    *,
+    account: PlatformAccount | None = None,
 ) -> tuple[Grant | None, str]:
     """Authorise ``grantee``; (grant, "") or (None, the catalogue key of the refusal)."""
     if certificate.holder_identity_id != holder.id:
@@ -318,7 +332,7 @@ async def add_grant(
     record_access(
         session,
         actor_kind="identity",
-        actor_ref=actor(holder),
+        actor_ref=actor(holder, account),
         action="grant",
         reason=grantee.relationship,
         certificate_id=certificate.id,
@@ -330,7 +344,14 @@ async def add_grant(
 
 
 async def revoke_grant(
-    session: AsyncSession, holder: Identity, certificate: Certificate, grant: Grant, platform: str, now: datetime
+    session: AsyncSession,
+    holder: Identity,
+    certificate: Certificate,
+    grant: Grant,
+    platform: str,
+    now: datetime,
+    *,
+    account: PlatformAccount | None = None,
 ) -> bool:
     """Revoke one grant of the holder's certificate; False when it was not active (a double tap)."""
     if certificate.holder_identity_id != holder.id or grant.certificate_id != certificate.id:
@@ -343,7 +364,7 @@ async def revoke_grant(
     record_access(
         session,
         actor_kind="identity",
-        actor_ref=actor(holder),
+        actor_ref=actor(holder, account),
         action="revoke",
         reason=grant.relationship,
         certificate_id=certificate.id,
@@ -372,12 +393,20 @@ async def doses_of(session: AsyncSession, vault: Vault, vaccinee_id: int, today:
     return sorted(doses, key=lambda dose: (dose.given_on, dose.vaccine_code, dose.dose_number))
 
 
-def record_view(session: AsyncSession, identity: Identity, visible: Visible, action: str, platform: str) -> None:
-    """Audit a look at a certificate (records, the code…)."""
+def record_view(
+    session: AsyncSession,
+    identity: Identity,
+    visible: Visible,
+    action: str,
+    platform: str,
+    *,
+    account: PlatformAccount | None = None,
+) -> None:
+    """Audit a look at a certificate (records, the code…), from ``account`` when a chat account looked."""
     record_access(
         session,
         actor_kind="identity",
-        actor_ref=actor(identity),
+        actor_ref=actor(identity, account),
         action=action,
         reason=visible.role,
         certificate_id=visible.certificate.id,

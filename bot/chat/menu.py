@@ -18,6 +18,7 @@ class MenuKey(StrEnum):
     VERIFY = "HELP_VERIFY"
     FAQ = "HELP_FAQ"
     CONTACT = "HELP_CONTACT"
+    ACCOUNTS = "HELP_ACCOUNTS"
 
 
 MENU: list[tuple[str, list[tuple[str, MenuKey]]]] = [
@@ -29,7 +30,16 @@ MENU: list[tuple[str, list[tuple[str, MenuKey]]]] = [
         "亮码预约",
         [("亮码接种", MenuKey.SHOW_CODE), ("预约接种", MenuKey.BOOK), ("我的预约", MenuKey.MY_BOOKINGS)],
     ),
-    ("帮助", [("实名认证", MenuKey.VERIFY), ("常见问题", MenuKey.FAQ), ("联系客服", MenuKey.CONTACT)]),
+    # Four of the five items both platforms allow under one button (WeChat: 3 × 5, Alipay: 4 × 5).
+    (
+        "帮助",
+        [
+            ("实名认证", MenuKey.VERIFY),
+            ("常见问题", MenuKey.FAQ),
+            ("联系客服", MenuKey.CONTACT),
+            ("我的账号", MenuKey.ACCOUNTS),
+        ],
+    ),
 ]
 
 LABELS: dict[str, str] = {key.value: label for _, items in MENU for label, key in items}

@@ -43,7 +43,7 @@ MESSAGES: Final[dict[str, str]] = {
         "我可以帮您办理这些事（点下方菜单即可）：\n"
         "【我的接种证】申领接种证 · 证照授权 · 接种记录\n"
         "【亮码预约】亮码接种 · 预约接种 · 我的预约\n"
-        "【帮助】实名认证 · 常见问题 · 联系客服\n\n"
+        "【帮助】实名认证 · 常见问题 · 联系客服 · 我的账号\n\n"
         "也可以直接问我，例如「为什么没有待申领」「信息有误怎么改」「狂犬疫苗记录」。"
     ),
     "fallback": (
@@ -186,6 +186,46 @@ MESSAGES: Final[dict[str, str]] = {
         "您的实名认证链接在另一个支付宝账号中被打开了，为保护您的信息，本次认证已停止。"
         "认证链接请不要转发给他人；如需继续，请回复「实名认证」获取新的链接，并在本支付宝中打开。"
     ),
+    # --- my accounts (我的账号): the chat accounts bound to one person ---------------------------
+    "accounts_platform_wechat": "微信",
+    "accounts_platform_alipay": "支付宝",
+    "accounts_time": "{year}年{month}月{day}日 {hour:02d}:{minute:02d}",
+    "accounts_bound_notice": (
+        "【账号安全提醒】您的实名信息于{time}（北京时间）在{platform}绑定了一个新账号（{user}）。\n"
+        "如果是您本人操作，不需要处理。\n"
+        "如果不是您本人：请回复「我的账号」查看并解绑这个账号，并尽快拨打客服电话 {phone}。"
+    ),
+    "accounts_need_verify": (
+        "「我的账号」可以查看和解绑与您实名信息绑定的微信、支付宝账号，需要先完成实名认证。\n回复「实名认证」即可开始。"
+    ),
+    "accounts_head": "与您实名信息绑定的账号：",
+    "accounts_item": "{number}. {platform}账号 {user}，绑定于{time}{current}",
+    "accounts_item_no_time": "{number}. {platform}账号 {user}{current}",
+    "accounts_current": "（当前账号）",
+    "accounts_foot": (
+        "要解绑哪个账号，请回复它的序号（例如 2）；解绑后，那个账号就不能再查看您和孩子的接种证。回复「退出」结束。\n"
+        "发现不认识的账号，请解绑后拨打客服电话 {phone}。"
+    ),
+    "accounts_choice_invalid": "请回复列表中的序号（例如 1），或回复「退出」。",
+    "accounts_confirm": (
+        "确定解绑{platform}账号 {user} 吗？解绑后，这个账号将不能再查看您和孩子的接种证、接种记录和授权，也不能亮码；"
+        "以后想在那个账号上使用，需要重新实名认证。\n"
+        "确认请回复「确认解绑」；不解绑请回复「上一步」返回列表，或回复「取消」。"
+    ),
+    "accounts_confirm_current": (
+        "注意：您选择的是正在使用的这个{platform}账号（{user}）。解绑后，这个账号会立即不能再查看您和孩子的接种证、"
+        "接种记录和授权，也不能亮码；想继续使用，需要重新完成实名认证。\n"
+        "确认请回复「确认解绑」；不解绑请回复「上一步」返回列表，或回复「取消」。"
+    ),
+    "accounts_confirm_hint": "请回复「确认解绑」解绑这个账号，回复「上一步」返回列表，或回复「取消」。",
+    "accounts_unbound": (
+        "已解绑{platform}账号 {user}，它不能再查看您的接种证了。回复「我的账号」可以再次查看。\n"
+        "如果这个账号不是您本人的，请拨打客服电话 {phone} 说明情况。"
+    ),
+    "accounts_unbound_current": (
+        "已解绑当前账号，这个账号现在不能再查看您和孩子的接种证了。需要时回复「实名认证」重新认证即可。"
+    ),
+    "accounts_gone": "这个账号已经没有绑定您的实名信息了，不需要再解绑。",
     # --- pending list and claiming (待申领 → 申领) ----------------------------------------
     "relation_self": "本人",
     "relation_child": "子女",

@@ -1,26 +1,31 @@
-"""One person, many chat accounts: binding a verified account to its identity, and telling a person.
+"""One person, many chat accounts: binding a verified account to its identity, unbinding, and telling a person.
 
 The identity is keyed by the keyed hash of the ID number, so a person verified on WeChat and again on
 Alipay is one identity with two accounts: what they claimed or were granted on one platform is theirs
 on the other. Binding happens only after a confirmed verification on the account's own platform; an
-account is never linked because someone typed a matching ID number.
+account is never linked because someone typed a matching ID number. When an account joins a person who
+already has others, those others are told at once, so a stranger's account cannot join unnoticed; the
+person can then see their accounts and unbind one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.certificates.rules import accounts_for_id_hash
+from bot.certificates.rules import accounts_for_id_hash, actor
 from bot.core.audit import record_access
+from bot.core.catalogue import Catalogue
+from bot.core.chinatime import CHINA
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
-from bot.core.update import OutMessage
+from bot.core.update import OutMessage, Text
 from bot.outbox import queue as outbox
-from models import Identity, PlatformAccount
+from models import Identity, PlatformAccount, Verification
 
 
 async def bind_verified(
@@ -65,7 +70,7 @@ async def bind_verified(
     record_access(
         session,
         actor_kind="account",
-        actor_ref=f"{account.platform}:{vault.pseudonym(account.user_id)}",
+        actor_ref=actor(identity, account),
         action="identity_bound",
         reason="verified:" + method,
         platform=account.platform,
@@ -123,3 +128,98 @@ async def notify(
             idempotency_key=f"{key}:{account.id}",
         )
     return list(told.values())
+
+
+# --- seeing one's accounts, unbinding one, and the notice when one joins ----------------------------
+
+
+def mask_user_id(user_id: str) -> str:
+    """A platform user id as a person may see it: ``o6_bmjrPTlm6_2sgVt7hMZOPfXk3`` → ``o6_b…Xk3``."""
+    if len(user_id) <= 8:
+        return user_id[:1] + "…" + user_id[-1:] if len(user_id) > 2 else "…"
+    return f"{user_id[:4]}…{user_id[-3:]}"
+
+
+def china_minute(catalogue: Catalogue, moment: datetime) -> str:
+    """A moment as people read it: China time, to the minute (「2026年12月1日 09:05」)."""
+    local = moment.astimezone(CHINA)
+    return catalogue(
+        "accounts_time", year=local.year, month=local.month, day=local.day, hour=local.hour, minute=local.minute
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundAccount:
+    """One chat account of a person, and when it was bound (its newest passed verification as them)."""
+
+    account: PlatformAccount
+    bound_at: datetime | None  # None when bound without a verification on record (seeded data)
+
+
+async def bound_accounts(session: AsyncSession, identity: Identity) -> list[BoundAccount]:
+    """Every chat account bound to ``identity``, oldest first, with when each was bound."""
+    accounts = await accounts_of(session, identity.id)
+    if not accounts:
+        return []
+    rows = await session.execute(
+        select(Verification.account_id, func.max(Verification.completed_at))
+        .where(
+            Verification.account_id.in_([account.id for account in accounts]),
+            Verification.status == "passed",
+            Verification.id_number_hash == identity.id_number_hash,
+        )
+        .group_by(Verification.account_id)
+    )
+    bound_at: dict[int, datetime | None] = {account_id: at for account_id, at in rows}
+    return [BoundAccount(account, bound_at.get(account.id)) for account in accounts]
+
+
+async def unbind_account(session: AsyncSession, identity: Identity, acting: PlatformAccount, target_id: int) -> bool:
+    """Unbind account ``target_id`` from ``identity`` at ``acting``'s request; False when it was not bound to them.
+
+    One conditional UPDATE: a double confirmation or a concurrent unbinding finds nothing to move. From
+    then on the target's platform account no longer points at the person, so it sees nothing of theirs.
+    """
+    result = await session.execute(
+        update(PlatformAccount)
+        .where(PlatformAccount.id == target_id, PlatformAccount.identity_id == identity.id)
+        .values(identity_id=None)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    record_access(
+        session,
+        actor_kind="identity",
+        actor_ref=actor(identity, acting),
+        action="account_unbound",
+        reason="self" if target_id == acting.id else "other",
+        platform=acting.platform,
+        detail={"account": target_id},
+    )
+    return True
+
+
+async def tell_earlier_accounts(
+    session: AsyncSession,
+    catalogue: Catalogue,
+    account: PlatformAccount,
+    identity: Identity,
+    *,
+    key: str,
+    now: datetime,
+) -> Sequence[PlatformAccount]:
+    """Tell the person's other accounts that ``account`` was just bound to them; returns the accounts told.
+
+    Which platform, when (China time) and what to do if it was not them. Call it only when the binding is
+    new (not a repeated verification of an account already theirs); ``key`` names this binding.
+    """
+    earlier = [other for other in await accounts_of(session, identity.id) if other.id != account.id]
+    if not earlier:
+        return []
+    notice = catalogue(
+        "accounts_bound_notice",
+        platform=catalogue(f"accounts_platform_{account.platform}"),
+        user=mask_user_id(account.user_id),
+        time=china_minute(catalogue, now),
+    )
+    return await notify(session, Text(notice), key, accounts=earlier)

@@ -37,7 +37,7 @@ from bot.core.config import Settings
 from bot.core.pages import simple_page
 from bot.core.pii import Vault, mask_id_number, mask_name
 from bot.core.update import Text
-from bot.identity.accounts import bind_verified, notify
+from bot.identity.accounts import bind_verified, notify, tell_earlier_accounts
 from bot.identity.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPI, WeChatAPIError
@@ -491,9 +491,12 @@ class VerificationRoutes:
             fresh = await session.get(PlatformAccount, account.id)
             assert fresh is not None
             if status == "passed":
+                before = fresh.identity_id
                 identity = await bind_verified(
                     session, vault, fresh, id_number=id_number, name=name, method=f"face:{attempt.provider}", now=now
                 )
+                if before != identity.id:  # a new binding: the person's other accounts hear of it at once
+                    await tell_earlier_accounts(session, catalogue, fresh, identity, key=f"bound:{attempt.id}", now=now)
                 masked = {"name": mask_name(name), "id": mask_id_number(id_number)}
                 # Someone authorised before she verified learns here what she can see now.
                 granted = [
