@@ -257,6 +257,25 @@ def test_a_refused_code_is_explained_in_chinese(
     assert captured.err.strip() == MESSAGES[message]
 
 
+def test_every_refused_scan_is_listed_by_the_audit_command(desk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vault = Vault(load_keyring(desk / "keys"))
+    unknown = make_payload(vault, "A" * 24, utcnow() + timedelta(minutes=5))
+    scans = [
+        ("NT-XX-99", "VX1:A:1:B", "clinic_unknown"),
+        ("NT-CC-01", "https://example.org/not-a-code", "malformed"),
+        ("NT-CC-01", "VX1:AAAAAAAAAAAAAAAAAAAAAAAA:9999999999:AAAAAAAAAAAAAAAAAAAAAAAA", "forged"),
+        ("NT-CC-01", unknown, "unknown"),
+    ]
+    for clinic, code, _ in scans:
+        assert bot.cli.main(["clinic", "scan", "--clinic", clinic, "--staff", "nurse-7", code]) == 1
+    capsys.readouterr()
+    assert bot.cli.main(["audit", "show", "--action", "desk_refused"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "4 audit entries (action desk_refused)"
+    rows = [line.split()[3:] for line in lines[2:]]
+    assert rows == [[f"clinic:{clinic}:nurse-7", "desk_refused", reason, "-", "-", "-"] for clinic, _, reason in scans]
+
+
 def test_an_empty_scan_from_standard_input_asks_again(
     desk: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -219,14 +219,23 @@ async def test_show_code_then_the_desk_takes_a_number(app_client: Client, channe
             )
         ).all()
         tokens = (await session.scalars(select(CodeToken).where(CodeToken.certificate_id == certificate))).all()
-    assert actions == ["code_show", "desk_queue", "code_show", "desk_queue"]
+    assert actions == ["code_show", "desk_queue", "desk_refused", "code_show", "desk_queue"]  # the used one too
     assert all(token.shown_by_identity_id == identity and token.used_at is not None for token in tokens)
     assert all(timedelta(minutes=29) < token.expires_at - token.created_at <= timedelta(minutes=30) for token in tokens)
 
 
+async def _refusals(client: Client) -> list[tuple[str, int | None, int | None, str, dict[str, object]]]:
+    """The desk's refusals on record, oldest first: (reason, certificate, file, actor, detail)."""
+    async with client.app[SESSIONS]() as session:
+        rows = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "desk_refused").order_by(AuditEntry.id))
+        ).all()
+    return [(row.reason, row.certificate_id, row.vaccinee_id, row.actor_ref, row.detail) for row in rows]
+
+
 async def test_the_desk_refuses_expired_and_unknown_codes(app_client: Client, channel: Channel) -> None:
     user = "o-code-late" if channel.platform == "wechat" else "2088000000000802"
-    await _world(app_client, channel, user)
+    identity, certificate = await _world(app_client, channel, user)
     _, payload, _ = await _show(app_client, channel, user)
     with pytest.raises(CodeRejected) as late:
         await _scan(app_client, payload, now=utcnow() + timedelta(minutes=31))
@@ -239,6 +248,42 @@ async def test_the_desk_refuses_expired_and_unknown_codes(app_client: Client, ch
     assert unknown.value.problem is CodeProblem.UNKNOWN
     async with app_client.app[SESSIONS]() as session:
         assert (await session.scalars(select(Visit))).all() == []
+        file = (await session.get(Certificate, certificate)) or pytest.fail("no certificate")
+    # The late one is recorded against its certificate (its row said whose it was); the unknown one has none.
+    assert await _refusals(app_client) == [
+        ("expired", certificate, file.vaccinee_id, "clinic:T-NT-01:nurse-1", {"shown_by": f"identity:{identity}"}),
+        ("unknown", None, None, "clinic:T-NT-01:nurse-1", {}),
+    ]
+
+
+async def test_every_desk_refusal_is_audited_with_its_reason(app_client: Client, channel: Channel) -> None:
+    user = "o-code-refusals" if channel.platform == "wechat" else "2088000000000814"
+    identity, certificate = await _world(app_client, channel, user)
+    _, payload, _ = await _show(app_client, channel, user)
+    prefix, handle, expires, signature = payload.split(":")
+    forged = f"{prefix}:{handle}:{int(expires) + 3600}:{signature}"  # a longer life than it was signed for
+    scans = {
+        forged: CodeProblem.FORGED,
+        "https://example.com/不是接种码": CodeProblem.MALFORMED,
+    }
+    for text, problem in scans.items():
+        with pytest.raises(CodeRejected) as refused:
+            await _scan(app_client, text, staff="nurse-2")
+        assert refused.value.problem is problem
+    await _scan(app_client, payload, staff="nurse-2")
+    with pytest.raises(CodeRejected) as used:
+        await _scan(app_client, payload, staff="nurse-3")
+    assert used.value.problem is CodeProblem.USED
+    refusals = await _refusals(app_client)
+    assert [(reason, cert, actor) for reason, cert, _, actor, _ in refusals] == [
+        ("forged", None, "clinic:T-NT-01:nurse-2"),  # no certificate: a forged code names none we can trust
+        ("malformed", None, "clinic:T-NT-01:nurse-2"),
+        ("used", certificate, "clinic:T-NT-01:nurse-3"),
+    ]
+    assert refusals[0][4] == refusals[1][4] == {} and refusals[2][4] == {"shown_by": f"identity:{identity}"}
+    async with app_client.app[SESSIONS]() as session:
+        recorded = str([(row.actor_ref, row.reason, row.detail) for row in (await session.scalars(select(AuditEntry)))])
+    assert handle not in recorded and "example.com" not in recorded  # what was scanned is never recorded
 
 
 async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: Client, channel: Channel) -> None:
@@ -380,6 +425,11 @@ async def test_two_desks_scanning_one_code_queue_it_once(app_client: Client, cha
     refusals = [result for result in results if isinstance(result, CodeRejected)]
     assert len(tickets) == 1 and len(refusals) == 3, results
     assert all(refusal.problem is CodeProblem.USED for refusal in refusals)
+    audited = await _refusals(app_client)
+    assert sorted(actor for _, _, _, actor, _ in audited) == sorted(
+        f"clinic:T-NT-01:desk-{n}" for n, result in enumerate(results) if isinstance(result, CodeRejected)
+    )
+    assert {reason for reason, *_ in audited} == {"used"}
 
 
 async def test_children_scanned_at_once_get_distinct_numbers(app_client: Client, channel: Channel) -> None:
