@@ -323,6 +323,19 @@ async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: C
     assert refusal.certificate_id == certificate and refusal.actor_ref == "clinic:T-NT-01:nurse-1"
     response = await app_client.get(page)
     assert response.status == 403 and "授权可能已被取消" in await response.text()
+    poll = await app_client.get(page + "/qr")
+    assert poll.status == 403 and (await poll.json())["final"] is True
+    grandma_id = refusal.detail["shown_by"]
+    async with app_client.app[SESSIONS]() as session:
+        pages = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "code_page_refused").order_by(AuditEntry.id)
+            )
+        ).all()
+    assert [(row.reason, row.certificate_id, row.actor_ref, row.detail["endpoint"]) for row in pages] == [
+        ("revoked", certificate, grandma_id, "page"),
+        ("revoked", certificate, grandma_id, "qr"),
+    ]
     assert "没有可以出示接种码" in "\n".join(await channel.do(grandma, ("click", "CODE_SHOW")))
 
 
@@ -400,6 +413,18 @@ async def test_the_code_page_keeps_a_fresh_code(app_client: Client, channel: Cha
     assert gone.status == 410 and (await gone.json())["final"] is True
     unknown = await app_client.get("/code/not-a-real-handle")
     assert unknown.status == 404 and "链接无效" in await unknown.text()
+    async with app_client.app[SESSIONS]() as session:
+        refused = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "code_page_refused").order_by(AuditEntry.id)
+            )
+        ).all()
+    # The expired page, under its owner's name, against its certificate; the handle that matches no page
+    # touches no certificate and leaves no row (anyone can type a URL).
+    assert [(row.reason, row.certificate_id, row.actor_ref) for row in refused] == [
+        ("expired", certificate, views[0].actor_ref),
+        ("expired", certificate, views[0].actor_ref),
+    ]
 
 
 async def test_no_code_outlives_its_page(app_client: Client, channel: Channel) -> None:
