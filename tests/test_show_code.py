@@ -375,6 +375,12 @@ async def test_choosing_among_several_certificates(app_client: Client, channel: 
     answer = "\n".join(await channel.do(user, ("text", "2")))
     assert "已无法查看" in answer and "1. 林*满（子女）" in answer and "林*禾" not in answer
     assert len(channel.images(user)) == before
+    async with app_client.app[SESSIONS]() as session:
+        lost = await session.scalar(select(Certificate.id).where(Certificate.vaccinee_id == sibling))
+        refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "pick_refused"))).one()
+    assert (refused.reason, refused.certificate_id, refused.vaccinee_id) == ("not_visible", lost, sibling)
+    assert refused.actor_ref == f"identity:{identity}" and refused.platform == channel.platform
+    assert refused.detail == {"journey": "ShowCodeSteps:choosing"}
 
 
 # --- the code page ------------------------------------------------------------------------------------------
