@@ -42,6 +42,7 @@ from models import (
     CodeToken,
     Grant,
     Identity,
+    PlatformAccount,
     QueueCounter,
     Visit,
     utcnow,
@@ -381,6 +382,28 @@ async def test_choosing_among_several_certificates(app_client: Client, channel: 
     assert (refused.reason, refused.certificate_id, refused.vaccinee_id) == ("not_visible", lost, sibling)
     assert refused.actor_ref == f"identity:{identity}" and refused.platform == channel.platform
     assert refused.detail == {"journey": "ShowCodeSteps:choosing"}
+
+
+async def test_a_choice_after_the_account_lost_its_verification_is_refused_and_audited(
+    app_client: Client, channel: Channel
+) -> None:
+    user = "o-code-unbound" if channel.platform == "wechat" else "2088000000000815"
+    identity, first = await _world(app_client, channel, user)
+    sibling = await registry_file(
+        app_client, ref="T-SIB2", name="林小禾", id_number=None, birth=date(2025, 2, 3), guardians=[PARENT.id_number]
+    )
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        session.add(Certificate(vaccinee_id=sibling, holder_identity_id=identity, kind="child", claimed_via="wechat"))
+    assert "2. 林*禾（子女）" in "\n".join(await channel.do(user, ("click", "CODE_SHOW")))
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(update(PlatformAccount).where(PlatformAccount.user_id == user).values(identity_id=None))
+    before = len(channel.images(user))
+    assert "先完成实名认证" in "\n".join(await channel.do(user, ("text", "1")))
+    assert len(channel.images(user)) == before
+    async with app_client.app[SESSIONS]() as session:
+        refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "pick_refused"))).one()
+    assert (refused.reason, refused.certificate_id, refused.actor_kind) == ("not_verified", first, "account")
+    assert refused.actor_ref.startswith(f"{channel.platform}:") and user not in refused.actor_ref
 
 
 # --- the code page ------------------------------------------------------------------------------------------
