@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -282,36 +283,74 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _since(text: str) -> datetime:
+    """``--since``: a China date (from its midnight) or a date and time (China time unless it says otherwise)."""
+    from datetime import date, time
+
+    from bot.core.chinatime import CHINA
+
+    try:
+        return datetime.combine(date.fromisoformat(text), time(), CHINA)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or a date and time: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=CHINA)
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a certificate's audit rows, oldest first (China time; actors are references, never data).
+    """Print audit rows, oldest first: one certificate's, or by action and time (China time; actors are references).
 
     A chat account's action names the person and the account it came from (``identity:12/account:34``).
     """
-    from bot.core.audit import entries_for_certificate
+    from bot.core.audit import entries_matching
     from bot.core.chinatime import CHINA
     from models import AuditEntry, Certificate
+
+    certificate, action, since = args.certificate, args.audit_action, args.since
+    if certificate is None and action is None and since is None:
+        print("vaxbot audit show: give --certificate ID, --action ACTION or --since DATE", file=sys.stderr)
+        return 2
 
     async def main() -> Sequence[AuditEntry] | None:
         engine = create_engine(settings)
         try:
             async with sessionmaker(engine)() as session:
-                if await session.get(Certificate, args.certificate) is None:
+                if certificate is not None and await session.get(Certificate, certificate) is None:
                     return None
-                return await entries_for_certificate(session, args.certificate)
+                return await entries_matching(session, certificate_id=certificate, action=action, since=since)
         finally:
             await engine.dispose()
 
     entries = asyncio.run(main())
     if entries is None:
-        print(f"no certificate with id {args.certificate}")
+        print(f"no certificate with id {certificate}")
         return 0
-    print(f"certificate {args.certificate}: {len(entries)} audit {'entry' if len(entries) == 1 else 'entries'}")
-    row = "{:<26}  {:<32}  {:<16}  {:<16}  {}"
-    print(row.format("time (China)", "actor", "action", "reason", "platform"))
+    counted = f"{len(entries)} audit {'entry' if len(entries) == 1 else 'entries'}"
+    filters = [f"action {action}" if action is not None else ""]
+    filters.append(f"since {since.astimezone(CHINA).strftime('%Y-%m-%d %H:%M:%S +08:00')}" if since else "")
+    described = ", ".join(part for part in filters if part)
+    if certificate is not None:
+        print(f"certificate {certificate}: {counted}" + (f" ({described})" if described else ""))
+        row = "{:<26}  {:<32}  {:<16}  {:<16}  {}"
+        print(row.format("time (China)", "actor", "action", "reason", "platform"))
+    else:
+        print(f"{counted} ({described})")
+        row = "{:<26}  {:<32}  {:<16}  {:<16}  {:<8}  {:<11}  {}"
+        print(row.format("time (China)", "actor", "action", "reason", "platform", "certificate", "file"))
     for entry in entries:
         at = entry.at.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S +08:00")
-        print(row.format(at, entry.actor_ref, entry.action, entry.reason or "-", entry.platform or "-"))
+        cells = [at, entry.actor_ref, entry.action, entry.reason or "-", entry.platform or "-"]
+        if certificate is None:  # rows of many certificates, or of none (a forged code, an unknown clinic)
+            cells += [_or_dash(entry.certificate_id), _or_dash(entry.vaccinee_id)]
+        print(row.format(*cells))
     return 0
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
@@ -320,7 +359,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from bot.core.keys import load_keyring
-    from bot.desk.queue import Ticket, take_number
+    from bot.desk.queue import CLINIC_UNKNOWN, Ticket, record_refusal, take_number
     from bot.showcode.codes import CodeRejected
     from models import Clinic, utcnow
 
@@ -346,6 +385,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
             async with sessionmaker(engine)() as session, session.begin():
                 clinic = (await session.scalars(select(Clinic).where(Clinic.code == args.clinic))).first()
                 if clinic is None:
+                    await record_refusal(session, clinic_code=args.clinic, staff=args.staff, reason=CLINIC_UNKNOWN)
                     return catalogue("cli_clinic_unknown", clinic=args.clinic)
                 try:
                     return await take_number(
@@ -479,7 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(func=cmd_clinic_scan)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
-    audit.add_argument("--certificate", type=int, required=True, help="the certificate's id")
+    audit.add_argument("--certificate", type=int, help="the certificate's id")
+    audit.add_argument(
+        "--action", dest="audit_action", metavar="ACTION", help="only this action (desk_refused, code_page_refused…)"
+    )
+    audit.add_argument("--since", type=_since, help="from this China date (YYYY-MM-DD) or date and time on")
     audit.set_defaults(func=cmd_audit)
     return parser
 

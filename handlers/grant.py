@@ -41,6 +41,7 @@ from bot.core.update import Text, Update, UpdateKind
 from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
 from bot.identity.accounts import notify
 from handlers.common import id_number_problem, is_choice, lines, name_problem
+from handlers.picking import record_refusal
 from models import Grant, Identity
 
 # Stored codes, in the order the relationship question lists them (labels: "relationship_<code>").
@@ -62,6 +63,16 @@ RELATIONSHIP_ALIASES = {
 }
 STARTS = menu(MenuKey.GRANT) | text_in("授权", "授权家人")
 _REVOKE = re.compile(r"^撤销(?:授权)?第?(\d{1,2})[号个位条]?$")
+GRANT_REFUSED = "grant_refused"  # the audit action of a refused authorisation step; the reason says why
+# A refusal's catalogue key → the reason recorded in the audit log.
+REFUSAL_REASONS = {
+    "grant_not_holder": "not_holder",
+    "grant_adult_refused": "adult_certificate",
+    "grant_self": "self",
+    "grant_is_child": "is_child",
+    "grant_duplicate": "duplicate",
+    "grant_full": "full",
+}
 
 
 class GrantSteps(StatesGroup):
@@ -135,6 +146,8 @@ async def _managed(ctx: Context) -> tuple[Identity, Visible] | None:
         for item in await _held_children(ctx, identity):
             if item.certificate.id == certificate_id:
                 return identity, item
+    reason = "not_verified" if identity is None else "not_holder"
+    await record_refusal(ctx, identity, GRANT_REFUSED, reason, certificate_id, step=ctx.state or "")
     ctx.say("grant_gone")
     ctx.finish()
     return None
@@ -210,6 +223,9 @@ async def start(ctx: Context) -> None:
     held = [item for item in visible if item.role == "holder" and item.certificate.kind == "child"]
     if not held:
         ctx.finish()
+        for item in visible:  # what they may see but not authorise, and why
+            reason = "not_holder" if item.role != "holder" else "adult_certificate"
+            await record_refusal(ctx, identity, GRANT_REFUSED, reason, item.certificate.id, step="start")
         texts = [ctx.text("grant_no_child_certificate")]
         granted = [item.file.masked_name for item in visible if item.role == "grantee"]
         if granted:
@@ -236,6 +252,7 @@ async def choose(ctx: Context) -> None:
         if item.certificate.id == choices[number - 1]:
             await _manage(ctx, identity, item)
             return
+    await record_refusal(ctx, identity, GRANT_REFUSED, "not_holder", choices[number - 1], step="choose")
     ctx.say("grant_gone")
     ctx.finish()
 
@@ -254,9 +271,10 @@ async def start_adding(ctx: Context) -> None:
     managed = await _managed(ctx)
     if managed is None:
         return
-    _, visible = managed
+    identity, visible = managed
     limit = ctx.settings.max_grantees
     if len(await active_grants(ctx.session, visible.certificate.id)) >= limit:
+        await record_refusal(ctx, identity, GRANT_REFUSED, "full", visible.certificate.id, step="add")
         ctx.say("grant_full", limit=limit)
         ctx.goto(GrantSteps.managing, done="")
         return
@@ -360,6 +378,8 @@ async def got_id_number(ctx: Context) -> None:
     ):
         refusal = "grant_duplicate"
     if refusal:
+        reason = REFUSAL_REASONS[refusal]
+        await record_refusal(ctx, identity, GRANT_REFUSED, reason, visible.certificate.id, step="id_number")
         lines(ctx, ctx.text(refusal), ctx.text("grant_ask_id_again"))
         ctx.goto(GrantSteps.id_number)
         return
@@ -442,6 +462,8 @@ async def confirm_grant(ctx: Context) -> None:
         account=await ctx.account(),
     )
     if grant is None:
+        reason = REFUSAL_REASONS.get(refusal, refusal)
+        await record_refusal(ctx, identity, GRANT_REFUSED, reason, visible.certificate.id, step="confirm")
         await _manage(ctx, identity, visible, before=ctx.text(refusal, limit=limit))
         return
     notice = ctx.text(
@@ -486,6 +508,8 @@ async def confirm_revoke(ctx: Context) -> None:
     grant_id = ctx.data.get("grant_id")
     grant = await ctx.session.get(Grant, grant_id) if isinstance(grant_id, int) else None
     if grant is None or grant.certificate_id != visible.certificate.id:
+        # Not a grant of this certificate (a stale step): nothing is revoked, and the attempt is on record.
+        await record_refusal(ctx, identity, GRANT_REFUSED, "no_such_grant", visible.certificate.id, step="revoke")
         await _manage(ctx, identity, visible)
         return
     revoked = await revoke_grant(

@@ -1,7 +1,8 @@
 """Choosing one certificate to act on: used by the journeys that read a certificate (records, show code).
 
 A person who may see one certificate goes straight to it; with several, they get a numbered list and
-the chosen one is checked again when they answer (a grant may have been revoked meanwhile).
+the chosen one is checked again when they answer (a grant may have been revoked meanwhile). A choice
+refused then is audited with its reason (:func:`record_refusal`, which the grant journey uses too).
 """
 
 from __future__ import annotations
@@ -9,16 +10,42 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
-from bot.certificates.rules import Visible, bound_identity, visible_certificates
+from bot.certificates.rules import Visible, actor, bound_identity, visible_certificates
 from bot.chat.conversation import Context, Flow, Route, Router, State, any_text, list_number, menu, text_in
 from bot.chat.menu import LABELS
+from bot.core.audit import record_access
 from bot.core.update import Text
 from handlers.common import is_choice
-from models import Identity
+from models import Certificate, Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]
 CHOOSING_TIMEOUT = timedelta(minutes=10)
+PICK_REFUSED = "pick_refused"  # the audit action of a refused choice; the reason says why
+
+
+async def record_refusal(
+    ctx: Context, identity: Identity | None, action: str, reason: str, certificate_id: Any, **detail: Any
+) -> None:
+    """Audit a refusal about a certificate in the chat: who (the person, else the account), why, and which."""
+    certificate = await ctx.session.get(Certificate, certificate_id) if isinstance(certificate_id, int) else None
+    if identity is not None:
+        kind, ref = "identity", actor(identity)
+    else:
+        account = await ctx.account()
+        kind, ref = "account", f"{account.platform}:{ctx.services.vault.pseudonym(account.user_id)}"
+    record_access(
+        ctx.session,
+        actor_kind=kind,
+        actor_ref=ref,
+        action=action,
+        reason=reason,
+        certificate_id=certificate.id if certificate is not None else None,
+        vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
+        platform=ctx.update.platform.value,
+        detail=detail,
+    )
 
 
 def role_key(visible: Visible) -> str:
@@ -69,16 +96,19 @@ class Picker:
             await self.not_a_choice(ctx)
             return
         ctx.finish()
+        chosen = choices[number - 1]
         identity = await bound_identity(ctx.session, await ctx.account())
         if identity is None:
+            await record_refusal(ctx, None, PICK_REFUSED, "not_verified", chosen, journey=self.state.name)
             ctx.say(self.need_verify)
             return
         for item in await visible_certificates(ctx.session, ctx.services.vault, identity):
-            if item.certificate.id == choices[number - 1]:
+            if item.certificate.id == chosen:
                 await self.act(ctx, identity, item)
                 return
         # No longer visible (a grant was revoked meanwhile): say so, and list what is left without acting
         # on it, so nobody gets another child's code or records than the one they chose.
+        await record_refusal(ctx, identity, PICK_REFUSED, "not_visible", chosen, journey=self.state.name)
         ctx.say("pick_gone")
         await self.start(ctx, choose_one=False)
 

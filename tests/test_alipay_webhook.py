@@ -10,11 +10,21 @@ from sqlalchemy import select
 from bot.chat.conversation import Context, Route, text_in
 from bot.core.config import Settings
 from bot.dev.fakes.alipay import AlipayClientSim
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.platforms.alipay import sign as alipay_sign
 from bot.web.appkeys import SESSIONS
 from models import OutboxMessage, PlatformAccount, ProcessedMessage
 from tests.conftest import Serve
-from tests.helpers import PATIENCE_SECONDS, Client, count, eventually, outbox_rows, post_alipay, router_with
+from tests.helpers import (
+    PATIENCE_SECONDS,
+    Client,
+    count,
+    drain_outbox,
+    eventually,
+    outbox_rows,
+    post_alipay,
+    router_with,
+)
 
 USER = "2088000000000201"
 
@@ -176,6 +186,30 @@ async def test_handler_crash_apologises_through_the_outbox(
         assert status == 200
     texts = _texts(await outbox_rows(client, recipient=USER))
     assert len(texts) == 1 and "系统刚才开了个小差" in texts[0]
+
+
+async def test_a_first_contact_that_fails_is_apologised_to_within_the_window(
+    make_settings: Any, serve: Serve, alipay: AlipayClientSim, fake_alipay: tuple[FakeAlipayGateway, str]
+) -> None:
+    async def broken(ctx: Context) -> None:
+        await ctx.account()
+        raise RuntimeError("bug")
+
+    client = await serve(make_settings(), router=router_with(Route(text_in("坏了"), broken)))
+    newcomer = "2088000000000299"
+    status, _, _ = await post_alipay(client, alipay.form(alipay.text(newcomer, "坏了")))
+    assert status == 200
+
+    async def apologised() -> bool:
+        await drain_outbox(client)
+        return bool(fake_alipay[0].texts_to(newcomer))
+
+    await eventually(apologised, "the apology reaches the brand-new user")
+    assert "系统刚才开了个小差" in fake_alipay[0].texts_to(newcomer)[0]
+    assert [row.status for row in await outbox_rows(client, recipient=newcomer)] == ["sent"]  # not dead-lettered
+    async with client.app[SESSIONS]() as session:
+        account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == newcomer))).one()
+    assert account.last_inbound_at is not None and account.last_interaction_kind == "text"
 
 
 async def test_database_outage_asks_alipay_to_deliver_again(keys_dir: Any, serve: Serve) -> None:

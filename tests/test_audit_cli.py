@@ -1,4 +1,4 @@
-"""``vaxbot audit show --certificate ID``: a certificate's audit rows, oldest first, in China time."""
+"""``vaxbot audit show``: a certificate's audit rows, or rows by action and time, oldest first, in China time."""
 
 from __future__ import annotations
 
@@ -132,8 +132,35 @@ def test_a_certificate_without_rows_and_an_unknown_id(
     assert capsys.readouterr().out.strip() == "no certificate with id 99999"
 
 
-def test_the_certificate_is_required(audit_db: tuple[int, int], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_filter_is_required(audit_db: tuple[int, int], capsys: pytest.CaptureFixture[str]) -> None:
+    assert bot.cli.main(["audit", "show"]) == 2
+    err = capsys.readouterr().err
+    assert "--certificate" in err and "--action" in err and "--since" in err
     with pytest.raises(SystemExit) as exited:
-        bot.cli.main(["audit", "show"])
-    assert exited.value.code == 2
-    assert "--certificate" in capsys.readouterr().err
+        bot.cli.main(["audit", "show", "--since", "yesterday"])
+    assert exited.value.code == 2 and "--since" in capsys.readouterr().err
+
+
+def test_rows_by_action_and_time_with_their_certificates(
+    audit_db: tuple[int, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = audit_db
+    assert bot.cli.main(["audit", "show", "--action", "records_view"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "2 audit entries (action records_view)"
+    assert lines[1].split() == ["time", "(China)", "actor", "action", "reason", "platform", "certificate", "file"]
+    assert [line.split()[3:] for line in lines[2:]] == [
+        ["identity:1", "records_view", "grantee", "alipay", str(first), "-"],
+        ["identity:1", "records_view", "holder", "wechat", str(second), "-"],
+    ]
+    # --since is a China date: the 3rd in China starts at 16:00 UTC on the 2nd.
+    assert bot.cli.main(["audit", "show", "--since", "2025-03-03"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "2 audit entries (since 2025-03-03 00:00:00 +08:00)"
+    assert [line.split()[4] for line in out[2:]] == ["revoke", "records_view"]
+    assert bot.cli.main(["audit", "show", "--since", "2025-03-02T09:05:09", "--action", "records_view"]) == 0
+    assert capsys.readouterr().out.startswith("2 audit entries (action records_view, since 2025-03-02 09:05:09 +08:00)")
+    # Filters combine with a certificate too.
+    assert bot.cli.main(["audit", "show", "--certificate", str(first), "--action", "grant"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"certificate {first}: 1 audit entry (action grant)" and len(out) == 3

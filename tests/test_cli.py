@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -249,6 +250,82 @@ def test_a_refused_code_is_explained_in_chinese(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == MESSAGES[message]
+
+
+def test_every_refused_scan_is_listed_by_the_audit_command(desk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vault = Vault(load_keyring(desk / "keys"))
+    unknown = make_payload(vault, "A" * 24, utcnow() + timedelta(minutes=5))
+    scans = [
+        ("NT-XX-99", "VX1:A:1:B", "clinic_unknown"),
+        ("NT-CC-01", "https://example.org/not-a-code", "malformed"),
+        ("NT-CC-01", "VX1:AAAAAAAAAAAAAAAAAAAAAAAA:9999999999:AAAAAAAAAAAAAAAAAAAAAAAA", "forged"),
+        ("NT-CC-01", unknown, "unknown"),
+    ]
+    for clinic, code, _ in scans:
+        assert bot.cli.main(["clinic", "scan", "--clinic", clinic, "--staff", "nurse-7", code]) == 1
+    capsys.readouterr()
+    assert bot.cli.main(["audit", "show", "--action", "desk_refused"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "4 audit entries (action desk_refused)"
+    rows = [line.split()[3:] for line in lines[2:]]
+    assert rows == [[f"clinic:{clinic}:nurse-7", "desk_refused", reason, "-", "-", "-"] for clinic, _, reason in scans]
+
+
+async def _a_shown_code(home: Path) -> tuple[int, str]:
+    """A demo child's certificate held by a verified parent, and a code shown for it: (certificate, code)."""
+    from sqlalchemy import select
+
+    from bot.core.config import load_settings
+    from bot.core.db import create_engine, sessionmaker
+    from bot.showcode.codes import issue_code
+    from models import Certificate, Identity, Vaccinee
+
+    settings = load_settings()
+    vault = Vault(load_keyring(home / "keys"))
+    engine = create_engine(settings)
+    try:
+        async with sessionmaker(engine)() as session, session.begin():
+            child = (await session.scalars(select(Vaccinee).order_by(Vaccinee.birth_year.desc()))).first()
+            assert child is not None
+            parent = Identity(
+                id_number_hash=vault.digest("id_number", PARENT.id_number),
+                id_number_enc=vault.seal("id_number", PARENT.id_number),
+                name_enc=vault.seal("name", PARENT.name),
+                verified_at=utcnow(),
+                verification_method="face",
+            )
+            session.add(parent)
+            await session.flush()
+            certificate = Certificate(
+                vaccinee_id=child.id, holder_identity_id=parent.id, kind="child", claimed_via="wechat"
+            )
+            session.add(certificate)
+            await session.flush()
+            issued = issue_code(
+                session,
+                vault,
+                certificate_id=certificate.id,
+                identity_id=parent.id,
+                now=utcnow(),
+                ttl=timedelta(minutes=5),
+            )
+            return certificate.id, issued.payload
+    finally:
+        await engine.dispose()
+
+
+def test_a_refused_scan_is_in_the_certificates_audit(desk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    certificate, code = asyncio.run(_a_shown_code(desk))
+    assert bot.cli.main(["clinic", "scan", "--clinic", "NT-CC-01", "--staff", "nurse-8", code]) == 0
+    assert bot.cli.main(["clinic", "scan", "--clinic", "NT-CC-01", "--staff", "nurse-9", code]) == 1
+    assert capsys.readouterr().err.strip() == MESSAGES["desk_code_used"]
+    assert bot.cli.main(["audit", "show", "--certificate", str(certificate)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"certificate {certificate}: 2 audit entries"
+    assert [line.split()[3:6] for line in lines[2:]] == [
+        ["clinic:NT-CC-01:nurse-8", "desk_queue", "holder"],
+        ["clinic:NT-CC-01:nurse-9", "desk_refused", "used"],
+    ]
 
 
 def test_an_empty_scan_from_standard_input_asks_again(

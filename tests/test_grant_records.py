@@ -200,6 +200,15 @@ async def _audit(client: Client) -> list[AuditEntry]:
         return list((await session.scalars(select(AuditEntry).order_by(AuditEntry.id))).all())
 
 
+async def _refusals(client: Client) -> list[tuple[str, int | None, str]]:
+    """The authorisation steps refused, oldest first: (reason, certificate, step)."""
+    return [
+        (e.reason, e.certificate_id, e.detail.get("step", ""))
+        for e in await _audit(client)
+        if e.action == "grant_refused"
+    ]
+
+
 async def _assert_nothing_leaks(client: Client, transcript: list[str]) -> None:
     """No full name, ID number or phone in anything read, queued or audited."""
     rows = await outbox_rows(client)
@@ -274,6 +283,7 @@ async def test_an_adult_certificate_cannot_be_authorised(
     assert "成人本人的接种证不能授权给他人" in answer and "已授权您查看" not in answer
     assert await _grant_directly(app_client, settings, adult, _someone(0)) == "grant_adult_refused"
     assert await _grants(app_client, adult) == []
+    assert await _refusals(app_client) == [("adult_certificate", adult, "start")]
 
 
 # --- adding, step by step ------------------------------------------------------------------------------
@@ -364,6 +374,11 @@ async def test_the_whole_add_flow_with_every_mistake_and_a_way_back(
 
     grant_rows = [e for e in await _audit(app_client) if e.action == "grant"]
     assert len(grant_rows) == 1 and grant_rows[0].certificate_id == world.child_certificate
+    assert await _refusals(app_client) == [
+        (reason, world.child_certificate, "id_number") for reason in ("self", "is_child", "duplicate")
+    ]
+    refused = [e for e in await _audit(app_client) if e.action == "grant_refused"]
+    assert {(e.actor_kind, e.platform) for e in refused} == {("identity", _platform(channel))}
     assert grant_rows[0].reason == "grandmother" and grant_rows[0].platform == _platform(channel)
     assert len(await _grants(app_client, world.child_certificate)) == 1
     await _assert_nothing_leaks(app_client, transcript)
@@ -401,6 +416,11 @@ async def test_ten_grantees_at_most_and_duplicates_even_in_a_race(
     assert len([g for g in await _grants(app_client, certificate) if g.revoked_at is None]) == 10
     # Full: adding is refused before anything is asked.
     assert "最多授权10位家人" in await parent.say("添加")
+    assert await _refusals(app_client) == [
+        ("duplicate", certificate, "confirm"),
+        ("full", certificate, "confirm"),
+        ("full", certificate, "add"),
+    ]
     assert await _grant_directly(app_client, settings, certificate, _someone(11)) == "grant_full"
     assert await _grant_directly(app_client, settings, certificate, _someone(3)) == "grant_duplicate"
     assert (
@@ -433,6 +453,42 @@ async def test_choosing_between_several_children(app_client: Client, channel: Ch
     assert "2. 林*禾" in await parent.say("上一步")
     assert "林*满" in await parent.say("第1个")
     assert "已退出证照授权" in await parent.say("退出")
+    assert await _refusals(app_client) == []  # choosing and managing what one holds refuses nothing
+
+
+async def test_a_certificate_that_changed_hands_mid_flow_is_refused_and_audited(
+    app_client: Client, channel: Channel
+) -> None:
+    world = await _world(app_client)
+    sibling = DemoPerson("T-C3", "林小禾", demo_id_number("320602", date(2024, 6, 1), 143), "F", date(2024, 6, 1))
+    second = await _file(app_client, sibling, world.clinic_id, PARENT)
+    parent, someone = Talk(channel, "u-moved", []), Talk(channel, "u-new-holder", [])
+    for person in (parent, someone):
+        await person("follow")
+    await _verify(app_client, _platform(channel), "u-moved", PARENT)
+    await _verify(app_client, _platform(channel), "u-new-holder", GRANDMA)
+    first = await _certificate(app_client, world.child_file, PARENT, "child")
+    other = await _certificate(app_client, second, PARENT, "child")
+    vault = app_client.app[SERVICES].vault
+
+    async def passes_to_someone_else(certificate_id: int) -> None:
+        async with app_client.app[SESSIONS]() as session, session.begin():
+            digest = vault.digest("id_number", GRANDMA.id_number)
+            newcomer = (await session.scalars(select(Identity.id).where(Identity.id_number_hash == digest))).one()
+            certificate = await session.get(Certificate, certificate_id)
+            assert certificate is not None
+            certificate.holder_identity_id = newcomer
+
+    assert "2. 林*禾" in await parent.tap("CERT_GRANT")
+    await passes_to_someone_else(other)
+    assert "不能管理授权" in await parent.say("2")  # the list was open when it passed to someone else
+    assert "已授权 0/10 人" in await parent.tap("CERT_GRANT")  # the one still held goes straight to its list
+    await passes_to_someone_else(first)
+    assert "不能管理授权" in await parent.say("添加")  # while its list was open
+    assert await _refusals(app_client) == [
+        ("not_holder", other, "choose"),
+        ("not_holder", first, "GrantSteps:managing"),
+    ]
 
 
 # --- the grantee, on another platform ------------------------------------------------------------------
@@ -459,7 +515,7 @@ async def test_grantee_is_told_on_each_platform_reads_records_and_loses_them_on_
     await _verify(app_client, "alipay", "2088000000000501", GRANDMA)
     await _verify(app_client, "wechat", "o-grandma", GRANDMA)
     certificate = await _certificate(app_client, world.child_file, PARENT, "child")
-    await _certificate(app_client, grandma_file, GRANDMA, "adult")
+    grandma_adult = await _certificate(app_client, grandma_file, GRANDMA, "adult")
     assert "林*满" not in await grandma.tap("CERT_RECORDS")  # her own only, for now
 
     await parent.tap("CERT_GRANT")
@@ -491,6 +547,10 @@ async def test_grantee_is_told_on_each_platform_reads_records_and_loses_them_on_
     assert "「接种记录」" in refusal
     refusal = await grandma.say("添加")
     assert "家人的姓名" not in refusal
+    # What she may see but not authorise, each with why.
+    assert sorted(await _refusals(app_client)) == sorted(
+        [("not_holder", certificate, "start"), ("adult_certificate", grandma_adult, "start")]
+    )
 
     assert "1. 周*兰 · 祖母 · 138****5678" in await parent.tap("CERT_GRANT")
     assert "没有第2位" in await parent.say("撤销2")

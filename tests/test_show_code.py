@@ -42,6 +42,7 @@ from models import (
     CodeToken,
     Grant,
     Identity,
+    PlatformAccount,
     QueueCounter,
     Visit,
     utcnow,
@@ -219,14 +220,23 @@ async def test_show_code_then_the_desk_takes_a_number(app_client: Client, channe
             )
         ).all()
         tokens = (await session.scalars(select(CodeToken).where(CodeToken.certificate_id == certificate))).all()
-    assert actions == ["code_show", "desk_queue", "code_show", "desk_queue"]
+    assert actions == ["code_show", "desk_queue", "desk_refused", "code_show", "desk_queue"]  # the used one too
     assert all(token.shown_by_identity_id == identity and token.used_at is not None for token in tokens)
     assert all(timedelta(minutes=29) < token.expires_at - token.created_at <= timedelta(minutes=30) for token in tokens)
 
 
+async def _refusals(client: Client) -> list[tuple[str, int | None, int | None, str, dict[str, object]]]:
+    """The desk's refusals on record, oldest first: (reason, certificate, file, actor, detail)."""
+    async with client.app[SESSIONS]() as session:
+        rows = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "desk_refused").order_by(AuditEntry.id))
+        ).all()
+    return [(row.reason, row.certificate_id, row.vaccinee_id, row.actor_ref, row.detail) for row in rows]
+
+
 async def test_the_desk_refuses_expired_and_unknown_codes(app_client: Client, channel: Channel) -> None:
     user = "o-code-late" if channel.platform == "wechat" else "2088000000000802"
-    await _world(app_client, channel, user)
+    identity, certificate = await _world(app_client, channel, user)
     _, payload, _ = await _show(app_client, channel, user)
     with pytest.raises(CodeRejected) as late:
         await _scan(app_client, payload, now=utcnow() + timedelta(minutes=31))
@@ -239,6 +249,42 @@ async def test_the_desk_refuses_expired_and_unknown_codes(app_client: Client, ch
     assert unknown.value.problem is CodeProblem.UNKNOWN
     async with app_client.app[SESSIONS]() as session:
         assert (await session.scalars(select(Visit))).all() == []
+        file = (await session.get(Certificate, certificate)) or pytest.fail("no certificate")
+    # The late one is recorded against its certificate (its row said whose it was); the unknown one has none.
+    assert await _refusals(app_client) == [
+        ("expired", certificate, file.vaccinee_id, "clinic:T-NT-01:nurse-1", {"shown_by": f"identity:{identity}"}),
+        ("unknown", None, None, "clinic:T-NT-01:nurse-1", {}),
+    ]
+
+
+async def test_every_desk_refusal_is_audited_with_its_reason(app_client: Client, channel: Channel) -> None:
+    user = "o-code-refusals" if channel.platform == "wechat" else "2088000000000814"
+    identity, certificate = await _world(app_client, channel, user)
+    _, payload, _ = await _show(app_client, channel, user)
+    prefix, handle, expires, signature = payload.split(":")
+    forged = f"{prefix}:{handle}:{int(expires) + 3600}:{signature}"  # a longer life than it was signed for
+    scans = {
+        forged: CodeProblem.FORGED,
+        "https://example.com/不是接种码": CodeProblem.MALFORMED,
+    }
+    for text, problem in scans.items():
+        with pytest.raises(CodeRejected) as refused:
+            await _scan(app_client, text, staff="nurse-2")
+        assert refused.value.problem is problem
+    await _scan(app_client, payload, staff="nurse-2")
+    with pytest.raises(CodeRejected) as used:
+        await _scan(app_client, payload, staff="nurse-3")
+    assert used.value.problem is CodeProblem.USED
+    refusals = await _refusals(app_client)
+    assert [(reason, cert, actor) for reason, cert, _, actor, _ in refusals] == [
+        ("forged", None, "clinic:T-NT-01:nurse-2"),  # no certificate: a forged code names none we can trust
+        ("malformed", None, "clinic:T-NT-01:nurse-2"),
+        ("used", certificate, "clinic:T-NT-01:nurse-3"),
+    ]
+    assert refusals[0][4] == refusals[1][4] == {} and refusals[2][4] == {"shown_by": f"identity:{identity}"}
+    async with app_client.app[SESSIONS]() as session:
+        recorded = str([(row.actor_ref, row.reason, row.detail) for row in (await session.scalars(select(AuditEntry)))])
+    assert handle not in recorded and "example.com" not in recorded  # what was scanned is never recorded
 
 
 async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: Client, channel: Channel) -> None:
@@ -278,6 +324,19 @@ async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: C
     assert refusal.certificate_id == certificate and refusal.actor_ref == "clinic:T-NT-01:nurse-1"
     response = await app_client.get(page)
     assert response.status == 403 and "授权可能已被取消" in await response.text()
+    poll = await app_client.get(page + "/qr")
+    assert poll.status == 403 and (await poll.json())["final"] is True
+    grandma_id = refusal.detail["shown_by"]
+    async with app_client.app[SESSIONS]() as session:
+        pages = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "code_page_refused").order_by(AuditEntry.id)
+            )
+        ).all()
+    assert [(row.reason, row.certificate_id, row.actor_ref, row.detail["endpoint"]) for row in pages] == [
+        ("revoked", certificate, grandma_id, "page"),
+        ("revoked", certificate, grandma_id, "qr"),
+    ]
     assert "没有可以出示接种码" in "\n".join(await channel.do(grandma, ("click", "CODE_SHOW")))
 
 
@@ -317,6 +376,34 @@ async def test_choosing_among_several_certificates(app_client: Client, channel: 
     answer = "\n".join(await channel.do(user, ("text", "2")))
     assert "已无法查看" in answer and "1. 林*满（子女）" in answer and "林*禾" not in answer
     assert len(channel.images(user)) == before
+    async with app_client.app[SESSIONS]() as session:
+        lost = await session.scalar(select(Certificate.id).where(Certificate.vaccinee_id == sibling))
+        refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "pick_refused"))).one()
+    assert (refused.reason, refused.certificate_id, refused.vaccinee_id) == ("not_visible", lost, sibling)
+    assert refused.actor_ref == f"identity:{identity}" and refused.platform == channel.platform
+    assert refused.detail == {"journey": "ShowCodeSteps:choosing"}
+
+
+async def test_a_choice_after_the_account_lost_its_verification_is_refused_and_audited(
+    app_client: Client, channel: Channel
+) -> None:
+    user = "o-code-unbound" if channel.platform == "wechat" else "2088000000000815"
+    identity, first = await _world(app_client, channel, user)
+    sibling = await registry_file(
+        app_client, ref="T-SIB2", name="林小禾", id_number=None, birth=date(2025, 2, 3), guardians=[PARENT.id_number]
+    )
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        session.add(Certificate(vaccinee_id=sibling, holder_identity_id=identity, kind="child", claimed_via="wechat"))
+    assert "2. 林*禾（子女）" in "\n".join(await channel.do(user, ("click", "CODE_SHOW")))
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await session.execute(update(PlatformAccount).where(PlatformAccount.user_id == user).values(identity_id=None))
+    before = len(channel.images(user))
+    assert "先完成实名认证" in "\n".join(await channel.do(user, ("text", "1")))
+    assert len(channel.images(user)) == before
+    async with app_client.app[SESSIONS]() as session:
+        refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "pick_refused"))).one()
+    assert (refused.reason, refused.certificate_id, refused.actor_kind) == ("not_verified", first, "account")
+    assert refused.actor_ref.startswith(f"{channel.platform}:") and user not in refused.actor_ref
 
 
 # --- the code page ------------------------------------------------------------------------------------------
@@ -355,6 +442,18 @@ async def test_the_code_page_keeps_a_fresh_code(app_client: Client, channel: Cha
     assert gone.status == 410 and (await gone.json())["final"] is True
     unknown = await app_client.get("/code/not-a-real-handle")
     assert unknown.status == 404 and "链接无效" in await unknown.text()
+    async with app_client.app[SESSIONS]() as session:
+        refused = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "code_page_refused").order_by(AuditEntry.id)
+            )
+        ).all()
+    # The expired page, under its owner's name, against its certificate; the handle that matches no page
+    # touches no certificate and leaves no row (anyone can type a URL).
+    assert [(row.reason, row.certificate_id, row.actor_ref) for row in refused] == [
+        ("expired", certificate, views[0].actor_ref),
+        ("expired", certificate, views[0].actor_ref),
+    ]
 
 
 async def test_no_code_outlives_its_page(app_client: Client, channel: Channel) -> None:
@@ -380,6 +479,11 @@ async def test_two_desks_scanning_one_code_queue_it_once(app_client: Client, cha
     refusals = [result for result in results if isinstance(result, CodeRejected)]
     assert len(tickets) == 1 and len(refusals) == 3, results
     assert all(refusal.problem is CodeProblem.USED for refusal in refusals)
+    audited = await _refusals(app_client)
+    assert sorted(actor for _, _, _, actor, _ in audited) == sorted(
+        f"clinic:T-NT-01:desk-{n}" for n, result in enumerate(results) if isinstance(result, CodeRejected)
+    )
+    assert {reason for reason, *_ in audited} == {"used"}
 
 
 async def test_children_scanned_at_once_get_distinct_numbers(app_client: Client, channel: Channel) -> None:

@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from bot.chat.conversation import Context, Route, text_in
 from bot.core.config import Settings
@@ -158,6 +158,35 @@ async def test_handler_crash_rolls_back_and_apologises(make_settings: Any, serve
     rows = await outbox_rows(client, recipient="o-crash")
     assert [row.payload["content"] for row in rows] == [reply["Content"]]
     assert client.app[METRICS].handler_errors.labels("wechat")._value.get() == 1
+
+
+async def test_a_first_contact_that_fails_late_is_apologised_to_within_the_window(
+    make_settings: Any, serve: Serve, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    finish = asyncio.Event()
+
+    async def broken_late(ctx: Context) -> None:
+        await ctx.account()
+        await finish.wait()  # past the deadline: the apology goes through the outbox, under the window's rule
+        raise RuntimeError("bug")
+
+    settings = make_settings(reply_deadline_seconds=0.3)
+    client = await serve(settings, router=router_with(Route(text_in("坏了"), broken_late)))
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    status, body = await asyncio.wait_for(post(client, sim.sign(sim.text("o-first", "坏了"))), PATIENCE_SECONDS)
+    assert (status, body) == (200, "success")
+    finish.set()
+
+    async def apologised() -> bool:
+        await drain_outbox(client)
+        return bool(fake_wechat[0].texts_to("o-first"))
+
+    await eventually(apologised, "the apology reaches the brand-new user")
+    assert "系统刚才开了个小差" in fake_wechat[0].texts_to("o-first")[0]
+    assert [row.status for row in await outbox_rows(client, recipient="o-first")] == ["sent"]  # not dead-lettered
+    async with client.app[SESSIONS]() as session:
+        account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == "o-first"))).one()
+    assert account.last_inbound_at is not None and account.last_interaction_kind == "text"
 
 
 async def test_unknown_types_get_a_polite_answer(app_client: Client, wechat: WeChatClientSim) -> None:

@@ -250,16 +250,28 @@ class Engine:
         return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids)
 
     async def _apologise(self, update: Update, hold_until: datetime | None) -> Outcome:
-        """The handler failed and rolled back: record the delivery and tell the user what to do."""
+        """The handler failed and rolled back: record the delivery and the contact, and tell the user what to do.
+
+        The contact is recorded again here because the handler's transaction, which recorded it, rolled
+        back: without it a first contact has no account (or an old ``last_inbound_at``), and the platforms'
+        service windows would refuse the apology.
+        """
         message = Text(self._services.catalogue("error_generic"))
+        now = utcnow()
         try:
             async with self._sessionmaker() as session, session.begin():
-                if not await claim_delivery(session, update, utcnow()):
+                if not await claim_delivery(session, update, now):
                     return Outcome(duplicate=True)
-                if update.kind not in CONVERSATIONAL_KINDS:
-                    return Outcome(duplicate=False, failed=True)
-                ids = await _queue_replies(session, update, [message], hold_until)
-                return Outcome(duplicate=False, replies=(message,), outbox_ids=ids, failed=True)
+                if update.kind in CONTACT_KINDS:
+                    await touch_account(session, update, now)
+                ids: tuple[int, ...] = ()
+                if update.kind in CONVERSATIONAL_KINDS:
+                    ids = await _queue_replies(session, update, [message], hold_until)
+            if update.kind in CONTACT_KINDS:
+                self._recent.seen(update, now)
+            if update.kind not in CONVERSATIONAL_KINDS:
+                return Outcome(duplicate=False, failed=True)
+            return Outcome(duplicate=False, replies=(message,), outbox_ids=ids, failed=True)
         except Exception:
             # The database itself is failing: nothing is recorded, but the user is still told, in the
             # passive reply, that it did not work and to try again.

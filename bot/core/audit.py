@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -42,4 +43,22 @@ def record_access(
 async def entries_for_certificate(session: AsyncSession, certificate_id: int) -> Sequence[AuditEntry]:
     """Every audit row about one certificate, oldest first."""
     query = select(AuditEntry).where(AuditEntry.certificate_id == certificate_id).order_by(AuditEntry.id)
+    return (await session.scalars(query)).all()
+
+
+async def entries_matching(
+    session: AsyncSession,
+    *,
+    certificate_id: int | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+) -> Sequence[AuditEntry]:
+    """Audit rows matching every filter given, oldest first (a refusal without a certificate is found by action)."""
+    query = select(AuditEntry).order_by(AuditEntry.id)
+    if certificate_id is not None:
+        query = query.where(AuditEntry.certificate_id == certificate_id)
+    if action is not None:
+        query = query.where(AuditEntry.action == action)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
     return (await session.scalars(query)).all()

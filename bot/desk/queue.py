@@ -3,8 +3,9 @@
 A code works once and only while the person who showed it may still see the certificate. A file already
 in today's queue at this clinic keeps its number (a second code for the same child does not queue it
 twice). The person who showed the code, and the holder when a family member showed it, are told the
-number on every platform they use, and the scan is audited under the clinic's name (a refusal for lost
-access too). Later desk steps (登记, 接种, 留观) build on the visit this creates.
+number on every platform they use, and the scan is audited under the clinic's name, and so is every
+refusal, with its reason (a forged, malformed or unknown code, or an unknown clinic, without a
+certificate). Later desk steps (登记, 接种, 留观) build on the visit this creates.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from bot.core.pii import Vault
 from bot.core.update import Text
 from bot.identity.accounts import notify
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
-from models import Clinic, Identity, QueueCounter, Visit
+from models import Certificate, Clinic, Identity, QueueCounter, Visit
 
 OPEN_STATUSES = ("queued", "registered", "vaccinated", "observing")
+REFUSED = "desk_refused"  # the audit action of every refused scan; the reason says why
+CLINIC_UNKNOWN = "clinic_unknown"  # the refusal reason when the desk names no clinic we know
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +115,34 @@ async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: d
     return visit, False
 
 
+def desk_actor(clinic_code: str, staff: str) -> str:
+    """How the audit log names a desk: the clinic's code and who scanned."""
+    return f"clinic:{clinic_code}:{staff}"[:64]
+
+
+async def record_refusal(
+    session: AsyncSession,
+    *,
+    clinic_code: str,
+    staff: str,
+    reason: str,
+    certificate_id: int | None = None,
+    shown_by_identity_id: int | None = None,
+) -> None:
+    """Audit a refused scan under the desk's name, with why (never what was scanned: it may be anything)."""
+    certificate = await session.get(Certificate, certificate_id) if certificate_id is not None else None
+    record_access(
+        session,
+        actor_kind="staff",
+        actor_ref=desk_actor(clinic_code, staff),
+        action=REFUSED,
+        reason=reason,
+        certificate_id=certificate_id,
+        vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
+        detail={"shown_by": f"identity:{shown_by_identity_id}"} if shown_by_identity_id is not None else {},
+    )
+
+
 async def take_number(
     session: AsyncSession,
     vault: Vault,
@@ -124,28 +155,40 @@ async def take_number(
 ) -> Ticket:
     """Redeem a scanned code at ``clinic`` and queue its file; raises :class:`CodeRejected`.
 
-    Commit after a refusal too: a code shown by someone who lost access stays spent, and the refusal is
-    in the audit log.
+    Commit after a refusal too: a code shown by someone who lost access stays spent, and every refusal is
+    in the audit log with its reason.
     """
-    token = await redeem_code(session, vault, payload, now)
+    try:
+        token = await redeem_code(session, vault, payload, now)
+    except CodeRejected as exc:
+        spent = exc.token
+        await record_refusal(
+            session,
+            clinic_code=clinic.code,
+            staff=staff,
+            reason=exc.problem.value,
+            certificate_id=spent.certificate_id if spent is not None else None,
+            shown_by_identity_id=spent.shown_by_identity_id if spent is not None else None,
+        )
+        raise
     identity = await session.get(Identity, token.shown_by_identity_id)
     visible = await open_visible(session, vault, identity, token.certificate_id) if identity else None
     if identity is None or visible is None:
-        record_access(  # the code is spent either way; who tried to use a certificate they lost is recorded
+        # The code is spent either way; who tried to use a certificate they lost is recorded.
+        await record_refusal(
             session,
-            actor_kind="staff",
-            actor_ref=f"clinic:{clinic.code}:{staff}"[:64],
-            action="desk_refused",
+            clinic_code=clinic.code,
+            staff=staff,
             reason=CodeProblem.NO_ACCESS.value,
             certificate_id=token.certificate_id,
-            detail={"shown_by": f"identity:{token.shown_by_identity_id}"},
+            shown_by_identity_id=token.shown_by_identity_id,
         )
-        raise CodeRejected(CodeProblem.NO_ACCESS)
+        raise CodeRejected(CodeProblem.NO_ACCESS, token)
     visit, already = await _queue(session, visible, clinic, now)
     record_access(
         session,
         actor_kind="staff",
-        actor_ref=f"clinic:{clinic.code}:{staff}"[:64],
+        actor_ref=desk_actor(clinic.code, staff),
         action="desk_queue",
         reason=visible.role,
         certificate_id=visible.certificate.id,

@@ -44,11 +44,12 @@ class CodeProblem(StrEnum):
 
 
 class CodeRejected(Exception):
-    """A scanned code cannot be used; ``problem`` says why."""
+    """A scanned code cannot be used; ``problem`` says why, ``token`` is its row when it was ours (for the audit)."""
 
-    def __init__(self, problem: CodeProblem) -> None:
+    def __init__(self, problem: CodeProblem, token: CodeToken | None = None) -> None:
         super().__init__(problem.value)
         self.problem = problem
+        self.token = token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +117,20 @@ def issue_code(
 async def redeem_code(session: AsyncSession, vault: Vault, payload: str, now: datetime) -> CodeToken:
     """Use a scanned code once: returns its row, or raises :class:`CodeRejected`.
 
-    One conditional UPDATE decides, so two desks scanning the same code at once cannot both succeed.
+    One conditional UPDATE decides, so two desks scanning the same code at once cannot both succeed. A
+    refusal carries the code's row when there is one (used, expired), so the refusal is audited against
+    its certificate; a forged, malformed or unknown code has none.
     """
-    digest = handle_digest(vault, parse_payload(vault, payload, now))
+    try:
+        handle = parse_payload(vault, payload, now)
+    except CodeRejected as exc:
+        if exc.problem is not CodeProblem.EXPIRED:
+            raise
+        # Signed by us, only late: the handle is authentic, so its row says whose certificate it was.
+        late = handle_digest(vault, payload.strip().split(":")[1])
+        token = (await session.scalars(select(CodeToken).where(CodeToken.handle_hash == late))).first()
+        raise CodeRejected(CodeProblem.EXPIRED, token) from None
+    digest = handle_digest(vault, handle)
     result = await session.execute(
         update(CodeToken)
         .where(CodeToken.handle_hash == digest, CodeToken.used_at.is_(None), CodeToken.expires_at > now)
@@ -130,10 +142,10 @@ async def redeem_code(session: AsyncSession, vault: Vault, payload: str, now: da
         token = await session.get(CodeToken, used)
         assert token is not None
         return token
-    row = (await session.execute(select(CodeToken.used_at).where(CodeToken.handle_hash == digest))).first()
+    row = (await session.scalars(select(CodeToken).where(CodeToken.handle_hash == digest))).first()
     if row is None:
         raise CodeRejected(CodeProblem.UNKNOWN)
-    raise CodeRejected(CodeProblem.USED if row.used_at is not None else CodeProblem.EXPIRED)
+    raise CodeRejected(CodeProblem.USED if row.used_at is not None else CodeProblem.EXPIRED, row)
 
 
 def qr(payload: str) -> segno.QRCode:

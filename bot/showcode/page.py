@@ -3,6 +3,8 @@
 The link's handle is random and stored hashed; the page expires, and every new code is issued only while
 the person who opened it may still see the certificate (a revoked grant stops the page at once). The page
 shows the name and ID number masked; the code itself carries no personal data (see :mod:`bot.showcode.codes`).
+A page refused because it expired or its owner lost the certificate is audited under the owner's name; a
+handle that matches no page touches no certificate and is only answered 404.
 """
 
 from __future__ import annotations
@@ -18,15 +20,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.certificates.rules import Visible, open_visible, record_view
 from bot.chat.conversation import Services
+from bot.core.audit import record_access
 from bot.core.config import Settings
 from bot.core.pii import Vault
 from bot.showcode.codes import issue_code, qr_svg
-from models import CodePage, Identity, utcnow
+from models import Certificate, CodePage, Identity, utcnow
 
 PAGE_PATH = "/code/{handle}"
 CODE_PATH = "/code/{handle}/qr"
 # The link carries the handle: never in a Referer, never in a cache. The page runs only its own script.
 _PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+REFUSED = "code_page_refused"  # the audit action of a refused page or code request; the reason says why
+# The catalogue key of a refusal → its HTTP status and the reason recorded in the audit log.
+_REFUSALS = {
+    "page_code_invalid": (404, ""),
+    "page_code_revoked": (403, "revoked"),
+    "page_code_expired": (410, "expired"),
+}
 # A page asks for a new code a third of the way through the old one's life; a reload may ask sooner, but
 # not more often than this.
 MIN_CODE_GAP = timedelta(seconds=5)
@@ -132,6 +142,25 @@ class CodePageRoutes:
             return page, identity, None, "page_code_revoked"
         return page, identity, visible, ""
 
+    async def _refuse(self, session: AsyncSession, page: CodePage | None, problem: str, endpoint: str) -> int:
+        """Audit a refusal of a known page under its owner's name (committed with the answer); returns the status."""
+        status, reason = _REFUSALS[problem]
+        if page is None:  # no page, no certificate: nothing to record against
+            return status
+        certificate = await session.get(Certificate, page.certificate_id)
+        record_access(
+            session,
+            actor_kind="identity",
+            actor_ref=f"identity:{page.identity_id}",
+            action=REFUSED,
+            reason=reason,
+            certificate_id=page.certificate_id,
+            vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
+            platform="web",
+            detail={"page": page.id, "endpoint": endpoint},
+        )
+        return status
+
     def _document(self, body: str, status: int = 200) -> web.Response:
         catalogue = self._services.catalogue
         title = html.escape(catalogue("page_code_title"))
@@ -165,10 +194,9 @@ class CodePageRoutes:
         """The page: masked identity and an empty frame its script fills with a fresh code."""
         now = utcnow()
         async with self._sessions() as session, session.begin():
-            _, identity, visible, problem = await self._open(session, request.match_info["handle"], now)
+            page, identity, visible, problem = await self._open(session, request.match_info["handle"], now)
             if problem or identity is None or visible is None:
-                status = {"page_code_invalid": 404, "page_code_revoked": 403}.get(problem, 410)
-                return self._message(problem, status)
+                return self._message(problem, await self._refuse(session, page, problem, "page"))
             record_view(session, identity, visible, "code_page_view", "web")
         catalogue = self._services.catalogue
         text = {
@@ -193,7 +221,7 @@ class CodePageRoutes:
         async with self._sessions() as session, session.begin():
             page, identity, visible, problem = await self._open(session, request.match_info["handle"], now)
             if problem or page is None or identity is None or visible is None:
-                status = {"page_code_invalid": 404, "page_code_revoked": 403}.get(problem, 410)
+                status = await self._refuse(session, page, problem, "qr")
                 return _json({"final": True, "message": catalogue(problem)}, status)
             # One conditional UPDATE: two tabs (or a script) racing get one code between them per gap.
             moved = await session.execute(
