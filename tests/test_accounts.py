@@ -40,7 +40,7 @@ def on_alipay(app_client: Client, alipay: AlipayClientSim, fake_alipay: tuple[Fa
 async def _verify(client: Client, channel: Channel, user: str) -> None:
     """A real verification: the chat, the link, a passing face, the result told."""
     await channel.do(user, ("follow", ""))
-    status, page = await _face(client, await _link(channel, user), "pass")
+    status, page = await _face(client, channel, user, await _link(channel, user), "pass")
     assert status == 200 and "实名认证成功" in page, page
     await drain_outbox(client)
 
