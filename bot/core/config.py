@@ -77,6 +77,9 @@ class Settings:
     # Platform deadlines: WeChat drops the connection after 5 s; answer well before.
     reply_deadline_seconds: float = 4.0
     max_body_bytes: int = 64 * 1024
+    # A webhook body must arrive within this once the headers have: a client that stalls mid-body gets
+    # 408 and its connection closed instead of holding it open.
+    body_read_timeout_seconds: float = 10.0
     timestamp_tolerance_seconds: int = 300
     api_timeout_seconds: float = 10.0
 
@@ -282,6 +285,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 60 (a code must live long enough to show)")
     if not 0 <= settings.reminder_hour <= 23 or settings.reminder_days_ahead < 0:
         raise ConfigError(f"{PREFIX}REMINDER_HOUR must be 0–23 and {PREFIX}REMINDER_DAYS_AHEAD not negative")
+    if settings.body_read_timeout_seconds <= 0:
+        raise ConfigError(f"{PREFIX}BODY_READ_TIMEOUT_SECONDS must be positive")
     if settings.code_page_code_seconds > settings.code_page_ttl_seconds:
         raise ConfigError(f"{PREFIX}CODE_PAGE_CODE_SECONDS must not exceed {PREFIX}CODE_PAGE_TTL_SECONDS")
     return settings
