@@ -361,6 +361,7 @@ MESSAGES: Final[dict[str, str]] = {
     "page_code_invalid": "这个接种码链接无效。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_expired": "这个接种码页面已过期。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_revoked": "您已不能出示这本接种证的接种码（授权可能已被取消）。如有疑问，请联系接种证的申领人。",
+    "page_code_busy": "打开得太频繁了，请稍等一分钟再刷新页面。",
     # --- dose reminders (template messages) --------------------------------------------------
     "reminder_first_late": "{name}有疫苗已经逾期，请尽快补种",
     "reminder_first_now": "{name}有疫苗可以接种了",
