@@ -11,7 +11,9 @@ phases of the same length:
 * ``flood_unlimited``: the same again against a second server whose code page limits are set so high
   that every guess is looked up in the database, as before the limits existed.
 
-Every answer is opened as WeChat would and must carry the FAQ's text, or the run fails (exit status 1).
+Each phase also reports the server's CPU seconds (the flood's cost, less sensitive than p99 to other load
+on a shared machine). Every answer is opened as WeChat would and must carry the FAQ's text, or the run
+fails (exit status 1).
 The flood is bounded: a fixed rate for the phase's duration, at most ``--flood-connections`` in flight.
 
     python bench/code_page_flood.py            # ~1 minute
@@ -38,7 +40,17 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
-from harness import GIVES_UP, ServerProcess, listening_socket, log, machine, pick_cpus, running, serve_app
+from harness import (
+    GIVES_UP,
+    ServerProcess,
+    cpu_seconds,
+    listening_socket,
+    log,
+    machine,
+    pick_cpus,
+    running,
+    serve_app,
+)
 
 from bot.core.config import DEV_WECHAT_AES_KEY, DEV_WECHAT_APPID, DEV_WECHAT_TOKEN, load_settings
 from bot.core.keys import generate_dev_keys
@@ -207,8 +219,10 @@ async def measure_server(
         await webhook_phase(webhooks, sim, server.base, args.rate, args.warmup)
         for phase in phases:
             log(f"  {server.label}: {phase}")
+            cpu_before = cpu_seconds(server.pid)
             if phase == "quiet":
                 results[phase] = await webhook_phase(webhooks, sim, server.base, args.rate, args.duration)
+                results[phase]["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu_before, 2)
                 continue
             stop = asyncio.Event()
             flooding = asyncio.create_task(
@@ -217,7 +231,9 @@ async def measure_server(
             await asyncio.sleep(0.5)  # the flood is running before the first measured message
             webhook = await webhook_phase(webhooks, sim, server.base, args.rate, args.duration)
             stop.set()
-            results[phase] = {**webhook, "flood": await flooding}
+            flooded = await flooding
+            used = round(cpu_seconds(server.pid) - cpu_before, 2)
+            results[phase] = {**webhook, "server_cpu_s": used, "flood": flooded}
     return results
 
 
@@ -263,12 +279,16 @@ def print_table(report: dict[str, Any]) -> None:
         f"webhook: {plan['rate']:g} WeChat messages/s for {plan['duration']:g} s per phase; "
         f"flood: {plan['flood_rate']:g} GET /code/<random>/qr per second, at most {plan['flood_connections']} in flight"
     )
-    print(f"{'phase':<18}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}  answers          flood sent/s  flood statuses")
+    print(
+        f"{'phase':<18}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'srv CPU s':>11}  answers          "
+        "flood sent/s  flood statuses"
+    )
     for name, values in report["phases"].items():
         flood_values = values.get("flood", {})
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(flood_values.get("statuses", {}).items()))
         print(
-            f"{name:<18}{values.get('p50_ms', 0):>8.1f}{values.get('p99_ms', 0):>8.1f}{values.get('max_ms', 0):>8.1f}  "
+            f"{name:<18}{values.get('p50_ms', 0):>8.1f}{values.get('p99_ms', 0):>8.1f}{values.get('max_ms', 0):>8.1f}"
+            f"{values['server_cpu_s']:>11.2f}  "
             f"{json.dumps(values['verdicts']):<16} {flood_values.get('per_second', '-'):>12}  {statuses or '-'}"
         )
 

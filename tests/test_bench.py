@@ -91,5 +91,5 @@ def test_quick_code_page_flood_bench_answers_every_message_and_limits_the_flood(
         assert values["p99_ms"] >= values["p50_ms"] > 0
     # Limited: a few guesses are looked up (404), the rest refused in memory (429); unlimited: all looked up.
     limited, unlimited = phases["flood"]["flood"]["statuses"], phases["flood_unlimited"]["flood"]["statuses"]
-    assert 0 < limited.get("404", 0) <= 10 and limited.get("429", 0) > 0
+    assert 0 < limited.get("404", 0) <= 12 and limited.get("429", 0) > 0  # a burst of 10, 6 a minute after
     assert set(unlimited) == {"404"}
