@@ -186,7 +186,8 @@ class Admission:
 def client_address(request: web.Request, header: str) -> str:
     """The client's address: from ``header`` when a reverse proxy sets it, else the peer's."""
     if header:
-        forwarded = request.headers.get(header, "").split(",")[0].strip()
+        # The last entry is the one our proxy wrote (X-Forwarded-For); any before it came from the client.
+        forwarded = request.headers.get(header, "").split(",")[-1].strip()
         if forwarded:
             return forwarded
     return request.remote or ""
