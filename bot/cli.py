@@ -355,13 +355,12 @@ def _or_dash(value: int | None) -> str:
 
 def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     """Scan a shown code at a clinic desk (取号): the text a scanner read, as an argument or on stdin."""
-    from sqlalchemy import select
     from sqlalchemy.exc import DBAPIError
 
     from bot.core.keys import load_keyring
-    from bot.desk.queue import CLINIC_UNKNOWN, Ticket, record_refusal, take_number
+    from bot.desk.queue import ClinicProblem, ClinicRefused, Ticket, take_number
     from bot.showcode.codes import CodeRejected
-    from models import Clinic, utcnow
+    from models import utcnow
 
     catalogue = build_catalogue(settings)
     vault = Vault(load_keyring(settings.keys_dir))
@@ -383,14 +382,20 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
         engine = create_engine(settings)
         try:
             async with sessionmaker(engine)() as session, session.begin():
-                clinic = (await session.scalars(select(Clinic).where(Clinic.code == args.clinic))).first()
-                if clinic is None:
-                    await record_refusal(session, clinic_code=args.clinic, staff=args.staff, reason=CLINIC_UNKNOWN)
-                    return catalogue("cli_clinic_unknown", clinic=args.clinic)
                 try:
                     return await take_number(
-                        session, vault, catalogue, clinic=clinic, payload=payload, staff=args.staff, now=utcnow()
+                        session,
+                        vault,
+                        catalogue,
+                        clinic_code=args.clinic,
+                        pilot_regions=settings.pilot_regions,
+                        payload=payload,
+                        staff=args.staff,
+                        now=utcnow(),
                     )
+                except ClinicRefused as exc:  # refused before the code was read: it is still unspent
+                    key = "cli_clinic_unknown" if exc.problem is ClinicProblem.UNKNOWN else "desk_clinic_not_pilot"
+                    return catalogue(key, clinic=args.clinic)
                 except CodeRejected as exc:
                     return catalogue(f"desk_code_{exc.problem.value}")
         finally:

@@ -79,3 +79,17 @@ def test_quick_qr_bench_draws_codes_that_read_back() -> None:
     code = report["qr"]
     assert (code["version"], code["error"], code["mode"]) == (4, "Q", "alphanumeric") and code["png_bytes"] < 2048
     assert set(report["figures"]) == {"sign", "check", "png", "svg"}
+
+
+@pytest.mark.slow
+def test_quick_code_page_flood_bench_answers_every_message_and_limits_the_flood() -> None:
+    report = run_quick("code_page_flood.py")
+    phases = report["phases"]
+    assert set(phases) == {"quiet", "flood", "flood_unlimited"}
+    for values in phases.values():
+        assert values["verdicts"] == {"reply": values["sent"]}
+        assert values["p99_ms"] >= values["p50_ms"] > 0
+    # Limited: a few guesses are looked up (404), the rest refused in memory (429); unlimited: all looked up.
+    limited, unlimited = phases["flood"]["flood"]["statuses"], phases["flood_unlimited"]["flood"]["statuses"]
+    assert 0 < limited.get("404", 0) <= 12 and limited.get("429", 0) > 0  # a burst of 10, 6 a minute after
+    assert set(unlimited) == {"404"}

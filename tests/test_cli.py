@@ -231,6 +231,17 @@ def test_scan_at_an_unknown_clinic_is_chinese(desk: Path, capsys: pytest.Capture
     assert captured.err.strip() == MESSAGES["cli_clinic_unknown"].format(clinic="NT-XX-99")
 
 
+def test_scan_at_a_clinic_outside_the_pilot_regions_is_refused_in_chinese(
+    desk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert bot.cli.main(["clinic", "scan", "--clinic", "NJ-XW-01", "VX1:A:1:B"]) == 1  # a demo clinic in Nanjing
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    expected = MESSAGES["desk_clinic_not_pilot"].format(clinic="NJ-XW-01", regions="南通市、无锡市")
+    assert captured.err.strip() == expected
+
+
 @pytest.mark.parametrize(
     ("code", "message"),
     [

@@ -201,3 +201,17 @@ def test_production_still_needs_an_explicit_https_public_url(tmp_path: Path) -> 
         env_file=tmp_path / "none",
     )
     assert not any("VAXBOT_PUBLIC_URL" in problem for problem in explicit.production_problems(False))
+
+
+def test_hostile_input_limits_must_be_usable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="VAXBOT_BODY_READ_TIMEOUT_SECONDS must be positive"):
+        load_settings(environ={"VAXBOT_BODY_READ_TIMEOUT_SECONDS": "0"}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match="VAXBOT_CODE_PAGE_MISS_BURST must be at least 1"):
+        load_settings(environ={"VAXBOT_CODE_PAGE_MISS_BURST": "0"}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match="VAXBOT_CODE_PAGE_ADDRESS_PER_MINUTE positive"):
+        load_settings(environ={"VAXBOT_CODE_PAGE_ADDRESS_PER_MINUTE": "-1"}, env_file=tmp_path / "none")
+    settings = load_settings(
+        environ={"VAXBOT_BODY_READ_TIMEOUT_SECONDS": "2.5", "VAXBOT_CLIENT_ADDRESS_HEADER": "X-Real-IP"},
+        env_file=tmp_path / "none",
+    )
+    assert (settings.body_read_timeout_seconds, settings.client_address_header) == (2.5, "X-Real-IP")

@@ -55,7 +55,14 @@ async def _desk(app: Any, payload: str) -> int:
         clinic = (await session.scalars(select(Clinic).order_by(Clinic.id))).first()
         assert clinic is not None
         ticket = await take_number(
-            session, services.vault, services.catalogue, clinic=clinic, payload=payload, staff="nurse", now=utcnow()
+            session,
+            services.vault,
+            services.catalogue,
+            clinic_code=clinic.code,
+            pilot_regions=services.settings.pilot_regions,
+            payload=payload,
+            staff="nurse",
+            now=utcnow(),
         )
     return ticket.queue_number
 

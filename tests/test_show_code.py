@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from bot.certificates.rules import Grantee, add_grant, revoke_grant
 from bot.core.pii import Vault
-from bot.desk.queue import Ticket, take_number
+from bot.desk.queue import ClinicProblem, ClinicRefused, Ticket, take_number
 from bot.dev.demo import CHILD, GRANDMA, PARENT
 from bot.outbox.queue import SCRUBBED
 from bot.showcode.codes import (
@@ -37,7 +37,6 @@ from bot.web.appkeys import SERVICES, SESSIONS
 from models import (
     AuditEntry,
     Certificate,
-    Clinic,
     CodePage,
     CodeToken,
     Grant,
@@ -49,7 +48,7 @@ from models import (
 )
 from tests.channels import Channel, link_in
 from tests.helpers import Client, drain_outbox, outbox_rows
-from tests.world import registry_file, verified
+from tests.world import NANJING, clinic, registry_file, verified
 
 SECRETS = [PARENT.name, PARENT.id_number, CHILD.name, CHILD.id_number, GRANDMA.name, GRANDMA.id_number]
 CODE_SHAPE = re.compile(r"^VX1:[A-Z2-7]{24}:\d{10}:[A-Z2-7]{24}$")
@@ -138,28 +137,23 @@ async def _world(client: Client, channel: Channel, user: str) -> tuple[int, int]
         return identity, certificate.id
 
 
-async def _clinic(client: Client) -> Clinic:
-    async with client.app[SESSIONS]() as session:
-        found = (await session.scalars(select(Clinic).where(Clinic.code == "T-NT-01"))).one()
-        session.expunge(found)
-        return found
-
-
-async def _scan(client: Client, payload: str, staff: str = "nurse-1", now: datetime | None = None) -> Ticket:
+async def _scan(
+    client: Client, payload: str, staff: str = "nurse-1", now: datetime | None = None, clinic: str = "T-NT-01"
+) -> Ticket:
     services = client.app[SERVICES]
-    clinic = await _clinic(client)
     async with client.app[SESSIONS]() as session, session.begin():
         try:
             return await take_number(
                 session,
                 services.vault,
                 services.catalogue,
-                clinic=clinic,
+                clinic_code=clinic,
+                pilot_regions=services.settings.pilot_regions,
                 payload=payload,
                 staff=staff,
                 now=now or utcnow(),
             )
-        except CodeRejected as exc:
+        except (CodeRejected, ClinicRefused) as exc:
             refused = exc  # committed all the same, as the desk does: the refusal is on record
     raise refused
 
@@ -285,6 +279,32 @@ async def test_every_desk_refusal_is_audited_with_its_reason(app_client: Client,
     async with app_client.app[SESSIONS]() as session:
         recorded = str([(row.actor_ref, row.reason, row.detail) for row in (await session.scalars(select(AuditEntry)))])
     assert handle not in recorded and "example.com" not in recorded  # what was scanned is never recorded
+
+
+async def test_a_desk_outside_the_registry_or_the_pilot_regions_is_refused_and_the_code_kept(
+    app_client: Client, channel: Channel
+) -> None:
+    user = "o-code-far" if channel.platform == "wechat" else "2088000000000806"
+    await _world(app_client, channel, user)
+    _, payload, _ = await _show(app_client, channel, user)
+    await clinic(app_client, *NANJING)  # a real clinic, in 3201: not a pilot region here
+    for code, problem in (("NT-XX-99", ClinicProblem.UNKNOWN), (NANJING[0], ClinicProblem.NOT_PILOT)):
+        with pytest.raises(ClinicRefused) as refused:
+            await _scan(app_client, payload, clinic=code)
+        assert refused.value.problem is problem
+    async with app_client.app[SESSIONS]() as session:
+        assert (await session.scalars(select(CodeToken.used_at))).all() == [None]  # the code is unspent
+        assert (await session.scalars(select(Visit))).all() == []
+        refusals = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "desk_refused"))).all()
+    assert sorted((row.reason, row.actor_ref) for row in refusals) == [
+        ("clinic_not_pilot", "clinic:T-NJ-01:nurse-1"),
+        ("clinic_unknown", "clinic:NT-XX-99:nurse-1"),
+    ]
+    message = app_client.app[SERVICES].catalogue("desk_clinic_not_pilot", clinic=NANJING[0])
+    assert "不在电子预防接种证的试点地区" in message and "南通市" in message
+    # The same code then takes a number at a pilot clinic.
+    ticket = await _scan(app_client, payload)
+    assert (ticket.queue_number, ticket.already_queued) == (1, False)
 
 
 async def test_a_grantee_shows_the_code_until_the_grant_is_revoked(app_client: Client, channel: Channel) -> None:

@@ -418,6 +418,7 @@ MESSAGES: Final[dict[str, str]] = {
     "page_code_invalid": "这个接种码链接无效。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_expired": "这个接种码页面已过期。请回到聊天窗口，点菜单「亮码接种」重新打开。",
     "page_code_revoked": "您已不能出示这本接种证的接种码（授权可能已被取消）。如有疑问，请联系接种证的申领人。",
+    "page_code_busy": "打开得太频繁了，请稍等一分钟再刷新页面。",
     # --- dose reminders (template messages) --------------------------------------------------
     "reminder_first_late": "{name}有疫苗已经逾期，请尽快补种",
     "reminder_first_now": "{name}有疫苗可以接种了",
@@ -441,6 +442,10 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_code_unknown": "查不到这个接种码，请出示人点「亮码接种」重新取码。",
     "desk_code_used": "这个接种码已经用过了，请出示人点「亮码接种」重新取码。",
     "desk_code_no_access": "出示人已无权使用这本接种证（授权可能已被取消），请核实后由申领人亮码。",
+    "desk_clinic_not_pilot": (
+        "门诊 {clinic} 不在电子预防接种证的试点地区（目前仅{regions}），暂不能扫码取号。"
+        "接种码没有使用，请按原来的方式为受种者登记。"
+    ),
     # --- the command line (a nurse at the desk reads Chinese; operator lines add English) ----
     "cli_port_in_use": (
         "vaxbot：端口 {port} 已被占用，服务没有启动。请先关掉占用它的程序，或用 --port（或 VAXBOT_PORT）换一个端口。"

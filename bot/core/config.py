@@ -82,6 +82,9 @@ class Settings:
     # Platform deadlines: WeChat drops the connection after 5 s; answer well before.
     reply_deadline_seconds: float = 4.0
     max_body_bytes: int = 64 * 1024
+    # A webhook body must arrive within this once the headers have: a client that stalls mid-body gets
+    # 408 and its connection closed instead of holding it open.
+    body_read_timeout_seconds: float = 10.0
     timestamp_tolerance_seconds: int = 300
     api_timeout_seconds: float = 10.0
 
@@ -115,6 +118,17 @@ class Settings:
     code_ttl_seconds: int = 30 * 60
     code_page_ttl_seconds: int = 30 * 60
     code_page_code_seconds: int = 3 * 60
+    # The code page's requests are limited in process, by token buckets: a burst, then so many a minute.
+    # Per page (its script asks once a minute), per client address, and per address for links that lead
+    # nowhere (guessing): past that budget an address gets 429 for any page it has not opened before,
+    # without a database lookup. Behind a reverse proxy, name the header it puts the client's address in.
+    code_page_page_burst: int = 6
+    code_page_page_per_minute: float = 12.0
+    code_page_address_burst: int = 60
+    code_page_address_per_minute: float = 120.0
+    code_page_miss_burst: int = 10
+    code_page_miss_per_minute: float = 6.0
+    client_address_header: str = ""
 
     # Dose reminders (接种提醒): template messages (first, keyword1 child, keyword2 doses, keyword3 when,
     # remark), sent at this hour China time for doses late, due, or due within the days ahead.
@@ -291,6 +305,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 60 (a code must live long enough to show)")
     if not 0 <= settings.reminder_hour <= 23 or settings.reminder_days_ahead < 0:
         raise ConfigError(f"{PREFIX}REMINDER_HOUR must be 0–23 and {PREFIX}REMINDER_DAYS_AHEAD not negative")
+    for name in ("page", "address", "miss"):
+        burst, rate = f"code_page_{name}_burst", f"code_page_{name}_per_minute"
+        if getattr(settings, burst) < 1 or getattr(settings, rate) <= 0:
+            raise ConfigError(f"{PREFIX}{burst.upper()} must be at least 1 and {PREFIX}{rate.upper()} positive")
+    if settings.body_read_timeout_seconds <= 0:
+        raise ConfigError(f"{PREFIX}BODY_READ_TIMEOUT_SECONDS must be positive")
     if settings.code_page_code_seconds > settings.code_page_ttl_seconds:
         raise ConfigError(f"{PREFIX}CODE_PAGE_CODE_SECONDS must not exceed {PREFIX}CODE_PAGE_TTL_SECONDS")
     return settings

@@ -2,16 +2,20 @@
 
 A code works once and only while the person who showed it may still see the certificate. A file already
 in today's queue at this clinic keeps its number (a second code for the same child does not queue it
-twice). The person who showed the code, and the holder when a family member showed it, are told the
-number on every platform they use, and the scan is audited under the clinic's name, and so is every
-refusal, with its reason (a forged, malformed or unknown code, or an unknown clinic, without a
-certificate). Later desk steps (登记, 接种, 留观) build on the visit this creates.
+twice). Numbers are taken only at a clinic the registry lists inside the pilot regions; elsewhere the
+desk is refused before the code is read, so the code stays usable. The person who showed the code, and
+the holder when a family member showed it, are told the number on every platform they use, and the scan
+is audited under the clinic's name, and so is every refusal, with its reason (a forged, malformed or
+unknown code, or a refused clinic, without a certificate). Later desk steps (登记, 接种, 留观) build on the
+visit this creates.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +34,40 @@ from models import Certificate, Clinic, Identity, QueueCounter, Visit
 
 OPEN_STATUSES = ("queued", "registered", "vaccinated", "observing")
 REFUSED = "desk_refused"  # the audit action of every refused scan; the reason says why
-CLINIC_UNKNOWN = "clinic_unknown"  # the refusal reason when the desk names no clinic we know
+
+
+class ClinicProblem(StrEnum):
+    """Why a desk may not take numbers at the clinic it named."""
+
+    UNKNOWN = "unknown"  # no clinic with that code in the registry
+    NOT_PILOT = "not_pilot"  # a real clinic, outside the pilot regions
+
+
+class ClinicRefused(Exception):
+    """The desk's clinic cannot take numbers; ``problem`` says why, ``clinic`` is the code it gave."""
+
+    def __init__(self, problem: ClinicProblem, clinic: str) -> None:
+        super().__init__(problem.value)
+        self.problem = problem
+        self.clinic = clinic
+
+
+def in_pilot(clinic: Clinic, pilot_regions: Collection[str]) -> bool:
+    """True when the clinic's region lies inside one of the pilot regions (region codes are prefixes)."""
+    return any(clinic.region_code.startswith(region) for region in pilot_regions if region)
+
+
+async def desk_clinic(session: AsyncSession, code: str, pilot_regions: Collection[str], *, staff: str = "") -> Clinic:
+    """The registry's clinic ``code`` if numbers may be taken there; else records the refusal and raises.
+
+    Raises :class:`ClinicRefused`. The refusal is audited (commit after it, as after a refused code).
+    """
+    clinic = (await session.scalars(select(Clinic).where(Clinic.code == code))).first()
+    if clinic is not None and in_pilot(clinic, pilot_regions):
+        return clinic
+    problem = ClinicProblem.UNKNOWN if clinic is None else ClinicProblem.NOT_PILOT
+    await record_refusal(session, clinic_code=code, staff=staff, reason=f"clinic_{problem.value}")
+    raise ClinicRefused(problem, code)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,16 +185,19 @@ async def take_number(
     vault: Vault,
     catalogue: Catalogue,
     *,
-    clinic: Clinic,
+    clinic_code: str,
+    pilot_regions: Collection[str],
     payload: str,
     staff: str,
     now: datetime,
 ) -> Ticket:
-    """Redeem a scanned code at ``clinic`` and queue its file; raises :class:`CodeRejected`.
+    """Redeem a scanned code at the clinic ``clinic_code`` and queue its file.
 
+    Raises :class:`ClinicRefused` (before the code is read: it stays unspent) or :class:`CodeRejected`.
     Commit after a refusal too: a code shown by someone who lost access stays spent, and every refusal is
     in the audit log with its reason.
     """
+    clinic = await desk_clinic(session, clinic_code, pilot_regions, staff=staff)
     try:
         token = await redeem_code(session, vault, payload, now)
     except CodeRejected as exc:

@@ -9,9 +9,16 @@ handle that matches no page touches no certificate and is only answered 404.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import html
 import json
+import math
+import re
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -40,6 +47,10 @@ _REFUSALS = {
 # A page asks for a new code a third of the way through the old one's life; a reload may ask sooner, but
 # not more often than this.
 MIN_CODE_GAP = timedelta(seconds=5)
+# What open_code_page hands out (token_urlsafe(24)): anything else leads nowhere, without a lookup.
+HANDLE_SHAPE = re.compile(r"[A-Za-z0-9_-]{32}")
+# Drawing a code takes milliseconds of pure Python: done in worker threads, at most this many at once.
+DRAWING_THREADS = 2
 
 
 def page_digest(vault: Vault, handle: str) -> str:
@@ -67,6 +78,129 @@ def open_code_page(
         )
     )
     return handle
+
+
+@dataclasses.dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class TokenBuckets:
+    """Token buckets by key, in this process: ``burst`` tokens each, refilled at ``per_minute``.
+
+    Only the most recently used ``max_keys`` keys are remembered; a forgotten key starts full again, which
+    is what an idle key would be anyway.
+    """
+
+    def __init__(
+        self, burst: int, per_minute: float, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._burst = float(burst)
+        self._per_second = per_minute / 60
+        self._max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def _bucket(self, key: str) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self._burst, now)
+            while len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._per_second)
+            bucket.at = now
+        return bucket
+
+    def take(self, key: str) -> float:
+        """Take a token for ``key``: 0 when one was there, else the seconds until one will be."""
+        bucket = self._bucket(key)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self._per_second
+
+    def give_back(self, key: str) -> None:
+        """Return a token taken for ``key`` that turned out not to be owed."""
+        bucket = self._bucket(key)
+        bucket.tokens = min(self._burst, bucket.tokens + 1)
+
+
+class _Recent:
+    """The most recently seen ``size`` keys."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+class PageLimits:
+    """Who may ask the code page for what, decided in memory before any database or drawing work.
+
+    Every request spends a token of its client address and one of its page. A page this process has not
+    found before also spends one of the address's *miss* tokens, given back when the page turns out to
+    exist: guessing links costs the guesser a lookup budget, not the database a lookup per guess.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._addresses = TokenBuckets(
+            settings.code_page_address_burst, settings.code_page_address_per_minute, clock=clock
+        )
+        self._pages = TokenBuckets(settings.code_page_page_burst, settings.code_page_page_per_minute, clock=clock)
+        self._misses = TokenBuckets(settings.code_page_miss_burst, settings.code_page_miss_per_minute, clock=clock)
+        self._found = _Recent(10_000)
+
+    def admit(self, address: str, handle: str) -> Admission:
+        """Whether the request may go on, and whether it holds a miss token of its address."""
+        wait = self._addresses.take(address)
+        if wait:
+            return Admission(wait, holds_miss=False)
+        holds_miss = handle not in self._found
+        if holds_miss:
+            wait = self._misses.take(address)
+            if wait:
+                return Admission(wait, holds_miss=False)
+        wait = self._pages.take(handle)
+        if wait and holds_miss:
+            self._misses.give_back(address)  # not looked up: no miss
+            holds_miss = False
+        return Admission(wait, holds_miss)
+
+    def found(self, address: str, handle: str, admission: Admission) -> None:
+        """The page exists (valid, expired or revoked): remembered, and a held miss token goes back."""
+        self._found.add(handle)
+        if admission.holds_miss:
+            self._misses.give_back(address)
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """:meth:`PageLimits.admit`'s answer: 0 or the seconds to wait, and whether a miss token is held."""
+
+    wait: float
+    holds_miss: bool
+
+
+def client_address(request: web.Request, header: str) -> str:
+    """The client's address: from ``header`` when a reverse proxy sets it, else the peer's."""
+    if header:
+        # The last entry is the one our proxy wrote (X-Forwarded-For); any before it came from the client.
+        forwarded = request.headers.get(header, "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or ""
 
 
 _SCRIPT = """
@@ -108,6 +242,13 @@ class CodePageRoutes:
     def __init__(self, services: Services, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._services = services
         self._sessionmaker = sessions
+        self._limits = PageLimits(services.settings)
+        self._drawing = asyncio.Semaphore(DRAWING_THREADS)
+
+    def _admit(self, request: web.Request) -> tuple[str, Admission]:
+        """The request's client address and what the limits say of it (see :class:`PageLimits`)."""
+        address = client_address(request, self._services.settings.client_address_header)
+        return address, self._limits.admit(address, request.match_info["handle"])
 
     @staticmethod
     def setup(app: web.Application, key: web.AppKey[CodePageRoutes]) -> None:
@@ -126,14 +267,18 @@ class CodePageRoutes:
         return self._sessionmaker()
 
     async def _open(
-        self, session: AsyncSession, handle: str, now: datetime
+        self, session: AsyncSession, request: web.Request, now: datetime, address: str, admission: Admission
     ) -> tuple[CodePage | None, Identity | None, Visible | None, str]:
         """The page, its viewer and certificate, and the catalogue key of what is wrong ("" when all is well)."""
+        handle = request.match_info["handle"]
+        if not HANDLE_SHAPE.fullmatch(handle):
+            return None, None, None, "page_code_invalid"  # no link of ours looks like this: not looked up
         vault = self._services.vault
         digest = page_digest(vault, handle)
         page = (await session.scalars(select(CodePage).where(CodePage.handle_hash == digest))).first()
         if page is None:
             return None, None, None, "page_code_invalid"
+        self._limits.found(address, handle, admission)
         if page.expires_at <= now:
             return page, None, None, "page_code_expired"
         identity = await session.get(Identity, page.identity_id)
@@ -192,9 +337,14 @@ class CodePageRoutes:
 
     async def page(self, request: web.Request) -> web.Response:
         """The page: masked identity and an empty frame its script fills with a fresh code."""
+        address, admission = self._admit(request)
+        if admission.wait:
+            response = self._message("page_code_busy", 429)
+            response.headers["Retry-After"] = str(math.ceil(admission.wait))
+            return response
         now = utcnow()
         async with self._sessions() as session, session.begin():
-            page, identity, visible, problem = await self._open(session, request.match_info["handle"], now)
+            page, identity, visible, problem = await self._open(session, request, now, address, admission)
             if problem or identity is None or visible is None:
                 return self._message(problem, await self._refuse(session, page, problem, "page"))
             record_view(session, identity, visible, "code_page_view", "web")
@@ -215,11 +365,15 @@ class CodePageRoutes:
 
     async def code(self, request: web.Request) -> web.Response:
         """A new code for the page, if it is still valid and has not just had one."""
+        address, admission = self._admit(request)
+        if admission.wait:
+            retry_in = math.ceil(admission.wait)
+            return _json({"final": False, "retry_in": retry_in}, 429, {"Retry-After": str(retry_in)})
         now = utcnow()
         settings = self._services.settings
         catalogue = self._services.catalogue
         async with self._sessions() as session, session.begin():
-            page, identity, visible, problem = await self._open(session, request.match_info["handle"], now)
+            page, identity, visible, problem = await self._open(session, request, now, address, admission)
             if problem or page is None or identity is None or visible is None:
                 status = await self._refuse(session, page, problem, "qr")
                 return _json({"final": True, "message": catalogue(problem)}, status)
@@ -244,9 +398,11 @@ class CodePageRoutes:
                 ttl=min(life, page.expires_at - now),  # no code outlives its page
             )
         remaining = int((issued.expires_at - now).total_seconds())
+        async with self._drawing:  # off the event loop: the webhooks go on answering while codes are drawn
+            svg = await asyncio.to_thread(qr_svg, issued.payload)
         return _json(
             {
-                "svg": qr_svg(issued.payload),
+                "svg": svg,
                 "expires_at": int(issued.expires_at.timestamp()),
                 "expires_in": remaining,
                 # A third of the way through the code's life, or when it ends (the page's last code).
@@ -257,7 +413,10 @@ class CodePageRoutes:
         )
 
 
-def _json(body: dict[str, object], status: int) -> web.Response:
+def _json(body: dict[str, object], status: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        text=json.dumps(body, ensure_ascii=False), status=status, content_type="application/json", headers=_PRIVATE
+        text=json.dumps(body, ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+        headers={**_PRIVATE, **(headers or {})},
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from aiohttp import web
 
+from bot.core.config import Settings
 from bot.platforms.alipay import inbound as alipay
 from bot.platforms.common import Rejected
 from bot.web.appkeys import ALIPAY, ENGINE, METRICS, SETTINGS, WECHAT
@@ -23,13 +25,30 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_post("/alipay", alipay_post)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+async def _read_body(request: web.Request, settings: Settings) -> bytes:
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise Rejected(413, "body too large")
     try:
-        return await request.read()
+        # aiohttp itself waits for a body as long as the client likes.
+        async with asyncio.timeout(settings.body_read_timeout_seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise Rejected(413, "body too large") from exc
+    except TimeoutError as exc:
+        raise Rejected(408, "body not received in time") from exc
+
+
+async def _refuse(request: web.Request, exc: Rejected) -> web.Response:
+    """The answer to a rejected request; a stalled body's connection is closed once the answer is out."""
+    response = web.Response(status=exc.status, text=exc.reason)
+    if exc.status == 408:
+        # Left to itself aiohttp would go on reading (and ignoring) the rest of the body for its lingering
+        # time, 10 s, keeping the connection the client stalled. Send the answer, then close.
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    return response
 
 
 async def wechat_check(request: web.Request) -> web.Response:
@@ -54,7 +73,7 @@ async def wechat_post(request: web.Request) -> web.Response:
     gateway = request.app[WECHAT]
     outcome = "ok"
     try:
-        body = await _read_body(request, settings.max_body_bytes)
+        body = await _read_body(request, settings)
         update, encrypted = gateway.open(request.query, body)
         reply = await request.app[ENGINE].respond(update, settings.reply_deadline_seconds, received_at)
         if reply is None:
@@ -64,7 +83,7 @@ async def wechat_post(request: web.Request) -> web.Response:
     except Rejected as exc:
         outcome = "rejected"
         log.warning("wechat request rejected", extra={"reason": exc.reason, "status": exc.status})
-        return web.Response(status=exc.status, text=exc.reason)
+        return await _refuse(request, exc)
     finally:
         metrics.requests.labels("wechat", outcome).inc()
         metrics.latency.labels("wechat").observe(time.perf_counter() - started)
@@ -84,7 +103,7 @@ async def alipay_post(request: web.Request) -> web.Response:
     gateway = request.app[ALIPAY]
     outcome = "ok"
     try:
-        inbound = gateway.open(await _read_body(request, settings.max_body_bytes))
+        inbound = gateway.open(await _read_body(request, settings))
         if isinstance(inbound, alipay.Check):
             outcome = "check" if inbound.passed else "check_failed"
             if not inbound.passed:
@@ -107,7 +126,7 @@ async def alipay_post(request: web.Request) -> web.Response:
     except Rejected as exc:
         outcome = "rejected"
         log.warning("alipay request rejected", extra={"reason": exc.reason, "status": exc.status})
-        return web.Response(status=exc.status, text=exc.reason)
+        return await _refuse(request, exc)
     finally:
         metrics.requests.labels("alipay", outcome).inc()
         metrics.latency.labels("alipay").observe(time.perf_counter() - started)
