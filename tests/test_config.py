@@ -120,6 +120,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             }
         )
     )
+    (tmp_path / "vault.json").chmod(0o600)
     alipay_env = {"VAXBOT_ALIPAY_APPID": "", "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini"}  # no Alipay template
     if alipay == "configured":
         ours, _ = generate_key_pair(tmp_path / "alipay", "ours")
@@ -154,7 +155,11 @@ def test_unreadable_alipay_key_is_explained(tmp_path: Path) -> None:
     generate_dev_keys(tmp_path)
     (tmp_path / "broken.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n")
     settings = load_settings(
-        environ={"VAXBOT_KEYS_DIR": str(tmp_path), "VAXBOT_ALIPAY_PRIVATE_KEY": str(tmp_path / "broken.pem")},
+        environ={
+            "VAXBOT_ENV": "test",
+            "VAXBOT_KEYS_DIR": str(tmp_path),
+            "VAXBOT_ALIPAY_PRIVATE_KEY": str(tmp_path / "broken.pem"),
+        },
         env_file=tmp_path / "x",
     )
     with pytest.raises(ConfigError, match="private key"):
