@@ -157,9 +157,11 @@ def outbound_targets(settings: Settings) -> list[tuple[str, str, bool]]:
         if name == "tencent":
             targets.append((label, *where(settings.tencent_faceid_endpoint)))
         elif name == "wechat_mini":
-            targets.append((label, "WeChat's mini-program face verification, through the WeChat API", True))
+            stays = on_this_machine(settings.wechat_api_base)
+            targets.append((label, "WeChat's mini-program face verification, through the WeChat API", stays))
         elif name == "alipay":
-            targets.append((label, "Alipay certify, through the Alipay gateway", True))
+            stays = on_this_machine(settings.alipay_gateway)
+            targets.append((label, "Alipay certify, through the Alipay gateway", stays))
         elif settings.dev_tools:
             targets.append((label, f"the simulated face page at {settings.public_url}/_dev/face", True))
         else:
@@ -193,15 +195,15 @@ def banner(settings: Settings) -> list[str]:
     targets = outbound_targets(settings)
     local = all(stays for _what, _where, stays in targets)
     lines.append(
-        "  outbound calls:  nothing leaves this machine"
+        "  outbound calls:  all to this machine (nothing leaves it)"
         if local
-        else "  outbound calls:  to the real platforms (these leave this machine)"
+        else "  outbound calls:  to real hosts: those marked (leaves this machine) below"
     )
     lines += [f"    {what + ':':<16} {where}" for what, where, _stays in targets]
     if settings.dev_tools:
         lines += [
-            "  chat with it:    .venv/bin/vaxbot chat   (as a WeChat user: signed and encrypted)",
-            "                   .venv/bin/vaxbot chat --platform alipay   (as an Alipay user: RSA2-signed)",
+            "  chat with it:    VAXBOT_ENV=development .venv/bin/vaxbot chat   (as a WeChat user: signed, encrypted)",
+            "                   VAXBOT_ENV=development .venv/bin/vaxbot chat --platform alipay   (RSA2-signed)",
         ]
     return lines
 
