@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,14 @@ def test_loopback_fakes_with_their_own_credentials_stay_possible() -> None:
         assert settings.dev_tools, base
 
 
+def test_development_served_on_a_lan_address_keeps_its_own_fakes() -> None:
+    lan = {"VAXBOT_ENV": "development", "VAXBOT_HOST": "192.0.2.1", "VAXBOT_PORT": "8080"}
+    settings = load_settings(environ=lan, env_file=NO_ENV_FILE)
+    assert settings.wechat_api_base == "http://192.0.2.1:8080/_dev/wechat" and settings.dev_tools
+    with pytest.raises(ConfigError, match=r"VAXBOT_WECHAT_API_BASE points at 192\.0\.2\.1"):
+        load_settings(environ={**lan, "VAXBOT_WECHAT_API_BASE": "http://192.0.2.1:9000/cgi"}, env_file=NO_ENV_FILE)
+
+
 def test_an_unset_environment_gets_production_rules_and_says_how_to_choose(tmp_path: Path) -> None:
     unset = load_settings(environ={}, env_file=NO_ENV_FILE)
     assert unset.env == "" and unset.production and not unset.dev_tools
@@ -323,7 +332,7 @@ def test_production_refuses_an_alipay_private_key_other_users_can_read(tmp_path:
     settings = load_settings(environ={"VAXBOT_ENV": "production"}, env_file=NO_ENV_FILE, **real_material(tmp_path))
     private = Path(settings.alipay_private_key)
     private.chmod(0o644)
-    with pytest.raises(KeyringError, match=f"chmod 600 {private}"):
+    with pytest.raises(KeyringError, match=re.escape(f"chmod 600 {private}")):
         create_app(settings)
 
 

@@ -204,14 +204,18 @@ class Settings:
         if self.env != "development":
             return []
         problems: list[str] = []
-        if not on_this_machine(self.wechat_api_base):
+        if not self._on_this_machine(self.wechat_api_base):
             problems.append(f"VAXBOT_WECHAT_API_BASE points at {_host(self.wechat_api_base)}, not this machine")
-        if self.alipay_enabled and not on_this_machine(self.alipay_gateway):
+        if self.alipay_enabled and not self._on_this_machine(self.alipay_gateway):
             problems.append(f"VAXBOT_ALIPAY_GATEWAY points at {_host(self.alipay_gateway)}, not this machine")
         for platform, name in (("wechat", self.face_provider_wechat), ("alipay", self.face_provider_alipay)):
             if name in REAL_FACE_PROVIDERS:
                 problems.append(f"VAXBOT_FACE_PROVIDER_{platform.upper()} is {name}, a real face provider")
         return problems
+
+    def _on_this_machine(self, url: str) -> bool:
+        # Loopback, or the built-in fakes on this server's own address (served on a LAN address, say).
+        return on_this_machine(url) or url.startswith(local_url(self.host, self.port) + "/_dev/")
 
     def refuse_unsafe_development(self) -> None:
         """Raise :class:`ConfigError` when development is wired to a real platform or face provider."""
