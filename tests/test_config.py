@@ -48,6 +48,7 @@ def test_secrets_never_appear_in_repr_or_str(tmp_path: Path) -> None:
         "VAXBOT_WECHAT_AES_KEY": "K" * 42 + "q",
         "VAXBOT_TENCENT_SECRET_ID": "AKIDtencent-93d1",
         "VAXBOT_TENCENT_SECRET_KEY": "tkey-5e8a0c",
+        "VAXBOT_METRICS_TOKEN": "mtoken-0a9d4c7be21f",
         "VAXBOT_DATABASE_URL": "postgresql+asyncpg://vaxbot:dbpass-61fe@db.internal/vaxbot",
     }
     settings = load_settings(environ={**secrets, "VAXBOT_PORT": "9001"}, env_file=tmp_path / "none")
