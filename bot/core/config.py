@@ -173,11 +173,10 @@ class Settings:
         # Why development defaults to the fakes: its tools act as any user, so nothing it sends may reach
         # a real platform unless someone points it there (and development then refuses, see dev_problems).
         served = local_url(self.host, self.port)
+        development = self.env == "development"
         if not self.wechat_api_base:
-            development = self.env == "development"
             object.__setattr__(self, "wechat_api_base", served + DEV_WECHAT_PREFIX if development else WECHAT_API_BASE)
         if not self.alipay_gateway:
-            development = self.env == "development"
             gateway = f"{served}{DEV_ALIPAY_PREFIX}/gateway.do" if development else ALIPAY_GATEWAY
             object.__setattr__(self, "alipay_gateway", gateway)
 
@@ -215,7 +214,8 @@ class Settings:
 
     def _on_this_machine(self, url: str) -> bool:
         # Loopback, or the built-in fakes on this server's own address (served on a LAN address, say).
-        return on_this_machine(url) or url.startswith(local_url(self.host, self.port) + "/_dev/")
+        served = local_url(self.host, self.port)
+        return on_this_machine(url) or url.startswith((served + DEV_WECHAT_PREFIX, served + DEV_ALIPAY_PREFIX))
 
     def refuse_unsafe_development(self) -> None:
         """Raise :class:`ConfigError` when development is wired to a real platform or face provider."""
