@@ -74,7 +74,10 @@ def refuse_unsafe_production(settings: Settings, keyring: Keyring) -> None:
     if settings.production:
         problems = settings.production_problems(dev_keys=keyring.dev)
         if problems:
-            raise ConfigError("refusing to start in production: " + "; ".join(problems) + settings.env_unset_hint)
+            # With VAXBOT_ENV unset the way out comes first: the list after it may be long.
+            hint = settings.env_unset_hint.strip(" ()")
+            lead = f"refusing to start: {hint}; as production: " if hint else "refusing to start in production: "
+            raise ConfigError(lead + "; ".join(problems))
         if settings.alipay_enabled:
             refuse_open_key_files([settings.alipay_private_key_path])
 
