@@ -25,10 +25,12 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml
 	$(PIP) -e '.[dev]'
 	@touch $@
 
-## Start vaxbot: SQLite under var/, development keys in keys/, demo data, at http://127.0.0.1:8080
+## Start vaxbot in development: SQLite under var/, development keys in keys/, demo data, the sandbox and the
+## platforms' fakes, at http://127.0.0.1:8080. Development is always explicit: an unset VAXBOT_ENV gets
+## production's rules, so this target names it.
 run: $(SERVE_STAMP)
-	@echo "==> starting vaxbot (keys, database, demo data, then the server)"
-	VAXBOT_LOG_FORMAT=$${VAXBOT_LOG_FORMAT:-text} $(BIN)/vaxbot serve
+	@echo "==> starting vaxbot in development (keys, database, demo data, then the server)"
+	VAXBOT_ENV=development VAXBOT_LOG_FORMAT=$${VAXBOT_LOG_FORMAT:-text} $(BIN)/vaxbot serve
 
 ## Lint, type-check and run the whole test suite on SQLite and on a throwaway PostgreSQL
 test: $(DEV_STAMP)

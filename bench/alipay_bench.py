@@ -54,6 +54,7 @@ import alipay_sign_bench
 import cryptography
 from aiohttp import web
 from harness import (
+    METRICS_TOKEN,
     Phase,
     Plan,
     Prepared,
@@ -72,6 +73,7 @@ from harness import (
     print_profiles,
     running,
     scrape,
+    scrape_metrics,
     serve_app,
     time_calls,
 )
@@ -178,6 +180,7 @@ def full_app(database_url: str, scratch: Path, keys_dir: Path, port: int, gatewa
         port=port,
         alipay_gateway=gateway_url,
         run_outbox_worker=True,
+        metrics_token=METRICS_TOKEN,
     )
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings, migrate_on_start=True)
@@ -342,7 +345,7 @@ def deliveries(summary: dict[str, Any], expected: str, problems: list[str]) -> d
 async def send_failures(base: str) -> dict[str, int]:
     """The outbox's failed sends by code, from the server's /metrics."""
     async with aiohttp.ClientSession() as session:
-        text = await scrape(session, f"{base}/metrics")
+        text = await scrape_metrics(session, base)
     failures: dict[str, int] = {}
     for line in text.splitlines():
         if line.startswith("vaxbot_outbox_send_failures_total{"):

@@ -38,6 +38,8 @@ GIVES_UP = 5.0  # seconds: the platform (WeChat; Alipay alike here) drops the co
 # Reading a server's own figures is not a measurement: on a loaded machine the answer may wait behind the
 # backlog of a phase (and the database the worker is writing to), so it is given ample time and retried.
 SCRAPE_PATIENCE = 180.0
+# The full-stack servers serve /metrics only to a bearer of this (VAXBOT_METRICS_TOKEN); a bench value.
+METRICS_TOKEN = "bench-metrics-token-not-a-secret"
 
 
 def log(message: str) -> None:
@@ -440,7 +442,12 @@ async def running(server: ServerProcess) -> AsyncIterator[ServerProcess]:
         await server.stop()
 
 
-async def scrape(session: aiohttp.ClientSession, url: str, params: Mapping[str, str] | None = None) -> str:
+async def scrape(
+    session: aiohttp.ClientSession,
+    url: str,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> str:
     """GET ``url`` until it answers 200, for up to :data:`SCRAPE_PATIENCE` seconds; its text."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SCRAPE_PATIENCE
@@ -448,7 +455,7 @@ async def scrape(session: aiohttp.ClientSession, url: str, params: Mapping[str, 
         remaining = deadline - loop.time()
         try:
             timeout = aiohttp.ClientTimeout(total=max(remaining, 1.0))
-            async with session.get(url, params=params, timeout=timeout) as response:
+            async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
                 if response.status == 200:
                     return await response.text()
                 problem = f"status {response.status}"
@@ -459,9 +466,14 @@ async def scrape(session: aiohttp.ClientSession, url: str, params: Mapping[str, 
         await asyncio.sleep(0.5)
 
 
+async def scrape_metrics(session: aiohttp.ClientSession, base: str) -> str:
+    """The server's ``/metrics`` text, asked with the bench's bearer token."""
+    return await scrape(session, f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+
+
 async def outbox_figures(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     """Outbox rows by status and webhook outcomes, from the server's own /metrics."""
-    text = await scrape(session, f"{base}/metrics")
+    text = await scrape_metrics(session, base)
     outbox: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     handler_errors = 0

@@ -44,6 +44,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from harness import (
+    METRICS_TOKEN,
     Plan,
     Prepared,
     Requests,
@@ -146,6 +147,7 @@ def full_app(database_url: str, keys_dir: Path, port: int, scratch: Path) -> web
         run_outbox_worker=True,
         seed_demo_data=False,
         customer_service_phone=PHONE,
+        metrics_token=METRICS_TOKEN,
     )
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, migrate_on_start=True)

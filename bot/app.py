@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,7 +17,7 @@ from bot.chat.engine import HANDLER_LIMIT_SECONDS, Engine
 from bot.core.catalogue import build_catalogue
 from bot.core.config import ConfigError, Settings
 from bot.core.db import create_engine, migrate, sessionmaker
-from bot.core.keys import Keyring, load_keyring
+from bot.core.keys import Keyring, load_keyring, refuse_open_key_files
 from bot.core.metrics import Metrics
 from bot.core.pages import simple_page
 from bot.core.pii import Vault
@@ -65,19 +66,37 @@ log = logging.getLogger("vaxbot.app")
 
 
 def refuse_unsafe_production(settings: Settings, keyring: Keyring) -> None:
-    """Raise :class:`ConfigError` when production would run with development keys or secrets."""
+    """Raise :class:`ConfigError` when production would run with development keys or secrets.
+
+    Also when development is wired to a real platform, and (production) when the Alipay private key file
+    is open to other users; an unset VAXBOT_ENV gets production's rules, and the message says so.
+    """
+    settings.refuse_unsafe_development()
     if settings.production:
         problems = settings.production_problems(dev_keys=keyring.dev)
         if problems:
-            raise ConfigError("refusing to start in production: " + "; ".join(problems))
+            # With VAXBOT_ENV unset the way out comes first: the list after it may be long.
+            hint = settings.env_unset_hint.strip(" ()")
+            lead = f"refusing to start: {hint}; as production: " if hint else "refusing to start in production: "
+            raise ConfigError(lead + "; ".join(problems))
+        if settings.alipay_enabled:
+            refuse_open_key_files([settings.alipay_private_key_path])
 
 
-def create_app(settings: Settings, *, router: Router | None = None, migrate_on_start: bool = True) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    router: Router | None = None,
+    migrate_on_start: bool = True,
+    dev_face: DevFace | None = None,
+) -> web.Application:
     """Build the service; refuses production settings that still use development keys or secrets.
 
     ``router`` is the conversation router every update goes through (default: the journeys' router).
+    Development's tools are mounted only when ``settings.dev_tools``; ``dev_face`` is a simulated face
+    provider whose page the caller serves itself (tests), used when a platform's provider is ``dev``.
     """
-    keyring = load_keyring(settings.keys_dir)
+    keyring = load_keyring(settings.keys_dir, private=settings.production)
     refuse_unsafe_production(settings, keyring)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -96,10 +115,11 @@ def create_app(settings: Settings, *, router: Router | None = None, migrate_on_s
             raise ConfigError(f"{exc} (see keys/README.md; set VAXBOT_ALIPAY_APPID empty to turn Alipay off)") from exc
     vault = Vault(keyring)
     app[SERVICES] = Services(settings=settings, vault=vault, catalogue=build_catalogue(settings))
-    dev = DevFace(settings.public_url) if needs_dev_face(settings) else None
-    if dev is not None:
-        app.add_subapp(DEV_FACE_MOUNT, dev.app())
-        app[DEV_FACE] = dev
+    if needs_dev_face(settings):  # development only (settings.dev_tools)
+        dev_face = dev_face or DevFace(settings.public_url)
+        app.add_subapp(DEV_FACE_MOUNT, dev_face.app())
+    if dev_face is not None:
+        app[DEV_FACE] = dev_face
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(settings)
@@ -124,7 +144,8 @@ def create_app(settings: Settings, *, router: Router | None = None, migrate_on_s
     CodePageRoutes.setup(app, CODE_PAGES)
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if settings.metrics_token:  # otherwise /metrics is not served at all
+        app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -248,8 +269,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "database": "ok"})
 
 
+def _bearer_ok(request: web.Request, token: str) -> bool:
+    """True when the request carries ``Authorization: Bearer <token>`` (compared in constant time)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition, with the outbox depth read at scrape time."""
+    """Prometheus exposition, with the outbox depth read at scrape time; only with the metrics bearer token."""
+    if not _bearer_ok(request, request.app[SETTINGS].metrics_token):
+        return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     registry = request.app[METRICS]
     try:
         async with request.app[SESSIONS]() as session:

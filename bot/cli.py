@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import errno
 import logging
-import os
 import signal
 import socket
 import sys
@@ -16,18 +15,21 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from bot.app import create_app, refuse_unsafe_production
 from bot.chat.menu import alipay_menu, wechat_menu
 from bot.core.catalogue import MESSAGES, build_catalogue
 from bot.core.config import (
     DEV_ALIPAY_APPID,
-    DEV_WECHAT_APPID,
+    DEV_ALIPAY_PREFIX,
+    DEV_WECHAT_PREFIX,
     WILDCARD_HOSTS,
     ConfigError,
     Settings,
     load_settings,
     local_url,
+    on_this_machine,
 )
 from bot.core.db import create_engine, migrate, sessionmaker
 from bot.core.keys import KeyringError, ensure_keyring, generate_dev_keys
@@ -37,31 +39,13 @@ from bot.dev.demo import seed_demo
 from bot.web.appkeys import ALIPAY_API, WECHAT_API
 
 log = logging.getLogger("vaxbot.cli")
-DEV_API_PREFIX = "/_dev/wechat"
-DEV_ALIPAY_PREFIX = "/_dev/alipay"
-
-
-def _dev_api_base(settings: Settings, environ: dict[str, str]) -> Settings:
-    """In development with the dev app ids, outbound calls go to the built-in fakes, not the internet."""
-    if settings.production:
-        return settings
-    base = local_url(settings.host, settings.port)
-    if "VAXBOT_WECHAT_API_BASE" not in environ and settings.wechat_appid == DEV_WECHAT_APPID:
-        settings = dataclasses.replace(settings, wechat_api_base=base + DEV_API_PREFIX)
-    if "VAXBOT_WECHAT_OAUTH_BASE" not in environ and settings.wechat_appid == DEV_WECHAT_APPID:
-        # The user's browser goes there, so it is the public address, as the verification link is.
-        settings = dataclasses.replace(settings, wechat_oauth_base=settings.public_url.rstrip("/") + DEV_API_PREFIX)
-    if "VAXBOT_ALIPAY_GATEWAY" not in environ and settings.alipay_appid == DEV_ALIPAY_APPID:
-        settings = dataclasses.replace(settings, alipay_gateway=f"{base}{DEV_ALIPAY_PREFIX}/gateway.do")
-    if "VAXBOT_ALIPAY_OAUTH_BASE" not in environ and settings.alipay_appid == DEV_ALIPAY_APPID:
-        settings = dataclasses.replace(settings, alipay_oauth_base=settings.public_url.rstrip("/") + DEV_ALIPAY_PREFIX)
-    return settings
+DEV_API_PREFIX = DEV_WECHAT_PREFIX  # where development mounts the fake of WeChat's API
 
 
 def build_serving_app(settings: Settings) -> web.Application:
-    """The app ``serve`` runs: in development, with the fakes of the platforms and the sandbox beside it."""
+    """The app ``serve`` runs: in development only (``settings.dev_tools``), the platforms' fakes and the sandbox."""
     app = create_app(settings, migrate_on_start=False)
-    if not settings.production:
+    if settings.dev_tools:
         from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
         from bot.dev.fakes.wechat import FakeWeChatAPI
         from bot.dev.sandbox import MOUNT, Sandbox
@@ -83,12 +67,12 @@ def build_serving_app(settings: Settings) -> web.Application:
 
 async def prepare(settings: Settings) -> None:
     """Keys (generated in development), schema, and demo data when enabled."""
-    keyring = ensure_keyring(settings.keys_dir, allow_generate=not settings.production)
+    keyring = ensure_keyring(settings)
     refuse_unsafe_production(settings, keyring)  # before touching the database
     engine = create_engine(settings)
     try:
         await migrate(engine, Vault(keyring))
-        if settings.seed_demo_data and not settings.production:
+        if settings.seed_demo_data and settings.dev_tools:
             if await seed_demo(sessionmaker(engine), Vault(keyring)):
                 log.info("demo data loaded")
     finally:
@@ -128,7 +112,6 @@ def _cannot_listen(settings: Settings, exc: OSError) -> str:
 
 def cmd_serve(_args: argparse.Namespace, settings: Settings) -> int:
     """Run the webhook server (and, by default, the outbox worker)."""
-    settings = _dev_api_base(settings, dict(os.environ))
     try:
         # Before anything else, so a taken port is the first and only thing the operator reads.
         sockets = listening_sockets(settings.host, settings.port)
@@ -145,34 +128,85 @@ def cmd_serve(_args: argparse.Namespace, settings: Settings) -> int:
 def _serve(settings: Settings, sockets: list[socket.socket]) -> int:
     asyncio.run(prepare(settings))
     app = build_serving_app(settings)
+    print("\n".join(banner(settings)), flush=True)
+    web.run_app(app, sock=sockets, shutdown_timeout=10, print=None, access_log=None)
+    return 0
+
+
+def outbound_targets(settings: Settings) -> list[tuple[str, str, bool]]:
+    """Where outbound calls go: (what, address or description, whether it stays on this machine)."""
+    served = local_url(settings.host, settings.port)
+    builtin = {
+        f"{served}{DEV_WECHAT_PREFIX}": "the built-in fake of WeChat's API",
+        f"{served}{DEV_ALIPAY_PREFIX}/gateway.do": "the built-in fake of Alipay's gateway",
+    }
+
+    def where(url: str) -> tuple[str, bool]:
+        if settings.dev_tools and url in builtin:
+            return f"{builtin[url]} at {url}", True
+        if on_this_machine(url):
+            return f"{url} (a server on this machine)", True
+        return f"{url} (leaves this machine)", False
+
+    targets = [("WeChat API", *where(settings.wechat_api_base))]
+    if settings.alipay_enabled:
+        targets.append(("Alipay", *where(settings.alipay_gateway)))
+    for platform, label in (("wechat", "face (WeChat)"), ("alipay", "face (Alipay)")):
+        if platform == "alipay" and not settings.alipay_enabled:
+            continue
+        name = settings.face_provider_wechat if platform == "wechat" else settings.face_provider_alipay
+        if name == "tencent":
+            targets.append((label, *where(settings.tencent_faceid_endpoint)))
+        elif name == "wechat_mini":
+            stays = on_this_machine(settings.wechat_api_base)
+            targets.append((label, "WeChat's mini-program face verification, through the WeChat API", stays))
+        elif name == "alipay":
+            stays = on_this_machine(settings.alipay_gateway)
+            targets.append((label, "Alipay certify, through the Alipay gateway", stays))
+        elif settings.dev_tools:
+            targets.append((label, f"the simulated face page at {settings.public_url}/_dev/face", True))
+        else:
+            targets.append((label, "the simulated provider, whose page is not served here", True))
+    return targets
+
+
+def banner(settings: Settings) -> list[str]:
+    """What ``serve`` prints once it is ready: the addresses it serves and, truthfully, where calls go."""
     mode = "safe/compatible/plain" if settings.wechat_aes_key else "plain"
     base = local_url(settings.host, settings.port)
     everywhere = "  (listening on every interface)" if settings.host in WILDCARD_HOSTS else ""
     alipay = f"{base}/alipay" if settings.alipay_enabled else "off (VAXBOT_ALIPAY_APPID is empty)"
-    lines = (
-        [f"vaxbot is running: open {base}/sandbox to chat as a WeChat or Alipay user"]
-        if not settings.production
-        else []
+    metrics = (
+        f"{base}/metrics  (Authorization: Bearer <VAXBOT_METRICS_TOKEN>)"
+        if settings.metrics_token
+        else "off (set VAXBOT_METRICS_TOKEN to serve /metrics to a bearer of it)"
     )
+    environment = settings.env or "unset: production's rules apply"
+    lines = [f"vaxbot is running: open {base}/sandbox to chat as a WeChat or Alipay user"] if settings.dev_tools else []
     lines += [
         f"vaxbot is running at {base}{everywhere}",
         f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
         f"  Alipay gateway:  {alipay}",
         f"  health:          {base}/healthz",
-        f"  metrics:         {base}/metrics",
+        f"  metrics:         {metrics}",
         f"  links in chats:  {settings.public_url}  (VAXBOT_PUBLIC_URL)",
-        f"  database:        {settings.database_url.split('@')[-1]}",
-        f"  environment:     {settings.env}",
+        f"  database:        {make_url(settings.database_url).render_as_string(hide_password=True)}",
+        f"  environment:     {environment}",
     ]
-    if not settings.production:
+    targets = outbound_targets(settings)
+    local = all(stays for _what, _where, stays in targets)
+    lines.append(
+        "  outbound calls:  all to this machine (nothing leaves it)"
+        if local
+        else "  outbound calls:  to real hosts: those marked (leaves this machine) below"
+    )
+    lines += [f"    {what + ':':<16} {where}" for what, where, _stays in targets]
+    if settings.dev_tools:
         lines += [
-            "  outbound calls:  the built-in fakes of WeChat's API and Alipay's gateway (nothing leaves this machine)",
-            "  chat with it:    .venv/bin/vaxbot chat   (as a WeChat user: signed and encrypted)",
-            "                   .venv/bin/vaxbot chat --platform alipay   (as an Alipay user: RSA2-signed)",
+            "  chat with it:    VAXBOT_ENV=development .venv/bin/vaxbot chat   (as a WeChat user: signed, encrypted)",
+            "                   VAXBOT_ENV=development .venv/bin/vaxbot chat --platform alipay   (RSA2-signed)",
         ]
-    print("\n".join(lines), flush=True)
-    web.run_app(app, sock=sockets, shutdown_timeout=10, print=None, access_log=None)
-    return 0
+    return lines
 
 
 def cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
@@ -198,15 +232,18 @@ def cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
 def cmd_init(_args: argparse.Namespace, settings: Settings) -> int:
     """Generate development keys, migrate the database and load demo data."""
     asyncio.run(prepare(settings))
-    print("ready: keys, schema" + (", demo data" if settings.seed_demo_data and not settings.production else ""))
+    print("ready: keys, schema" + (", demo data" if settings.seed_demo_data and settings.dev_tools else ""))
     return 0
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     """Key management."""
     if args.action == "generate-dev":
-        if settings.production:
-            print("refusing to generate development keys in production", file=sys.stderr)
+        if not settings.dev_tools:
+            print(
+                "refusing to generate development keys outside development (set VAXBOT_ENV=development)",
+                file=sys.stderr,
+            )
             return 2
         if (settings.keys_dir / "vault.json").exists() and not args.force:
             print("keys already exist; pass --force to replace them (existing data will no longer open)")
@@ -270,8 +307,8 @@ def cmd_alipay_menu(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """Chat with a running development server from the terminal, as a WeChat or Alipay user."""
-    if settings.production:
-        print("vaxbot chat is a development tool; it is refused in production", file=sys.stderr)
+    if not settings.dev_tools:
+        print("vaxbot chat is a development tool: it runs only with VAXBOT_ENV=development", file=sys.stderr)
         return 2
     from bot.dev.chat import run_chat
 
@@ -363,7 +400,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     from models import utcnow
 
     catalogue = build_catalogue(settings)
-    vault = Vault(load_keyring(settings.keys_dir))
+    vault = Vault(load_keyring(settings.keys_dir, private=settings.production))
     if args.code is not None:
         payload = args.code
     else:
@@ -431,7 +468,7 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     from bot.registry.records import RegistryRejected
     from bot.registry.staging import effective_date, import_registry_file
 
-    keyring = load_keyring(settings.keys_dir)
+    keyring = load_keyring(settings.keys_dir, private=settings.production)
     refuse_unsafe_production(settings, keyring)
     vault = Vault(keyring)
     today = china_today()

@@ -26,6 +26,8 @@ from bot.core.keys import generate_dev_keys
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
+from bot.identity.face.dev import DevFace
 from bot.platforms.alipay import sign as alipay_sign
 from tests.channels import Alipay, Channel, WeChat
 from tests.helpers import Client, Gate
@@ -246,7 +248,12 @@ def serve(aiohttp_client: AiohttpClient) -> Serve:
     """Serve the whole service in-process on loopback: ``await serve(settings, router=None)`` gives its client."""
 
     async def start(settings: Settings, *, router: Router | None = None) -> Client:
-        return await aiohttp_client(create_app(settings, router=router, migrate_on_start=False))
+        # The test environment mounts no development tool: the simulated face page the journeys use is
+        # served by the test itself, beside the app, on loopback.
+        face = DevFace(settings.public_url)
+        app = create_app(settings, router=router, migrate_on_start=False, dev_face=face)
+        app.add_subapp(DEV_FACE_MOUNT, face.app())
+        return await aiohttp_client(app)
 
     return start
 

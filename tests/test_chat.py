@@ -17,7 +17,10 @@ async def test_chat_session_talks_through_the_signed_webhook(
 ) -> None:
     port = unused_tcp_port
     settings = make_settings(
-        port=port, wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}", run_outbox_worker=True
+        env="development",
+        port=port,
+        wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}",
+        run_outbox_worker=True,
     )
     await aiohttp_server(build_serving_app(settings), port=port)
     async with aiohttp.ClientSession() as http:
@@ -46,6 +49,7 @@ async def test_alipay_chat_talks_through_the_signed_gateway(
 ) -> None:
     port = unused_tcp_port
     settings = make_settings(
+        env="development",
         port=port,
         wechat_api_base=f"http://127.0.0.1:{port}{DEV_API_PREFIX}",
         alipay_gateway=f"http://127.0.0.1:{port}{DEV_ALIPAY_PREFIX}/gateway.do",

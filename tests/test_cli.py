@@ -35,6 +35,7 @@ def cli_env(home: Path, **overrides: str) -> dict[str, str]:
     """A development environment in ``home``: its own keys and SQLite file, no ``.env``, no demo data."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VAXBOT_")}
     env.update(
+        VAXBOT_ENV="development",
         VAXBOT_ENV_FILE=str(home / "no-such.env"),
         VAXBOT_KEYS_DIR=str(home / "keys"),
         VAXBOT_DATABASE_URL=f"sqlite+aiosqlite:///{home / 'vaxbot.db'}",

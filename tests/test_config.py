@@ -48,6 +48,7 @@ def test_secrets_never_appear_in_repr_or_str(tmp_path: Path) -> None:
         "VAXBOT_WECHAT_AES_KEY": "K" * 42 + "q",
         "VAXBOT_TENCENT_SECRET_ID": "AKIDtencent-93d1",
         "VAXBOT_TENCENT_SECRET_KEY": "tkey-5e8a0c",
+        "VAXBOT_METRICS_TOKEN": "mtoken-0a9d4c7be21f",
         "VAXBOT_DATABASE_URL": "postgresql+asyncpg://vaxbot:dbpass-61fe@db.internal/vaxbot",
     }
     settings = load_settings(environ={**secrets, "VAXBOT_PORT": "9001"}, env_file=tmp_path / "none")
@@ -120,6 +121,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             }
         )
     )
+    (tmp_path / "vault.json").chmod(0o600)
     alipay_env = {"VAXBOT_ALIPAY_APPID": "", "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini"}  # no Alipay template
     if alipay == "configured":
         ours, _ = generate_key_pair(tmp_path / "alipay", "ours")
@@ -154,7 +156,11 @@ def test_unreadable_alipay_key_is_explained(tmp_path: Path) -> None:
     generate_dev_keys(tmp_path)
     (tmp_path / "broken.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n")
     settings = load_settings(
-        environ={"VAXBOT_KEYS_DIR": str(tmp_path), "VAXBOT_ALIPAY_PRIVATE_KEY": str(tmp_path / "broken.pem")},
+        environ={
+            "VAXBOT_ENV": "test",
+            "VAXBOT_KEYS_DIR": str(tmp_path),
+            "VAXBOT_ALIPAY_PRIVATE_KEY": str(tmp_path / "broken.pem"),
+        },
         env_file=tmp_path / "x",
     )
     with pytest.raises(ConfigError, match="private key"):

@@ -25,12 +25,20 @@ async def test_healthz_fails_when_the_database_is_unreachable(keys_dir: Path, se
     assert (await response.json())["database"] == "unreachable"
 
 
-async def test_metrics_count_requests_outcomes_and_outbox(app_client: Client, wechat: WeChatClientSim) -> None:
+METRICS_TOKEN = "ops-metrics-token-0123456789"
+
+
+async def test_metrics_count_requests_outcomes_and_outbox(
+    make_settings: Any, serve: Serve, wechat: WeChatClientSim
+) -> None:
+    app_client = await serve(make_settings(metrics_token=METRICS_TOKEN))
     await post(app_client, wechat.sign(wechat.text("o-m", "你好")))
     bad = wechat.sign(wechat.text("o-m", "你好"))
     bad.query["signature"] = "0" * 40
     await post(app_client, bad)
-    text = await (await app_client.get("/metrics")).text()
+    response = await app_client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status == 200
+    text = await response.text()
     assert 'vaxbot_webhook_requests_total{outcome="ok",platform="wechat"} 1.0' in text
     assert 'vaxbot_webhook_requests_total{outcome="rejected",platform="wechat"} 1.0' in text
     assert 'vaxbot_outbox_messages{status="passive"} 1.0' in text

@@ -586,7 +586,7 @@ def test_init_on_an_empty_directory_creates_keys_database_and_demo_data(tmp_path
     home.mkdir()
     database = home / "var" / "vaxbot.db"
     env = clean_environ()
-    env.update(VAXBOT_DATABASE_URL=f"sqlite+aiosqlite:///{database}", VAXBOT_HOST="127.0.0.1")
+    env.update(VAXBOT_ENV="development", VAXBOT_DATABASE_URL=f"sqlite+aiosqlite:///{database}", VAXBOT_HOST="127.0.0.1")
 
     result = run_cli(["init"], env, home)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -84,6 +84,7 @@ async def test_parent_on_wechat_grandparent_on_alipay(
     port = unused_tcp_port
     base = f"http://127.0.0.1:{port}"
     settings = make_settings(
+        env="development",
         port=port,
         public_url=base,
         wechat_api_base=f"{base}{DEV_API_PREFIX}",

@@ -35,6 +35,7 @@ async def sandbox(make_settings: Any, aiohttp_client: Any) -> TestClient[Any, An
     port = unused_port()
     base = f"http://127.0.0.1:{port}"
     settings = make_settings(
+        env="development",
         port=port,
         public_url=base,
         wechat_api_base=f"{base}{DEV_API_PREFIX}",

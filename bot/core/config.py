@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 PREFIX = "VAXBOT_"
 
@@ -24,10 +26,39 @@ DEV_ALIPAY_PLATFORM_KEY = "alipay_platform"
 # Dose reminders are template messages; the development fakes accept this id, real platforms do not.
 DEV_REMINDER_TEMPLATE = "dev-dose-reminder"
 
+# --- fail closed: where development's tools live, and where outbound calls go ---------------------
+# The environments; an unset (or empty) VAXBOT_ENV is none of them and gets production's rules.
+ENVIRONMENTS = ("development", "test", "production")
+# Where development mounts the platforms' fakes beside the service (and points the API bases at them).
+DEV_WECHAT_PREFIX = "/_dev/wechat"
+DEV_ALIPAY_PREFIX = "/_dev/alipay"
+# The real platforms: the API bases used when none is set, outside development.
+WECHAT_API_BASE = "https://api.weixin.qq.com"
+ALIPAY_GATEWAY = "https://openapi.alipay.com/gateway.do"
+# The platforms' web authorisation pages (the user's browser goes there, so development uses the public URL).
+WECHAT_OAUTH_BASE = "https://open.weixin.qq.com"
+ALIPAY_OAUTH_BASE = "https://openauth.alipay.com"
+# Face providers that call a real service (everything but the simulated ``dev`` page).
+REAL_FACE_PROVIDERS = frozenset({"tencent", "wechat_mini", "alipay"})
+
 
 # Marks a field whose value never appears in ``repr``/``str`` (logs and tracebacks print settings).
 SECRET: Final[dict[str, bool]] = {"secret": True}
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (names of "every interface", not a bind)
+
+
+def on_this_machine(url: str) -> bool:
+    """True when ``url`` names a loopback host (``localhost``, 127.0.0.0/8, ``::1``); no name is resolved."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def local_url(host: str, port: int) -> str:
@@ -47,7 +78,8 @@ class ConfigError(Exception):
 class Settings:
     """Everything vaxbot reads from its environment; build with :func:`load_settings`."""
 
-    env: str = "development"
+    # development | test | production; empty (unset) gets production's rules: nothing is open by default.
+    env: str = ""
     # Hidden in repr: a PostgreSQL URL carries its password.
     database_url: str = dataclasses.field(default="sqlite+aiosqlite:///var/vaxbot.db", metadata=SECRET)
     # Where users' browsers reach us (links in messages). Empty: follows host and port (see local_url).
@@ -62,19 +94,22 @@ class Settings:
     wechat_secret: str = dataclasses.field(default=DEV_WECHAT_SECRET, metadata=SECRET)
     wechat_token: str = dataclasses.field(default=DEV_WECHAT_TOKEN, metadata=SECRET)
     wechat_aes_key: str = dataclasses.field(default=DEV_WECHAT_AES_KEY, metadata=SECRET)
-    wechat_api_base: str = "https://api.weixin.qq.com"
+    # Empty: the built-in fake on this server in development, WeChat's real API otherwise (see __post_init__).
+    wechat_api_base: str = ""
     # Web authorisation (网页授权): where a verification link sends the browser to learn which chat account
     # holds it. WeChat's authorize page lives here; the code is exchanged at wechat_api_base's /sns/oauth2.
-    wechat_oauth_base: str = "https://open.weixin.qq.com"
+    # Empty: the built-in fake on the public address in development, WeChat's real host otherwise.
+    wechat_oauth_base: str = ""
 
     # Alipay life account / mini program; an empty app id turns the channel off. Key settings are
     # file paths; empty means the development files in the keys directory.
     alipay_appid: str = DEV_ALIPAY_APPID
     alipay_private_key: str = ""
     alipay_public_key: str = ""
-    alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
-    # Alipay's web authorisation page (publicAppAuthorize.htm); the auth_code goes to the gateway.
-    alipay_oauth_base: str = "https://openauth.alipay.com"
+    alipay_gateway: str = ""  # empty: as wechat_api_base, the built-in fake in development, Alipay's otherwise
+    # Alipay's web authorisation page (publicAppAuthorize.htm); the auth_code goes to the gateway. Empty: as
+    # wechat_oauth_base.
+    alipay_oauth_base: str = ""
     # Alipay's posts carry no signed timestamp: a message older than this is a replay (processed keys
     # are kept for days, so within it a replay is recognised as a duplicate).
     alipay_max_message_age_seconds: int = 24 * 3600
@@ -144,6 +179,8 @@ class Settings:
     adult_min_age: int = 18
     max_grantees: int = 10
     seed_demo_data: bool = True
+    # GET /metrics answers only requests carrying "Authorization: Bearer <this>"; empty: /metrics is not served.
+    metrics_token: str = dataclasses.field(default="", metadata=SECRET)
 
     def __repr__(self) -> str:
         """The settings with every secret field (and the database URL, which may hold a password) hidden."""
@@ -154,14 +191,83 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
+        # A frozen dataclass: filling in derived defaults is the one write it allows itself.
         if not self.public_url:
-            # A frozen dataclass: filling in a derived default is the one write it allows itself.
             object.__setattr__(self, "public_url", local_url(self.host, self.port))
+        # Why development defaults to the fakes: its tools act as any user, so nothing it sends may reach
+        # a real platform unless someone points it there (and development then refuses, see dev_problems).
+        served = local_url(self.host, self.port)
+        development = self.env == "development"
+        if not self.wechat_api_base:
+            object.__setattr__(self, "wechat_api_base", served + DEV_WECHAT_PREFIX if development else WECHAT_API_BASE)
+        if not self.alipay_gateway:
+            gateway = f"{served}{DEV_ALIPAY_PREFIX}/gateway.do" if development else ALIPAY_GATEWAY
+            object.__setattr__(self, "alipay_gateway", gateway)
+        public = self.public_url.rstrip("/")
+        if not self.wechat_oauth_base:
+            oauth = public + DEV_WECHAT_PREFIX if development else WECHAT_OAUTH_BASE
+            object.__setattr__(self, "wechat_oauth_base", oauth)
+        if not self.alipay_oauth_base:
+            oauth = public + DEV_ALIPAY_PREFIX if development else ALIPAY_OAUTH_BASE
+            object.__setattr__(self, "alipay_oauth_base", oauth)
 
     @property
     def production(self) -> bool:
-        """True when running for real users."""
-        return self.env == "production"
+        """True when running for real users: ``VAXBOT_ENV=production``, or the variable unset (fail closed)."""
+        return self.env not in ("development", "test")
+
+    @property
+    def dev_tools(self) -> bool:
+        """The one rule for development's tools (sandbox, ``/_dev/*`` fakes, the simulated face page, dev keys).
+
+        True only with ``VAXBOT_ENV=development`` set explicitly and every outbound call staying on this
+        machine with no real face provider (:meth:`dev_problems`); ``test``, ``production`` and unset never.
+        """
+        return self.env == "development" and not self.dev_problems()
+
+    def dev_problems(self) -> list[str]:
+        """Why development's tools must not run with these settings (empty when fine, or not development).
+
+        The sandbox signs requests as any user and the simulated face page verifies anyone with one click,
+        so development must never be wired to a real platform or a real face provider.
+        """
+        if self.env != "development":
+            return []
+        problems: list[str] = []
+        if not self._on_this_machine(self.wechat_api_base):
+            problems.append(f"VAXBOT_WECHAT_API_BASE points at {_host(self.wechat_api_base)}, not this machine")
+        if self.alipay_enabled and not self._on_this_machine(self.alipay_gateway):
+            problems.append(f"VAXBOT_ALIPAY_GATEWAY points at {_host(self.alipay_gateway)}, not this machine")
+        for platform, name in (("wechat", self.face_provider_wechat), ("alipay", self.face_provider_alipay)):
+            if name in REAL_FACE_PROVIDERS:
+                problems.append(f"VAXBOT_FACE_PROVIDER_{platform.upper()} is {name}, a real face provider")
+        return problems
+
+    def _on_this_machine(self, url: str) -> bool:
+        # Loopback, or the built-in fakes on this server's own address (served on a LAN address, say).
+        served = local_url(self.host, self.port)
+        return on_this_machine(url) or url.startswith((served + DEV_WECHAT_PREFIX, served + DEV_ALIPAY_PREFIX))
+
+    def refuse_unsafe_development(self) -> None:
+        """Raise :class:`ConfigError` when development is wired to a real platform or face provider."""
+        problems = self.dev_problems()
+        if problems:
+            raise ConfigError(
+                "refusing to start in development: "
+                + "; ".join(problems)
+                + " (development serves the sandbox and the simulated face page, which act as any user:"
+                " leave the API bases unset for the built-in fakes, or use VAXBOT_ENV=production)"
+            )
+
+    @property
+    def env_unset_hint(self) -> str:
+        """A note for refusals when VAXBOT_ENV is unset (production's rules apply), else empty."""
+        if self.env in ENVIRONMENTS:
+            return ""
+        return (
+            " (VAXBOT_ENV is not set, so production's rules apply: set VAXBOT_ENV=production,"
+            " or VAXBOT_ENV=development to develop on this machine — make run does)"
+        )
 
     @property
     def wechat_safe_mode_available(self) -> bool:
@@ -238,7 +344,17 @@ class Settings:
             problems.append("VAXBOT_WECHAT_OAUTH_BASE must be https in production")
         if self.alipay_enabled and not self.alipay_oauth_base.startswith("https://"):
             problems.append("VAXBOT_ALIPAY_OAUTH_BASE must be https in production")
+        if self.metrics_token and len(self.metrics_token) < 16:
+            problems.append("VAXBOT_METRICS_TOKEN is shorter than 16 characters")
         return problems
+
+
+def _host(url: str) -> str:
+    """The host of ``url`` for a message (never its path or query, which may carry credentials)."""
+    try:
+        return urlsplit(url).hostname or "an address without a host"
+    except ValueError:
+        return "an unreadable address"
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -296,8 +412,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         values[field.name] = _convert(field, raw)
     values.update(overrides)
     settings = Settings(**values)
-    if settings.env not in {"development", "test", "production"}:
+    if settings.env and settings.env not in ENVIRONMENTS:
         raise ConfigError("VAXBOT_ENV must be development, test or production")
+    settings.refuse_unsafe_development()
     if settings.wechat_aes_key and len(settings.wechat_aes_key) != 43:
         raise ConfigError("VAXBOT_WECHAT_AES_KEY must be the 43-character EncodingAESKey")
     for name in ("code_ttl_seconds", "code_page_ttl_seconds", "code_page_code_seconds"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.core.config import DEV_ALIPAY_APP_KEY, DEV_ALIPAY_PLATFORM_KEY
+from bot.core.config import DEV_ALIPAY_APP_KEY, DEV_ALIPAY_PLATFORM_KEY, Settings
 
 KEYRING_FILE = "vault.json"
 
@@ -63,14 +63,37 @@ def generate_dev_alipay_keys(keys_dir: Path, *, replace: bool = True) -> None:
             generate_key_pair(keys_dir, stem)
 
 
-def load_keyring(keys_dir: Path) -> Keyring:
-    """Read ``keys/vault.json``; raise :class:`KeyringError` with a clear reason when unusable."""
+def private_file_problem(path: Path) -> str | None:
+    """Why ``path`` (key material) is too open: readable or writable by its group or others; None when 0600-like."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None  # a missing file is explained by whoever reads it
+    if mode & 0o077:
+        return f"{path} is open to other users (mode {mode:04o}): run `chmod 600 {path}`"
+    return None
+
+
+def refuse_open_key_files(paths: list[Path]) -> None:
+    """Raise :class:`KeyringError` naming every key file its group or other users could read (production)."""
+    problems = [problem for problem in map(private_file_problem, paths) if problem is not None]
+    if problems:
+        raise KeyringError("refusing key material other users can read: " + "; ".join(problems))
+
+
+def load_keyring(keys_dir: Path, *, private: bool = False) -> Keyring:
+    """Read ``keys/vault.json``; raise :class:`KeyringError` with a clear reason when unusable.
+
+    ``private`` (production): also refuse a keyring file its group or other users may read.
+    """
     path = keys_dir / KEYRING_FILE
     if not path.is_file():
         raise KeyringError(
             f"no keyring ({path.name}) in the keys directory: see keys/README.md"
-            " (for development, `vaxbot keys generate-dev`)"
+            " (for development, VAXBOT_ENV=development and `vaxbot keys generate-dev`)"
         )
+    if private:
+        refuse_open_key_files([path])
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         data_keys = {int(kid): base64.b64decode(value) for kid, value in raw["data_keys"].items()}
@@ -88,13 +111,17 @@ def load_keyring(keys_dir: Path) -> Keyring:
     return Keyring(data_keys=data_keys, active_kid=active, hash_key=hash_key, dev=dev)
 
 
-def ensure_keyring(keys_dir: Path, allow_generate: bool) -> Keyring:
-    """Load the keyring, generating development keys first when allowed and none exist."""
-    if allow_generate and not (keys_dir / KEYRING_FILE).exists():
+def ensure_keyring(settings: Settings) -> Keyring:
+    """Load the keyring; in development (``settings.dev_tools``) generate development keys first when missing."""
+    keys_dir = settings.keys_dir
+    if settings.dev_tools and not (keys_dir / KEYRING_FILE).exists():
         generate_dev_keys(keys_dir)
-    elif allow_generate:
+    elif settings.dev_tools:
         generate_dev_alipay_keys(keys_dir, replace=False)  # a keys directory from before Alipay
-    return load_keyring(keys_dir)
+    try:
+        return load_keyring(keys_dir, private=settings.production)
+    except KeyringError as exc:
+        raise KeyringError(f"{exc}{settings.env_unset_hint}") from exc
 
 
 def generate_key_pair(directory: Path, stem: str) -> tuple[Path, Path]:

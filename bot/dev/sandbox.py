@@ -4,8 +4,8 @@ No shortcut around the webhooks: every message typed on the page is signed (and,
 by the platform simulators and posted over HTTP to ``/wechat`` or ``/alipay``, exactly as the platforms
 do; what comes back is the passive reply (WeChat) and whatever vaxbot sent through the platforms' APIs,
 read from the same fakes its outbox delivers to. Each conversation's transcript is kept here, so a reload
-shows it again, and 「重置演示」 puts the demo world back as it was. Development only: ``bot.cli`` never
-mounts it in production.
+shows it again, and 「重置演示」 puts the demo world back as it was. Development only: ``bot.cli`` mounts it
+only when ``Settings.dev_tools`` (VAXBOT_ENV=development, everything on this machine).
 """
 
 from __future__ import annotations
@@ -423,7 +423,7 @@ class Sandbox:
 
     async def reset(self, request: web.Request) -> web.Response:
         """「重置演示」: the demo world back to its start (database, fakes, transcripts); same-origin only."""
-        if self._settings.production:
+        if not self._settings.dev_tools:
             raise web.HTTPNotFound()
         problem = self._cross_site(request)
         if problem is not None:

@@ -172,6 +172,12 @@ def dev_face(providers: Mapping[str, FaceProvider]) -> DevFace | None:
 
 
 def needs_dev_face(settings: Settings) -> bool:
-    """Whether a platform uses the simulated provider (its page must be mounted before start-up)."""
+    """Whether ``create_app`` mounts the simulated face page: in development only, when a platform uses it.
+
+    Outside development (``Settings.dev_tools``) the page is never mounted; a test that uses the simulated
+    provider serves its page itself.
+    """
+    if not settings.dev_tools:
+        return False
     platforms = ("wechat", "alipay") if settings.alipay_enabled else ("wechat",)
     return any(provider_name_for(settings, platform) == "dev" for platform in platforms)
