@@ -6,12 +6,14 @@ sandbox beside it), served on loopback by pytest-aiohttp; the browser's side is 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, unused_port
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from bot.app import create_app
@@ -21,7 +23,7 @@ from bot.core.catalogue import build_catalogue
 from bot.core.config import Settings
 from bot.dev.chat import describe, describe_alipay
 from bot.dev.demo import PARENT, demo_registry_records, seed_demo
-from bot.dev.sandbox import RESET_HEADER, Transcripts, alipay_view, wechat_view
+from bot.dev.sandbox import TOKEN_HEADER, Transcripts, alipay_view, wechat_view
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, PlatformAccount, Vaccinee
 from tests.helpers import drain_outbox
@@ -30,9 +32,9 @@ PARENT_WECHAT = "o-demo-parent"
 
 
 @pytest.fixture
-async def sandbox(make_settings: Any, aiohttp_client: Any) -> TestClient[Any, Any]:
+async def sandbox(make_settings: Any, aiohttp_client: Any, unused_tcp_port: int) -> TestClient[Any, Any]:
     """The development app with its sandbox, on the port its settings name, with the demo world loaded."""
-    port = unused_port()
+    port = unused_tcp_port
     base = f"http://127.0.0.1:{port}"
     settings = make_settings(
         env="development",
@@ -53,6 +55,12 @@ def _origin(client: TestClient[Any, Any]) -> str:
     return str(client.make_url("/")).rstrip("/")
 
 
+async def _page_post(client: TestClient[Any, Any], path: str, payload: dict[str, Any]) -> ClientResponse:
+    """A POST as the sandbox page makes it: same origin, JSON, and the token it read from /api/config."""
+    token = (await (await client.get("/sandbox/api/config")).json())["token"]
+    return await client.post(path, json=payload, headers={"Origin": _origin(client), TOKEN_HEADER: token})
+
+
 async def _rows(client: TestClient[Any, Any], model: Any) -> int:
     async with client.app[SESSIONS]() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
@@ -67,7 +75,7 @@ async def _transcript(client: TestClient[Any, Any], platform: str, user: str) ->
 
 async def _follow(client: TestClient[Any, Any], user: str = PARENT_WECHAT) -> list[dict[str, Any]]:
     """Follow on WeChat through the sandbox; the conversation afterwards."""
-    response = await client.post("/sandbox/api/send", json={"platform": "wechat", "user": user, "action": "follow"})
+    response = await _page_post(client, "/sandbox/api/send", {"platform": "wechat", "user": user, "action": "follow"})
     assert response.status == 200, await response.text()
     await drain_outbox(client)
     items: list[dict[str, Any]] = (await _transcript(client, "wechat", user))["items"]
@@ -143,7 +151,7 @@ def test_transcripts_are_bounded() -> None:
 async def test_reset_refuses_what_is_not_the_pages_own_request(sandbox: TestClient[Any, Any], case: str) -> None:
     assert await _follow(sandbox)
     token = (await (await sandbox.get("/sandbox/api/config")).json())["token"]
-    headers = {"Origin": _origin(sandbox), "Content-Type": "application/json", RESET_HEADER: token}
+    headers = {"Origin": _origin(sandbox), "Content-Type": "application/json", TOKEN_HEADER: token}
     body = "{}"
     if case == "no origin":
         del headers["Origin"]
@@ -157,14 +165,27 @@ async def test_reset_refuses_what_is_not_the_pages_own_request(sandbox: TestClie
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         body = "confirm=1"
     elif case == "no token":
-        del headers[RESET_HEADER]
+        del headers[TOKEN_HEADER]
     else:
-        headers[RESET_HEADER] = token[:-1] + ("A" if token[-1] != "A" else "B")
+        headers[TOKEN_HEADER] = token[:-1] + ("A" if token[-1] != "A" else "B")
     response = await sandbox.post("/sandbox/api/reset", data=body, headers=headers)
     assert response.status == 403
     # Nothing was reset.
     assert await _rows(sandbox, PlatformAccount) == 1
     assert (await _transcript(sandbox, "wechat", PARENT_WECHAT))["items"]
+
+
+@pytest.mark.parametrize("path", ["/sandbox/api/send", "/sandbox/api/reminders"])
+async def test_the_pages_other_posts_refuse_other_sites(sandbox: TestClient[Any, Any], path: str) -> None:
+    """Sending signs as any user and the fast-forward sends reminders: a cross-site page may do neither."""
+    payload = {"platform": "wechat", "user": PARENT_WECHAT, "action": "follow"}
+    token = (await (await sandbox.get("/sandbox/api/config")).json())["token"]
+    for headers in ({}, {"Origin": "http://vaxbot.example.org", TOKEN_HEADER: token}, {"Origin": _origin(sandbox)}):
+        assert (await sandbox.post(path, json=payload, headers=headers)).status == 403, headers
+    # A text/plain "simple" request, as a form or fetch from another site would send it.
+    plain = await sandbox.post(path, data=json.dumps(payload), headers={"Content-Type": "text/plain"})
+    assert plain.status == 403
+    assert await _rows(sandbox, PlatformAccount) == 0  # nothing reached the webhook
 
 
 async def test_reset_is_a_post(sandbox: TestClient[Any, Any]) -> None:
@@ -186,7 +207,7 @@ async def test_reset_puts_the_demo_world_back(sandbox: TestClient[Any, Any]) -> 
     response = await sandbox.post(
         "/sandbox/api/reset",
         json={},
-        headers={"Origin": _origin(sandbox), RESET_HEADER: config["token"], "Sec-Fetch-Site": "same-origin"},
+        headers={"Origin": _origin(sandbox), TOKEN_HEADER: config["token"], "Sec-Fetch-Site": "same-origin"},
     )
     assert response.status == 200, await response.text()
     data = await response.json()
@@ -269,7 +290,7 @@ async def _verification_link(client: TestClient[Any, Any], platform: str, user: 
     """Ask for verification through the sandbox as the demo parent; the link the chat showed."""
     for action, value in (("click", "HELP_VERIFY"), ("text", PARENT.name), ("text", PARENT.id_number)):
         payload = {"platform": platform, "user": user, "action": action, "value": value}
-        response = await client.post("/sandbox/api/send", json=payload)
+        response = await _page_post(client, "/sandbox/api/send", payload)
         assert response.status == 200, await response.text()
         await drain_outbox(client)
     items = (await _transcript(client, platform, user))["items"]

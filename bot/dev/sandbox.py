@@ -25,7 +25,7 @@ from yarl import URL
 
 from bot.chat.menu import LABELS, MENU
 from bot.core.catalogue import Catalogue
-from bot.core.config import Settings
+from bot.core.config import Settings, local_url
 from bot.dev.demo import GRANDMA, PARENT, WX_PARENT, DemoPerson, reset_demo
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import SIM_USER_COOKIE as ALIPAY_USER_COOKIE
@@ -41,7 +41,7 @@ from models import utcnow
 MOUNT = "/sandbox"
 TRANSCRIPT_LIMIT = 300  # entries kept per conversation (the oldest go first)
 CONVERSATION_LIMIT = 64  # conversations kept (the least recently used go first)
-RESET_HEADER = "X-Sandbox-Token"  # carries the page's reset token
+TOKEN_HEADER = "X-Sandbox-Token"  # noqa: S105 (a header name): carries the page's token on every POST
 _KEYWORD = re.compile(r"keyword(\d+)")
 
 
@@ -217,7 +217,7 @@ class Sandbox:
         self.transcripts = Transcripts()
         self._wechat_seen = 0  # how far the fakes' delivery lists have been copied into the transcripts
         self._alipay_seen = 0
-        self._token = secrets.token_urlsafe(24)  # for the reset: only the page, read same-origin, knows it
+        self._token = secrets.token_urlsafe(24)  # for every POST: only the page, read same-origin, knows it
 
     def app(self) -> web.Application:
         """The sub-application to mount at :data:`MOUNT`."""
@@ -267,11 +267,15 @@ class Sandbox:
         return ["wechat"] + (["alipay"] if self._alipay is not None else [])
 
     def _base(self) -> str:
-        # Our own address from the settings, never from the request's Host header.
-        return f"http://{self._settings.host}:{self._settings.port}"
+        # Our own address from the settings, never from the request's Host header (a wildcard host is
+        # reached over loopback).
+        return local_url(self._settings.host, self._settings.port)
 
     async def send(self, request: web.Request) -> web.Response:
         """One thing the user did: posted to our own webhook, signed like the platform, and transcribed."""
+        problem = self._cross_site(request)  # it signs as any user: only the page itself may ask
+        if problem is not None:
+            return web.json_response({"error": problem}, status=403)
         try:
             payload = await request.json()
             platform, user = str(payload["platform"]), str(payload["user"])
@@ -404,6 +408,9 @@ class Sandbox:
 
     async def reminders(self, request: web.Request) -> web.Response:
         """Fast-forward to the reminder hour: plan reminders now and send those due by then (a demo aid)."""
+        problem = self._cross_site(request)
+        if problem is not None:
+            return web.json_response({"error": problem}, status=403)
         sessions, services = request.config_dict[SESSIONS], request.config_dict[SERVICES]
         now = utcnow()
         planned = await plan_reminders(sessions, services.vault, self._settings, now)
@@ -449,7 +456,7 @@ class Sandbox:
             return "cross-site request"
         if request.content_type != "application/json":
             return "JSON only"
-        if not hmac.compare_digest(request.headers.get(RESET_HEADER, "").encode(), self._token.encode()):
+        if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), self._token.encode()):
             return "bad token"
         return None
 
