@@ -150,8 +150,8 @@ def test_rows_by_action_and_time_with_their_certificates(
     assert lines[0] == "2 audit entries (action records_view)"
     assert lines[1].split() == ["time", "(China)", "actor", "action", "reason", "platform", "certificate", "file"]
     assert [line.split()[3:] for line in lines[2:]] == [
-        ["identity:1", "records_view", "grantee", "alipay", str(first), "-"],
-        ["identity:1", "records_view", "holder", "wechat", str(second), "-"],
+        ["identity:1/account:8", "records_view", "grantee", "alipay", str(first), "-"],
+        ["identity:1/account:7", "records_view", "holder", "wechat", str(second), "-"],
     ]
     # --since is a China date: the 3rd in China starts at 16:00 UTC on the 2nd.
     assert bot.cli.main(["audit", "show", "--since", "2025-03-03"]) == 0

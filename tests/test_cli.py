@@ -290,14 +290,18 @@ async def _a_shown_code(home: Path) -> tuple[int, str]:
     from bot.core.config import load_settings
     from bot.core.db import create_engine, sessionmaker
     from bot.showcode.codes import issue_code
-    from models import Certificate, Identity, Vaccinee
+    from models import Certificate, Guardian, Identity, Vaccinee
 
     settings = load_settings()
     vault = Vault(load_keyring(home / "keys"))
     engine = create_engine(settings)
     try:
         async with sessionmaker(engine)() as session, session.begin():
-            child = (await session.scalars(select(Vaccinee).order_by(Vaccinee.birth_year.desc()))).first()
+            # One of the parent's children (the file lists her as a guardian).
+            guardian_of = select(Guardian.vaccinee_id).where(
+                Guardian.id_number_hash == vault.digest("id_number", PARENT.id_number)
+            )
+            child = (await session.scalars(select(Vaccinee).where(Vaccinee.id.in_(guardian_of)))).first()
             assert child is not None
             parent = Identity(
                 id_number_hash=vault.digest("id_number", PARENT.id_number),

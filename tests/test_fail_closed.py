@@ -102,6 +102,8 @@ def real_material(home: Path, **overrides: Any) -> dict[str, Any]:
         "alipay_private_key": str(ours),
         "alipay_public_key": str(theirs),
         "public_url": "https://vaxbot.example.org",
+        "wechat_oauth_base": "https://open.weixin.qq.com",
+        "alipay_oauth_base": "https://openauth.alipay.com",
         "face_provider_wechat": "wechat_mini",
         "face_provider_alipay": "alipay",
         **TEMPLATE,

@@ -41,7 +41,7 @@ from models import (
     Visit,
     utcnow,
 )
-from tests.channels import Alipay, Channel, WeChat, link_in
+from tests.channels import Alipay, Channel, WeChat, authorise, link_in
 from tests.helpers import Client, drain_outbox, outbox_rows
 
 # --- what must never be found in plain text -------------------------------------------------------------
@@ -91,7 +91,7 @@ async def _verify(client: Client, channel: Channel, user: str, name: str, id_num
     await channel.do(user, ("click", "HELP_VERIFY"))
     await channel.say(user, name)
     link = link_in(await channel.do(user, ("text", id_number)))
-    started = await client.get(_path(link), allow_redirects=False)
+    started = await authorise(client, link, channel.platform, user)  # opened in the asking account's browser
     decided = await client.post(_path(started.headers["Location"]), data={"decision": "pass"}, allow_redirects=False)
     assert "实名认证成功" in await (await client.get(_path(decided.headers["Location"]))).text()
     await drain_outbox(client)

@@ -17,8 +17,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 from sqlalchemy import select
 
-from bot.cli import DEV_ALIPAY_PREFIX, DEV_API_PREFIX, _dev_api_base
-from bot.core.config import Settings
+from bot.core.config import DEV_ALIPAY_PREFIX, DEV_WECHAT_PREFIX, Settings
 from bot.core.metrics import Metrics
 from bot.dev.demo import demo_id_number
 from bot.dev.fakes.alipay_gateway import OAUTH_TOKEN, FakeAlipayGateway
@@ -357,11 +356,10 @@ def test_production_wants_https_authorisation_pages() -> None:
 
 
 def test_development_points_the_authorisation_at_the_fakes() -> None:
-    settings = _dev_api_base(Settings(port=9100, public_url="http://192.0.2.7:9100"), {})
-    assert settings.wechat_oauth_base == f"http://192.0.2.7:9100{DEV_API_PREFIX}"  # where the browser reaches us
+    settings = Settings(env="development", port=9100, public_url="http://192.0.2.7:9100")
+    assert settings.wechat_oauth_base == f"http://192.0.2.7:9100{DEV_WECHAT_PREFIX}"  # where the browser reaches us
     assert settings.alipay_oauth_base == f"http://192.0.2.7:9100{DEV_ALIPAY_PREFIX}"
-    chosen = {"VAXBOT_WECHAT_OAUTH_BASE": "https://open.weixin.qq.com"}
-    kept = _dev_api_base(Settings(wechat_oauth_base="https://open.weixin.qq.com"), chosen)
+    kept = Settings(env="development", wechat_oauth_base="https://open.weixin.qq.com")
     assert kept.wechat_oauth_base == "https://open.weixin.qq.com"
 
 
