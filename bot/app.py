@@ -15,14 +15,13 @@ from sqlalchemy import text
 from bot.chat.conversation import Router, Services
 from bot.chat.engine import HANDLER_LIMIT_SECONDS, Engine
 from bot.core.catalogue import build_catalogue
-from bot.core.config import ConfigError, Settings
+from bot.core.config import SANDBOX_MOUNT, ConfigError, Settings
 from bot.core.db import create_engine, migrate, sessionmaker
 from bot.core.keys import Keyring, load_keyring, refuse_open_key_files
 from bot.core.metrics import Metrics
 from bot.core.pages import simple_page
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler, register_housekeeping
-from bot.dev.sandbox import MOUNT as SANDBOX_MOUNT
 from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
 from bot.identity.face.dev import DevFace
 from bot.identity.face.providers import build_face_providers, by_provider_name, needs_dev_face

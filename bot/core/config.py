@@ -32,6 +32,7 @@ ENVIRONMENTS = ("development", "test", "production")
 # Where development mounts the platforms' fakes beside the service (and points the API bases at them).
 DEV_WECHAT_PREFIX = "/_dev/wechat"
 DEV_ALIPAY_PREFIX = "/_dev/alipay"
+SANDBOX_MOUNT = "/sandbox"  # the sandbox's page and API (development only)
 # The real platforms: the API bases used when none is set, outside development.
 WECHAT_API_BASE = "https://api.weixin.qq.com"
 ALIPAY_GATEWAY = "https://openapi.alipay.com/gateway.do"

@@ -25,7 +25,7 @@ from yarl import URL
 
 from bot.chat.menu import LABELS, MENU
 from bot.core.catalogue import Catalogue
-from bot.core.config import Settings, local_url
+from bot.core.config import SANDBOX_MOUNT, Settings, local_url
 from bot.dev.demo import GRANDMA, PARENT, WX_PARENT, DemoPerson, reset_demo
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import SIM_USER_COOKIE as ALIPAY_USER_COOKIE
@@ -38,7 +38,7 @@ from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_rem
 from bot.web.appkeys import DB, DEV_FACE, SERVICES, SESSIONS, WORKER
 from models import utcnow
 
-MOUNT = "/sandbox"
+MOUNT = SANDBOX_MOUNT
 TRANSCRIPT_LIMIT = 300  # entries kept per conversation (the oldest go first)
 CONVERSATION_LIMIT = 64  # conversations kept (the least recently used go first)
 TOKEN_HEADER = "X-Sandbox-Token"  # noqa: S105 (a header name): carries the page's token on every POST
