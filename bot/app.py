@@ -60,6 +60,7 @@ from bot.web.appkeys import (
     WORKER,
 )
 from handlers import build_router
+from models import OutboxStatus
 
 log = logging.getLogger("vaxbot.app")
 
@@ -282,8 +283,8 @@ async def metrics(request: web.Request) -> web.Response:
     try:
         async with request.app[SESSIONS]() as session:
             depth = await outbox_depth(session)
-        for status in ("pending", "sending", "sent", "passive", "dead"):
-            registry.outbox_depth.labels(status).set(depth.get(status, 0))
+        for status in OutboxStatus:
+            registry.outbox_depth.labels(status.value).set(depth.get(status, 0))
     except Exception:
         log.exception("metrics: could not read the outbox depth")
     return web.Response(body=registry.render(), content_type="text/plain", charset="utf-8")

@@ -30,9 +30,8 @@ from bot.core.pii import Vault
 from bot.core.update import Text
 from bot.identity.accounts import notify
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
-from models import Certificate, Clinic, Identity, QueueCounter, Visit
+from models import OPEN_VISIT_STATUSES, Certificate, Clinic, Identity, QueueCounter, Visit
 
-OPEN_STATUSES = ("queued", "registered", "vaccinated", "observing")
 REFUSED = "desk_refused"  # the audit action of every refused scan; the reason says why
 
 
@@ -118,7 +117,7 @@ async def _open_visit(session: AsyncSession, vaccinee_id: int, clinic_id: int, d
         Visit.vaccinee_id == vaccinee_id,
         Visit.clinic_id == clinic_id,
         Visit.visit_date == day,
-        Visit.status.in_(OPEN_STATUSES),
+        Visit.status.in_(OPEN_VISIT_STATUSES),
     )
     return (await session.scalars(query)).first()
 
