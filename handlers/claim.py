@@ -10,7 +10,7 @@ from bot.chat.menu import LABELS, MenuKey
 from bot.core.audit import record_access
 from bot.core.chinatime import china_date
 from bot.core.update import Text
-from models import Consent, Identity
+from models import CertificateKind, Consent, Identity
 
 CONSENT_VERSION = "2026-11"
 
@@ -167,7 +167,7 @@ async def agree(ctx: Context) -> None:
             given_at=ctx.now,
         )
     )
-    hint = ctx.text("claim_success_grant_hint") if item.file.kind == "child" else ""
+    hint = ctx.text("claim_success_grant_hint") if item.file.kind == CertificateKind.CHILD else ""
     ctx.say("claim_success", name=item.file.masked_name, grant_hint=hint)
 
 

@@ -42,7 +42,7 @@ from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_nam
 from bot.identity.accounts import notify
 from handlers.common import id_number_problem, is_choice, lines, name_problem
 from handlers.picking import record_refusal
-from models import Grant, Identity
+from models import CertificateKind, Grant, Identity
 
 # Stored codes, in the order the relationship question lists them (labels: "relationship_<code>").
 RELATIONSHIPS = ("father", "mother", "grandfather", "grandmother", "mat_grandfather", "mat_grandmother", "guardian")
@@ -135,7 +135,7 @@ async def _identity(ctx: Context) -> Identity | None:
 async def _held_children(ctx: Context, identity: Identity) -> list[Visible]:
     """The children's certificates this person holds (the only ones that can be authorised)."""
     visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
-    return [item for item in visible if item.role == "holder" and item.certificate.kind == "child"]
+    return [item for item in visible if item.role == "holder" and item.certificate.kind == CertificateKind.CHILD]
 
 
 async def _managed(ctx: Context) -> tuple[Identity, Visible] | None:
@@ -220,7 +220,7 @@ async def start(ctx: Context) -> None:
         ctx.say("grant_need_verify")
         return
     visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
-    held = [item for item in visible if item.role == "holder" and item.certificate.kind == "child"]
+    held = [item for item in visible if item.role == "holder" and item.certificate.kind == CertificateKind.CHILD]
     if not held:
         ctx.finish()
         for item in visible:  # what they may see but not authorise, and why

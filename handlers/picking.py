@@ -18,7 +18,7 @@ from bot.chat.menu import LABELS
 from bot.core.audit import record_access
 from bot.core.update import Text
 from handlers.common import is_choice
-from models import Certificate, Identity
+from models import Certificate, CertificateKind, Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]
 CHOOSING_TIMEOUT = timedelta(minutes=10)
@@ -52,7 +52,7 @@ def role_key(visible: Visible) -> str:
     """The catalogue key of how the person relates to a certificate: 本人, 子女 or 已授权."""
     if visible.role == "grantee":
         return "records_role_granted"
-    return "records_role_self" if visible.certificate.kind == "adult" else "records_role_child"
+    return "records_role_self" if visible.certificate.kind == CertificateKind.ADULT else "records_role_child"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from bot.core.update import Text
 from bot.immunization.forecast import Forecast, GivenDose, add_months, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from handlers.picking import Picker
-from models import Clinic, DoseDetail, Identity
+from models import CertificateKind, Clinic, DoseDetail, Identity
 
 ENTRY_WORDS = ("接种记录", "查记录", "结果查询", "查询接种记录", "我的接种记录", "查看接种记录")
 # The 下一针 block lists doses coming within this many months; later ones are counted, not listed.
@@ -124,7 +124,7 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
         blocks.append("\n".join(lines))
     if not groups:
         blocks.append(ctx.text("records_empty"))
-    if visible.certificate.kind == "child":
+    if visible.certificate.kind == CertificateKind.CHILD:
         record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
         today = china_date(ctx.now)
         forecasts = forecast_next_doses(birth, visible.file.sex, record, today)

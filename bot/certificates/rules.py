@@ -17,7 +17,19 @@ from bot.core.audit import record_access
 from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault, mask_id_number, mask_name
-from models import Certificate, Clinic, Dose, DoseDetail, Grant, Guardian, Identity, PlatformAccount, Stage, Vaccinee
+from models import (
+    Certificate,
+    CertificateKind,
+    Clinic,
+    Dose,
+    DoseDetail,
+    Grant,
+    Guardian,
+    Identity,
+    PlatformAccount,
+    Stage,
+    Vaccinee,
+)
 
 
 class Standing(StrEnum):
@@ -251,7 +263,7 @@ async def visible_certificates(session: AsyncSession, vault: Vault, identity: Id
 async def _visible(session: AsyncSession, vault: Vault, certificate: Certificate, role: str) -> Visible:
     vaccinee = await session.get(Vaccinee, certificate.vaccinee_id)
     assert vaccinee is not None
-    relation = "self" if certificate.kind == "adult" and role == "holder" else "child"
+    relation = "self" if certificate.kind == CertificateKind.ADULT and role == "holder" else "child"
     return Visible(certificate, await open_file(session, vault, vaccinee, relation), role)
 
 

@@ -25,7 +25,7 @@ from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.core.update import OutMessage, Text
 from bot.outbox import queue as outbox
-from models import Identity, PlatformAccount, Verification
+from models import Identity, PlatformAccount, Verification, VerificationStatus
 
 
 async def bind_verified(
@@ -165,7 +165,7 @@ async def bound_accounts(session: AsyncSession, identity: Identity) -> list[Boun
         select(Verification.account_id, func.max(Verification.completed_at))
         .where(
             Verification.account_id.in_([account.id for account in accounts]),
-            Verification.status == "passed",
+            Verification.status == VerificationStatus.PASSED,
             Verification.id_number_hash == identity.id_number_hash,
         )
         .group_by(Verification.account_id)

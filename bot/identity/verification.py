@@ -41,7 +41,7 @@ from bot.identity.accounts import bind_verified, notify, tell_earlier_accounts
 from bot.identity.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPI, WeChatAPIError
-from models import PlatformAccount, Verification, utcnow
+from models import PlatformAccount, Verification, VerificationStatus, utcnow
 
 log = logging.getLogger("vaxbot.verification")
 
@@ -174,7 +174,7 @@ def create_attempt(
             id_number_hash=vault.digest("id_number", subject.id_number),
             id_number_enc=vault.seal("id_number", subject.id_number),
             name_enc=vault.seal("name", subject.name),
-            status="pending",
+            status=VerificationStatus.PENDING,
             reason="",
             created_at=now,
             expires_at=now + ttl,
@@ -298,13 +298,13 @@ class VerificationRoutes:
             account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
         if attempt is None or account is None:
             return self._page("page_verify_invalid", status=404)
-        if attempt.status != "pending":
+        if attempt.status != VerificationStatus.PENDING:
             return self._page("page_verify_used", status=410)
         if attempt.expires_at <= now:
-            await self._move(attempt.id, "pending", "expired", completed_at=now)
+            await self._move(attempt.id, VerificationStatus.PENDING, VerificationStatus.EXPIRED, completed_at=now)
             return self._page("page_verify_expired", status=410)
         if attempt.provider in KNOWS_ITS_USER:
-            if not await self._move(attempt.id, "pending", "starting"):
+            if not await self._move(attempt.id, VerificationStatus.PENDING, VerificationStatus.STARTING):
                 return self._page("page_verify_used", status=410)
             return await self._launch(attempt, account, handle)
         authorisation = self._authorisations.get(account.platform)
@@ -317,7 +317,7 @@ class VerificationRoutes:
         async with self._sessions() as session, session.begin():
             result = await session.execute(
                 update(Verification)
-                .where(Verification.id == attempt.id, Verification.status == "pending")
+                .where(Verification.id == attempt.id, Verification.status == VerificationStatus.PENDING)
                 .values(provider_ref=stored)
             )
             if not result.rowcount:  # type: ignore[attr-defined]
@@ -336,10 +336,10 @@ class VerificationRoutes:
             account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
         if attempt is None or account is None:
             return self._page("page_verify_invalid", status=404)
-        if attempt.status != "pending":
+        if attempt.status != VerificationStatus.PENDING:
             return self._page("page_verify_used", status=410)  # a replayed state: nothing moves
         if attempt.expires_at <= now:
-            await self._move(attempt.id, "pending", "expired", completed_at=now)
+            await self._move(attempt.id, VerificationStatus.PENDING, VerificationStatus.EXPIRED, completed_at=now)
             return self._page("page_verify_expired", status=410)
         authorisation = self._authorisations.get(account.platform)
         state = request.query.get("state", "")
@@ -365,17 +365,17 @@ class VerificationRoutes:
                 update(Verification)
                 .where(
                     Verification.id == attempt.id,
-                    Verification.status == "pending",
+                    Verification.status == VerificationStatus.PENDING,
                     Verification.provider_ref == expected,
                 )
-                .values(status="starting", provider_ref=None)
+                .values(status=VerificationStatus.STARTING, provider_ref=None)
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 return self._page("page_verify_used", status=410)
         try:
             user = await authorisation.user_of(code)
         except AuthorisationError as exc:
-            await self._move(attempt.id, "starting", "pending")
+            await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
             await self._refuse(account, attempt, "oauth_code", code=exc.code)
             if exc.retryable:
                 return self._page("page_verify_unavailable", status=503)
@@ -384,7 +384,7 @@ class VerificationRoutes:
             # Who opened it, as a keyed hash: comparable across refusals, never the platform id itself.
             opened_by = self._services.vault.digest("user_id", user)
             await self._end_for_another(
-                attempt, account, "starting", "opened_by_another_account", now, opened_by=opened_by
+                attempt, account, VerificationStatus.STARTING, "opened_by_another_account", now, opened_by=opened_by
             )
             return self._page(f"page_verify_other_account_{account.platform}", status=403)
         return await self._launch(attempt, account, handle)
@@ -398,7 +398,7 @@ class VerificationRoutes:
             moved = await session.execute(
                 update(Verification)
                 .where(Verification.id == attempt.id, Verification.status == before)
-                .values(status="failed", reason=reason, completed_at=now)
+                .values(status=VerificationStatus.FAILED, reason=reason, completed_at=now)
             )
             record_access(
                 session,
@@ -419,15 +419,17 @@ class VerificationRoutes:
         """The attempt is ``starting`` (ours): register it with the provider and send the browser there."""
         provider = self._providers.get(attempt.provider)
         if provider is None:
-            await self._move(attempt.id, "starting", "pending")
+            await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
             return self._page("page_verify_used", status=410)
         try:
             started = await provider.start(self._request(attempt, account, handle))
         except FaceError as exc:
             log.warning("face provider could not start", extra={"provider": attempt.provider, "code": exc.code})
-            await self._move(attempt.id, "starting", "pending")
+            await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
             return self._page("page_verify_unavailable", status=503)
-        await self._move(attempt.id, "starting", "started", provider_ref=started.provider_ref)
+        await self._move(
+            attempt.id, VerificationStatus.STARTING, VerificationStatus.STARTED, provider_ref=started.provider_ref
+        )
         if not started.url.startswith(("https://", "http://")):
             return self._page("page_verify_app")  # a mini-program page: the mini program opens it
         response = web.HTTPFound(started.url, headers=_PRIVATE)
@@ -443,9 +445,14 @@ class VerificationRoutes:
             account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
         if attempt is None or account is None:
             return self._page("page_verify_invalid", status=404)
-        if attempt.status in ("passed", "failed", "mismatch", "expired"):
+        if attempt.status in (
+            VerificationStatus.PASSED,
+            VerificationStatus.FAILED,
+            VerificationStatus.MISMATCH,
+            VerificationStatus.EXPIRED,
+        ):
             return self._page("page_verify_used", status=410)
-        if attempt.status != "started" or attempt.provider_ref is None:
+        if attempt.status != VerificationStatus.STARTED or attempt.provider_ref is None:
             return self._page("page_verify_invalid", status=409)  # never started: a forged return
         if attempt.provider not in KNOWS_ITS_USER:
             token = request.cookies.get(FACE_COOKIE, "")
@@ -453,17 +460,21 @@ class VerificationRoutes:
             if not hmac.compare_digest(token.encode(), expected.encode()):
                 # The provider's page was finished in a browser that was never checked (a forwarded page):
                 # this attempt proves nothing any more.
-                await self._end_for_another(attempt, account, "started", "returned_in_another_browser", now)
+                await self._end_for_another(
+                    attempt, account, VerificationStatus.STARTED, "returned_in_another_browser", now
+                )
                 return self._page(f"page_verify_other_account_{account.platform}", status=403)
         provider = self._providers.get(attempt.provider)
-        if provider is None or not await self._move(attempt.id, "started", "checking"):
+        if provider is None or not await self._move(
+            attempt.id, VerificationStatus.STARTED, VerificationStatus.CHECKING
+        ):
             return self._page("page_verify_pending", status=409)
         try:
             outcome = await provider.query(attempt.provider_ref, self._request(attempt, account, handle))
         except FaceError as exc:
             log.warning("face provider could not be queried", extra={"provider": attempt.provider, "code": exc.code})
             if exc.retryable:
-                await self._move(attempt.id, "checking", "started")
+                await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
                 return self._page("page_verify_pending", status=503)
             outcome = Outcome(passed=False, reason=exc.code)
         return await self._finish(attempt, account, outcome, now)
@@ -474,23 +485,23 @@ class VerificationRoutes:
         vault = self._services.vault
         name = vault.open("name", attempt.name_enc)
         id_number = vault.open("id_number", attempt.id_number_enc)
-        status, reason = "passed", ""
+        status, reason = VerificationStatus.PASSED, ""
         if not outcome.passed:
-            status, reason = "failed", outcome.reason or "not_passed"
+            status, reason = VerificationStatus.FAILED, outcome.reason or "not_passed"
         elif (outcome.id_number and outcome.id_number.upper() != id_number) or (outcome.name and outcome.name != name):
-            status, reason = "mismatch", "provider_reported_another_person"
+            status, reason = VerificationStatus.MISMATCH, "provider_reported_another_person"
         catalogue = self._services.catalogue
         async with self._sessions() as session, session.begin():
             moved = await session.execute(
                 update(Verification)
-                .where(Verification.id == attempt.id, Verification.status == "checking")
+                .where(Verification.id == attempt.id, Verification.status == VerificationStatus.CHECKING)
                 .values(status=status, reason=reason[:64], completed_at=now)
             )
             if not moved.rowcount:  # type: ignore[attr-defined]
                 return self._page("page_verify_used", status=410)
             fresh = await session.get(PlatformAccount, account.id)
             assert fresh is not None
-            if status == "passed":
+            if status == VerificationStatus.PASSED:
                 before = fresh.identity_id
                 identity = await bind_verified(
                     session, vault, fresh, id_number=id_number, name=name, method=f"face:{attempt.provider}", now=now
@@ -509,7 +520,7 @@ class VerificationRoutes:
                 else:
                     text = catalogue("verify_passed", **masked)
             else:
-                text = catalogue("verify_failed" if status == "failed" else "verify_mismatch")
+                text = catalogue("verify_failed" if status == VerificationStatus.FAILED else "verify_mismatch")
             # The answer to her own attempt: told on the account that asked, not on her other platforms.
             await notify(session, Text(text), f"verify:{attempt.id}", accounts=[fresh])
         log.info("verification finished", extra={"provider": attempt.provider, "status": status})
