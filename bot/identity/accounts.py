@@ -95,6 +95,25 @@ async def following_accounts_of(session: AsyncSession, identity_ids: Iterable[in
     ]
 
 
+async def reachable_accounts(
+    session: AsyncSession,
+    *,
+    identity_ids: Iterable[int] = (),
+    id_number_hashes: Iterable[str] = (),
+    accounts: Iterable[PlatformAccount] = (),
+) -> list[PlatformAccount]:
+    """Every account of these people that still follows, each once: identities, keyed ID hashes, given accounts."""
+    found: dict[int, PlatformAccount] = {}
+    for account in [
+        *accounts,
+        *await following_accounts_of(session, identity_ids),
+        *[each for digest in dict.fromkeys(id_number_hashes) for each in await accounts_for_id_hash(session, digest)],
+    ]:
+        if account.following and account.id not in found:
+            found[account.id] = account
+    return list(found.values())
+
+
 async def notify(
     session: AsyncSession,
     message: OutMessage,
@@ -110,15 +129,10 @@ async def notify(
     given chat accounts; an account that no longer follows is skipped. Each account is told once, in a
     row keyed ``{key}:{account id}`` (unique in the outbox: the same notice cannot be queued twice).
     """
-    told: dict[int, PlatformAccount] = {}
-    for account in [
-        *accounts,
-        *await following_accounts_of(session, identity_ids),
-        *[found for digest in dict.fromkeys(id_number_hashes) for found in await accounts_for_id_hash(session, digest)],
-    ]:
-        if account.following and account.id not in told:
-            told[account.id] = account
-    for account in told.values():
+    told = await reachable_accounts(
+        session, identity_ids=identity_ids, id_number_hashes=id_number_hashes, accounts=accounts
+    )
+    for account in told:
         outbox.enqueue_message(
             session,
             platform=account.platform,
@@ -127,7 +141,7 @@ async def notify(
             message=message,
             idempotency_key=f"{key}:{account.id}",
         )
-    return list(told.values())
+    return told
 
 
 # --- seeing one's accounts, unbinding one, and the notice when one joins ----------------------------

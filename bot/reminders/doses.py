@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.certificates.rules import FileView, accounts_for_id_hash, active_grants, doses_of, open_file
+from bot.certificates.rules import FileView, active_grants, doses_of, open_file
 from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA, china_date
@@ -29,7 +29,7 @@ from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler
 from bot.core.update import TemplateMessage, TemplateValue
-from bot.identity.accounts import following_accounts_of
+from bot.identity.accounts import reachable_accounts
 from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from bot.outbox import queue as outbox
@@ -126,10 +126,8 @@ async def plan_reminders(
 
 async def _recipients(session: AsyncSession, certificate: Certificate) -> list[PlatformAccount]:
     """The holder's and every active grantee's accounts that still follow the service."""
-    accounts = await following_accounts_of(session, [certificate.holder_identity_id])
-    for grant in await active_grants(session, certificate.id):
-        accounts += await accounts_for_id_hash(session, grant.grantee_id_number_hash)
-    return list({account.id: account for account in accounts}.values())
+    grantees = [grant.grantee_id_number_hash for grant in await active_grants(session, certificate.id)]
+    return await reachable_accounts(session, identity_ids=[certificate.holder_identity_id], id_number_hashes=grantees)
 
 
 def _short(text: str, limit: int) -> str:
