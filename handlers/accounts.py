@@ -16,7 +16,7 @@ from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGro
 from bot.chat.menu import LABELS, MenuKey
 from bot.core.audit import record_access
 from bot.core.update import Text
-from bot.identity.accounts import bound_accounts, china_minute, mask_user_id, unbind_account
+from bot.identity.accounts import bound_accounts, china_minute, mask_user_id, tell_unbinding, unbind_account
 from handlers.common import is_choice
 from models import Identity, PlatformAccount
 
@@ -115,6 +115,7 @@ async def confirm(ctx: Context) -> None:
     if target.id == current.id:
         ctx.say("accounts_unbound_current")
         return
+    await tell_unbinding(ctx.session, ctx.services.catalogue, current, target, identity, now=ctx.now)
     ctx.say("accounts_unbound", **_described(ctx, target))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.chat.menu import MENU, MenuKey, alipay_menu, wechat_menu
 from bot.core.chinatime import CHINA
@@ -14,7 +14,7 @@ from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.identity.accounts import mask_user_id, unbind_account
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, Certificate, Identity, PlatformAccount, Verification, utcnow
+from models import AuditEntry, Certificate, CodePage, CodeToken, Identity, PlatformAccount, Verification, utcnow
 from tests.channels import Alipay, Channel, WeChat
 from tests.helpers import Client, drain_outbox
 from tests.test_verify import ID_NUMBER, NAME, _face, _link
@@ -138,11 +138,27 @@ async def test_my_accounts_lists_both_masked_and_unbinding_the_other_removes_its
     assert "，绑定于" in alipay_line and "年" in alipay_line  # when it was bound
     assert WECHAT_USER not in listing and ALIPAY_USER not in listing and NAME not in listing
 
+    await on_alipay.say(ALIPAY_USER, "亮码接种")  # the Alipay account opens a code (and its page) first
+    async with app_client.app[SESSIONS]() as session:
+        assert await session.scalar(select(func.count()).select_from(CodePage)) == 1
+        assert await session.scalar(select(func.count()).select_from(CodeToken)) >= 1
+
     confirm = await on_wechat.say(WECHAT_USER, "2")
     assert "确定解绑支付宝账号 2088…135" in confirm and "「确认解绑」" in confirm
     done = await on_wechat.say(WECHAT_USER, "确认解绑")
     assert "已解绑支付宝账号 2088…135" in done
+    # The unbound account is told who unbound it and when (the owner hears of an unbinding they did not do).
+    await drain_outbox(app_client)
+    told = [text for text in on_alipay.inbox(ALIPAY_USER) if "解绑了您实名信息下的支付宝账号（2088…135）" in text]
+    assert len(told) == 1 and "微信账号（o6_b…Xk3）" in told[0] and "客服电话" in told[0], told
+    assert not [text for text in on_wechat.inbox(WECHAT_USER) if "解绑了您实名信息" in text]  # not the one acting
 
+    # Nothing it already held keeps working: the person's live codes and code pages ended with the unbinding.
+    async with app_client.app[SESSIONS]() as session:
+        now = utcnow()
+        for model in (CodePage, CodeToken):
+            live = await session.scalar(select(func.count()).select_from(model).where(model.expires_at > now))
+            assert live == 0, model
     # The Alipay account lost access at once: it is asked to verify before seeing any record.
     assert (await _account(app_client, ALIPAY_USER)).identity_id is None
     records = await on_alipay.say(ALIPAY_USER, "接种记录")

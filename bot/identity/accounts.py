@@ -25,7 +25,7 @@ from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.core.update import OutMessage, Text
 from bot.outbox import queue as outbox
-from models import Identity, PlatformAccount, Verification, VerificationStatus
+from models import CodePage, CodeToken, Identity, PlatformAccount, Verification, VerificationStatus, utcnow
 
 
 async def bind_verified(
@@ -192,7 +192,8 @@ async def unbind_account(session: AsyncSession, identity: Identity, acting: Plat
     """Unbind account ``target_id`` from ``identity`` at ``acting``'s request; False when it was not bound to them.
 
     One conditional UPDATE: a double confirmation or a concurrent unbinding finds nothing to move. From
-    then on the target's platform account no longer points at the person, so it sees nothing of theirs.
+    then on the target's platform account no longer points at the person, so it sees nothing of theirs,
+    and the person's live codes and code pages end too.
     """
     result = await session.execute(
         update(PlatformAccount)
@@ -201,6 +202,17 @@ async def unbind_account(session: AsyncSession, identity: Identity, acting: Plat
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
+    # Codes and code pages belong to the person, not to the account that opened them: end every live one,
+    # so nothing the unbound account already holds keeps working (the person simply shows a new code).
+    now = utcnow()
+    await session.execute(
+        update(CodePage).where(CodePage.identity_id == identity.id, CodePage.expires_at > now).values(expires_at=now)
+    )
+    await session.execute(
+        update(CodeToken)
+        .where(CodeToken.shown_by_identity_id == identity.id, CodeToken.used_at.is_(None), CodeToken.expires_at > now)
+        .values(expires_at=now)
+    )
     record_access(
         session,
         actor_kind="identity",
@@ -237,3 +249,30 @@ async def tell_earlier_accounts(
         time=china_minute(catalogue, now),
     )
     return await notify(session, Text(notice), key, accounts=earlier)
+
+
+async def tell_unbinding(
+    session: AsyncSession,
+    catalogue: Catalogue,
+    acting: PlatformAccount,
+    target: PlatformAccount,
+    identity: Identity,
+    *,
+    now: datetime,
+) -> Sequence[PlatformAccount]:
+    """Tell the unbound account and the person's other accounts (not the one acting) who unbound whom, and when.
+
+    An account bound by someone else could otherwise unbind the owner's accounts unseen; this way the owner
+    hears of it at once, wherever they follow.
+    """
+    others = [other for other in await accounts_of(session, identity.id) if other.id != acting.id]
+    notice = catalogue(
+        "accounts_unbound_notice",
+        time=china_minute(catalogue, now),
+        actor_platform=catalogue(f"accounts_platform_{acting.platform}"),
+        actor_user=mask_user_id(acting.user_id),
+        platform=catalogue(f"accounts_platform_{target.platform}"),
+        user=mask_user_id(target.user_id),
+    )
+    key = f"unbound:{target.id}:{int(now.timestamp())}"
+    return await notify(session, Text(notice), key, accounts=[target, *others])
