@@ -6,7 +6,7 @@ certificate leaves an audit row in the same transaction.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from enum import StrEnum
 
@@ -123,11 +123,16 @@ async def open_file(session: AsyncSession, vault: Vault, vaccinee: Vaccinee, rel
     )
 
 
+def in_pilot_region(region_code: str, pilot_regions: Collection[str]) -> bool:
+    """True when a region code (a clinic's or a file's) lies in a pilot city: its first four digits are listed."""
+    return region_code[:4] in pilot_regions
+
+
 async def ineligible_reason(
     session: AsyncSession, vault: Vault, file: FileView, settings: Settings, today: date
 ) -> str:
     """The catalogue key explaining why ``file`` cannot be claimed, or "" when it can."""
-    if file.region not in settings.pilot_regions:
+    if not in_pilot_region(file.region, settings.pilot_regions):
         return "claim_not_pilot"
     if file.relation == "child":
         if file.birth_date < settings.child_born_on_or_after:

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.certificates.rules import Visible, open_visible
+from bot.certificates.rules import Visible, in_pilot_region, open_visible
 from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import china_date
@@ -51,18 +51,13 @@ class ClinicRefused(Exception):
         self.clinic = clinic
 
 
-def in_pilot(clinic: Clinic, pilot_regions: Collection[str]) -> bool:
-    """True when the clinic's region lies inside one of the pilot regions (region codes are prefixes)."""
-    return any(clinic.region_code.startswith(region) for region in pilot_regions if region)
-
-
 async def desk_clinic(session: AsyncSession, code: str, pilot_regions: Collection[str], *, staff: str = "") -> Clinic:
     """The registry's clinic ``code`` if numbers may be taken there; else records the refusal and raises.
 
     Raises :class:`ClinicRefused`. The refusal is audited (commit after it, as after a refused code).
     """
     clinic = (await session.scalars(select(Clinic).where(Clinic.code == code))).first()
-    if clinic is not None and in_pilot(clinic, pilot_regions):
+    if clinic is not None and in_pilot_region(clinic.region_code, pilot_regions):
         return clinic
     problem = ClinicProblem.UNKNOWN if clinic is None else ClinicProblem.NOT_PILOT
     await record_refusal(session, clinic_code=code, staff=staff, reason=f"clinic_{problem.value}")
