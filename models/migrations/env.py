@@ -18,7 +18,8 @@ target_metadata = models.Base.metadata
 
 def _configured_vault() -> Vault:
     """The vault of the configured keys directory, for a run that was not handed one."""
-    return Vault(load_keyring(load_settings().keys_dir))
+    settings = load_settings()
+    return Vault(load_keyring(settings.keys_dir, private=settings.production))  # production: 0600 key files
 
 
 def _foreign_keys(connection: Connection, on: bool) -> None:
