@@ -19,9 +19,9 @@ spelled out rather than imported because a migration must keep working when the 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -113,70 +113,91 @@ def _update_many(table: sa.TableClause, rows: list[dict[str, object]]) -> None:
         bind.execute(statement, [{"row_id": row["id"]} | {f"new_{c}": row[c] for c in columns} for row in chunk])
 
 
+BATCH = 1000  # rows read, converted and written per round (a registry's millions of doses never sit in memory)
+
+
+def _batches(query: sa.Select[Any], id_column: sa.ColumnClause[Any]) -> Iterator[Sequence[sa.Row[Any]]]:
+    """The query's rows in id order, ``BATCH`` at a time (keyset pagination: each round starts after the last id)."""
+    bind = op.get_bind()
+    last = 0
+    while True:
+        rows = bind.execute(query.where(id_column > last).order_by(id_column).limit(BATCH)).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].id
+
+
+class _LazyVault:
+    """The keyring, read only when a row needs it (an empty database never asks for a key)."""
+
+    def __init__(self) -> None:
+        self._vault: _Vault | None = None
+
+    def __call__(self) -> _Vault:
+        if self._vault is None:
+            self._vault = _vault()
+        return self._vault
+
+
 def _seal_rows() -> None:
     """Seal every stored profile, dose and reminder (in Python: the keyring never reaches the database)."""
-    bind = op.get_bind()
-    files = bind.execute(
-        sa.select(
-            _vaccinees.c.id, _vaccinees.c.sex, _vaccinees.c.region_code, _vaccinees.c.clinic_id, _vaccinees.c.stage
-        )
-    ).all()
-    doses = bind.execute(
-        sa.select(
-            _doses.c.id,
-            _doses.c.vaccinee_id,
-            _doses.c.vaccine_code,
-            _doses.c.dose_number,
-            _doses.c.given_on,
-            _doses.c.clinic_id,
-            _doses.c.lot_number,
-            _doses.c.source,
-        )
-    ).all()
-    reminders = bind.execute(
-        sa.select(
-            _reminders.c.id,
-            _reminders.c.vaccinee_id,
-            _reminders.c.vaccine_code,
-            _reminders.c.dose_number,
-            _reminders.c.due_on,
-        )
-    ).all()
-    if not files and not doses and not reminders:
-        return
-    vault = _vault()
-    sealed_reminders: list[dict[str, object]] = []
-    for reminder in reminders:
-        about = {
-            "vaccine_code": reminder.vaccine_code,
-            "dose_number": reminder.dose_number,
-            "due_on": reminder.due_on.isoformat(),
-        }
-        job_key = vault.digest(
-            REMINDER_KEY_FIELD, f"{reminder.vaccinee_id}:{reminder.vaccine_code}:{reminder.dose_number}"
-        )
-        sealed_reminders.append(
-            {"id": reminder.id, "job_key": job_key, "detail_enc": vault.seal(REMINDER_FIELD, _dump(about))}
-        )
-    _update_many(_reminders, sealed_reminders)
-    sealed_files: list[dict[str, object]] = []
-    for row in files:
-        profile = {"sex": row.sex, "region_code": row.region_code, "clinic_id": row.clinic_id, "stage": row.stage}
-        sealed_files.append({"id": row.id, "profile_enc": vault.seal(PROFILE_FIELD, _dump(profile))})
-    _update_many(_vaccinees, sealed_files)
-    sealed_doses: list[dict[str, object]] = []
-    for dose in doses:
-        detail = {
-            "vaccine_code": dose.vaccine_code,
-            "dose_number": dose.dose_number,
-            "given_on": dose.given_on.isoformat(),
-            "clinic_id": dose.clinic_id,
-            "lot_number": dose.lot_number,
-            "source": dose.source,
-        }
-        key = vault.digest(DOSE_KEY_FIELD, f"{dose.vaccinee_id}:{dose.vaccine_code}:{dose.dose_number}")
-        sealed_doses.append({"id": dose.id, "dose_key": key, "detail_enc": vault.seal(DOSE_FIELD, _dump(detail))})
-    _update_many(_doses, sealed_doses)
+    vault = _LazyVault()
+    reminders = sa.select(
+        _reminders.c.id,
+        _reminders.c.vaccinee_id,
+        _reminders.c.vaccine_code,
+        _reminders.c.dose_number,
+        _reminders.c.due_on,
+    )
+    for batch in _batches(reminders, _reminders.c.id):
+        sealed: list[dict[str, object]] = []
+        for reminder in batch:
+            about = {
+                "vaccine_code": reminder.vaccine_code,
+                "dose_number": reminder.dose_number,
+                "due_on": reminder.due_on.isoformat(),
+            }
+            job_key = vault().digest(
+                REMINDER_KEY_FIELD, f"{reminder.vaccinee_id}:{reminder.vaccine_code}:{reminder.dose_number}"
+            )
+            sealed.append(
+                {"id": reminder.id, "job_key": job_key, "detail_enc": vault().seal(REMINDER_FIELD, _dump(about))}
+            )
+        _update_many(_reminders, sealed)
+    files = sa.select(
+        _vaccinees.c.id, _vaccinees.c.sex, _vaccinees.c.region_code, _vaccinees.c.clinic_id, _vaccinees.c.stage
+    )
+    for batch in _batches(files, _vaccinees.c.id):
+        sealed = []
+        for row in batch:
+            profile = {"sex": row.sex, "region_code": row.region_code, "clinic_id": row.clinic_id, "stage": row.stage}
+            sealed.append({"id": row.id, "profile_enc": vault().seal(PROFILE_FIELD, _dump(profile))})
+        _update_many(_vaccinees, sealed)
+    doses = sa.select(
+        _doses.c.id,
+        _doses.c.vaccinee_id,
+        _doses.c.vaccine_code,
+        _doses.c.dose_number,
+        _doses.c.given_on,
+        _doses.c.clinic_id,
+        _doses.c.lot_number,
+        _doses.c.source,
+    )
+    for batch in _batches(doses, _doses.c.id):
+        sealed = []
+        for dose in batch:
+            detail = {
+                "vaccine_code": dose.vaccine_code,
+                "dose_number": dose.dose_number,
+                "given_on": dose.given_on.isoformat(),
+                "clinic_id": dose.clinic_id,
+                "lot_number": dose.lot_number,
+                "source": dose.source,
+            }
+            key = vault().digest(DOSE_KEY_FIELD, f"{dose.vaccinee_id}:{dose.vaccine_code}:{dose.dose_number}")
+            sealed.append({"id": dose.id, "dose_key": key, "detail_enc": vault().seal(DOSE_FIELD, _dump(detail))})
+        _update_many(_doses, sealed)
 
 
 def upgrade() -> None:
@@ -213,32 +234,32 @@ def upgrade() -> None:
 
 def _open_rows() -> None:
     """Write every sealed profile, dose and reminder back into the plain columns (the downgrade's data step)."""
-    bind = op.get_bind()
-    files = bind.execute(sa.select(_vaccinees.c.id, _vaccinees.c.profile_enc, _vaccinees.c.birth_date_enc)).all()
-    doses = bind.execute(sa.select(_doses.c.id, _doses.c.detail_enc)).all()
-    reminders = bind.execute(sa.select(_reminders.c.id, _reminders.c.vaccinee_id, _reminders.c.detail_enc)).all()
-    if not files and not doses and not reminders:
-        return
-    vault = _vault()
-    opened_reminders: list[dict[str, object]] = []
-    for reminder in reminders:
-        about = json.loads(vault.open(REMINDER_FIELD, reminder.detail_enc))
-        job_key = f"dose:{reminder.vaccinee_id}:{about['vaccine_code']}:{about['dose_number']}"
-        about["due_on"] = date.fromisoformat(about["due_on"])
-        opened_reminders.append({"id": reminder.id, "job_key": job_key, **about})
-    _update_many(_reminders, opened_reminders)
-    opened_files: list[dict[str, object]] = []
-    for row in files:
-        profile = json.loads(vault.open(PROFILE_FIELD, row.profile_enc))
-        birth_year = int(vault.open("birth_date", row.birth_date_enc)[:4])
-        opened_files.append({"id": row.id, "birth_year": birth_year, **profile})
-    _update_many(_vaccinees, opened_files)
-    opened_doses: list[dict[str, object]] = []
-    for dose in doses:
-        detail = json.loads(vault.open(DOSE_FIELD, dose.detail_enc))
-        detail["given_on"] = date.fromisoformat(detail["given_on"])
-        opened_doses.append({"id": dose.id, **detail})
-    _update_many(_doses, opened_doses)
+    vault = _LazyVault()
+    reminders = sa.select(_reminders.c.id, _reminders.c.vaccinee_id, _reminders.c.detail_enc)
+    for batch in _batches(reminders, _reminders.c.id):
+        opened: list[dict[str, object]] = []
+        for reminder in batch:
+            about = json.loads(vault().open(REMINDER_FIELD, reminder.detail_enc))
+            job_key = f"dose:{reminder.vaccinee_id}:{about['vaccine_code']}:{about['dose_number']}"
+            about["due_on"] = date.fromisoformat(about["due_on"])
+            opened.append({"id": reminder.id, "job_key": job_key, **about})
+        _update_many(_reminders, opened)
+    files = sa.select(_vaccinees.c.id, _vaccinees.c.profile_enc, _vaccinees.c.birth_date_enc)
+    for batch in _batches(files, _vaccinees.c.id):
+        opened = []
+        for row in batch:
+            profile = json.loads(vault().open(PROFILE_FIELD, row.profile_enc))
+            birth_year = int(vault().open("birth_date", row.birth_date_enc)[:4])
+            opened.append({"id": row.id, "birth_year": birth_year, **profile})
+        _update_many(_vaccinees, opened)
+    doses = sa.select(_doses.c.id, _doses.c.detail_enc)
+    for batch in _batches(doses, _doses.c.id):
+        opened = []
+        for dose in batch:
+            detail = json.loads(vault().open(DOSE_FIELD, dose.detail_enc))
+            detail["given_on"] = date.fromisoformat(detail["given_on"])
+            opened.append({"id": dose.id, **detail})
+        _update_many(_doses, opened)
 
 
 def downgrade() -> None:
