@@ -5,6 +5,8 @@ from the outbox.
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -27,7 +29,7 @@ from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.outbox.queue import PASSIVE_KEPT, SCRUBBED, SCRUBBED_MESSAGE, scrub_delivered
 from bot.reminders.doses import plan_reminders
-from bot.web.appkeys import SERVICES, SESSIONS
+from bot.web.appkeys import METRICS, SERVICES, SESSIONS
 from models import (
     Dose,
     DoseDetail,
@@ -54,6 +56,9 @@ def _spellings(day: date) -> list[bytes]:
         f"{day.year}年{day.month}月{day.day}日".encode(),
         f"{day.year:04d}{day.month:02d}{day.day:02d}".encode(),
     ]
+
+
+PHONE = "13912345678"  # the grandmother's, given when she is authorised
 
 
 def _secret_dates() -> set[date]:
@@ -106,6 +111,7 @@ async def _records(channel: Channel, user: str) -> str:
 
 
 async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
+    caplog: pytest.LogCaptureFixture,
     app_client: Client,
     wechat: WeChatClientSim,
     fake: FakeWeChatAPI,
@@ -113,6 +119,7 @@ async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
     fake_alipay: tuple[FakeAlipayGateway, str],
     database_url: str,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # every log record of the journey, at every level
     services = app_client.app[SERVICES]
     assert await seed_demo(app_client.app[SESSIONS], services.vault)
     on_wechat, on_alipay = WeChat(app_client, wechat, fake), Alipay(app_client, alipay, fake_alipay[0])
@@ -123,6 +130,11 @@ async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
     number = next(line.split(".")[0] for line in listing.splitlines() if "林*满" in line and "." in line)
     await on_wechat.say("o-parent", number)
     assert "申领成功" in await on_wechat.say("o-parent", "同意并申领")
+    # …and authorises the grandmother, with her phone number.
+    await on_wechat.do("o-parent", ("click", "CERT_GRANT"))
+    for answer in ("添加", GRANDMA.name, GRANDMA.id_number, "祖母", PHONE):
+        await on_wechat.say("o-parent", answer)
+    assert "已授权 1/10 人" in await on_wechat.say("o-parent", "确认授权")
 
     # The doses still read correctly, in order, with the forecast after them, on both platforms.
     for channel, user in ((on_wechat, "o-parent"), (on_alipay, "2088000000000801")):
@@ -157,17 +169,27 @@ async def test_the_demo_journey_leaves_no_dose_or_birth_date_in_plain_text(
     rows = await outbox_rows(app_client)
     assert rows and all(row.payload == SCRUBBED_MESSAGE for row in rows)
 
+    # Nor do the logs or the metrics hold a date, a name, an ID number or a phone of the family.
+    people = [PARENT.name, PARENT.id_number, CHILD.name, CHILD.id_number, GRANDMA.name, GRANDMA.id_number, PHONE]
+    logged = "\n".join(json.dumps(record.__dict__, default=str, ensure_ascii=False) for record in caplog.records)
+    exported = app_client.app[METRICS].render().decode()
+    for where, shown in (("logs", logged), ("metrics", exported)):
+        assert _found(shown.encode(), secrets) == [], where
+        assert [value for value in people if value in shown] == [], where
+
     if database_url.startswith("sqlite"):
         raw = _sqlite_bytes(Path(make_url(database_url).database or ""))
         assert _found(raw, secrets) == []
-        assert CHILD.id_number.encode() not in raw and "林小满".encode() not in raw
+        assert [value for value in people if value.encode() in raw] == []
     else:
         dumped: list[str] = []
         async with app_client.app[SESSIONS]() as session:
-            for table in ("doses", "vaccinees", "outbox", "reminders", "audit_log"):
+            tables = ("doses", "vaccinees", "outbox", "reminders", "audit_log", "grants", "identities")
+            for table in (*tables, "guardians", "verifications", "conversation_states", "platform_accounts"):
                 # Each row as PostgreSQL writes it out (dates in ISO), as a dump of the database would show it.
                 dumped += (await session.scalars(text(f"SELECT CAST(t AS text) FROM {table} AS t"))).all()
         assert _found("\n".join(dumped).encode(), secrets) == []
+        assert [value for value in people if value in "\n".join(dumped)] == []
 
 
 # --- migration 0005 -------------------------------------------------------------------------------------
