@@ -15,10 +15,10 @@ from typing import Any
 from bot.certificates.rules import Visible, actor, bound_identity, visible_certificates
 from bot.chat.conversation import Context, Flow, Route, Router, State, any_text, list_number, menu, text_in
 from bot.chat.menu import LABELS
-from bot.core.audit import record_access
+from bot.core.audit import record_about_certificate
 from bot.core.update import Text
 from handlers.common import is_choice
-from models import Certificate, CertificateKind, Identity
+from models import CertificateKind, Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]
 CHOOSING_TIMEOUT = timedelta(minutes=10)
@@ -29,20 +29,18 @@ async def record_refusal(
     ctx: Context, identity: Identity | None, action: str, reason: str, certificate_id: Any, **detail: Any
 ) -> None:
     """Audit a refusal about a certificate in the chat: who (the person, else the account), why, and which."""
-    certificate = await ctx.session.get(Certificate, certificate_id) if isinstance(certificate_id, int) else None
     if identity is not None:
         kind, ref = "identity", actor(identity)
     else:
         account = await ctx.account()
         kind, ref = "account", f"{account.platform}:{ctx.services.vault.pseudonym(account.user_id)}"
-    record_access(
+    await record_about_certificate(
         ctx.session,
+        certificate_id if isinstance(certificate_id, int) else None,
         actor_kind=kind,
         actor_ref=ref,
         action=action,
         reason=reason,
-        certificate_id=certificate.id if certificate is not None else None,
-        vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
         platform=ctx.update.platform.value,
         detail=detail,
     )

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import AuditEntry, utcnow
+from models import AuditEntry, Certificate, utcnow
 
 
 def record_access(
@@ -38,6 +38,17 @@ def record_access(
     )
     session.add(entry)
     return entry
+
+
+async def record_about_certificate(session: AsyncSession, certificate_id: int | None, **fields: Any) -> AuditEntry:
+    """:func:`record_access` about a certificate and its file, found by id (none found: about no certificate)."""
+    certificate = await session.get(Certificate, certificate_id) if certificate_id is not None else None
+    return record_access(
+        session,
+        certificate_id=certificate.id if certificate is not None else None,
+        vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
+        **fields,
+    )
 
 
 async def entries_for_certificate(session: AsyncSession, certificate_id: int) -> Sequence[AuditEntry]:

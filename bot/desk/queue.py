@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.certificates.rules import Visible, in_pilot_region, open_visible
-from bot.core.audit import record_access
+from bot.core.audit import record_about_certificate, record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import china_date
 from bot.core.db import dialect_insert
@@ -30,7 +30,7 @@ from bot.core.pii import Vault
 from bot.core.update import Text
 from bot.identity.accounts import notify
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
-from models import OPEN_VISIT_STATUSES, Certificate, Clinic, Identity, QueueCounter, Visit
+from models import OPEN_VISIT_STATUSES, Clinic, Identity, QueueCounter, Visit
 
 REFUSED = "desk_refused"  # the audit action of every refused scan; the reason says why
 
@@ -161,15 +161,13 @@ async def record_refusal(
     shown_by_identity_id: int | None = None,
 ) -> None:
     """Audit a refused scan under the desk's name, with why (never what was scanned: it may be anything)."""
-    certificate = await session.get(Certificate, certificate_id) if certificate_id is not None else None
-    record_access(
+    await record_about_certificate(
         session,
+        certificate_id,
         actor_kind="staff",
         actor_ref=desk_actor(clinic_code, staff),
         action=REFUSED,
         reason=reason,
-        certificate_id=certificate_id,
-        vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
         detail={"shown_by": f"identity:{shown_by_identity_id}"} if shown_by_identity_id is not None else {},
     )
 

@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.certificates.rules import Visible, open_visible, record_view
 from bot.chat.conversation import Services
-from bot.core.audit import record_access
+from bot.core.audit import record_about_certificate
 from bot.core.config import Settings
 from bot.core.pii import Vault
 from bot.showcode.codes import issue_code, qr_svg
-from models import Certificate, CodePage, Identity, utcnow
+from models import CodePage, Identity, utcnow
 
 PAGE_PATH = "/code/{handle}"
 CODE_PATH = "/code/{handle}/qr"
@@ -292,15 +292,13 @@ class CodePageRoutes:
         status, reason = _REFUSALS[problem]
         if page is None:  # no page, no certificate: nothing to record against
             return status
-        certificate = await session.get(Certificate, page.certificate_id)
-        record_access(
+        await record_about_certificate(
             session,
+            page.certificate_id,
             actor_kind="identity",
             actor_ref=f"identity:{page.identity_id}",
             action=REFUSED,
             reason=reason,
-            certificate_id=page.certificate_id,
-            vaccinee_id=certificate.vaccinee_id if certificate is not None else None,
             platform="web",
             detail={"page": page.id, "endpoint": endpoint},
         )
