@@ -278,15 +278,7 @@ class VerificationRoutes:
     async def _refuse(self, account: PlatformAccount, attempt: Verification, reason: str, **detail: str) -> None:
         """An audit row for a refused step of an attempt (no personal data: ids, reasons, keyed hashes)."""
         async with self._sessions() as session, session.begin():
-            record_access(
-                session,
-                actor_kind="account",
-                actor_ref=str(account.id),
-                action="verify_refused",
-                reason=reason,
-                platform=account.platform,
-                detail={"attempt": attempt.id, "provider": attempt.provider, **detail},
-            )
+            _audit_refusal(session, account, attempt, reason, **detail)
         log.warning("verification step refused", extra={"provider": attempt.provider, "reason": reason})
 
     async def start(self, request: web.Request) -> web.StreamResponse:
@@ -400,15 +392,7 @@ class VerificationRoutes:
                 .where(Verification.id == attempt.id, Verification.status == before)
                 .values(status=VerificationStatus.FAILED, reason=reason, completed_at=now)
             )
-            record_access(
-                session,
-                actor_kind="account",
-                actor_ref=str(account.id),
-                action="verify_refused",
-                reason=reason,
-                platform=account.platform,
-                detail={"attempt": attempt.id, "provider": attempt.provider, **detail},
-            )
+            _audit_refusal(session, account, attempt, reason, **detail)
             fresh = await session.get(PlatformAccount, account.id)
             if moved.rowcount and fresh is not None:  # type: ignore[attr-defined]
                 text = self._services.catalogue(f"verify_other_account_{account.platform}")
@@ -525,3 +509,18 @@ class VerificationRoutes:
             await notify(session, Text(text), f"verify:{attempt.id}", accounts=[fresh])
         log.info("verification finished", extra={"provider": attempt.provider, "status": status})
         return self._page(f"page_verify_{status}")
+
+
+def _audit_refusal(
+    session: AsyncSession, account: PlatformAccount, attempt: Verification, reason: str, **detail: str
+) -> None:
+    """The ``verify_refused`` row of a refused step, under the account that asked (no personal data)."""
+    record_access(
+        session,
+        actor_kind="account",
+        actor_ref=str(account.id),
+        action="verify_refused",
+        reason=reason,
+        platform=account.platform,
+        detail={"attempt": attempt.id, "provider": attempt.provider, **detail},
+    )
