@@ -4,7 +4,8 @@ A code is ``VX1:<handle>:<expiry>:<signature>``: a random handle, its expiry in 
 keyed signature over both. It carries no personal data and no database id; the clinic's scan resolves the
 handle server-side, under the clinic's access, and a code works once. Every character is in the QR
 alphanumeric set (upper-case Base32, digits, ``:``), so the symbol stays small (version 4 at level Q).
-The signature lets a scanner refuse a forged or expired code before it touches the database.
+The signature lets a scanner refuse a forged or expired code before it touches the database. Symbols are
+drawn by :mod:`bot.core.qr` (the ``qrcode`` package's matrix, a fast PNG and SVG).
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hmac
-import io
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-import segno
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.core import qr as drawing
 from bot.core.pii import Vault
 from models import CodeToken
 
@@ -148,20 +148,19 @@ async def redeem_code(session: AsyncSession, vault: Vault, payload: str, now: da
     raise CodeRejected(CodeProblem.USED if row.used_at is not None else CodeProblem.EXPIRED, row)
 
 
-def qr(payload: str) -> segno.QRCode:
+def qr(payload: str) -> drawing.Symbol:
     """The QR symbol of a code: alphanumeric mode, error correction Q (a phone screen may be scratched)."""
-    return segno.make_qr(payload, error="q", mode="alphanumeric", boost_error=False)
+    return drawing.symbol(payload, "Q")
 
 
 def qr_png(payload: str, scale: int = 8) -> bytes:
-    """The code as a PNG for a chat image (a quiet zone of four modules, as scanners expect)."""
-    buffer = io.BytesIO()
-    qr(payload).save(buffer, kind="png", scale=scale, border=4)
-    return buffer.getvalue()
+    """The code as a PNG for a chat image (a quiet zone of four modules, as scanners expect).
+
+    Chat images are drawn by the platform senders at send time (``Image(qr_text=…)``), not here.
+    """
+    return drawing.png(qr(payload), scale)
 
 
 def qr_svg(payload: str) -> str:
     """The code as an inline SVG for the code page (scales to the screen without blurring)."""
-    buffer = io.BytesIO()
-    qr(payload).save(buffer, kind="svg", scale=1, border=4, xmldecl=False, svgns=True, omitsize=True)
-    return buffer.getvalue().decode("utf-8")
+    return drawing.svg(qr(payload))
