@@ -2,20 +2,20 @@
 
 For a chosen certificate the bot sends a QR code image (a short-lived, single-use reference with no
 personal data in it) and a link to a page that keeps a fresh code on screen. Holders and grantees alike
-may show a code; every code shown is audited. Nothing here calls a platform: the image is a PNG the outbox
-uploads before sending.
+may show a code; every code shown is audited. Nothing here calls a platform or draws: the image is the code's
+text, which the platform's sender draws in a worker thread just before the upload (never inside this
+update's transaction, never on the event loop).
 """
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 
 from bot.certificates.rules import Visible, record_view
 from bot.chat.conversation import Context, State, StatesGroup
 from bot.chat.menu import MenuKey
 from bot.core.update import Article, Image, Text
-from bot.showcode.codes import issue_code, qr_png
+from bot.showcode.codes import issue_code
 from bot.showcode.page import code_page_url, open_code_page
 from handlers.picking import Picker
 from models import Identity
@@ -45,7 +45,7 @@ async def show(ctx: Context, identity: Identity, visible: Visible) -> None:
     masked = {"name": visible.file.masked_name, "id": visible.file.masked_id}
     # The caption first: only a text can be the webhook's own answer; the image needs an upload.
     ctx.reply(Text(ctx.text("code_caption", minutes=int(ttl.total_seconds() // 60), **masked)))
-    ctx.reply(Image(png_base64=base64.b64encode(qr_png(issued.payload)).decode("ascii"), credential=True))
+    ctx.reply(Image(qr_text=issued.payload, credential=True))  # drawn by the sender, scrubbed once delivered
     ctx.reply(
         Article(
             title=ctx.text("code_page_link_title", **masked),

@@ -101,15 +101,22 @@ class Text:
 
 @dataclasses.dataclass(frozen=True)
 class Image:
-    """An image: already uploaded to the platform (``media_id``), or PNG bytes the sender uploads first.
+    """An image: already uploaded to the platform (``media_id``), PNG bytes the sender uploads first, or a QR
+    code's text (``qr_text``) the sender draws just before the upload.
 
-    Only an uploaded image can be a passive reply; handlers never call a platform, so theirs are PNGs
-    and go out through the outbox.
+    Only an uploaded image can be a passive reply; handlers never call a platform, so theirs are PNGs or QR
+    texts and go out through the outbox. A QR text is drawn by the sender, in a worker thread, so no code is
+    drawn inside the update's transaction or on the event loop; it is a credential, scrubbed once delivered.
     """
 
     media_id: str = ""
     png_base64: str = ""
     credential: bool = False  # a show-code image: the outbox scrubs it once delivered
+    qr_text: str = ""  # a QR code to draw at send time (level Q, alphanumeric mode)
+
+    def __post_init__(self) -> None:
+        if self.qr_text and not self.credential:
+            raise ValueError("a QR text is a credential: the outbox must scrub it once delivered")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +162,7 @@ def message_from_payload(kind: str, payload: Mapping[str, Any]) -> OutMessage:
     credential = bool(payload.get("credential"))
     if kind == OutboxKind.IMAGE:
         media_id, png = str(payload.get("media_id", "")), str(payload.get("png_base64", ""))
-        return Image(media_id=media_id, png_base64=png, credential=credential)
+        return Image(media_id=media_id, png_base64=png, credential=credential, qr_text=str(payload.get("qr_text", "")))
     if kind == OutboxKind.NEWS:
         texts = {field.name: str(payload.get(field.name, "")) for field in dataclasses.fields(Article)}
         texts.pop("credential")

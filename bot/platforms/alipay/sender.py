@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.catalogue import MESSAGES
 from bot.core.chinatime import china_today
+from bot.core.qr import NotAlphanumeric, png_in_thread
 from bot.core.update import TemplateMessage, TemplateValue, UpdateKind
 from bot.outbox.queue import SendError, addressee, mark_unfollowed
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
@@ -93,7 +94,7 @@ class AlipaySender:
 
     async def _send_custom(self, row: OutboxMessage) -> None:
         payload = row.payload
-        png = _png(payload) if row.kind == OutboxKind.IMAGE else b""
+        png = await _png(payload) if row.kind == OutboxKind.IMAGE else b""
         window = await self._open_window(row)
         sending = False
         try:
@@ -191,11 +192,19 @@ def _template_value(value: TemplateValue) -> dict[str, str]:
     return {"value": value.value, "color": value.color} if value.color else {"value": value.value}
 
 
-def _png(payload: Mapping[str, Any]) -> bytes:
-    """The image bytes of an ``image`` row; a WeChat ``media_id`` means nothing to Alipay."""
+async def _png(payload: Mapping[str, Any]) -> bytes:
+    """The image bytes of an ``image`` row: a QR code drawn now (off the event loop), or the PNG it carries.
+
+    A WeChat ``media_id`` means nothing to Alipay.
+    """
+    if payload.get("qr_text"):
+        try:
+            return await png_in_thread(str(payload["qr_text"]))
+        except NotAlphanumeric:  # the reason only: a QR text is a credential, never in a log or an error
+            raise SendError("alipay_image", "qr_text is not alphanumeric", retryable=False) from None
     encoded = payload.get("png_base64")
     if not encoded:
-        raise SendError("alipay_image", "no png_base64 (a media_id is WeChat-only)", retryable=False)
+        raise SendError("alipay_image", "no png_base64 or qr_text (a media_id is WeChat-only)", retryable=False)
     try:
         return base64.b64decode(str(encoded), validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import binascii
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.core.qr import NotAlphanumeric, png_in_thread
 from bot.core.update import TemplateMessage
 from bot.outbox.queue import SendError, addressee, mark_unfollowed
 from bot.platforms.wechat.client import TOKEN_ERRORS, WeChatAPI, WeChatAPIError
@@ -68,7 +72,7 @@ class WeChatSender:
         elif row.kind == OutboxKind.IMAGE:
             media_id = payload.get("media_id")
             if not media_id:
-                media_id = await self._api.upload_image(base64.b64decode(payload["png_base64"]))
+                media_id = await self._api.upload_image(await _image(payload))
             await self._api.send_image(row.recipient, str(media_id))
         elif row.kind == OutboxKind.NEWS:
             await self._api.send_news(row.recipient, {k: str(v) for k, v in payload.items()})
@@ -83,6 +87,17 @@ class WeChatSender:
             )
         else:
             raise SendError("unknown_kind", row.kind, retryable=False)
+
+
+async def _image(payload: Mapping[str, Any]) -> bytes:
+    """The PNG to upload: a QR code drawn now, off the event loop, or the bytes the row carries."""
+    try:
+        if payload.get("qr_text"):
+            return await png_in_thread(str(payload["qr_text"]))
+        return base64.b64decode(str(payload["png_base64"]), validate=True)
+    except (KeyError, NotAlphanumeric, binascii.Error, ValueError) as exc:
+        # The reason only: a QR text is a credential and never goes into a log or an error.
+        raise SendError("wechat_image", f"no image to upload ({type(exc).__name__})", retryable=False) from None
 
 
 def classify(exc: WeChatAPIError) -> SendError:
