@@ -56,6 +56,7 @@ from bot.platforms.alipay.client import TIMESTAMP_FORMAT, AlipayAPI, AlipayAPIEr
 from bot.platforms.alipay.sender import AlipaySender, classify
 from models import OutboxMessage, PlatformAccount, utcnow
 from tests.helpers import STALL_SECONDS
+from tests.test_show_code import read_qr
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -771,6 +772,31 @@ async def test_image_is_uploaded_then_sent_as_an_article(
     [article] = call.biz["articles"]
     [image_id] = fake.images
     assert article["image_url"].endswith(f"/images/{image_id}.png") and article["url"] == article["image_url"]
+
+
+async def test_a_qr_text_is_drawn_then_uploaded_and_sent_as_an_article(
+    sender: AlipaySender, sessions: Sessions, fake: FakeAlipayGateway
+) -> None:
+    code = "VX1:ABCDEFGHIJKLMNOPQRSTUVWX:1795424400:ABCDEFGHIJKLMNOPQRSTUVWX"
+    await add_account(sessions, "text")
+    fake.note_interaction(USER, "chat")
+    await sender.send(row("image", {"qr_text": code, "credential": True}))
+    [upload] = fake.calls(IMAGE_UPLOAD)
+    assert read_qr(upload.files["image_content"]) == code
+    [call] = fake.sent_to(USER)
+    [article] = call.biz["articles"]
+    assert article["image_url"].startswith("http") and article["url"] == article["image_url"]
+    assert code not in json.dumps(call.biz)  # the code travels as the uploaded picture only
+
+
+async def test_a_qr_text_that_cannot_be_drawn_is_permanent_and_not_repeated(
+    sender: AlipaySender, sessions: Sessions, fake: FakeAlipayGateway
+) -> None:
+    await add_account(sessions, "text")
+    with pytest.raises(SendError) as caught:
+        await sender.send(row("image", {"qr_text": "vx1:lower-case:1", "credential": True}))
+    assert not caught.value.retryable and caught.value.code == "alipay_image"
+    assert "vx1" not in str(caught.value) and fake.received == []
 
 
 async def test_wechat_media_id_is_permanent(sender: AlipaySender, sessions: Sessions, fake: FakeAlipayGateway) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from bot.chat.menu import wechat_menu
+from bot.core import qr as qr_drawing
 from bot.core.config import Settings
 from bot.core.db import create_engine, sessionmaker
 from bot.core.metrics import Metrics
@@ -26,6 +28,7 @@ from bot.platforms.wechat.sender import PERMANENT_REASONS, WeChatSender, classif
 from bot.web.appkeys import HTTP, METRICS, SESSIONS, WECHAT_API
 from models import OutboxMessage, PlatformToken, utcnow
 from tests.helpers import STALL_SECONDS
+from tests.test_show_code import read_qr
 
 # The smallest well-formed PNG (1×1, transparent) and JPEG magic: what the fake accepts.
 PNG = base64.b64decode(
@@ -379,6 +382,35 @@ async def test_sender_uploads_image_given_as_png(sender: WeChatSender, fake: Fak
     [call] = calls(fake, CUSTOM_SEND)
     assert call.body["image"]["media_id"] == upload.body["media_id"]
     assert fake.media[upload.body["media_id"]] == PNG
+
+
+async def test_sender_draws_a_qr_text_in_a_worker_thread_just_before_the_upload(
+    sender: WeChatSender, fake: FakeWeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = "VX1:ABCDEFGHIJKLMNOPQRSTUVWX:1795424400:ABCDEFGHIJKLMNOPQRSTUVWX"
+    drawn_on: list[int] = []
+    draw = qr_drawing.qr_png
+
+    def recording(text: str) -> bytes:
+        drawn_on.append(threading.get_ident())
+        return draw(text)
+
+    monkeypatch.setattr(qr_drawing, "qr_png", recording)
+    await sender.send(row("image", {"qr_text": code, "credential": True}))
+    [upload] = calls(fake, "media/upload")
+    [call] = calls(fake, CUSTOM_SEND)
+    assert call.body["image"]["media_id"] == upload.body["media_id"]
+    assert read_qr(fake.media[upload.body["media_id"]]) == code
+    assert len(drawn_on) == 1 and drawn_on[0] != threading.get_ident()  # not on the event loop's thread
+
+
+async def test_sender_refuses_a_qr_text_it_cannot_draw_without_repeating_it(
+    sender: WeChatSender, fake: FakeWeChatAPI
+) -> None:
+    with pytest.raises(SendError) as caught:
+        await sender.send(row("image", {"qr_text": "vx1:lower-case:1", "credential": True}))
+    assert not caught.value.retryable and caught.value.code == "wechat_image"
+    assert "vx1" not in str(caught.value) and fake.media == {}
 
 
 async def test_customer_service_news(api: WeChatAPI, fake: FakeWeChatAPI) -> None:
