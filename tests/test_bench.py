@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,48 @@ def test_quick_code_page_flood_bench_answers_every_message_and_limits_the_flood(
     limited, unlimited = phases["flood"]["flood"]["statuses"], phases["flood_unlimited"]["flood"]["statuses"]
     assert 0 < limited.get("404", 0) <= 12 and limited.get("429", 0) > 0  # a burst of 10, 6 a minute after
     assert set(unlimited) == {"404"}
+
+
+@pytest.mark.slow
+def test_python_m_bench_runs_the_listed_benches_and_writes_one_table(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VAXBOT_")}
+    only = ["qr_bench", "alipay_sign_bench", "crash_bench"]
+    result = subprocess.run(  # noqa: S603 (our own bench runner)
+        [sys.executable, "-m", "bench", "--only", *only, "--output", str(output)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = output.read_text(encoding="utf-8")
+    assert result.stdout.strip() == written.strip() and "quick runs" in written
+    rows = {line.split(" | ")[0].strip("| `"): line for line in written.splitlines() if line.startswith("| `")}
+    assert set(rows) == set(only)
+    assert " | ok | " in rows["qr_bench"] and "qrcode.make / vaxbot PNG: " in rows["qr_bench"]
+    assert " | ok | " in rows["alipay_sign_bench"] and "signatures identical: yes" in rows["alipay_sign_bench"]
+    if not (ROOT / "bench" / "crash_bench.py").exists():
+        assert " | skipped | " in rows["crash_bench"] and "not in this tree" in rows["crash_bench"]
+
+
+def test_the_bench_runner_fails_on_wrong_answers_and_skips_missing_scripts(tmp_path: Path) -> None:
+    runner = importlib.import_module("bench.__main__")
+    wrong = tmp_path / "wrong_bench.py"
+    wrong.write_text('import json\nprint(json.dumps({"answers_ok": False, "summary": {"lost": 3}}))\n')
+    broken = tmp_path / "broken_bench.py"
+    broken.write_text("raise SystemExit(2)\n")
+    right = tmp_path / "right_bench.py"
+    right.write_text('import json\nprint(json.dumps({"answers_ok": True, "summary": {"lost": 0, "p99_ms": 12.5}}))\n')
+    outcomes = [
+        runner.run_bench(runner.Bench(str(path), "a test bench", quick=()), full=False, timeout=60)
+        for path in (wrong, broken, right, tmp_path / "absent_bench.py")
+    ]
+    assert [outcome.status for outcome in outcomes] == ["failed", "failed", "ok", "skipped"]
+    assert outcomes[0].figures == [("lost", 3)] and outcomes[2].figures == [("lost", 0), ("p99_ms", 12.5)]
+    table = runner.table(outcomes, full=False, when=datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    assert "| `right_bench` | a test bench | ok |" in table and "lost: 0; p99_ms: 12.5" in table
+    assert "exit status 2, no JSON report" in table and "bench/absent_bench.py is not in this tree" in table
+    assert {bench.name for bench in runner.BENCHES} >= {"wechat_bench", "qr_bench", "crash_bench", "plan_bench"}
