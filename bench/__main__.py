@@ -104,6 +104,7 @@ def qr_figures(report: Report) -> list[tuple[str, Any]]:
         ("SVG µs", figures.get("svg", {}).get("us_per_call")),
         ("qrcode.make µs", figures.get("qrcode_make", {}).get("us_per_call")),
         ("qrcode.make / vaxbot PNG", report.get("png_speedup")),
+        ("saved as PNG too", report.get("png_speedup_vs_saved")),
         ("codes read back", readable.get("codes")),
         ("read, usual conditions", readable.get("usual_read_rate", {}).get("vaxbot")),
         ("read at the edge: vaxbot / penalty mask", _pair(harsh.get("vaxbot"), harsh.get("qrcode_penalty"))),

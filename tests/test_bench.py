@@ -80,7 +80,8 @@ def test_quick_qr_bench_draws_codes_that_read_back() -> None:
     report = run_quick("qr_bench.py")
     code = report["qr"]
     assert (code["version"], code["error"], code["mode"]) == (4, "Q", "alphanumeric") and code["png_bytes"] < 2048
-    assert set(report["figures"]) == {"sign", "check", "png", "svg", "qrcode_make"} and report["png_speedup"] > 0
+    assert set(report["figures"]) == {"sign", "check", "png", "svg", "qrcode_make", "qrcode_make_png"}
+    assert report["png_speedup"] > 0 and report["png_speedup_vs_saved"] > 0
     readable = report["readability"]
     assert readable["codes"] == 30 and readable["usual_read_rate"]["vaxbot"] == 1.0
     assert set(readable["read"]) == {*(f"mask{mask}" for mask in range(8)), "qrcode_penalty", "vaxbot"}

@@ -15,6 +15,7 @@ import dataclasses
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import cast
 
 from qrcode import constants as qr_constants
 from qrcode import util as qr_util
@@ -65,7 +66,8 @@ def symbol(text: str, error: str = "Q", masks: Sequence[int] = CANDIDATE_MASKS) 
         score = qr_util.lost_point(code.modules) if len(masks) > 1 else 0
         if best_score < 0 or score < best_score:
             best, best_mask, best_score = code.modules, mask, score
-    rows = tuple(tuple(bool(module) for module in row) for row in best)  # every module is set by now
+    # makeImpl has set every module to True or False by now (a None would fail the PNG writer's bytes()).
+    rows = cast(tuple[tuple[bool, ...], ...], tuple(map(tuple, best)))
     return Symbol(version=code.version, error=error, mode="alphanumeric", mask=best_mask, modules=rows)
 
 
