@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import struct
 import zlib
 from collections.abc import Sequence
@@ -56,9 +57,8 @@ def symbol(text: str, error: str = "Q", masks: Sequence[int] = CANDIDATE_MASKS) 
     data = text.encode("ascii", "replace")
     if not qr_util.RE_ALPHA_NUM.match(data):
         raise NotAlphanumeric("not in the QR alphanumeric set")
-    code = QRCode(error_correction=ERROR_LEVELS[error], border=0)
+    code = QRCode(version=_version(len(data), error), error_correction=ERROR_LEVELS[error], border=0)
     code.add_data(qr_util.QRData(data, mode=qr_util.MODE_ALPHA_NUM, check_data=False))
-    code.best_fit()
     best: list[list[bool | None]] = []
     best_mask, best_score = masks[0], -1
     for mask in masks:
@@ -69,6 +69,14 @@ def symbol(text: str, error: str = "Q", masks: Sequence[int] = CANDIDATE_MASKS) 
     # makeImpl has set every module to True or False by now (a None would fail the PNG writer's bytes()).
     rows = cast(tuple[tuple[bool, ...], ...], tuple(map(tuple, best)))
     return Symbol(version=code.version, error=error, mode="alphanumeric", mask=best_mask, modules=rows)
+
+
+@functools.lru_cache(maxsize=128)
+def _version(length: int, error: str) -> int:
+    """The smallest version for ``length`` alphanumeric characters (it depends on nothing else): qrcode's fit."""
+    code = QRCode(error_correction=ERROR_LEVELS[error], border=0)
+    code.add_data(qr_util.QRData(b"0" * length, mode=qr_util.MODE_ALPHA_NUM, check_data=False))
+    return int(code.best_fit())
 
 
 def png(code: Symbol, scale: int = 8, border: int = QUIET_ZONE) -> bytes:
