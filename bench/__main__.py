@@ -170,7 +170,7 @@ def run_bench(bench: Bench, full: bool, timeout: float) -> Outcome:
     if not script.exists():
         return Outcome(bench, "skipped", note=f"bench/{script.name} is not in this tree")
     command = [sys.executable, str(script), *(bench.full if full else bench.quick), "--json"]
-    print(f"== {bench.name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    print(f"== {bench.name}: bench/{script.name} {' '.join(command[2:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
         result = subprocess.run(

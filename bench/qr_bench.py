@@ -13,10 +13,10 @@ screen (Pillow resize + GaussianBlur) and read back with a real QR reader (zxing
 status 1) if vaxbot's own drawing misses a code under the *usual* conditions, or the timed code does not
 read back.
 
-    python bench/qr_bench.py                    # ~2 minutes: 2 s a measurement, 1,000 codes read back
+    python bench/qr_bench.py                    # ~5 minutes: 2 s a measurement, 2,000 codes read back
     python bench/qr_bench.py --json             # machine-readable figures on stdout
     python bench/qr_bench.py --duration 5       # seconds per measurement (default 2)
-    python bench/qr_bench.py --codes 3000       # codes drawn for the readability figures (default 1000)
+    python bench/qr_bench.py --codes 5000       # codes drawn for the readability figures (default 2000)
     python bench/qr_bench.py --quick            # a smoke run (the tests use it): figures meaningless
 """
 
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement (default 2)")
-    parser.add_argument("--codes", type=int, default=1000, help="random codes read back (default 1000)")
+    parser.add_argument("--codes", type=int, default=2000, help="random codes read back (default 2000)")
     parser.add_argument("--quick", action="store_true", help="a few calls and 30 codes (a smoke run)")
     return parser
 
