@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import threading
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select, update
 
 from bot.certificates.rules import Grantee, add_grant, revoke_grant
+from bot.core import qr as qr_drawing
 from bot.core.pii import Vault
 from bot.desk.queue import ClinicProblem, ClinicRefused, Ticket, take_number
 from bot.dev.demo import CHILD, GRANDMA, PARENT
@@ -33,7 +35,7 @@ from bot.showcode.codes import (
     redeem_code,
 )
 from bot.showcode.page import MIN_CODE_GAP
-from bot.web.appkeys import SERVICES, SESSIONS
+from bot.web.appkeys import ENGINE, SERVICES, SESSIONS
 from models import (
     AuditEntry,
     Certificate,
@@ -46,8 +48,8 @@ from models import (
     Visit,
     utcnow,
 )
-from tests.channels import Channel, link_in
-from tests.helpers import Client, drain_outbox, outbox_rows
+from tests.channels import Alipay, Channel, WeChat, link_in
+from tests.helpers import Client, drain_outbox, outbox_rows, post, post_alipay
 from tests.world import NANJING, clinic, registry_file, verified
 
 SECRETS = [PARENT.name, PARENT.id_number, CHILD.name, CHILD.id_number, GRANDMA.name, GRANDMA.id_number]
@@ -424,6 +426,40 @@ async def test_a_choice_after_the_account_lost_its_verification_is_refused_and_a
         refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "pick_refused"))).one()
     assert (refused.reason, refused.certificate_id, refused.actor_kind) == ("not_verified", first, "account")
     assert refused.actor_ref.startswith(f"{channel.platform}:") and user not in refused.actor_ref
+
+
+async def test_the_handler_queues_the_codes_text_and_the_sender_draws_it_off_the_event_loop(
+    app_client: Client, channel: Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = "o-code-drawn" if channel.platform == "wechat" else "2088000000000811"
+    await _world(app_client, channel, user)
+    drawn_on: list[int] = []
+    draw = qr_drawing.qr_png
+
+    def recording(text: str) -> bytes:
+        drawn_on.append(threading.get_ident())
+        return draw(text)
+
+    monkeypatch.setattr(qr_drawing, "qr_png", recording)
+    # The tap, answered and committed, but the outbox not yet run: nothing has been drawn.
+    if isinstance(channel, WeChat):
+        event = channel.sim.event(user, "CLICK", EventKey="CODE_SHOW")
+        assert (await post(app_client, channel.sim.sign(event)))[0] == 200
+        await app_client.app[ENGINE].drain(grace=5)
+    else:
+        assert isinstance(channel, Alipay)
+        status, _, _ = await post_alipay(app_client, channel.sim.form(channel.sim.event(user, "click", "CODE_SHOW")))
+        assert status == 200
+    [queued] = await outbox_rows(app_client, kind="image", recipient=user)
+    assert drawn_on == [] and set(queued.payload) == {"qr_text", "credential"}
+    assert CODE_SHAPE.match(queued.payload["qr_text"]) and queued.payload["credential"] is True
+
+    await drain_outbox(app_client)
+    [image] = channel.images(user)
+    assert read_qr(image) == queued.payload["qr_text"]
+    assert len(drawn_on) == 1 and drawn_on[0] != threading.get_ident()  # in a worker thread, not the loop's
+    [delivered] = await outbox_rows(app_client, kind="image", recipient=user)
+    assert delivered.payload == SCRUBBED
 
 
 # --- the code page ------------------------------------------------------------------------------------------
