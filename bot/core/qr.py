@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ CANDIDATE_MASKS: tuple[int, ...] = (4,)
 QUIET_ZONE = 4  # modules of white around the symbol, as scanners expect
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MODULE_BYTE = bytes([0xFF, 0x00]) + bytes(254)  # bytes(row) has 1 for a dark module: 1 → black, 0 → white
+_DARK_RUN = re.compile(b"\x01+")
 
 
 class NotAlphanumeric(ValueError):
@@ -105,17 +107,11 @@ def _png_line(modules: Sequence[bool], scale: int) -> bytes:
 def svg(code: Symbol, border: int = QUIET_ZONE) -> str:
     """The symbol as an inline SVG (one unit a module, white background): scales to any screen sharply."""
     side = code.size + 2 * border
-    runs: list[str] = []
-    for y, row in enumerate(code.modules):
-        x = 0
-        while x < code.size:
-            if not row[x]:
-                x += 1
-                continue
-            start = x
-            while x < code.size and row[x]:
-                x += 1
-            runs.append(f"M{start + border} {y + border}h{x - start}v1h-{x - start}z")
+    runs = [
+        f"M{run.start() + border} {y + border}h{len(run[0])}v1h-{len(run[0])}z"
+        for y, row in enumerate(code.modules)
+        for run in _DARK_RUN.finditer(bytes(row))  # bytes(row): 1 for a dark module
+    ]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {side} {side}" shape-rendering="crispEdges">'
         f'<rect width="{side}" height="{side}" fill="#fff"/><path fill="#000" d="{"".join(runs)}"/></svg>'
