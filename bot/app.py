@@ -35,6 +35,9 @@ from bot.platforms.alipay.sender import AlipaySender
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
 from bot.platforms.wechat.sender import WeChatSender
+from bot.platforms.wxmini.client import MiniProgramAPI
+from bot.platforms.wxmini.inbound import MiniProgramGateway
+from bot.platforms.wxmini.sender import MiniProgramSender
 from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
 from bot.showcode.page import CodePageRoutes
@@ -58,7 +61,10 @@ from bot.web.appkeys import (
     WECHAT,
     WECHAT_API,
     WORKER,
+    WXMINI,
+    WXMINI_API,
 )
+from bot.web.mini_webhook import setup_mini_routes
 from handlers import build_router
 from models import OutboxStatus
 
@@ -104,6 +110,8 @@ def create_app(
     app[METRICS] = Metrics()
     app[ROUTER] = router if router is not None else build_router()
     app[WECHAT] = WeChatGateway(settings)
+    if settings.wxmini_enabled:
+        app[WXMINI] = MiniProgramGateway(settings)
     if settings.alipay_enabled:
         try:
             app[ALIPAY] = AlipayGateway(
@@ -139,6 +147,7 @@ def create_app(
     app.cleanup_ctx.append(_conversation_engine)
     app.cleanup_ctx.append(_scheduler)
     webhooks.setup_routes(app)
+    setup_mini_routes(app)
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)
@@ -173,6 +182,8 @@ async def _http_clients(app: web.Application) -> AsyncIterator[None]:
         app[WECHAT_API] = WeChatAPI(session, app[SESSIONS], settings, app[METRICS])
         if settings.alipay_enabled:
             app[ALIPAY_API] = AlipayAPI.from_settings(session, settings, app[METRICS])
+        if settings.wxmini_enabled:
+            app[WXMINI_API] = MiniProgramAPI(session, app[SESSIONS], settings, app[METRICS])
         yield
 
 
@@ -194,6 +205,8 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
     senders: dict[str, Sender] = {"wechat": WeChatSender(app[WECHAT_API], sessions)}
     if ALIPAY_API in app:
         senders["alipay"] = AlipaySender(app[ALIPAY_API], sessions)
+    if WXMINI_API in app:
+        senders["wxmini"] = MiniProgramSender(app[WXMINI_API], sessions)
     worker = OutboxWorker(
         sessions,
         senders,

@@ -102,16 +102,43 @@ async def reachable_accounts(
     id_number_hashes: Iterable[str] = (),
     accounts: Iterable[PlatformAccount] = (),
 ) -> list[PlatformAccount]:
-    """Every account of these people that still follows, each once: identities, keyed ID hashes, given accounts."""
+    """Every account of these people that still follows, each once: identities, keyed ID hashes, given accounts.
+
+    A person found by identity or ID hash is reached on one kind of channel (:func:`one_channel_each`), so
+    who follows the Official Account and also uses the mini program hears once; given accounts are kept.
+    """
     found: dict[int, PlatformAccount] = {}
-    for account in [
-        *accounts,
+    people = [
         *await following_accounts_of(session, identity_ids),
         *[each for digest in dict.fromkeys(id_number_hashes) for each in await accounts_for_id_hash(session, digest)],
-    ]:
+    ]
+    for account in [*accounts, *one_channel_each([each for each in people if each.following])]:
         if account.following and account.id not in found:
             found[account.id] = account
     return list(found.values())
+
+
+# Mini programs (WeChat: customer service within a window, subscription messages with a consent each);
+# the Alipay mini program only logs in, and is never written to.
+MINI_PROGRAM_PLATFORMS = frozenset({"wxmini", "alipaymini"})
+UNWRITABLE_PLATFORMS = frozenset({"alipaymini"})
+
+
+def one_channel_each(accounts: Iterable[PlatformAccount]) -> list[PlatformAccount]:
+    """The accounts to tell each person on: a person who follows an Official Account or a life account is told
+    there, not also in a mini program; a mini-program-only person in the mini program. Order is kept.
+    """
+    listed = [account for account in accounts if account.platform not in UNWRITABLE_PLATFORMS]
+    followers = {
+        account.identity_id
+        for account in listed
+        if account.platform not in MINI_PROGRAM_PLATFORMS and account.identity_id is not None
+    }
+    return [
+        account
+        for account in listed
+        if account.platform not in MINI_PROGRAM_PLATFORMS or account.identity_id not in followers
+    ]
 
 
 async def notify(

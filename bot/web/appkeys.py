@@ -19,6 +19,8 @@ from bot.platforms.alipay.client import AlipayAPI
 from bot.platforms.alipay.inbound import AlipayGateway
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
+from bot.platforms.wxmini.client import MiniProgramAPI
+from bot.platforms.wxmini.inbound import MiniProgramGateway
 from bot.showcode.page import CodePageRoutes
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -39,3 +41,6 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 VERIFICATION = web.AppKey("verification", VerificationRoutes)
 DEV_FACE = web.AppKey("dev_face", DevFace)
 CODE_PAGES = web.AppKey("code_pages", CodePageRoutes)
+# The WeChat mini program (present when it is configured).
+WXMINI = web.AppKey("wxmini", MiniProgramGateway)
+WXMINI_API = web.AppKey("wxmini_api", MiniProgramAPI)

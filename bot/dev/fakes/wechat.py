@@ -380,7 +380,7 @@ class FakeWeChatAPI:
             body = await request.json()
         except ValueError:
             return web.json_response({"errcode": 47001, "errmsg": "data format error"})
-        problem = _validate(path, body)
+        problem = self._validate(path, body)
         if problem is not None:
             return web.json_response({"errcode": problem[0], "errmsg": problem[1]})
         item = Received(path, body, token)
@@ -391,6 +391,10 @@ class FakeWeChatAPI:
         if path == "message/template/send":
             answer["msgid"] = secrets.randbelow(10**15)
         return web.json_response(answer)
+
+    def _validate(self, path: str, body: Any) -> tuple[int, str] | None:
+        """The checks this API makes on a body (an errcode and message), None when it is accepted."""
+        return _validate(path, body)
 
     async def _upload(self, request: web.Request, token: str) -> web.Response:
         if request.query.get("type") != "image":

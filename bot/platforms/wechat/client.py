@@ -55,12 +55,18 @@ class WeChatAPI:
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         metrics: Metrics,
+        *,
+        appid: str | None = None,
+        secret: str | None = None,
+        api_base: str | None = None,
     ) -> None:
+        # appid, secret and api_base name another WeChat app (the mini program); default: the Official Account.
         self._http = http
         self._sessionmaker = sessionmaker
-        self._base = settings.wechat_api_base.rstrip("/") + "/cgi-bin/"
-        self._appid = settings.wechat_appid
-        self._secret = settings.wechat_secret
+        self._api_root = (api_base or settings.wechat_api_base).rstrip("/")
+        self._base = self._api_root + "/cgi-bin/"
+        self._appid = appid or settings.wechat_appid
+        self._secret = secret or settings.wechat_secret
         self._oauth_base = settings.wechat_oauth_base.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=settings.api_timeout_seconds)
         self._metrics = metrics
