@@ -22,10 +22,10 @@ from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA
 from bot.core.db import dialect_insert
-from bot.core.pii import Vault
+from bot.core.pii import Vault, mask_name
 from bot.core.update import OutMessage, Text
 from bot.outbox import queue as outbox
-from models import CodePage, CodeToken, Identity, PlatformAccount, Verification, VerificationStatus, utcnow
+from models import CodePage, CodeToken, Grant, Identity, PlatformAccount, Verification, VerificationStatus, utcnow
 
 
 async def bind_verified(
@@ -303,3 +303,20 @@ async def tell_unbinding(
     )
     key = f"unbound:{target.id}:{int(now.timestamp())}"
     return await notify(session, Text(notice), key, accounts=[target, *others])
+
+
+async def tell_grantee(
+    session: AsyncSession,
+    catalogue: Catalogue,
+    vault: Vault,
+    holder: Identity,
+    child: str,
+    grant: Grant,
+    *,
+    revoked: bool = False,
+) -> Sequence[PlatformAccount]:
+    """Tell a grantee, wherever they are reached, that ``holder`` authorised them (or no longer does) to see
+    ``child`` (the masked name); the chat and the pages alike. Returns the accounts told."""
+    key, prefix = ("grant_notice_revoked", "revoke-notice") if revoked else ("grant_notice_grantee", "grant-notice")
+    notice = catalogue(key, holder=mask_name(vault.open("name", holder.name_enc)), child=child)
+    return await notify(session, Text(notice), f"{prefix}:{grant.id}", id_number_hashes=[grant.grantee_id_number_hash])
