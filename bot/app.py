@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ from bot.web import webhooks
 from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
+    ALIPAY_MINI_API,
     CODE_PAGES,
     DB,
     DEV_FACE,
@@ -52,6 +54,7 @@ from bot.web.appkeys import (
     HTTP,
     KEYRING,
     METRICS,
+    MP_API,
     ROUTER,
     SCHEDULER,
     SERVICES,
@@ -65,6 +68,7 @@ from bot.web.appkeys import (
     WXMINI_API,
 )
 from bot.web.mini_webhook import setup_mini_routes
+from bot.web.mp_api import MiniProgramApi
 from handlers import build_router
 from models import OutboxStatus
 
@@ -151,6 +155,7 @@ def create_app(
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)
+    MiniProgramApi.setup(app, MP_API)
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     if settings.metrics_token:  # otherwise /metrics is not served at all
@@ -184,6 +189,10 @@ async def _http_clients(app: web.Application) -> AsyncIterator[None]:
             app[ALIPAY_API] = AlipayAPI.from_settings(session, settings, app[METRICS])
         if settings.wxmini_enabled:
             app[WXMINI_API] = MiniProgramAPI(session, app[SESSIONS], settings, app[METRICS])
+        if settings.alipay_mini_enabled:
+            # The Alipay mini program is an app of its own, signing with the same key pair as the life account.
+            mini = dataclasses.replace(settings, alipay_appid=settings.alipay_mini_appid)
+            app[ALIPAY_MINI_API] = AlipayAPI.from_settings(session, mini, app[METRICS])
         yield
 
 
@@ -191,10 +200,18 @@ async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
     """The objects behind the verification and code pages, whole before the app serves a request."""
     services = app[SERVICES]
     sessions = app[SESSIONS]
-    face = build_face_providers(app[SETTINGS], app[HTTP], app[WECHAT_API], app.get(ALIPAY_API), dev=app.get(DEV_FACE))
+    face = build_face_providers(
+        app[SETTINGS],
+        app[HTTP],
+        app[WECHAT_API],
+        app.get(ALIPAY_API),
+        dev=app.get(DEV_FACE),
+        mini_api=app.get(WXMINI_API),
+    )
     authorisations = web_authorisations(app[WECHAT_API], app.get(ALIPAY_API))
     app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face), authorisations)
     app[CODE_PAGES] = CodePageRoutes(services, sessions)
+    app[MP_API] = MiniProgramApi(services, sessions, app[VERIFICATION], app.get(WXMINI_API), app.get(ALIPAY_MINI_API))
     yield
 
 

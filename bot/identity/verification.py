@@ -49,7 +49,10 @@ VERIFY_PATH = "/verify/{handle}"
 DONE_PATH = "/verify/{handle}/done"
 AUTHORISED_PATH = "/verify/{handle}/authorised"
 # Providers that know the user already: WeChat runs the mini program's face for the openid we name.
-KNOWS_ITS_USER = frozenset({"wechat_mini"})
+KNOWS_ITS_USER = frozenset({"wechat_mini", "wxmini"})
+FINAL_STATUSES = frozenset(
+    {VerificationStatus.PASSED, VerificationStatus.FAILED, VerificationStatus.MISMATCH, VerificationStatus.EXPIRED}
+)
 # The browser that opened the link holds these (scoped to the link's path): the first ties the
 # authorisation's state to it, the second ties the provider's return to the browser that was checked.
 BROWSER_COOKIE = "vx_verify"
@@ -462,6 +465,74 @@ class VerificationRoutes:
                 return self._page("page_verify_pending", status=503)
             outcome = Outcome(passed=False, reason=exc.code)
         return await self._finish(attempt, account, outcome, now)
+
+    # --- the mini program's face, driven by its page through the JSON API (no browser link) ---
+
+    async def start_in_app(self, handle: str, account_id: int) -> tuple[str, str]:
+        """Start an attempt of ``account_id`` whose provider knows its user (the mini program's face).
+
+        Returns ("started", the provider's reference the page hands to ``wx.requestFacialVerify``), or
+        (why not, ""): ``not_found`` (no such attempt of this account), ``used``, ``expired`` or ``unavailable``.
+        """
+        now = utcnow()
+        async with self._sessions() as session:
+            attempt = await self._load(session, handle)
+            account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
+        if attempt is None or account is None or account.id != account_id or attempt.provider not in KNOWS_ITS_USER:
+            return "not_found", ""
+        if attempt.expires_at <= now:
+            await self._move(attempt.id, VerificationStatus.PENDING, VerificationStatus.EXPIRED, completed_at=now)
+            return "expired", ""
+        provider = self._providers.get(attempt.provider)
+        if provider is None or not await self._move(
+            attempt.id, VerificationStatus.PENDING, VerificationStatus.STARTING
+        ):
+            return "used", ""
+        try:
+            started = await provider.start(self._request(attempt, account, handle))
+        except FaceError as exc:
+            log.warning("face provider could not start", extra={"provider": attempt.provider, "code": exc.code})
+            await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
+            return "unavailable", ""
+        await self._move(
+            attempt.id, VerificationStatus.STARTING, VerificationStatus.STARTED, provider_ref=started.provider_ref
+        )
+        return "started", started.provider_ref
+
+    async def finish_in_app(self, handle: str, account_id: int) -> str:
+        """Ask the provider how the account's in-app attempt ended, as :meth:`done` does; the attempt's status.
+
+        ``passed``, ``failed``, ``mismatch`` or ``expired`` once decided; ``pending`` while the provider has no
+        result yet (or could not be asked); ``not_found`` for no such attempt of this account.
+        """
+        now = utcnow()
+        async with self._sessions() as session:
+            attempt = await self._load(session, handle)
+            account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
+        if attempt is None or account is None or account.id != account_id or attempt.provider not in KNOWS_ITS_USER:
+            return "not_found"
+        if attempt.status != VerificationStatus.STARTED or attempt.provider_ref is None:
+            return str(attempt.status) if attempt.status in FINAL_STATUSES else "pending"
+        provider = self._providers.get(attempt.provider)
+        if provider is None or not await self._move(
+            attempt.id, VerificationStatus.STARTED, VerificationStatus.CHECKING
+        ):
+            return "pending"
+        try:
+            outcome = await provider.query(attempt.provider_ref, self._request(attempt, account, handle))
+        except FaceError as exc:
+            if exc.retryable:
+                await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
+                return "pending"
+            outcome = Outcome(passed=False, reason=exc.code)
+        if not outcome.passed and outcome.reason == "not_completed":
+            # The user has not faced the camera yet: the attempt stays open for the page to ask again.
+            await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
+            return "pending"
+        await self._finish(attempt, account, outcome, now)
+        async with self._sessions() as session:
+            fresh = await session.get(Verification, attempt.id)
+        return str(fresh.status) if fresh is not None else "not_found"
 
     async def _finish(
         self, attempt: Verification, account: PlatformAccount, outcome: Outcome, now: datetime
