@@ -324,3 +324,17 @@ async def test_alipay_mini_program_login_is_the_life_accounts_person(
         account = (await session.scalars(select(PlatformAccount).where(PlatformAccount.platform == "alipaymini"))).one()
         identity = await session.get(Identity, person)
     assert account.identity_id == person and identity is not None
+
+
+def test_the_openapi_description_lists_every_endpoint(app_client: Client) -> None:
+    from pathlib import Path
+
+    described = Path(__file__).parent.parent / "docs" / "mp-api.openapi.yaml"
+    text = described.read_text(encoding="utf-8")
+    documented = {line.strip().rstrip(":") for line in text.splitlines() if line.startswith("  /")}
+    mounted = {
+        resource.canonical.removeprefix(API)
+        for resource in app_client.app.router.resources()
+        if resource.canonical.startswith(API)
+    }
+    assert mounted == documented
