@@ -338,3 +338,38 @@ def test_the_openapi_description_lists_every_endpoint(app_client: Client) -> Non
         if resource.canonical.startswith(API)
     }
     assert mounted == documented
+
+
+async def test_the_face_refusals_and_a_failed_face_bind_nothing(
+    app_client: Client, fake_mini: tuple[FakeMiniProgramAPI, str, Gate], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    fake = fake_mini[0]
+    page = Page(app_client, fake, "o-mp-face")
+    await page.login()
+    for body, code in (
+        ({"name": "", "id_number": PARENT.id_number}, "invalid_name"),
+        ({"name": PARENT.name, "id_number": "123"}, "invalid_id_number"),
+    ):
+        assert await page.call("POST", "/verifications", body) == (400, _error(app_client, code))
+    status, started = await page.call("POST", "/verifications", {"name": PARENT.name, "id_number": PARENT.id_number})
+    assert status == 200
+    result = f"/verifications/{started['attempt']}/result"
+    assert await page.call("POST", result) == (409, _error(app_client, "face_pending"))  # not done yet
+    other = Page(app_client, fake, "o-mp-face-other")
+    await other.login()
+    assert await other.call("POST", result) == (404, _error(app_client, "face_not_found"))  # not her attempt
+    fake.complete_face(started["verify_id"], "other")  # someone else's face in front of the camera
+    status, finished = await page.call("POST", result)
+    assert (status, finished["status"]) == (200, "failed")
+    assert (await page.call("POST", result))[1]["status"] == "failed"  # decided once, not asked again
+    assert (await page.call("GET", "/me"))[1]["verified"] is False
+    assert await page.call("POST", "/verifications/not-an-attempt/result") == (
+        404,
+        _error(app_client, "face_not_found"),
+    )
+    # WeChat's session_key never leaves the server: not in an answer (checked by Page), not in a log line.
+    logged = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+    assert fake.session_keys and not any(key in logged for key in fake.session_keys)

@@ -70,6 +70,7 @@ class FakeMiniProgramAPI(FakeWeChatAPI):
         self.consents: dict[tuple[str, str], int] = {}  # (openid, template id) → messages still allowed
         self.contacts: dict[str, tuple[float, str]] = {}  # openid → (when, "message" | "enter")
         self.enforce_windows = True
+        self.session_keys: list[str] = []  # every session_key handed out (tests check none leaks)
 
     # --- test controls ---
     def issue_login_code(self, openid: str, unionid: str = "", appid: str | None = None) -> str:
@@ -117,7 +118,9 @@ class FakeMiniProgramAPI(FakeWeChatAPI):
         if issued.used:
             return web.json_response({"errcode": 40163, "errmsg": "code been used"})
         issued.used = True
-        answer = {"openid": issued.openid, "session_key": base64.b64encode(secrets.token_bytes(16)).decode()}
+        session_key = base64.b64encode(secrets.token_bytes(16)).decode()
+        self.session_keys.append(session_key)
+        answer = {"openid": issued.openid, "session_key": session_key}
         if issued.unionid:
             answer["unionid"] = issued.unionid
         return web.json_response(answer)
