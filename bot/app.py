@@ -223,7 +223,12 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
     if ALIPAY_API in app:
         senders["alipay"] = AlipaySender(app[ALIPAY_API], sessions)
     if WXMINI_API in app:
-        senders["wxmini"] = MiniProgramSender(app[WXMINI_API], sessions)
+        senders["wxmini"] = MiniProgramSender(
+            app[WXMINI_API],
+            sessions,
+            notice_template=settings.wxmini_notice_template,
+            notice_page=settings.wxmini_notice_page,
+        )
     worker = OutboxWorker(
         sessions,
         senders,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.chat.conversation import Context, Filter, Route, Router, kind
 from bot.core.update import Platform, UpdateKind
-from bot.miniprogram.consents import record_consents
+from bot.platforms.wxmini.consents import record_consents
 from models import ConsentSource
 
 from_mini_program = Filter(lambda update: update.platform is Platform.WXMINI)

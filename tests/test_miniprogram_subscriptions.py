@@ -14,8 +14,8 @@ from bot.core.config import DEV_SUBSCRIBE_TEMPLATE, Settings
 from bot.dev.demo import CHILD, GRANDMA, PARENT
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.dev.fakes.wxmini import FakeMiniProgramAPI
-from bot.miniprogram.consents import consents_left, queue_subscription, record_consents
 from bot.platforms.wxmini.client import subscription_field_problem
+from bot.platforms.wxmini.consents import consents_left, queue_subscription, record_consents
 from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_reminders
 from bot.web.appkeys import ENGINE, SERVICES, SESSIONS
 from models import AuditEntry, Certificate, ConsentSource, Identity, OutboxMessage, PlatformAccount, utcnow
@@ -213,3 +213,70 @@ async def test_a_refused_subscription_is_dead_lettered_not_retried(app_client: C
     await drain_outbox(app_client)
     rows = await outbox_rows(app_client, recipient=user, kind="subscribe")
     assert [(r.status, "subscription_refused" in str(r.last_error)) for r in rows] == [("dead", True)]
+
+
+@pytest.mark.parametrize("consented", [True, False])
+async def test_a_notice_outside_the_window_goes_as_a_subscription_notice_only_with_a_consent(
+    serve: Any, make_settings: Any, fake_mini: tuple[FakeMiniProgramAPI, str, Gate], consented: bool
+) -> None:
+    from bot.core.update import Text
+    from bot.identity.accounts import notify
+
+    client = await serve(make_settings(wxmini_api_base=fake_mini[1], wxmini_notice_template="dev-notice"))
+    fake = fake_mini[0]
+    settings = client.app[SERVICES].settings
+    person = await verified(client, "wxmini", GRANDMA_MINI, GRANDMA.name, GRANDMA.id_number, settings.wxmini_appid)
+    account = await _account(client, "wxmini", GRANDMA_MINI)  # she never wrote in the chat: no window
+    if consented:
+        async with client.app[SESSIONS]() as session, session.begin():
+            await record_consents(session, account, ["dev-notice"], ConsentSource.PAGE, utcnow())
+        fake.consent(GRANDMA_MINI, "dev-notice")
+    async with client.app[SESSIONS]() as session, session.begin():
+        await notify(
+            session,
+            Text("林*雨已授权您查看林*满的电子预防接种证。\n回复「接种记录」即可查看。"),
+            "t",
+            identity_ids=[person],
+        )
+    for _ in range(2):
+        await drain_outbox(client)
+    rows = await outbox_rows(client, recipient=GRANDMA_MINI)
+    sent = fake.subscriptions_to(GRANDMA_MINI)
+    assert fake.sent_to(GRANDMA_MINI) == []  # no customer-service message outside the window
+    if consented:
+        assert [row.status for row in rows] == ["sent"] and len(sent) == 1
+        values = {name: value["value"] for name, value in sent[0]["data"].items()}
+        assert values["thing1"].startswith("林*雨已授权您查看") and len(values["thing1"]) <= 20
+        assert "年" in values["time2"] and ":" in values["time2"]
+        async with client.app[SESSIONS]() as session:
+            assert await consents_left(session, account.id, "dev-notice") == 0
+    else:
+        assert [(row.status, "no_consent" in str(row.last_error)) for row in rows] == [("dead", True)]
+        assert sent == []
+
+
+async def test_a_retried_notice_spends_its_consent_once(
+    serve: Any, make_settings: Any, fake_mini: tuple[FakeMiniProgramAPI, str, Gate]
+) -> None:
+    from sqlalchemy import update as sql_update
+
+    from bot.core.update import Text
+    from bot.identity.accounts import notify
+
+    client = await serve(make_settings(wxmini_api_base=fake_mini[1], wxmini_notice_template="dev-notice"))
+    fake = fake_mini[0]
+    settings = client.app[SERVICES].settings
+    await verified(client, "wxmini", GRANDMA_MINI, GRANDMA.name, GRANDMA.id_number, settings.wxmini_appid)
+    account = await _account(client, "wxmini", GRANDMA_MINI)
+    async with client.app[SESSIONS]() as session, session.begin():
+        for _ in range(2):  # two taps the page reported
+            await record_consents(session, account, ["dev-notice"], ConsentSource.PAGE, utcnow())
+        await notify(session, Text("您的取号：A012"), "queue", accounts=[account])
+    fake.consent(GRANDMA_MINI, "dev-notice", times=2)
+    fake.fail("message/subscribe/send", -1)  # WeChat busy once: the row is retried
+    await drain_outbox(client)
+    async with client.app[SESSIONS]() as session, session.begin():
+        await session.execute(sql_update(OutboxMessage).values(available_at=utcnow()))
+    await drain_outbox(client)
+    assert len(fake.subscriptions_to(GRANDMA_MINI)) == 1
+    assert await _left(client, GRANDMA_MINI, "dev-notice") == 1  # two consents, one message: one left

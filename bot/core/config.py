@@ -134,6 +134,10 @@ class Settings:
     # Subscription messages (订阅消息): the dose-reminder template and the page its card opens.
     wxmini_reminder_template: str = DEV_SUBSCRIBE_TEMPLATE
     wxmini_reminder_page: str = "pages/records/index"
+    # A general notice template (fields thing1 what, time2 when): a chat notice (a queue number, a grant…) that
+    # finds a mini-program user outside the chat's window goes out this way when they consented; empty: never.
+    wxmini_notice_template: str = ""
+    wxmini_notice_page: str = "pages/index/index"
     # The Alipay mini program's app id (login via alipay.system.oauth.token with the Alipay keys); unset: the
     # development one in development and test, off in production.
     alipay_mini_appid: str = ""

@@ -1,1 +1,1 @@
-"""The mini programs' own rules: subscription consents, login sessions, and who is the same person across apps."""
+"""The mini programs' login sessions, and who is the same person across a platform's apps."""

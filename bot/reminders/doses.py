@@ -32,8 +32,8 @@ from bot.core.update import Platform, TemplateMessage, TemplateValue
 from bot.identity.accounts import reachable_accounts
 from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
-from bot.miniprogram.consents import queue_subscription
 from bot.outbox import queue as outbox
+from bot.platforms.wxmini.consents import queue_subscription
 from models import (
     Certificate,
     CertificateKind,

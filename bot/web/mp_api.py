@@ -52,11 +52,11 @@ from bot.identity.face.providers import method_for_age, provider_name_for
 from bot.identity.verification import VerificationRoutes, create_attempt
 from bot.immunization.forecast import GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
-from bot.miniprogram.consents import consents_left, record_consents
 from bot.miniprogram.sessions import Login, end_session, log_in, session_account, spend_code
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPIError
 from bot.platforms.wxmini.client import BAD_LOGIN_CODE, MiniProgramAPI
+from bot.platforms.wxmini.consents import consents_left, record_consents
 from bot.showcode.codes import issue_code, qr_svg
 from bot.showcode.page import TokenBuckets, client_address, code_page_url, open_code_page
 from handlers.grant import RELATIONSHIPS

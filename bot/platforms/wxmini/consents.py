@@ -88,7 +88,19 @@ async def consents_left(session: AsyncSession, account_id: int, template_id: str
 async def spend_consent(
     session: AsyncSession, account_id: int, template_id: str, spent_for: str, now: datetime
 ) -> bool:
-    """Spend the oldest unspent consent of ``template_id``; False when there is none (then nothing may be sent)."""
+    """Spend the oldest unspent consent of ``template_id``; False when there is none (then nothing may be sent).
+
+    Spending again for the same ``spent_for`` (a retried delivery) finds the consent already spent for it.
+    """
+    already = await session.scalar(
+        select(SubscriptionConsent.id).where(
+            SubscriptionConsent.account_id == account_id,
+            SubscriptionConsent.template_id == template_id,
+            SubscriptionConsent.spent_for == spent_for[:128],
+        )
+    )
+    if already is not None:
+        return True
     while True:
         candidate = await session.scalar(
             select(SubscriptionConsent.id)
