@@ -373,3 +373,31 @@ async def test_the_face_refusals_and_a_failed_face_bind_nothing(
     # WeChat's session_key never leaves the server: not in an answer (checked by Page), not in a log line.
     logged = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
     assert fake.session_keys and not any(key in logged for key in fake.session_keys)
+
+
+async def test_a_parent_verified_on_the_official_account_is_known_in_the_mini_program_by_her_unionid(
+    app_client: Client,
+    wechat: Any,
+    fake: Any,
+    fake_mini: tuple[FakeMiniProgramAPI, str, Gate],
+) -> None:
+    from tests.channels import WeChat, authorise, link_in, local_path
+
+    official = WeChat(app_client, wechat, fake)
+    fake.unionids["o-oa-verified"] = "union-of-lin"  # the Official Account is bound to an Open Platform account
+    await official.do("o-oa-verified", ("text", "实名认证"))
+    await official.say("o-oa-verified", PARENT.name)
+    link = link_in(await official.do("o-oa-verified", ("text", PARENT.id_number)))
+    to_face = await authorise(app_client, link, "wechat", "o-oa-verified")
+    decided = await app_client.post(
+        local_path(to_face.headers["Location"]), data={"decision": "pass"}, allow_redirects=False
+    )
+    assert (await app_client.get(local_path(decided.headers["Location"]))).status == 200
+    await drain_outbox(app_client)  # the verification's own answer
+    before = len(official.inbox("o-oa-verified"))
+
+    page = Page(app_client, fake_mini[0], "o-mini-lin", unionid="union-of-lin")
+    assert (await page.login())["verified"] is True  # no second face: WeChat vouches it is the same user
+    await drain_outbox(app_client)
+    told = official.inbox("o-oa-verified")[before:]
+    assert len(told) == 1 and "微信小程序" in told[0]  # she hears at once that one more account speaks for her

@@ -25,7 +25,17 @@ from bot.core.db import dialect_insert
 from bot.core.pii import Vault, mask_name
 from bot.core.update import OutMessage, Text
 from bot.outbox import queue as outbox
-from models import CodePage, CodeToken, Grant, Identity, PlatformAccount, Verification, VerificationStatus, utcnow
+from models import (
+    AccountUnion,
+    CodePage,
+    CodeToken,
+    Grant,
+    Identity,
+    PlatformAccount,
+    Verification,
+    VerificationStatus,
+    utcnow,
+)
 
 
 async def bind_verified(
@@ -320,3 +330,21 @@ async def tell_grantee(
     key, prefix = ("grant_notice_revoked", "revoke-notice") if revoked else ("grant_notice_grantee", "grant-notice")
     notice = catalogue(key, holder=mask_name(vault.open("name", holder.name_enc)), child=child)
     return await notify(session, Text(notice), f"{prefix}:{grant.id}", id_number_hashes=[grant.grantee_id_number_hash])
+
+
+def union_digest(vault: Vault, platform: str, union: str) -> str:
+    """The stored form of a union id: the same for every app of one platform family (WeChat, Alipay)."""
+    family = "alipay" if platform.startswith("alipay") else "wechat"
+    return vault.digest("union_id", f"{family}:{union}")
+
+
+async def record_union(
+    session: AsyncSession, vault: Vault, account: PlatformAccount, union: str, now: datetime
+) -> None:
+    """Remember an account's union id (the platform's id of the user across the developer's apps), once."""
+    insert = dialect_insert(session)
+    await session.execute(
+        insert(AccountUnion)
+        .values(account_id=account.id, union_hash=union_digest(vault, account.platform, union), created_at=now)
+        .on_conflict_do_nothing(index_elements=["account_id"])
+    )

@@ -37,7 +37,7 @@ from bot.core.config import Settings
 from bot.core.pages import simple_page
 from bot.core.pii import Vault, mask_id_number, mask_name
 from bot.core.update import Text
-from bot.identity.accounts import bind_verified, notify, tell_earlier_accounts
+from bot.identity.accounts import bind_verified, notify, record_union, tell_earlier_accounts
 from bot.identity.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPI, WeChatAPIError
@@ -101,8 +101,8 @@ class WebAuthorisation(Protocol):
     def authorize_url(self, redirect_uri: str, state: str) -> str:
         """The platform's page that sends the browser back to ``redirect_uri`` with a code and ``state``."""
 
-    async def user_of(self, code: str) -> str:
-        """The platform user id (openid / Alipay user id) the code was issued for; :class:`AuthorisationError`."""
+    async def user_of(self, code: str) -> tuple[str, str]:
+        """(the platform user id the code was issued for, its union id or ""); :class:`AuthorisationError`."""
 
 
 # WeChat answers these for a code that is not (or no longer) good: invalid, used, or of another app.
@@ -121,10 +121,10 @@ class WeChatAuthorisation:
         """WeChat's ``connect/oauth2/authorize`` page."""
         return self._api.authorize_url(redirect_uri, state)
 
-    async def user_of(self, code: str) -> str:
-        """The openid, in this Official Account, of the browser's WeChat user."""
+    async def user_of(self, code: str) -> tuple[str, str]:
+        """The openid, in this Official Account, of the browser's WeChat user, and their unionid if given."""
         try:
-            return await self._api.oauth_openid(code)
+            return await self._api.oauth_user(code)
         except WeChatAPIError as exc:
             raise AuthorisationError(f"wechat_{exc.errcode}", retryable=exc.errcode not in _WECHAT_BAD_CODE) from exc
 
@@ -141,10 +141,11 @@ class AlipayAuthorisation:
         """Alipay's ``publicAppAuthorize.htm`` page."""
         return self._api.authorize_url(redirect_uri, state)
 
-    async def user_of(self, code: str) -> str:
-        """The Alipay user id of the browser's Alipay user."""
+    async def user_of(self, code: str) -> tuple[str, str]:
+        """The Alipay user id of the browser's Alipay user (a 2088… id is the same in every Alipay app)."""
         try:
-            return await self._api.oauth_user_id(code)
+            user = await self._api.oauth_user_id(code)
+            return user, user if user.startswith("2088") else ""
         except AlipayAPIError as exc:
             name = f"alipay_{exc.code}" + (f"_{exc.sub_code}" if exc.sub_code else "")
             raise AuthorisationError(name, retryable=exc.may_have_arrived or exc.code == "20000") from exc
@@ -368,7 +369,7 @@ class VerificationRoutes:
             if not result.rowcount:  # type: ignore[attr-defined]
                 return self._page("page_verify_used", status=410)
         try:
-            user = await authorisation.user_of(code)
+            user, union = await authorisation.user_of(code)
         except AuthorisationError as exc:
             await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
             await self._refuse(account, attempt, "oauth_code", code=exc.code)
@@ -382,6 +383,10 @@ class VerificationRoutes:
                 attempt, account, VerificationStatus.STARTING, "opened_by_another_account", now, opened_by=opened_by
             )
             return self._page(f"page_verify_other_account_{account.platform}", status=403)
+        if union:
+            # The platform vouches for this account's cross-app id: the mini program can know the person by it.
+            async with self._sessions() as session, session.begin():
+                await record_union(session, self._services.vault, account, union, now)
         return await self._launch(attempt, account, handle)
 
     async def _end_for_another(

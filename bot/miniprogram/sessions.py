@@ -23,7 +23,7 @@ from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
-from bot.identity.accounts import tell_earlier_accounts
+from bot.identity.accounts import record_union, tell_earlier_accounts, union_digest
 from models import AccountUnion, Identity, MiniSession, PlatformAccount, ProcessedMessage
 
 TOKEN_BYTES = 32
@@ -43,24 +43,6 @@ class Login:
 def token_digest(vault: Vault, token: str) -> str:
     """The stored form of a session token."""
     return vault.digest("mp_session", token)
-
-
-def union_digest(vault: Vault, platform: str, union: str) -> str:
-    """The stored form of a union id: the same for every app of one platform family (WeChat, Alipay)."""
-    family = "alipay" if platform.startswith("alipay") else "wechat"
-    return vault.digest("union_id", f"{family}:{union}")
-
-
-async def record_union(
-    session: AsyncSession, vault: Vault, account: PlatformAccount, union: str, now: datetime
-) -> None:
-    """Remember an account's union id (a platform's cross-app id), once per account."""
-    insert = dialect_insert(session)
-    await session.execute(
-        insert(AccountUnion)
-        .values(account_id=account.id, union_hash=union_digest(vault, account.platform, union), created_at=now)
-        .on_conflict_do_nothing(index_elements=["account_id"])
-    )
 
 
 async def spend_code(session: AsyncSession, vault: Vault, platform: str, app_id: str, code: str, now: datetime) -> bool:

@@ -175,6 +175,7 @@ class FakeWeChatAPI:
         self.face_sessions: dict[str, FaceSession] = {}  # verify_id → session (微信人脸核身)
         self.oauth_codes: dict[str, OAuthCode] = {}  # code → whom it was issued for (网页授权)
         self.oauth_code_ttl = OAUTH_CODE_TTL
+        self.unionids: dict[str, str] = {}  # openid → unionid, for an account bound to an Open Platform account
 
     # --- test controls ---
     def fail(self, path: str, errcode: int, times: int = 1) -> None:
@@ -284,15 +285,16 @@ class FakeWeChatAPI:
         if issued.used:
             return web.json_response({"errcode": 40163, "errmsg": "code been used"})
         issued.used = True
-        return web.json_response(
-            {
-                "access_token": secrets.token_urlsafe(32),
-                "expires_in": 7200,
-                "refresh_token": secrets.token_urlsafe(32),
-                "openid": issued.openid,
-                "scope": issued.scope,
-            }
-        )
+        answer = {
+            "access_token": secrets.token_urlsafe(32),
+            "expires_in": 7200,
+            "refresh_token": secrets.token_urlsafe(32),
+            "openid": issued.openid,
+            "scope": issued.scope,
+        }
+        if issued.openid in self.unionids:
+            answer["unionid"] = self.unionids[issued.openid]
+        return web.json_response(answer)
 
     async def _inbox(self, request: web.Request) -> web.Response:
         """Development only: what was sent to one user, from position ``after`` (for ``vaxbot chat``)."""

@@ -250,12 +250,18 @@ class WeChatAPI:
 
     async def oauth_openid(self, code: str) -> str:
         """The openid of whoever was sent back with ``code`` (``sns/oauth2/access_token``; the code works once)."""
+        return (await self.oauth_user(code))[0]
+
+    async def oauth_user(self, code: str) -> tuple[str, str]:
+        """(openid, unionid or "") of whoever was sent back with ``code``; WeChat gives the unionid when the
+        account is bound to an Open Platform account (the same person's id in the mini program too)."""
         params = {"appid": self._appid, "secret": self._secret, "code": code, "grant_type": "authorization_code"}
         answer = await self._request("GET", OAUTH_TOKEN_PATH, params=params)
         openid = answer.get("openid")
         if not isinstance(openid, str) or not openid:
             raise WeChatAPIError(-3, "sns/oauth2/access_token answered without openid")
-        return openid
+        unionid = answer.get("unionid")
+        return openid, unionid if isinstance(unionid, str) else ""
 
     async def send_text(self, openid: str, content: str) -> None:
         """Customer-service text message."""
