@@ -197,3 +197,16 @@ def test_malformed_pushes_are_refused_by_the_gateway(settings: object) -> None:
         with pytest.raises(Rejected) as refused:
             gateway.open_push(request.query, request.body)
         assert refused.value.reason == reason and refused.value.status == 400
+
+
+async def test_past_the_windows_allowance_an_answer_is_dead_lettered_with_wechats_reason(
+    app_client: Client, mini: MiniProgram
+) -> None:
+    user = "o-chatty"
+    assert await mini.do(user, ("enter", "")) == []
+    mini.fake.sent_in_window[user] = 2  # the two messages opening the chat allows are used up
+    status, _ = await mini.push(mini.sim.text_push(user, "客服电话"))  # a message WeChat has not seen yet
+    await app_client.app[ENGINE].drain(grace=5)
+    await drain_outbox(app_client)
+    rows = await outbox_rows(app_client, recipient=user)
+    assert [(row.status, "service_message_limit" in str(row.last_error)) for row in rows] == [("dead", True)]

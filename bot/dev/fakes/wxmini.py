@@ -5,7 +5,8 @@
 * :class:`FakeMiniProgramAPI` plays WeChat's API for the mini program: its own app id and secret and access
   tokens (a token of the Official Account is refused), ``jscode2session`` (a login code works once, for five
   minutes, and only for the app it was issued to), customer-service messages (``text``, ``image``, ``link``,
-  ``miniprogrampage``; no ``news``) within the window the user's contact opened, and ``message/subscribe/send``,
+  ``miniprogrampage``; no ``news``) within the window the user's contact opened and its allowance (5 after a
+  message, 2 after opening the chat; 45047 beyond), and ``message/subscribe/send``,
   which checks each field's type and length and spends one consent the user gave, refusing (43101) without one.
   The face verification (``getverifyid``/``queryverifyinfo``) is the Official Account fake's, for this app.
 
@@ -31,6 +32,7 @@ from bot.platforms.wechat.inbound import sha1_signature
 LOGIN_CODE_TTL = 300  # wx.login's code: five minutes
 MESSAGE_WINDOW = 48 * 3600  # after the user's message
 ENTER_WINDOW = 60  # after the user opened the customer-service chat
+MESSAGE_MESSAGES, ENTER_MESSAGES = 5, 2  # customer-service messages allowed within each window
 CUSTOMER_SERVICE_TYPES = frozenset({"text", "image", "link", "miniprogrampage"})
 # The fake's own reading of WeChat's table of subscription value types (limit, allowed characters).
 _HAN = "\u4e00-\u9fff"
@@ -69,6 +71,7 @@ class FakeMiniProgramAPI(FakeWeChatAPI):
         self.login_codes: dict[str, LoginCode] = {}
         self.consents: dict[tuple[str, str], int] = {}  # (openid, template id) → messages still allowed
         self.contacts: dict[str, tuple[float, str]] = {}  # openid → (when, "message" | "enter")
+        self.sent_in_window: dict[str, int] = {}  # openid → customer-service messages since that contact
         self.enforce_windows = True
         self.session_keys: list[str] = []  # every session_key handed out (tests check none leaks)
 
@@ -86,6 +89,7 @@ class FakeMiniProgramAPI(FakeWeChatAPI):
     def note_contact(self, openid: str, kind: str = "message") -> None:
         """The user wrote to the chat (``message``) or only opened it (``enter``): a window opens."""
         self.contacts[openid] = (time.time(), kind)
+        self.sent_in_window[openid] = 0  # the allowance is renewed, not added to
 
     def subscriptions_to(self, openid: str) -> list[dict[str, Any]]:
         """Every subscription message delivered to one user (the bodies)."""
@@ -150,9 +154,12 @@ class FakeMiniProgramAPI(FakeWeChatAPI):
             return (47001, "link needs title and url")
         if self.enforce_windows:
             when, kind = self.contacts.get(str(openid), (0.0, ""))
-            window = ENTER_WINDOW if kind == "enter" else MESSAGE_WINDOW
+            window, allowed = (ENTER_WINDOW, ENTER_MESSAGES) if kind == "enter" else (MESSAGE_WINDOW, MESSAGE_MESSAGES)
             if time.time() - when > window:
                 return (45015, "response out of time limit")
+            if self.sent_in_window.get(str(openid), 0) >= allowed:
+                return (45047, "out of response count limit")
+            self.sent_in_window[str(openid)] = self.sent_in_window.get(str(openid), 0) + 1
         return None
 
     def _subscribe(self, body: dict[str, Any]) -> tuple[int, str] | None:
