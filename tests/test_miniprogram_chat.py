@@ -206,6 +206,7 @@ async def test_past_the_windows_allowance_an_answer_is_dead_lettered_with_wechat
     assert await mini.do(user, ("enter", "")) == []
     mini.fake.sent_in_window[user] = 2  # the two messages opening the chat allows are used up
     status, _ = await mini.push(mini.sim.text_push(user, "客服电话"))  # a message WeChat has not seen yet
+    assert status == 200
     await app_client.app[ENGINE].drain(grace=5)
     await drain_outbox(app_client)
     rows = await outbox_rows(app_client, recipient=user)
