@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -35,6 +36,9 @@ from bot.platforms.alipay.sender import AlipaySender
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
 from bot.platforms.wechat.sender import WeChatSender
+from bot.platforms.wxmini.client import MiniProgramAPI
+from bot.platforms.wxmini.inbound import MiniProgramGateway
+from bot.platforms.wxmini.sender import MiniProgramSender
 from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
 from bot.showcode.page import CodePageRoutes
@@ -42,6 +46,7 @@ from bot.web import webhooks
 from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
+    ALIPAY_MINI_API,
     CODE_PAGES,
     DB,
     DEV_FACE,
@@ -49,6 +54,7 @@ from bot.web.appkeys import (
     HTTP,
     KEYRING,
     METRICS,
+    MP_API,
     ROUTER,
     SCHEDULER,
     SERVICES,
@@ -58,7 +64,11 @@ from bot.web.appkeys import (
     WECHAT,
     WECHAT_API,
     WORKER,
+    WXMINI,
+    WXMINI_API,
 )
+from bot.web.mini_webhook import setup_mini_routes
+from bot.web.mp_api import MiniProgramApi
 from handlers import build_router
 from models import OutboxStatus
 
@@ -104,6 +114,8 @@ def create_app(
     app[METRICS] = Metrics()
     app[ROUTER] = router if router is not None else build_router()
     app[WECHAT] = WeChatGateway(settings)
+    if settings.wxmini_enabled:
+        app[WXMINI] = MiniProgramGateway(settings)
     if settings.alipay_enabled:
         try:
             app[ALIPAY] = AlipayGateway(
@@ -139,9 +151,11 @@ def create_app(
     app.cleanup_ctx.append(_conversation_engine)
     app.cleanup_ctx.append(_scheduler)
     webhooks.setup_routes(app)
+    setup_mini_routes(app)
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)
+    MiniProgramApi.setup(app, MP_API)
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     if settings.metrics_token:  # otherwise /metrics is not served at all
@@ -173,6 +187,12 @@ async def _http_clients(app: web.Application) -> AsyncIterator[None]:
         app[WECHAT_API] = WeChatAPI(session, app[SESSIONS], settings, app[METRICS])
         if settings.alipay_enabled:
             app[ALIPAY_API] = AlipayAPI.from_settings(session, settings, app[METRICS])
+        if settings.wxmini_enabled:
+            app[WXMINI_API] = MiniProgramAPI(session, app[SESSIONS], settings, app[METRICS])
+        if settings.alipay_mini_enabled:
+            # The Alipay mini program is an app of its own, signing with the same key pair as the life account.
+            mini = dataclasses.replace(settings, alipay_appid=settings.alipay_mini_appid)
+            app[ALIPAY_MINI_API] = AlipayAPI.from_settings(session, mini, app[METRICS])
         yield
 
 
@@ -180,10 +200,18 @@ async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
     """The objects behind the verification and code pages, whole before the app serves a request."""
     services = app[SERVICES]
     sessions = app[SESSIONS]
-    face = build_face_providers(app[SETTINGS], app[HTTP], app[WECHAT_API], app.get(ALIPAY_API), dev=app.get(DEV_FACE))
+    face = build_face_providers(
+        app[SETTINGS],
+        app[HTTP],
+        app[WECHAT_API],
+        app.get(ALIPAY_API),
+        dev=app.get(DEV_FACE),
+        mini_api=app.get(WXMINI_API),
+    )
     authorisations = web_authorisations(app[WECHAT_API], app.get(ALIPAY_API))
     app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face), authorisations)
     app[CODE_PAGES] = CodePageRoutes(services, sessions)
+    app[MP_API] = MiniProgramApi(services, sessions, app[VERIFICATION], app.get(WXMINI_API), app.get(ALIPAY_MINI_API))
     yield
 
 
@@ -194,6 +222,13 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
     senders: dict[str, Sender] = {"wechat": WeChatSender(app[WECHAT_API], sessions)}
     if ALIPAY_API in app:
         senders["alipay"] = AlipaySender(app[ALIPAY_API], sessions)
+    if WXMINI_API in app:
+        senders["wxmini"] = MiniProgramSender(
+            app[WXMINI_API],
+            sessions,
+            notice_template=settings.wxmini_notice_template,
+            notice_page=settings.wxmini_notice_page,
+        )
     worker = OutboxWorker(
         sessions,
         senders,

@@ -24,6 +24,7 @@ from bot.core.config import (
     DEV_ALIPAY_APPID,
     DEV_ALIPAY_PREFIX,
     DEV_WECHAT_PREFIX,
+    DEV_WXMINI_PREFIX,
     WILDCARD_HOSTS,
     ConfigError,
     Settings,
@@ -61,7 +62,13 @@ def build_serving_app(settings: Settings) -> web.Application:
                 alipay_sign.read_private_key(settings.keys_dir / "alipay_platform_private.pem"),
             )
             app.add_subapp(DEV_ALIPAY_PREFIX, alipay_fake.app())
-        app.add_subapp(MOUNT, Sandbox(settings, wechat_fake, alipay_fake).app())
+        mini_fake = None
+        if settings.wxmini_enabled and settings.wxmini_api_base.endswith(DEV_WXMINI_PREFIX):
+            from bot.dev.fakes.wxmini import FakeMiniProgramAPI
+
+            mini_fake = FakeMiniProgramAPI(settings.wxmini_appid, settings.wxmini_secret)
+            app.add_subapp(DEV_WXMINI_PREFIX, mini_fake.app())
+        app.add_subapp(MOUNT, Sandbox(settings, wechat_fake, alipay_fake, mini_fake).app())
     return app
 
 
@@ -139,6 +146,7 @@ def outbound_targets(settings: Settings) -> list[tuple[str, str, bool]]:
     builtin = {
         f"{served}{DEV_WECHAT_PREFIX}": "the built-in fake of WeChat's API",
         f"{served}{DEV_ALIPAY_PREFIX}/gateway.do": "the built-in fake of Alipay's gateway",
+        f"{served}{DEV_WXMINI_PREFIX}": "the built-in fake of WeChat's API for the mini program",
     }
 
     def where(url: str) -> tuple[str, bool]:
@@ -151,6 +159,8 @@ def outbound_targets(settings: Settings) -> list[tuple[str, str, bool]]:
     targets = [("WeChat API", *where(settings.wechat_api_base))]
     if settings.alipay_enabled:
         targets.append(("Alipay", *where(settings.alipay_gateway)))
+    if settings.wxmini_enabled:
+        targets.append(("Mini program", *where(settings.wxmini_api_base)))
     for platform, label in (("wechat", "face (WeChat)"), ("alipay", "face (Alipay)")):
         if platform == "alipay" and not settings.alipay_enabled:
             continue
@@ -176,6 +186,11 @@ def banner(settings: Settings) -> list[str]:
     base = local_url(settings.host, settings.port)
     everywhere = "  (listening on every interface)" if settings.host in WILDCARD_HOSTS else ""
     alipay = f"{base}/alipay" if settings.alipay_enabled else "off (VAXBOT_ALIPAY_APPID is empty)"
+    mini = (
+        f"{base}/wechat/mini (WeChat push), {base}/mp/api/v1 (the pages' API)"
+        if settings.wxmini_enabled
+        else f"{base}/mp/api/v1 (the pages' API; the WeChat mini program is off: VAXBOT_WXMINI_APPID is empty)"
+    )
     metrics = (
         f"{base}/metrics  (Authorization: Bearer <VAXBOT_METRICS_TOKEN>)"
         if settings.metrics_token
@@ -187,6 +202,7 @@ def banner(settings: Settings) -> list[str]:
         f"vaxbot is running at {base}{everywhere}",
         f"  WeChat webhook:  {base}/wechat  ({mode} mode)",
         f"  Alipay gateway:  {alipay}",
+        f"  mini programs:   {mini}",
         f"  health:          {base}/healthz",
         f"  metrics:         {metrics}",
         f"  links in chats:  {settings.public_url}  (VAXBOT_PUBLIC_URL)",

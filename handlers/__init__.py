@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from bot.chat.conversation import Context, Router
-from handlers import accounts, claim, coming_soon, common, grant, questions, records, show_code, verify, welcome
+from handlers import (
+    accounts,
+    claim,
+    coming_soon,
+    common,
+    grant,
+    miniprogram,
+    questions,
+    records,
+    show_code,
+    verify,
+    welcome,
+)
 
 
 async def fallback(ctx: Context) -> None:
@@ -26,6 +38,7 @@ def build_router(*first: Router) -> Router:
         records.router,
         show_code.router,
         accounts.router,
+        miniprogram.router,  # before welcome's catch-all for platform reports
         welcome.router,
         questions.router,
         coming_soon.router,

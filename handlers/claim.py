@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.certificates.rules import FileView, PendingItem, Standing, actor, bound_identity, claim, pending_for
+from bot.certificates.rules import (
+    FileView,
+    PendingItem,
+    Standing,
+    bound_identity,
+    claim_with_consent,
+    pending_for,
+    record_pending_view,
+)
 from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, any_text, list_number, menu, text_in
 from bot.chat.menu import LABELS, MenuKey
-from bot.core.audit import record_access
 from bot.core.chinatime import china_date
 from bot.core.update import Text
-from models import CertificateKind, Consent, Identity
-
-CONSENT_VERSION = "2026-11"
+from models import CertificateKind, Identity
 
 
 class ClaimSteps(StatesGroup):
@@ -47,18 +52,7 @@ async def _identity(ctx: Context) -> Identity | None:
 
 async def _pending(ctx: Context, identity: Identity) -> list[PendingItem]:
     items = await pending_for(ctx.session, ctx.services.vault, identity, ctx.settings, china_date(ctx.now))
-    account = await ctx.account()
-    for item in items:  # what was shown, and to whom
-        record_access(
-            ctx.session,
-            actor_kind="identity",
-            actor_ref=actor(identity, account),
-            action="pending_view",
-            reason=item.standing.value,
-            certificate_id=item.certificate_id,
-            vaccinee_id=item.file.vaccinee_id,
-            platform=ctx.update.platform.value,
-        )
+    record_pending_view(ctx.session, identity, items, ctx.update.platform.value, account=await ctx.account())
     return items
 
 
@@ -151,22 +145,13 @@ async def agree(ctx: Context) -> None:
     item = await _still_claimable(ctx, identity, int(ctx.data["chosen"]))
     if item is None:
         return
-    certificate = await claim(
+    certificate = await claim_with_consent(
         ctx.session, identity, item.file, ctx.update.platform.value, ctx.now, account=await ctx.account()
     )
     ctx.finish()
     if certificate is None:
         ctx.say("claim_taken_now", name=item.file.masked_name)
         return
-    ctx.session.add(
-        Consent(
-            identity_id=identity.id,
-            purpose=f"certificate_{item.file.kind}",
-            subject_ref=str(item.file.vaccinee_id),
-            text_version=CONSENT_VERSION,
-            given_at=ctx.now,
-        )
-    )
     hint = ctx.text("claim_success_grant_hint") if item.file.kind == CertificateKind.CHILD else ""
     ctx.say("claim_success", name=item.file.masked_name, grant_hint=hint)
 

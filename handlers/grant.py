@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from bot.certificates.rules import (
+    GRANT_REFUSAL_REASONS,
+    GRANT_REFUSED,
     Grantee,
     Visible,
     active_grants,
@@ -39,7 +41,7 @@ from bot.core.chinatime import china_date
 from bot.core.pii import Vault, mask_id_number, mask_name, mask_phone
 from bot.core.update import Text, Update, UpdateKind
 from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
-from bot.identity.accounts import notify
+from bot.identity.accounts import tell_grantee
 from handlers.common import id_number_problem, is_choice, lines, name_problem
 from handlers.picking import record_refusal
 from models import CertificateKind, Grant, Identity
@@ -63,16 +65,7 @@ RELATIONSHIP_ALIASES = {
 }
 STARTS = menu(MenuKey.GRANT) | text_in("授权", "授权家人")
 _REVOKE = re.compile(r"^撤销(?:授权)?第?(\d{1,2})[号个位条]?$")
-GRANT_REFUSED = "grant_refused"  # the audit action of a refused authorisation step; the reason says why
-# A refusal's catalogue key → the reason recorded in the audit log.
-REFUSAL_REASONS = {
-    "grant_not_holder": "not_holder",
-    "grant_adult_refused": "adult_certificate",
-    "grant_self": "self",
-    "grant_is_child": "is_child",
-    "grant_duplicate": "duplicate",
-    "grant_full": "full",
-}
+REFUSAL_REASONS = GRANT_REFUSAL_REASONS  # a refusal's catalogue key → the reason recorded in the audit log
 
 
 class GrantSteps(StatesGroup):
@@ -466,12 +459,7 @@ async def confirm_grant(ctx: Context) -> None:
         await record_refusal(ctx, identity, GRANT_REFUSED, reason, visible.certificate.id, step="confirm")
         await _manage(ctx, identity, visible, before=ctx.text(refusal, limit=limit))
         return
-    notice = ctx.text(
-        "grant_notice_grantee", holder=mask_name(vault.open("name", identity.name_enc)), child=visible.file.masked_name
-    )
-    told = await notify(
-        ctx.session, Text(notice), f"grant-notice:{grant.id}", id_number_hashes=[grant.grantee_id_number_hash]
-    )
+    told = await tell_grantee(ctx.session, ctx.services.catalogue, vault, identity, visible.file.masked_name, grant)
     count = len(await active_grants(ctx.session, visible.certificate.id))
     lines(
         ctx,
@@ -527,11 +515,9 @@ async def confirm_revoke(ctx: Context) -> None:
         ctx.goto(GrantSteps.managing, done="revoke")
         return
     vault = ctx.services.vault
-    notice = ctx.text(
-        "grant_notice_revoked", holder=mask_name(vault.open("name", identity.name_enc)), child=visible.file.masked_name
+    await tell_grantee(
+        ctx.session, ctx.services.catalogue, vault, identity, visible.file.masked_name, grant, revoked=True
     )
-    digest = grant.grantee_id_number_hash
-    await notify(ctx.session, Text(notice), f"revoke-notice:{grant.id}", id_number_hashes=[digest])
     ctx.say(
         "grant_revoked",
         name=mask_name(vault.open("name", grant.grantee_name_enc)),

@@ -18,6 +18,7 @@ from models.clinic import (
     VisitStatus,
 )
 from models.identity import Consent, Identity, PlatformAccount
+from models.miniprogram import AccountUnion, ConsentSource, MiniSession, SubscriptionConsent
 from models.ops import (
     AuditEntry,
     ConversationState,
@@ -44,6 +45,7 @@ from models.verification import Verification, VerificationStatus
 
 __all__ = [
     "OPEN_VISIT_STATUSES",
+    "AccountUnion",
     "Appointment",
     "AppointmentStatus",
     "AuditEntry",
@@ -54,6 +56,7 @@ __all__ = [
     "CodePage",
     "CodeToken",
     "Consent",
+    "ConsentSource",
     "ConversationState",
     "Dose",
     "DoseDetail",
@@ -62,6 +65,7 @@ __all__ = [
     "Grant",
     "Guardian",
     "Identity",
+    "MiniSession",
     "Notice",
     "NoticeKind",
     "OutboxKind",
@@ -81,6 +85,7 @@ __all__ = [
     "Slot",
     "Stage",
     "StrEnumType",
+    "SubscriptionConsent",
     "UTCDateTime",
     "Vaccinee",
     "Verification",

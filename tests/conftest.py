@@ -20,17 +20,19 @@ from sqlalchemy.engine import make_url
 
 from bot.app import create_app
 from bot.chat.conversation import Router
-from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_AES_KEY, Settings, load_settings
+from bot.core.config import DEV_ALIPAY_APPID, DEV_WECHAT_AES_KEY, DEV_WXMINI_SECRET, Settings, load_settings
 from bot.core.db import create_engine, migrate
 from bot.core.keys import generate_dev_keys
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.dev.fakes.wxmini import FakeMiniProgramAPI, MiniProgramClientSim
 from bot.identity.face.dev import MOUNT as DEV_FACE_MOUNT
 from bot.identity.face.dev import DevFace
 from bot.platforms.alipay import sign as alipay_sign
 from tests.channels import Alipay, Channel, WeChat
 from tests.helpers import Client, Gate
+from tests.mini_channel import MINI_APPID, MiniProgram
 
 POSTGRES_URL = os.environ.get("VAXBOT_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("VAXBOT_REQUIRE_POSTGRES", "") == "1"
@@ -309,3 +311,30 @@ def channel(
     if request.param == "wechat":
         return WeChat(app_client, wechat, fake)
     return Alipay(app_client, alipay, fake_alipay[0])
+
+
+# --- the WeChat mini program (its tests override ``settings`` to point wxmini_api_base at fake_mini) ---------
+
+
+@pytest.fixture
+async def fake_mini(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[FakeMiniProgramAPI, str, Gate]]:
+    """The fake WeChat API of the mini program on loopback: (fake, base URL, gate)."""
+    gate = Gate()
+    fake = FakeMiniProgramAPI(MINI_APPID, DEV_WXMINI_SECRET)
+    server = await aiohttp_server(gate.install(fake.app()))
+    yield fake, str(server.make_url("")).rstrip("/"), gate
+    gate.release_all()
+
+
+@pytest.fixture
+def mini_sim(settings: Settings) -> MiniProgramClientSim:
+    """Plays WeChat pushing the mini program's messages to us."""
+    return MiniProgramClientSim(settings.wxmini_token, settings.wxmini_appid, settings.wxmini_aes_key)
+
+
+@pytest.fixture
+def mini(
+    app_client: Client, mini_sim: MiniProgramClientSim, fake_mini: tuple[FakeMiniProgramAPI, str, Gate]
+) -> MiniProgram:
+    """A user's side of the mini program's chat (XML pushes)."""
+    return MiniProgram(app_client, mini_sim, fake_mini[0])

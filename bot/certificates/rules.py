@@ -21,6 +21,7 @@ from models import (
     Certificate,
     CertificateKind,
     Clinic,
+    Consent,
     Dose,
     DoseDetail,
     Grant,
@@ -225,6 +226,56 @@ async def claim(
     return await session.get(Certificate, certificate_id)
 
 
+# The version of the claim consent's text (申领须知) a person agrees to.
+CLAIM_CONSENT_VERSION = "2026-11"
+
+
+async def claim_with_consent(
+    session: AsyncSession,
+    identity: Identity,
+    file: FileView,
+    platform: str,
+    now: datetime,
+    *,
+    account: PlatformAccount | None = None,
+) -> Certificate | None:
+    """Claim as :func:`claim`, and record the separate consent the person gave to it (chat and pages alike)."""
+    certificate = await claim(session, identity, file, platform, now, account=account)
+    if certificate is not None:
+        session.add(
+            Consent(
+                identity_id=identity.id,
+                purpose=f"certificate_{file.kind}",
+                subject_ref=str(file.vaccinee_id),
+                text_version=CLAIM_CONSENT_VERSION,
+                given_at=now,
+            )
+        )
+    return certificate
+
+
+def record_pending_view(
+    session: AsyncSession,
+    identity: Identity,
+    items: Sequence[PendingItem],
+    platform: str,
+    *,
+    account: PlatformAccount | None = None,
+) -> None:
+    """Audit a look at the pending list: each file shown, its standing, and to whom."""
+    for item in items:
+        record_access(
+            session,
+            actor_kind="identity",
+            actor_ref=actor(identity, account),
+            action="pending_view",
+            reason=item.standing.value,
+            certificate_id=item.certificate_id,
+            vaccinee_id=item.file.vaccinee_id,
+            platform=platform,
+        )
+
+
 async def _active_grant(session: AsyncSession, certificate_id: int, id_number_hash: str) -> Grant | None:
     query = select(Grant).where(
         Grant.certificate_id == certificate_id,
@@ -307,6 +358,18 @@ class Grantee:
     phone: str
 
 
+# The audit action of a refused authorisation step, and each refusal's catalogue key → the reason recorded.
+GRANT_REFUSED = "grant_refused"
+GRANT_REFUSAL_REASONS = {
+    "grant_not_holder": "not_holder",
+    "grant_adult_refused": "adult_certificate",
+    "grant_self": "self",
+    "grant_is_child": "is_child",
+    "grant_duplicate": "duplicate",
+    "grant_full": "full",
+}
+
+
 async def add_grant(
     session: AsyncSession,
     vault: Vault,
@@ -327,6 +390,9 @@ async def add_grant(
     digest = vault.digest("id_number", grantee.id_number)
     if digest == holder.id_number_hash:
         return None, "grant_self"
+    vaccinee = await session.get(Vaccinee, certificate.vaccinee_id)
+    if vaccinee is not None and vaccinee.id_number_hash == digest:
+        return None, "grant_is_child"
     # Grant changes to one certificate are serialised on its row: two adds cannot both pass the count.
     await session.execute(select(Certificate.id).where(Certificate.id == certificate.id).with_for_update())
     current = await active_grants(session, certificate.id)

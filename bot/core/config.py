@@ -19,6 +19,13 @@ DEV_WECHAT_SECRET = "dev-secret-not-for-production"  # noqa: S105 (a public dev 
 DEV_WECHAT_TOKEN = "vaxbotdevtoken"  # noqa: S105
 DEV_WECHAT_AES_KEY = "dmF4Ym90LWRldi1lbmNvZGluZy1hZXMta2V5LTAwMDE"
 DEV_ALIPAY_APPID = "2099000000000001"
+# The mini programs' development values (WeChat mini program; Alipay mini program).
+DEV_WXMINI_APPID = "wx0000000000de0002"
+DEV_WXMINI_SECRET = "dev-mini-secret-not-for-production"  # noqa: S105 (a public dev value)
+DEV_WXMINI_TOKEN = "vaxbotdevminitoken"  # noqa: S105
+DEV_WXMINI_AES_KEY = "dmF4Ym90LWRldi1taW5pLXByb2dyYW0tYWVzLWtleTE"
+DEV_ALIPAY_MINI_APPID = "2099000000000002"
+DEV_SUBSCRIBE_TEMPLATE = "dev-dose-reminder-subscribe"
 # Development key files in the keys directory (written by ``vaxbot keys generate-dev``): our app's pair,
 # and the pair the built-in fake Alipay signs with, standing in for Alipay's own.
 DEV_ALIPAY_APP_KEY = "alipay_app"
@@ -32,6 +39,7 @@ ENVIRONMENTS = ("development", "test", "production")
 # Where development mounts the platforms' fakes beside the service (and points the API bases at them).
 DEV_WECHAT_PREFIX = "/_dev/wechat"
 DEV_ALIPAY_PREFIX = "/_dev/alipay"
+DEV_WXMINI_PREFIX = "/_dev/wxmini"
 SANDBOX_MOUNT = "/sandbox"  # the sandbox's page and API (development only)
 # The real platforms: the API bases used when none is set, outside development.
 WECHAT_API_BASE = "https://api.weixin.qq.com"
@@ -114,6 +122,29 @@ class Settings:
     # Alipay's posts carry no signed timestamp: a message older than this is a replay (processed keys
     # are kept for days, so within it a replay is recognised as a duplicate).
     alipay_max_message_age_seconds: int = 24 * 3600
+
+    # The WeChat mini program (小程序): its own app id, secret, message-push token and EncodingAESKey. Unset,
+    # the app id is the development one in development and test, and empty (the channel off) in production,
+    # so a deployment without a mini program needs no setting for it. Its API is WeChat's.
+    wxmini_appid: str = ""
+    wxmini_secret: str = dataclasses.field(default=DEV_WXMINI_SECRET, metadata=SECRET)
+    wxmini_token: str = dataclasses.field(default=DEV_WXMINI_TOKEN, metadata=SECRET)
+    wxmini_aes_key: str = dataclasses.field(default=DEV_WXMINI_AES_KEY, metadata=SECRET)
+    wxmini_api_base: str = ""  # empty: the built-in fake in development, WeChat's real API otherwise
+    # Subscription messages (订阅消息): the dose-reminder template and the page its card opens.
+    wxmini_reminder_template: str = DEV_SUBSCRIBE_TEMPLATE
+    wxmini_reminder_page: str = "pages/records/index"
+    # A general notice template (fields thing1 what, time2 when): a chat notice (a queue number, a grant…) that
+    # finds a mini-program user outside the chat's window goes out this way when they consented; empty: never.
+    wxmini_notice_template: str = ""
+    wxmini_notice_page: str = "pages/index/index"
+    # The Alipay mini program's app id (login via alipay.system.oauth.token with the Alipay keys); unset: the
+    # development one in development and test, off in production.
+    alipay_mini_appid: str = ""
+    # The pages' JSON API (/mp/api/v1): our own session token's lifetime, and a token bucket per session.
+    mp_session_ttl_seconds: int = 2 * 3600
+    mp_api_burst: int = 30
+    mp_api_per_minute: float = 60.0
 
     # Platform deadlines: WeChat drops the connection after 5 s; answer well before.
     reply_deadline_seconds: float = 4.0
@@ -201,6 +232,15 @@ class Settings:
         development = self.env == "development"
         if not self.wechat_api_base:
             object.__setattr__(self, "wechat_api_base", served + DEV_WECHAT_PREFIX if development else WECHAT_API_BASE)
+        if self.env in ("development", "test"):
+            # Why only there: production turns a mini program on by naming it, never by default.
+            if not self.wxmini_appid:
+                object.__setattr__(self, "wxmini_appid", DEV_WXMINI_APPID)
+            if not self.alipay_mini_appid:
+                object.__setattr__(self, "alipay_mini_appid", DEV_ALIPAY_MINI_APPID)
+        if not self.wxmini_api_base:
+            mini = served + DEV_WXMINI_PREFIX if development else WECHAT_API_BASE
+            object.__setattr__(self, "wxmini_api_base", mini)
         if not self.alipay_gateway:
             gateway = f"{served}{DEV_ALIPAY_PREFIX}/gateway.do" if development else ALIPAY_GATEWAY
             object.__setattr__(self, "alipay_gateway", gateway)
@@ -237,6 +277,8 @@ class Settings:
         problems: list[str] = []
         if not self._on_this_machine(self.wechat_api_base):
             problems.append(f"VAXBOT_WECHAT_API_BASE points at {_host(self.wechat_api_base)}, not this machine")
+        if self.wxmini_enabled and not self._on_this_machine(self.wxmini_api_base):
+            problems.append(f"VAXBOT_WXMINI_API_BASE points at {_host(self.wxmini_api_base)}, not this machine")
         if self.alipay_enabled and not self._on_this_machine(self.alipay_gateway):
             problems.append(f"VAXBOT_ALIPAY_GATEWAY points at {_host(self.alipay_gateway)}, not this machine")
         for platform, name in (("wechat", self.face_provider_wechat), ("alipay", self.face_provider_alipay)):
@@ -247,7 +289,8 @@ class Settings:
     def _on_this_machine(self, url: str) -> bool:
         # Loopback, or the built-in fakes on this server's own address (served on a LAN address, say).
         served = local_url(self.host, self.port)
-        return on_this_machine(url) or url.startswith((served + DEV_WECHAT_PREFIX, served + DEV_ALIPAY_PREFIX))
+        prefixes = (served + DEV_WECHAT_PREFIX, served + DEV_ALIPAY_PREFIX, served + DEV_WXMINI_PREFIX)
+        return on_this_machine(url) or url.startswith(prefixes)
 
     def refuse_unsafe_development(self) -> None:
         """Raise :class:`ConfigError` when development is wired to a real platform or face provider."""
@@ -281,6 +324,16 @@ class Settings:
         return bool(self.alipay_appid)
 
     @property
+    def wxmini_enabled(self) -> bool:
+        """True when the WeChat mini program is configured (an app id is set)."""
+        return bool(self.wxmini_appid)
+
+    @property
+    def alipay_mini_enabled(self) -> bool:
+        """True when the Alipay mini program's login is on (its app id set, and the Alipay keys configured)."""
+        return bool(self.alipay_mini_appid) and self.alipay_enabled
+
+    @property
     def alipay_private_key_path(self) -> Path:
         """Our app's private key (PKCS#1 or PKCS#8 PEM)."""
         if self.alipay_private_key:
@@ -298,7 +351,9 @@ class Settings:
         return self.keys_dir / f"{stem}_{half}.pem"
 
     def reminder_template_id(self, platform: str) -> str:
-        """The dose-reminder template of one platform."""
+        """The dose-reminder template of one platform (the mini program's is a subscription template)."""
+        if platform == "wxmini":
+            return self.wxmini_reminder_template
         return self.alipay_reminder_template if platform == "alipay" else self.wechat_reminder_template
 
     def production_problems(self, dev_keys: bool) -> list[str]:
@@ -321,6 +376,23 @@ class Settings:
                 problems.append("VAXBOT_ALIPAY_PRIVATE_KEY is not set (the development key would be used)")
             if not self.alipay_public_key:
                 problems.append("VAXBOT_ALIPAY_PUBLIC_KEY is not set (the development key would be used)")
+        if self.wxmini_enabled:
+            for name, dev_value in (
+                ("wxmini_appid", DEV_WXMINI_APPID),
+                ("wxmini_secret", DEV_WXMINI_SECRET),
+                ("wxmini_token", DEV_WXMINI_TOKEN),
+                ("wxmini_aes_key", DEV_WXMINI_AES_KEY),
+                ("wxmini_reminder_template", DEV_SUBSCRIBE_TEMPLATE),
+            ):
+                if getattr(self, name) == dev_value:
+                    problems.append(
+                        f"VAXBOT_{name.upper()} is the development value"
+                        " (set VAXBOT_WXMINI_APPID empty to turn the mini program off)"
+                    )
+            if not self.wxmini_api_base.startswith("https://"):
+                problems.append("VAXBOT_WXMINI_API_BASE must be https in production")
+        if self.alipay_mini_enabled and self.alipay_mini_appid == DEV_ALIPAY_MINI_APPID:
+            problems.append("VAXBOT_ALIPAY_MINI_APPID is the development app id (set it empty to turn it off)")
         if self.wechat_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
             problems.append("VAXBOT_WECHAT_REMINDER_TEMPLATE is not set (the development template id)")
         if self.alipay_enabled and self.alipay_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
@@ -418,6 +490,13 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     settings.refuse_unsafe_development()
     if settings.wechat_aes_key and len(settings.wechat_aes_key) != 43:
         raise ConfigError("VAXBOT_WECHAT_AES_KEY must be the 43-character EncodingAESKey")
+    if settings.wxmini_aes_key and len(settings.wxmini_aes_key) != 43:
+        raise ConfigError("VAXBOT_WXMINI_AES_KEY must be the 43-character EncodingAESKey")
+    if settings.mp_session_ttl_seconds < 60 or settings.mp_api_burst < 1 or settings.mp_api_per_minute <= 0:
+        raise ConfigError(
+            f"{PREFIX}MP_SESSION_TTL_SECONDS must be at least 60, {PREFIX}MP_API_BURST at least 1"
+            f" and {PREFIX}MP_API_PER_MINUTE positive"
+        )
     for name in ("code_ttl_seconds", "code_page_ttl_seconds", "code_page_code_seconds"):
         if getattr(settings, name) < 60:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 60 (a code must live long enough to show)")

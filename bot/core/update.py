@@ -16,6 +16,10 @@ class Platform(StrEnum):
 
     WECHAT = "wechat"
     ALIPAY = "alipay"
+    # The mini programs: their own apps, so one person's Official Account and mini-program conversations
+    # (state, windows, outbox order) never mix. Only the WeChat mini program has a chat (customer service).
+    WXMINI = "wxmini"
+    ALIPAY_MINI = "alipaymini"
 
 
 class UpdateKind(StrEnum):

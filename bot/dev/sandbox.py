@@ -32,6 +32,7 @@ from bot.dev.fakes.alipay_gateway import SIM_USER_COOKIE as ALIPAY_USER_COOKIE
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import SIM_USER_COOKIE as WECHAT_USER_COOKIE
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
+from bot.dev.fakes.wxmini import FakeMiniProgramAPI, MiniProgramClientSim
 from bot.platforms.alipay import sign as alipay_sign
 from bot.platforms.alipay.sender import IMAGE_ACTION_NAME
 from bot.reminders.doses import next_reminder_time, plan_reminders, send_due_reminders
@@ -130,6 +131,18 @@ def wechat_view(body: dict[str, Any], catalogue: Catalogue, settings: Settings) 
     return {"kind": "text", "text": f"[{kind}]"}
 
 
+def mini_view(body: dict[str, Any], catalogue: Catalogue, settings: Settings) -> dict[str, Any]:
+    """How WeChat shows one message of the mini program: its chat (text, image, link) or a subscription card."""
+    if body.get("msgtype") == "link":
+        link = body["link"]
+        return {"kind": "link", "title": link["title"], "text": link.get("description", ""), "url": link["url"]}
+    if "template_id" in body:  # a subscription message, shown in 服务通知 as a card
+        template_id = str(body["template_id"])
+        title = template_title(catalogue, settings, "wxmini", template_id)
+        return template_card(catalogue, title, body.get("data") or {}, str(body.get("page") or ""))
+    return wechat_view(body, catalogue, settings)
+
+
 def alipay_view(method: str, biz: dict[str, Any], catalogue: Catalogue, settings: Settings) -> dict[str, Any]:
     """How the Alipay app shows one message the gateway delivered."""
     if method.endswith("custom.send"):
@@ -200,10 +213,21 @@ class _SendFailed(Exception):
 class Sandbox:
     """The page and its small API, in front of the platform simulators and the fakes."""
 
-    def __init__(self, settings: Settings, wechat_fake: FakeWeChatAPI, alipay_fake: FakeAlipayGateway | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        wechat_fake: FakeWeChatAPI,
+        alipay_fake: FakeAlipayGateway | None,
+        mini_fake: FakeMiniProgramAPI | None = None,
+    ) -> None:
         self._settings = settings
         self._wechat_fake = wechat_fake
         self._alipay_fake = alipay_fake
+        self._mini_fake = mini_fake
+        self._mini: MiniProgramClientSim | None = None
+        if mini_fake is not None:
+            self._mini = MiniProgramClientSim(settings.wxmini_token, settings.wxmini_appid, settings.wxmini_aes_key)
+        self._mini_seen = 0
         self._wechat = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
         self._alipay: AlipayClientSim | None = None
         if alipay_fake is not None:
@@ -264,7 +288,7 @@ class Sandbox:
         )
 
     def _platforms(self) -> list[str]:
-        return ["wechat"] + (["alipay"] if self._alipay is not None else [])
+        return ["wechat"] + (["alipay"] if self._alipay is not None else []) + (["wxmini"] if self._mini else [])
 
     def _base(self) -> str:
         # Our own address from the settings, never from the request's Host header (a wildcard host is
@@ -296,6 +320,8 @@ class Sandbox:
             async with aiohttp.ClientSession() as http:
                 if platform == "wechat":
                     replies = await self._send_wechat(http, self._base(), user, action, value)
+                elif platform == "wxmini":
+                    replies = await self._send_mini(http, self._base(), user, action, value)
                 else:
                     replies = await self._send_alipay(http, self._base(), user, action, value)
         except (_SendFailed, aiohttp.ClientError) as exc:
@@ -344,6 +370,26 @@ class Sandbox:
         reply = sim.open_reply(body)
         return [reply] if reply is not None else []
 
+    async def _send_mini(
+        self, http: aiohttp.ClientSession, base: str, user: str, action: str, value: str
+    ) -> list[dict[str, Any]]:
+        """The mini program's chat: no menu (a tap is its label typed), no follow (opening the chat instead)."""
+        sim, fake = self._mini, self._mini_fake
+        assert sim is not None and fake is not None
+        if action == "unfollow":
+            return []  # a mini program has no follow to end
+        if action in ("follow", "enter"):
+            body = sim.enter(user, value, create_time=self._tick())
+            fake.note_contact(user, "enter")
+        else:
+            body = sim.text_push(user, LABELS.get(value, value) if action == "click" else value)
+            fake.note_contact(user, "message")
+        signed = sim.sign_push(body)
+        async with http.post(f"{base}/wechat/mini", params=signed.query, data=signed.body) as response:
+            if response.status != 200:
+                raise _SendFailed(f"HTTP {response.status}")
+        return []  # every answer arrives through message/custom/send
+
     async def _send_alipay(
         self, http: aiohttp.ClientSession, base: str, user: str, action: str, value: str
     ) -> list[dict[str, Any]]:
@@ -379,6 +425,15 @@ class Sandbox:
                 view = wechat_view(item.body, catalogue, self._settings)
                 self.transcripts.add("wechat", str(item.body["touser"]), "bot", view)
         self._wechat_seen = len(pushed)
+        if self._mini_fake is not None:
+            delivered = self._mini_fake.received
+            if len(delivered) < self._mini_seen:
+                self._mini_seen = 0
+            for item in delivered[self._mini_seen :]:
+                if item.body.get("touser"):
+                    view = mini_view(item.body, catalogue, self._settings)
+                    self.transcripts.add("wxmini", str(item.body["touser"]), "bot", view)
+            self._mini_seen = len(delivered)
         if self._alipay_fake is None:
             return
         sent = self._alipay_fake.received
@@ -479,10 +534,22 @@ class Sandbox:
             alipay.certifications.clear()
             alipay.auth_codes.clear()
         self._alipay_seen = 0
+        mini = self._mini_fake
+        if mini is not None:
+            mini.received.clear()
+            mini.media.clear()
+            mini.face_sessions.clear()
+            mini.login_codes.clear()
+            mini.consents.clear()
+            mini.contacts.clear()
+        self._mini_seen = 0
 
     async def media(self, request: web.Request) -> web.Response:
         """An image vaxbot uploaded to the WeChat fake (what the user's phone would download)."""
-        content = self._wechat_fake.media.get(request.match_info["media_id"])
+        media_id = request.match_info["media_id"]
+        content = self._wechat_fake.media.get(media_id)
+        if content is None and self._mini_fake is not None:
+            content = self._mini_fake.media.get(media_id)
         if content is None:
             raise web.HTTPNotFound()
         return web.Response(body=content, content_type="image/png", headers={"Cache-Control": "no-store"})

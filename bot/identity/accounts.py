@@ -22,10 +22,20 @@ from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA
 from bot.core.db import dialect_insert
-from bot.core.pii import Vault
+from bot.core.pii import Vault, mask_name
 from bot.core.update import OutMessage, Text
 from bot.outbox import queue as outbox
-from models import CodePage, CodeToken, Identity, PlatformAccount, Verification, VerificationStatus, utcnow
+from models import (
+    AccountUnion,
+    CodePage,
+    CodeToken,
+    Grant,
+    Identity,
+    PlatformAccount,
+    Verification,
+    VerificationStatus,
+    utcnow,
+)
 
 
 async def bind_verified(
@@ -102,16 +112,43 @@ async def reachable_accounts(
     id_number_hashes: Iterable[str] = (),
     accounts: Iterable[PlatformAccount] = (),
 ) -> list[PlatformAccount]:
-    """Every account of these people that still follows, each once: identities, keyed ID hashes, given accounts."""
+    """Every account of these people that still follows, each once: identities, keyed ID hashes, given accounts.
+
+    A person found by identity or ID hash is reached on one kind of channel (:func:`one_channel_each`), so
+    who follows the Official Account and also uses the mini program hears once; given accounts are kept.
+    """
     found: dict[int, PlatformAccount] = {}
-    for account in [
-        *accounts,
+    people = [
         *await following_accounts_of(session, identity_ids),
         *[each for digest in dict.fromkeys(id_number_hashes) for each in await accounts_for_id_hash(session, digest)],
-    ]:
+    ]
+    for account in [*accounts, *one_channel_each([each for each in people if each.following])]:
         if account.following and account.id not in found:
             found[account.id] = account
     return list(found.values())
+
+
+# Mini programs (WeChat: customer service within a window, subscription messages with a consent each);
+# the Alipay mini program only logs in, and is never written to.
+MINI_PROGRAM_PLATFORMS = frozenset({"wxmini", "alipaymini"})
+UNWRITABLE_PLATFORMS = frozenset({"alipaymini"})
+
+
+def one_channel_each(accounts: Iterable[PlatformAccount]) -> list[PlatformAccount]:
+    """The accounts to tell each person on: a person who follows an Official Account or a life account is told
+    there, not also in a mini program; a mini-program-only person in the mini program. Order is kept.
+    """
+    listed = [account for account in accounts if account.platform not in UNWRITABLE_PLATFORMS]
+    followers = {
+        account.identity_id
+        for account in listed
+        if account.platform not in MINI_PROGRAM_PLATFORMS and account.identity_id is not None
+    }
+    return [
+        account
+        for account in listed
+        if account.platform not in MINI_PROGRAM_PLATFORMS or account.identity_id not in followers
+    ]
 
 
 async def notify(
@@ -276,3 +313,38 @@ async def tell_unbinding(
     )
     key = f"unbound:{target.id}:{int(now.timestamp())}"
     return await notify(session, Text(notice), key, accounts=[target, *others])
+
+
+async def tell_grantee(
+    session: AsyncSession,
+    catalogue: Catalogue,
+    vault: Vault,
+    holder: Identity,
+    child: str,
+    grant: Grant,
+    *,
+    revoked: bool = False,
+) -> Sequence[PlatformAccount]:
+    """Tell a grantee, wherever they are reached, that ``holder`` authorised them (or no longer does) to see
+    ``child`` (the masked name); the chat and the pages alike. Returns the accounts told."""
+    key, prefix = ("grant_notice_revoked", "revoke-notice") if revoked else ("grant_notice_grantee", "grant-notice")
+    notice = catalogue(key, holder=mask_name(vault.open("name", holder.name_enc)), child=child)
+    return await notify(session, Text(notice), f"{prefix}:{grant.id}", id_number_hashes=[grant.grantee_id_number_hash])
+
+
+def union_digest(vault: Vault, platform: str, union: str) -> str:
+    """The stored form of a union id: the same for every app of one platform family (WeChat, Alipay)."""
+    family = "alipay" if platform.startswith("alipay") else "wechat"
+    return vault.digest("union_id", f"{family}:{union}")
+
+
+async def record_union(
+    session: AsyncSession, vault: Vault, account: PlatformAccount, union: str, now: datetime
+) -> None:
+    """Remember an account's union id (the platform's id of the user across the developer's apps), once."""
+    insert = dialect_insert(session)
+    await session.execute(
+        insert(AccountUnion)
+        .values(account_id=account.id, union_hash=union_digest(vault, account.platform, union), created_at=now)
+        .on_conflict_do_nothing(index_elements=["account_id"])
+    )

@@ -37,7 +37,7 @@ from bot.core.config import Settings
 from bot.core.pages import simple_page
 from bot.core.pii import Vault, mask_id_number, mask_name
 from bot.core.update import Text
-from bot.identity.accounts import bind_verified, notify, tell_earlier_accounts
+from bot.identity.accounts import bind_verified, notify, record_union, tell_earlier_accounts
 from bot.identity.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPI, WeChatAPIError
@@ -49,7 +49,10 @@ VERIFY_PATH = "/verify/{handle}"
 DONE_PATH = "/verify/{handle}/done"
 AUTHORISED_PATH = "/verify/{handle}/authorised"
 # Providers that know the user already: WeChat runs the mini program's face for the openid we name.
-KNOWS_ITS_USER = frozenset({"wechat_mini"})
+KNOWS_ITS_USER = frozenset({"wechat_mini", "wxmini"})
+FINAL_STATUSES = frozenset(
+    {VerificationStatus.PASSED, VerificationStatus.FAILED, VerificationStatus.MISMATCH, VerificationStatus.EXPIRED}
+)
 # The browser that opened the link holds these (scoped to the link's path): the first ties the
 # authorisation's state to it, the second ties the provider's return to the browser that was checked.
 BROWSER_COOKIE = "vx_verify"
@@ -98,8 +101,8 @@ class WebAuthorisation(Protocol):
     def authorize_url(self, redirect_uri: str, state: str) -> str:
         """The platform's page that sends the browser back to ``redirect_uri`` with a code and ``state``."""
 
-    async def user_of(self, code: str) -> str:
-        """The platform user id (openid / Alipay user id) the code was issued for; :class:`AuthorisationError`."""
+    async def user_of(self, code: str) -> tuple[str, str]:
+        """(the platform user id the code was issued for, its union id or ""); :class:`AuthorisationError`."""
 
 
 # WeChat answers these for a code that is not (or no longer) good: invalid, used, or of another app.
@@ -118,10 +121,10 @@ class WeChatAuthorisation:
         """WeChat's ``connect/oauth2/authorize`` page."""
         return self._api.authorize_url(redirect_uri, state)
 
-    async def user_of(self, code: str) -> str:
-        """The openid, in this Official Account, of the browser's WeChat user."""
+    async def user_of(self, code: str) -> tuple[str, str]:
+        """The openid, in this Official Account, of the browser's WeChat user, and their unionid if given."""
         try:
-            return await self._api.oauth_openid(code)
+            return await self._api.oauth_user(code)
         except WeChatAPIError as exc:
             raise AuthorisationError(f"wechat_{exc.errcode}", retryable=exc.errcode not in _WECHAT_BAD_CODE) from exc
 
@@ -138,10 +141,11 @@ class AlipayAuthorisation:
         """Alipay's ``publicAppAuthorize.htm`` page."""
         return self._api.authorize_url(redirect_uri, state)
 
-    async def user_of(self, code: str) -> str:
-        """The Alipay user id of the browser's Alipay user."""
+    async def user_of(self, code: str) -> tuple[str, str]:
+        """The Alipay user id of the browser's Alipay user (a 2088… id is the same in every Alipay app)."""
         try:
-            return await self._api.oauth_user_id(code)
+            user = await self._api.oauth_user_id(code)
+            return user, user if user.startswith("2088") else ""
         except AlipayAPIError as exc:
             name = f"alipay_{exc.code}" + (f"_{exc.sub_code}" if exc.sub_code else "")
             raise AuthorisationError(name, retryable=exc.may_have_arrived or exc.code == "20000") from exc
@@ -365,7 +369,7 @@ class VerificationRoutes:
             if not result.rowcount:  # type: ignore[attr-defined]
                 return self._page("page_verify_used", status=410)
         try:
-            user = await authorisation.user_of(code)
+            user, union = await authorisation.user_of(code)
         except AuthorisationError as exc:
             await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
             await self._refuse(account, attempt, "oauth_code", code=exc.code)
@@ -379,6 +383,10 @@ class VerificationRoutes:
                 attempt, account, VerificationStatus.STARTING, "opened_by_another_account", now, opened_by=opened_by
             )
             return self._page(f"page_verify_other_account_{account.platform}", status=403)
+        if union:
+            # The platform vouches for this account's cross-app id: the mini program can know the person by it.
+            async with self._sessions() as session, session.begin():
+                await record_union(session, self._services.vault, account, union, now)
         return await self._launch(attempt, account, handle)
 
     async def _end_for_another(
@@ -462,6 +470,74 @@ class VerificationRoutes:
                 return self._page("page_verify_pending", status=503)
             outcome = Outcome(passed=False, reason=exc.code)
         return await self._finish(attempt, account, outcome, now)
+
+    # --- the mini program's face, driven by its page through the JSON API (no browser link) ---
+
+    async def start_in_app(self, handle: str, account_id: int) -> tuple[str, str]:
+        """Start an attempt of ``account_id`` whose provider knows its user (the mini program's face).
+
+        Returns ("started", the provider's reference the page hands to ``wx.requestFacialVerify``), or
+        (why not, ""): ``not_found`` (no such attempt of this account), ``used``, ``expired`` or ``unavailable``.
+        """
+        now = utcnow()
+        async with self._sessions() as session:
+            attempt = await self._load(session, handle)
+            account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
+        if attempt is None or account is None or account.id != account_id or attempt.provider not in KNOWS_ITS_USER:
+            return "not_found", ""
+        if attempt.expires_at <= now:
+            await self._move(attempt.id, VerificationStatus.PENDING, VerificationStatus.EXPIRED, completed_at=now)
+            return "expired", ""
+        provider = self._providers.get(attempt.provider)
+        if provider is None or not await self._move(
+            attempt.id, VerificationStatus.PENDING, VerificationStatus.STARTING
+        ):
+            return "used", ""
+        try:
+            started = await provider.start(self._request(attempt, account, handle))
+        except FaceError as exc:
+            log.warning("face provider could not start", extra={"provider": attempt.provider, "code": exc.code})
+            await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
+            return "unavailable", ""
+        await self._move(
+            attempt.id, VerificationStatus.STARTING, VerificationStatus.STARTED, provider_ref=started.provider_ref
+        )
+        return "started", started.provider_ref
+
+    async def finish_in_app(self, handle: str, account_id: int) -> str:
+        """Ask the provider how the account's in-app attempt ended, as :meth:`done` does; the attempt's status.
+
+        ``passed``, ``failed``, ``mismatch`` or ``expired`` once decided; ``pending`` while the provider has no
+        result yet (or could not be asked); ``not_found`` for no such attempt of this account.
+        """
+        now = utcnow()
+        async with self._sessions() as session:
+            attempt = await self._load(session, handle)
+            account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
+        if attempt is None or account is None or account.id != account_id or attempt.provider not in KNOWS_ITS_USER:
+            return "not_found"
+        if attempt.status != VerificationStatus.STARTED or attempt.provider_ref is None:
+            return str(attempt.status) if attempt.status in FINAL_STATUSES else "pending"
+        provider = self._providers.get(attempt.provider)
+        if provider is None or not await self._move(
+            attempt.id, VerificationStatus.STARTED, VerificationStatus.CHECKING
+        ):
+            return "pending"
+        try:
+            outcome = await provider.query(attempt.provider_ref, self._request(attempt, account, handle))
+        except FaceError as exc:
+            if exc.retryable:
+                await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
+                return "pending"
+            outcome = Outcome(passed=False, reason=exc.code)
+        if not outcome.passed and outcome.reason == "not_completed":
+            # The user has not faced the camera yet: the attempt stays open for the page to ask again.
+            await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
+            return "pending"
+        await self._finish(attempt, account, outcome, now)
+        async with self._sessions() as session:
+            fresh = await session.get(Verification, attempt.id)
+        return str(fresh.status) if fresh is not None else "not_found"
 
     async def _finish(
         self, attempt: Verification, account: PlatformAccount, outcome: Outcome, now: datetime

@@ -28,11 +28,12 @@ from bot.core.config import Settings
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler
-from bot.core.update import TemplateMessage, TemplateValue
+from bot.core.update import Platform, TemplateMessage, TemplateValue
 from bot.identity.accounts import reachable_accounts
 from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from bot.outbox import queue as outbox
+from bot.platforms.wxmini.consents import queue_subscription
 from models import (
     Certificate,
     CertificateKind,
@@ -268,7 +269,24 @@ async def _send_for_child(
         return 0
     forecasts = [current[_dose(opened[r.id])] for r in send]
     message = _message(catalogue, file, forecasts, today, url=settings.public_url.rstrip("/") + "/")
+    told: list[PlatformAccount] = []
+    without_consent: list[PlatformAccount] = []
     for account in accounts:
+        idempotency = f"reminder:{min(r.id for r in send)}:{account.id}"
+        if account.platform == Platform.WXMINI:
+            # No template messages in a mini program: a subscription message, and only with a consent.
+            queued = await queue_subscription(
+                session,
+                account,
+                template_id=settings.reminder_template_id(account.platform),
+                data=subscription_data(message),
+                page=settings.wxmini_reminder_page,
+                key=idempotency,
+                now=now,
+            )
+            (told if queued is not None else without_consent).append(account)
+            continue
+        told.append(account)
         outbox.enqueue(
             session,
             platform=account.platform,
@@ -276,8 +294,10 @@ async def _send_for_child(
             recipient=account.user_id,
             kind=OutboxKind.TEMPLATE,
             payload=dataclasses.replace(message, template_id=settings.reminder_template_id(account.platform)).payload(),
-            idempotency_key=f"reminder:{min(r.id for r in send)}:{account.id}",
+            idempotency_key=idempotency,
         )
+    if not told:
+        await _set_status(session, send, ReminderStatus.NO_RECIPIENT)  # only mini-program users, none consented
     record_access(
         session,
         actor_kind="system",
@@ -287,10 +307,21 @@ async def _send_for_child(
         vaccinee_id=vaccinee_id,
         detail={
             "reminders": [reminder.id for reminder in send],  # which doses stays sealed in their rows
-            "to": sorted({f"{account.platform}:identity:{account.identity_id}" for account in accounts}),
+            "to": sorted({f"{account.platform}:identity:{account.identity_id}" for account in told}),
+            # Mini-program users who gave no consent to this template: nothing may be sent to them.
+            "no_consent": sorted({f"{account.platform}:identity:{account.identity_id}" for account in without_consent}),
         },
     )
-    return len(accounts)
+    return len(told)
+
+
+def subscription_data(message: TemplateMessage) -> dict[str, str]:
+    """The reminder as the mini program's subscription template takes it: thing1 child, thing2 doses, thing3 when.
+
+    ``thing`` values hold at most 20 characters; longer ones are shortened.
+    """
+    values = [value.value for value in message.keywords]
+    return {f"thing{number}": _short(value, KEYWORD_LIMIT) for number, value in enumerate(values, 1)}
 
 
 async def _set_status(session: AsyncSession, reminders: list[Reminder], status: ReminderStatus) -> None:

@@ -19,7 +19,10 @@ from bot.platforms.alipay.client import AlipayAPI
 from bot.platforms.alipay.inbound import AlipayGateway
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
+from bot.platforms.wxmini.client import MiniProgramAPI
+from bot.platforms.wxmini.inbound import MiniProgramGateway
 from bot.showcode.page import CodePageRoutes
+from bot.web.mp_api import MiniProgramApi
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", Keyring)
@@ -39,3 +42,8 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 VERIFICATION = web.AppKey("verification", VerificationRoutes)
 DEV_FACE = web.AppKey("dev_face", DevFace)
 CODE_PAGES = web.AppKey("code_pages", CodePageRoutes)
+# The WeChat mini program (present when it is configured).
+WXMINI = web.AppKey("wxmini", MiniProgramGateway)
+WXMINI_API = web.AppKey("wxmini_api", MiniProgramAPI)
+ALIPAY_MINI_API = web.AppKey("alipay_mini_api", AlipayAPI)  # the Alipay mini program's app (login only)
+MP_API = web.AppKey("mp_api", MiniProgramApi)  # the mini programs' JSON API

@@ -175,6 +175,8 @@ class FakeAlipayGateway:
         self.response_fields: dict[str, dict[str, Any]] = {}
         self.certifications: dict[str, Certification] = {}
         self.auth_codes: dict[str, AuthCode] = {}
+        # The developer's other apps signing with the same key pair (a mini program): they may log users in.
+        self.other_app_ids: set[str] = set()
         self.auth_code_ttl = OAUTH_CODE_TTL
         self._failures: dict[str, list[_Failure]] = {}
         self._stalls: dict[str, float] = {}
@@ -298,7 +300,8 @@ class FakeAlipayGateway:
         if params.get("grant_type") != "authorization_code":
             raise Refusal("40002", "isv.grant-type-invalid", "grant_type参数不正确")
         issued = self.auth_codes.get(params.get("code", ""))
-        if issued is None or issued.used or issued.app_id != self.app_id or now - issued.created > self.auth_code_ttl:
+        caller = params.get("app_id", self.app_id)  # a code works only for the app it was issued to
+        if issued is None or issued.used or issued.app_id != caller or now - issued.created > self.auth_code_ttl:
             raise Refusal("40002", "isv.code-invalid", "授权码(auth_code)错误、状态不对或过期")
         issued.used = True
         return {
@@ -432,7 +435,7 @@ class FakeAlipayGateway:
         app_id = params.get("app_id", "")
         if not app_id:
             raise Refusal("40001", "isv.missing-app-id", "缺少AppID参数", unsigned=True)
-        if app_id != self.app_id:
+        if app_id != self.app_id and app_id not in self.other_app_ids:
             raise Refusal("40002", "isv.invalid-app-id", "无效的AppID参数", unsigned=True)
         if "format" in params and params["format"].upper() != "JSON":
             raise Refusal("40002", "isv.invalid-format", "无效的数据格式参数")

@@ -175,6 +175,7 @@ class FakeWeChatAPI:
         self.face_sessions: dict[str, FaceSession] = {}  # verify_id → session (微信人脸核身)
         self.oauth_codes: dict[str, OAuthCode] = {}  # code → whom it was issued for (网页授权)
         self.oauth_code_ttl = OAUTH_CODE_TTL
+        self.unionids: dict[str, str] = {}  # openid → unionid, for an account bound to an Open Platform account
 
     # --- test controls ---
     def fail(self, path: str, errcode: int, times: int = 1) -> None:
@@ -284,15 +285,16 @@ class FakeWeChatAPI:
         if issued.used:
             return web.json_response({"errcode": 40163, "errmsg": "code been used"})
         issued.used = True
-        return web.json_response(
-            {
-                "access_token": secrets.token_urlsafe(32),
-                "expires_in": 7200,
-                "refresh_token": secrets.token_urlsafe(32),
-                "openid": issued.openid,
-                "scope": issued.scope,
-            }
-        )
+        answer = {
+            "access_token": secrets.token_urlsafe(32),
+            "expires_in": 7200,
+            "refresh_token": secrets.token_urlsafe(32),
+            "openid": issued.openid,
+            "scope": issued.scope,
+        }
+        if issued.openid in self.unionids:
+            answer["unionid"] = self.unionids[issued.openid]
+        return web.json_response(answer)
 
     async def _inbox(self, request: web.Request) -> web.Response:
         """Development only: what was sent to one user, from position ``after`` (for ``vaxbot chat``)."""
@@ -380,7 +382,7 @@ class FakeWeChatAPI:
             body = await request.json()
         except ValueError:
             return web.json_response({"errcode": 47001, "errmsg": "data format error"})
-        problem = _validate(path, body)
+        problem = self._validate(path, body)
         if problem is not None:
             return web.json_response({"errcode": problem[0], "errmsg": problem[1]})
         item = Received(path, body, token)
@@ -391,6 +393,10 @@ class FakeWeChatAPI:
         if path == "message/template/send":
             answer["msgid"] = secrets.randbelow(10**15)
         return web.json_response(answer)
+
+    def _validate(self, path: str, body: Any) -> tuple[int, str] | None:
+        """The checks this API makes on a body (an errcode and message), None when it is accepted."""
+        return _validate(path, body)
 
     async def _upload(self, request: web.Request, token: str) -> web.Response:
         if request.query.get("type") != "image":

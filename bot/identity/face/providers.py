@@ -30,6 +30,9 @@ from bot.platforms.wechat.client import WeChatAPI
 FACE = "face"
 METHODS = frozenset({FACE, "birth_certificate", "household"})
 PROVIDERS = {"wechat": ("tencent", "wechat_mini", "dev"), "alipay": ("alipay", "dev")}
+# The face of the mini program's own users: WeChat's face with the mini program's app id, secret, token and
+# their openid in it (``wechat_mini`` is the same face run from the Official Account's credentials).
+MINI_PROGRAM_FACE = "wxmini"
 _TIER = re.compile(r"^(\d+)-(\d*):([a-z_]+)$")
 
 
@@ -104,6 +107,8 @@ def provider_name_for(settings: Settings, platform: str) -> str:
 
     :class:`ConfigError` in production when unset (:func:`build_face_providers` refuses to start so).
     """
+    if platform == "wxmini":
+        return MINI_PROGRAM_FACE  # the mini program's own face, with its own credentials and openid
     variable = f"VAXBOT_FACE_PROVIDER_{platform.upper()}"
     configured = settings.face_provider_wechat if platform == "wechat" else settings.face_provider_alipay
     if configured:
@@ -119,8 +124,9 @@ def build_face_providers(
     wechat_api: WeChatAPI,
     alipay_api: AlipayAPI | None,
     dev: DevFace | None = None,
+    mini_api: WeChatAPI | None = None,
 ) -> dict[str, FaceProvider]:
-    """One provider per platform (keyed ``wechat``, and ``alipay`` when that channel is on).
+    """One provider per platform (keyed ``wechat``, ``alipay`` when that channel is on, ``wxmini`` with ``mini_api``).
 
     Both platforms on ``dev`` share one :class:`DevFace` (its page is mounted once, see :func:`dev_face`);
     pass ``dev`` when its page was mounted before the providers could be built.
@@ -155,6 +161,9 @@ def build_face_providers(
             if alipay_api is None:
                 raise ConfigError(f"{variable} is alipay but the Alipay channel has no API client")
             providers[platform] = AlipayCertify(alipay_api)
+    if mini_api is not None:
+        # Users of the mini program verify there, with its credentials (``mini_api``) and their openid in it.
+        providers["wxmini"] = WeChatMiniFace(mini_api, page=settings.wechat_face_page, name=MINI_PROGRAM_FACE)
     return providers
 
 

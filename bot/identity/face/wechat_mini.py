@@ -53,9 +53,10 @@ class WeChatMiniFace:
 
     name = "wechat_mini"
 
-    def __init__(self, api: WeChatAPI, *, page: str = DEFAULT_PAGE) -> None:
+    def __init__(self, api: WeChatAPI, *, page: str = DEFAULT_PAGE, name: str = "wechat_mini") -> None:
         self._api = api
         self._page = page
+        self.name = name  # "wxmini" when run for the mini program's own users with its own credentials
 
     async def start(self, request: StartRequest) -> Started:
         """Open a session for the subject; the page path (with ``verify_id``) the mini program opens."""

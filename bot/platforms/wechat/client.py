@@ -55,12 +55,18 @@ class WeChatAPI:
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         metrics: Metrics,
+        *,
+        appid: str | None = None,
+        secret: str | None = None,
+        api_base: str | None = None,
     ) -> None:
+        # appid, secret and api_base name another WeChat app (the mini program); default: the Official Account.
         self._http = http
         self._sessionmaker = sessionmaker
-        self._base = settings.wechat_api_base.rstrip("/") + "/cgi-bin/"
-        self._appid = settings.wechat_appid
-        self._secret = settings.wechat_secret
+        self._api_root = (api_base or settings.wechat_api_base).rstrip("/")
+        self._base = self._api_root + "/cgi-bin/"
+        self._appid = appid or settings.wechat_appid
+        self._secret = secret or settings.wechat_secret
         self._oauth_base = settings.wechat_oauth_base.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=settings.api_timeout_seconds)
         self._metrics = metrics
@@ -244,12 +250,18 @@ class WeChatAPI:
 
     async def oauth_openid(self, code: str) -> str:
         """The openid of whoever was sent back with ``code`` (``sns/oauth2/access_token``; the code works once)."""
+        return (await self.oauth_user(code))[0]
+
+    async def oauth_user(self, code: str) -> tuple[str, str]:
+        """(openid, unionid or "") of whoever was sent back with ``code``; WeChat gives the unionid when the
+        account is bound to an Open Platform account (the same person's id in the mini program too)."""
         params = {"appid": self._appid, "secret": self._secret, "code": code, "grant_type": "authorization_code"}
         answer = await self._request("GET", OAUTH_TOKEN_PATH, params=params)
         openid = answer.get("openid")
         if not isinstance(openid, str) or not openid:
             raise WeChatAPIError(-3, "sns/oauth2/access_token answered without openid")
-        return openid
+        unionid = answer.get("unionid")
+        return openid, unionid if isinstance(unionid, str) else ""
 
     async def send_text(self, openid: str, content: str) -> None:
         """Customer-service text message."""
