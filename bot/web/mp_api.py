@@ -11,6 +11,7 @@ buckets. See ``docs/mp-api.openapi.yaml``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -188,7 +189,7 @@ class MiniProgramApi:
                     await session.commit()
                     raise
                 await session.commit()
-            return web.json_response(answer, headers=_PRIVATE)
+            return web.json_response(await _drawn(answer), headers=_PRIVATE)
         except ApiError as error:
             return self._error(error)
 
@@ -627,10 +628,26 @@ class MiniProgramApi:
         )
         return {
             "name": visible.file.masked_name,
-            "svg": qr_svg(issued.payload),
+            "svg": _SvgLater(issued.payload),  # drawn after the commit, in a worker thread
             "expires_in": int(ttl.total_seconds()),
             "page": code_page_url(settings, handle),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class _SvgLater:
+    """A QR code to draw as SVG once the action's transaction has ended (never inside it, never on the loop)."""
+
+    text: str
+
+
+async def _drawn(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with each QR code it carries drawn, off the event loop."""
+    drawn = dict(answer)
+    for key, value in answer.items():
+        if isinstance(value, _SvgLater):
+            drawn[key] = await asyncio.to_thread(qr_svg, value.text)
+    return drawn
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class WeChatSender:
         elif row.kind == OutboxKind.IMAGE:
             media_id = payload.get("media_id")
             if not media_id:
-                media_id = await self._api.upload_image(await _image(payload))
+                media_id = await self._api.upload_image(await image_bytes(payload))
             await self._api.send_image(row.recipient, str(media_id))
         elif row.kind == OutboxKind.NEWS:
             await self._api.send_news(row.recipient, {k: str(v) for k, v in payload.items()})
@@ -89,7 +89,7 @@ class WeChatSender:
             raise SendError("unknown_kind", row.kind, retryable=False)
 
 
-async def _image(payload: Mapping[str, Any]) -> bytes:
+async def image_bytes(payload: Mapping[str, Any]) -> bytes:
     """The PNG to upload: a QR code drawn now, off the event loop, or the bytes the row carries."""
     try:
         if payload.get("qr_text"):

@@ -10,7 +10,6 @@ a row of any other kind (a template message) cannot reach a mini-program user.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -20,7 +19,7 @@ from bot.core.chinatime import CHINA
 from bot.core.update import UpdateKind
 from bot.outbox.queue import SendError, addressee
 from bot.platforms.wechat.client import WeChatAPIError
-from bot.platforms.wechat.sender import classify
+from bot.platforms.wechat.sender import classify, image_bytes
 from bot.platforms.wxmini.client import MiniProgramAPI
 from bot.platforms.wxmini.consents import spend_consent
 from models import OutboxKind, OutboxMessage, PlatformAccount, utcnow
@@ -91,7 +90,7 @@ class MiniProgramSender:
         elif row.kind == OutboxKind.IMAGE:
             media_id = payload.get("media_id")
             if not media_id:
-                media_id = await self._api.upload_image(base64.b64decode(payload["png_base64"]))
+                media_id = await self._api.upload_image(await image_bytes(payload))
             await self._api.send_image(row.recipient, str(media_id))
         elif row.kind == OutboxKind.NEWS:
             await self._api.send_link(row.recipient, {key: str(value) for key, value in payload.items()})
