@@ -530,6 +530,7 @@ MESSAGES: Final[dict[str, str]] = {
     ),
     "desk_confirm_which": "有{count}项接种等您确认：\n{lines}\n请回复「确认」加排队号，例如「确认{example}」。",
     "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
+    "desk_confirm_already": "{name}的接种信息您已经确认过了，医生会按确认的内容接种，不用再回复。",
     "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
 }
 
