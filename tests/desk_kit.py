@@ -6,6 +6,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from bot.certificates.rules import Grantee, add_grant
+from bot.desk.notify import FamilyTeller
 from bot.desk.queue import take_number
 from bot.desk.steps import DeskActor, DosePlan, GivenDose, HealthAnswers
 from bot.dev.demo import CHILD, GRANDMA, INFANT, PARENT
@@ -123,7 +124,13 @@ async def second_child(client: Client, world: DeskWorld, platform: str) -> int:
 
 
 async def queue_visit(
-    client: Client, world: DeskWorld, shown_by: int, *, now: datetime | None = None, certificate_id: int | None = None
+    client: Client,
+    world: DeskWorld,
+    shown_by: int,
+    *,
+    now: datetime | None = None,
+    certificate_id: int | None = None,
+    family: FamilyTeller | None = None,
 ) -> int:
     """``shown_by`` shows a code and the clinic's desk scans it: returns the visit id."""
     services = client.app[SERVICES]
@@ -147,5 +154,6 @@ async def queue_visit(
             payload=issued.payload,
             staff="nurse-1",
             now=moment,
+            family=family,
         )
     return ticket.visit_id

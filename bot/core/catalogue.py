@@ -507,6 +507,8 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_problem_bad_site": "接种部位不对，请从列表里选择。",
     "desk_problem_reason_needed": "请填写原因（例如：家长手机没电，现场口头核对）。",
     "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
+    "desk_step_queued": "取号",
+    "desk_queued_short": "排队号：{number}号",
     "desk_step_registered": "登记",
     "desk_step_confirm": "一验证",
     "desk_step_vaccinated": "接种",
