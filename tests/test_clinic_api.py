@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ from bot.desk.clinics import (
     add_api_key,
     sign,
 )
+from bot.desk.filing import FilingDetails, issue_filing_code, request_filing
 from bot.dev.demo import CHILD
 from bot.showcode.codes import issue_code
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, ClinicApiKey, Dose, DoseSource, Visit, VisitStatus, utcnow
+from models import AuditEntry, ClinicApiKey, Dose, DoseSource, Identity, Visit, VisitStatus, utcnow
 from tests.desk_kit import DeskWorld, desk_world, plan
 from tests.helpers import Client
 from tests.world import NANJING, NANTONG
@@ -276,3 +277,31 @@ def test_cli_adds_a_clinic_and_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(secret) >= 40
     assert secret.encode() not in (tmp_path / "vaxbot.db").read_bytes()  # sealed, never stored in the clear
     assert bot.cli.main(["clinic", "key", "add", "--clinic", "NT-NO-00"]) == 1
+
+
+async def test_auto_filing_through_the_api(app_client: Client) -> None:
+    client = app_client
+    services = client.app[SERVICES]
+    world = await desk_world(client, "wechat", WECHAT_APP)
+    system = ClinicSystem(client, await _key(client, NANTONG[0]))
+    baby = FilingDetails(name="林小安", sex="F", birth_date=date(2026, 11, 2), birth_cert_no="Q320261202")
+    async with client.app[SESSIONS]() as session, session.begin():
+        parent = await session.get(Identity, world.parent_id)
+        assert parent is not None
+        request = await request_filing(session, services.vault, parent, baby, "child", utcnow())
+        code = issue_filing_code(
+            session, services.vault, request, identity_id=parent.id, now=utcnow(), ttl=timedelta(minutes=5)
+        ).payload
+    status, ticket = await system.call("POST", f"{API}/scan", {"code": code})
+    assert status == 200 and ticket["role"] == "filing" and ticket["certificate_id"] is None
+    visit = ticket["visit_id"]
+    status, refused = await system.call("GET", f"{API}/visits/{visit}")
+    assert status == 409 and refused["error"] == "not_filed"
+    status, view = await system.call("GET", f"{API}/visits/{visit}/filing")
+    assert status == 200 and view["details"]["name"] == "林小安" and view["existing_vaccinee_id"] is None
+    status, bad = await system.call("POST", f"{API}/visits/{visit}/file", {"resolutions": {"name": "overwrite"}})
+    assert status == 400 and bad["error"] == "bad_request"
+    status, filed = await system.call("POST", f"{API}/visits/{visit}/file", {})
+    assert status == 200 and filed["visit_id"] == visit
+    status, detail = await system.call("GET", f"{API}/visits/{visit}")
+    assert status == 200 and detail["name"] == "林小安" and detail["sex"] == "F"
