@@ -104,6 +104,10 @@ async def test_the_whole_desk_flow_through_the_api(app_client: Client) -> None:
     assert {"vaccine_code": "HepB", "dose_number": 2} in [
         {"vaccine_code": due["vaccine_code"], "dose_number": due["dose_number"]} for due in detail["due"]
     ]
+    status, compared = await system.call("GET", f"{API}/visits/{visit}/compare")
+    assert status == 200 and compared == {"mismatches": []}  # the holder is the file's guardian
+    status, resolved = await system.call("POST", f"{API}/visits/{visit}/resolve", {"resolutions": {"name": "merge"}})
+    assert status == 400 and resolved["error"] == "bad_request"
     # No 接种 before 登记 and 一验证: refused with its reason, in Chinese, and nothing recorded.
     status, refused = await system.call("POST", f"{API}/visits/{visit}/vaccinate", GIVEN)
     assert status == 409 and refused["error"] == "out_of_order" and "登记" in refused["message"]

@@ -20,7 +20,7 @@ from bot.dev.demo import CHILD, PARENT, demo_id_number
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Certificate, FilingRequest, FilingStatus, Guardian, Identity, Vaccinee, utcnow
 from tests.channels import Channel
-from tests.desk_kit import GIVEN, NO_PROBLEMS
+from tests.desk_kit import GIVEN, NO_PROBLEMS, desk_world, queue_visit
 from tests.helpers import Client, outbox_rows
 from tests.test_show_code import read_qr
 from tests.world import NANJING, NANTONG, clinic, registry_file, verified
@@ -229,3 +229,56 @@ async def test_taking_the_verified_value_and_another_clinic(app_client: Client, 
     async with client.app[SESSIONS]() as session:
         guardians = (await session.scalars(select(Guardian).where(Guardian.vaccinee_id == vaccinee))).all()
     assert [g.id_number_hash for g in guardians] == [vault.digest("id_number", PARENT.id_number)]
+
+
+async def test_a_scanned_certificate_is_compared_with_the_verified_holder(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    vault = client.app[SERVICES].vault
+    world = await desk_world(client, channel.platform, channel.app_id)
+    actor = DeskActor(clinic_id=world.clinic_id, staff_id=2)
+    # The child's file lists the parent who holds its certificate: nothing to resolve.
+    visit = await queue_visit(client, world, world.parent_id)
+    assert await _desk(client, filing.compare_with_verified, actor, visit) == []
+    # The mother's own file carries an old spelling of her name and a wrong birth date.
+    own = await registry_file(
+        client,
+        ref="F-MOTHER",
+        name="林小雨",
+        id_number=PARENT.id_number,
+        birth=date(1992, 3, 15),
+        sex=PARENT.sex,
+        stage="adult",
+        doses=[("Flu", 1, date(2025, 10, 1))],
+    )
+    async with client.app[SESSIONS]() as session, session.begin():
+        certificate = Certificate(
+            vaccinee_id=own, holder_identity_id=world.parent_id, kind="adult", claimed_via=channel.platform
+        )
+        session.add(certificate)
+        await session.flush()
+        certificate_id = certificate.id
+    visit = await queue_visit(client, world, world.parent_id, certificate_id=certificate_id)
+    assert await _refused(client, filing.compare_with_verified, world.stranger, visit) == StepProblem.NOT_FOUND
+    found = await _desk(client, filing.compare_with_verified, actor, visit)
+    assert {(m.field, m.on_file, m.verified) for m in found} == {
+        ("name", "林小雨", PARENT.name),
+        ("birth_date", "1992-03-15", PARENT.birth.isoformat()),
+    }
+    left = await _desk(client, filing.resolve_mismatches, actor, visit, {"name": "take_verified"})
+    assert [m.field for m in left] == ["birth_date"]
+    left = await _desk(
+        client, filing.resolve_mismatches, actor, visit, {"birth_date": "note"}, note="请登记处核对出生日期"
+    )
+    assert left == []  # every difference decided
+    again = await _desk(client, filing.compare_with_verified, actor, visit)
+    assert [m.field for m in again] == ["birth_date"]  # noted, not changed: it stays a difference
+    async with client.app[SESSIONS]() as session:
+        file = await session.get(Vaccinee, own)
+        assert file is not None
+        audits = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "desk_mismatch_resolved"))).all()
+    assert vault.open("name", file.name_enc) == PARENT.name
+    assert vault.open("birth_date", file.birth_date_enc) == "1992-03-15"
+    assert [(entry.detail["field"], entry.reason) for entry in audits] == [
+        ("name", "take_verified"),
+        ("birth_date", "note"),
+    ]

@@ -47,6 +47,8 @@ from bot.desk.steps import (
 )
 from bot.showcode.codes import IssuedCode, handle_digest, make_payload
 from models import (
+    Certificate,
+    CertificateKind,
     Clinic,
     CodeToken,
     FileProfile,
@@ -322,11 +324,15 @@ async def _create_file(
 async def _add_guardian(session: AsyncSession, vault: Vault, file: Vaccinee, request: FilingRequest) -> None:
     parent = await session.get(Identity, request.requested_by_identity_id)
     assert parent is not None
+    await _add_guardian_identity(session, file, parent)
+
+
+async def _add_guardian_identity(session: AsyncSession, file: Vaccinee, person: Identity) -> None:
     session.add(
         Guardian(
             vaccinee_id=file.id,
-            id_number_hash=parent.id_number_hash,
-            id_number_enc=parent.id_number_enc,
+            id_number_hash=person.id_number_hash,
+            id_number_enc=person.id_number_enc,
             relationship=Relationship.GUARDIAN,
         )
     )
@@ -334,16 +340,17 @@ async def _add_guardian(session: AsyncSession, vault: Vault, file: Vaccinee, req
 
 
 async def _take_verified(
-    session: AsyncSession, vault: Vault, file: Vaccinee, request: FilingRequest, details: FilingDetails, field: str
+    session: AsyncSession, vault: Vault, file: Vaccinee, details: FilingDetails, guardian: Identity | None, field: str
 ) -> None:
+    """The file takes the verified (or declared) value of ``field``."""
     if field == "name":
         file.name_enc = vault.seal("name", details.name)
     elif field == "birth_date":
         file.birth_date_enc = vault.seal("birth_date", details.birth_date.isoformat())
     elif field == "sex":
         file.set_profile(vault, dataclasses.replace(file.profile(vault), sex=details.sex))
-    elif field == "guardian":
-        await _add_guardian(session, vault, file, request)
+    elif field == "guardian" and guardian is not None:
+        await _add_guardian_identity(session, file, guardian)
 
 
 async def file_visit(
@@ -387,7 +394,8 @@ async def file_visit(
         for mismatch in mismatches:
             decision = chosen[mismatch.field]
             if decision is Resolution.TAKE_VERIFIED:
-                await _take_verified(session, vault, existing, request, details, mismatch.field)
+                requester = await session.get(Identity, request.requested_by_identity_id)
+                await _take_verified(session, vault, existing, details, requester, mismatch.field)
             record_access(
                 session,
                 actor_kind=actor_kind,
@@ -438,3 +446,110 @@ def field_label(field: str) -> str:
 def jsonable_details(details: FilingDetails) -> dict[str, Any]:
     """The details as plain values (the clinic API's answer)."""
     return {**dataclasses.asdict(details), "birth_date": details.birth_date.isoformat()}
+
+
+# --- a scanned certificate whose file differs from the verified person --------------------------------
+
+
+async def _certificate_subject(
+    session: AsyncSession, vault: Vault, visit: Visit
+) -> tuple[Vaccinee, Certificate, Identity, FilingDetails | None]:
+    """The visit's file, certificate and holder, and (for an adult's own certificate) the holder as verified."""
+    if visit.vaccinee_id is None or visit.certificate_id is None:
+        raise StepRefused(StepProblem.NOT_FILED)
+    file = await session.get(Vaccinee, visit.vaccinee_id)
+    certificate = await session.get(Certificate, visit.certificate_id)
+    assert file is not None and certificate is not None
+    holder = await session.get(Identity, certificate.holder_identity_id)
+    assert holder is not None
+    verified = own_details(vault, holder) if certificate.kind == CertificateKind.ADULT else None
+    return file, certificate, holder, verified
+
+
+async def _certificate_mismatches(
+    session: AsyncSession, vault: Vault, file: Vaccinee, holder: Identity, verified: FilingDetails | None
+) -> list[Mismatch]:
+    found: list[Mismatch] = []
+    if verified is not None:
+        name = vault.open("name", file.name_enc)
+        if name != verified.name:
+            found.append(Mismatch("name", name, verified.name))
+        sex = file.profile(vault).sex
+        if sex != verified.sex:
+            found.append(Mismatch("sex", sex, verified.sex))
+        birth = vault.open("birth_date", file.birth_date_enc)
+        if birth != verified.birth_date.isoformat():
+            found.append(Mismatch("birth_date", birth, verified.birth_date.isoformat()))
+    else:
+        guardians = (
+            await session.scalars(select(Guardian.id_number_hash).where(Guardian.vaccinee_id == file.id))
+        ).all()
+        if holder.id_number_hash not in guardians:
+            found.append(Mismatch("guardian", "", mask_name(vault.open("name", holder.name_enc))))
+    return found
+
+
+async def compare_with_verified(session: AsyncSession, vault: Vault, actor: DeskActor, visit_id: int) -> list[Mismatch]:
+    """How a scanned certificate's file differs from the verified people behind it (shown at 登记; audited).
+
+    An adult's own certificate: the file's name, sex and birth date against the holder's verified identity
+    (sex and birth date as the ID number gives them). A child's: whether the holder is still a guardian on
+    the file. The file holds no phone number, so phones are not compared.
+    """
+    visit = await load_visit(session, actor, visit_id)
+    file, _certificate, holder, verified = await _certificate_subject(session, vault, visit)
+    found = await _certificate_mismatches(session, vault, file, holder, verified)
+    record_access(
+        session,
+        actor_kind="staff" if actor.api_key_id is None else "clinic_api",
+        actor_ref=actor.audit_actor(),
+        action="desk_compared",
+        certificate_id=visit.certificate_id,
+        vaccinee_id=file.id,
+        detail={"visit": visit.id, "mismatches": [m.field for m in found]},
+    )
+    return found
+
+
+async def resolve_mismatches(
+    session: AsyncSession,
+    vault: Vault,
+    actor: DeskActor,
+    visit_id: int,
+    resolutions: Mapping[str, Resolution | str],
+    *,
+    note: str = "",
+) -> list[Mismatch]:
+    """Apply the staff's decision on each difference :func:`compare_with_verified` found; returns those left.
+
+    ``take_verified`` writes the verified value into the file; ``keep`` and ``note`` leave it. Each decision
+    is audited (the field and the decision, never the values); a note is kept sealed with the visit.
+    """
+    visit = await load_visit(session, actor, visit_id)
+    file, _certificate, holder, verified = await _certificate_subject(session, vault, visit)
+    chosen = {field: Resolution(value) for field, value in resolutions.items()}
+    left: list[Mismatch] = []
+    for mismatch in await _certificate_mismatches(session, vault, file, holder, verified):
+        decision = chosen.get(mismatch.field)
+        if decision is None:
+            left.append(mismatch)
+            continue
+        if decision is Resolution.TAKE_VERIFIED:
+            if verified is not None:
+                await _take_verified(session, vault, file, verified, None, mismatch.field)
+            elif mismatch.field == "guardian":
+                await _add_guardian_identity(session, file, holder)
+        record_access(
+            session,
+            actor_kind="staff" if actor.api_key_id is None else "clinic_api",
+            actor_ref=actor.audit_actor(),
+            action="desk_mismatch_resolved",
+            reason=decision.value,
+            certificate_id=visit.certificate_id,
+            vaccinee_id=file.id,
+            detail={"visit": visit.id, "field": mismatch.field},
+        )
+    clean_note = " ".join(note.split())[:200]
+    if clean_note:
+        visit.desk_enc = seal_record(vault, dataclasses.replace(read_record(vault, visit), filing_note=clean_note))
+    return left

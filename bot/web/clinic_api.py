@@ -261,10 +261,7 @@ async def get_filing(request: web.Request, actor: DeskActor, _data: dict[str, An
 
 async def file_visit(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
     """POST /visits/{id}/file {resolutions?: {field: keep|take_verified|note}, note?}: the registrar files them."""
-    raw = data.get("resolutions") or {}
-    if not isinstance(raw, dict) or not all(isinstance(value, str) for value in raw.values()):
-        raise BadRequest("resolutions")
-    resolutions = {str(field): filing.Resolution(value) for field, value in raw.items()}
+    resolutions = _resolutions(data)
     note = _text(data, "note", required=False)
     return await _in(
         request,
@@ -275,6 +272,31 @@ async def file_visit(request: web.Request, actor: DeskActor, data: dict[str, Any
         note=note,
         family=_teller(request),
     )
+
+
+def _resolutions(data: dict[str, Any]) -> dict[str, filing.Resolution]:
+    raw = data.get("resolutions") or {}
+    if not isinstance(raw, dict) or not all(isinstance(value, str) for value in raw.values()):
+        raise BadRequest("resolutions")
+    return {str(field): filing.Resolution(value) for field, value in raw.items()}
+
+
+async def compare(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /visits/{id}/compare: how the file differs from the verified holder (audited)."""
+    return {"mismatches": await _in(request, filing.compare_with_verified, actor, _visit_id(request))}
+
+
+async def resolve(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/resolve {resolutions, note?}: the staff's decision on each difference."""
+    left = await _in(
+        request,
+        filing.resolve_mismatches,
+        actor,
+        _visit_id(request),
+        _resolutions(data),
+        note=_text(data, "note", required=False),
+    )
+    return {"left": left}
 
 
 async def get_observing(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
@@ -297,6 +319,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}", endpoint(detail))
     app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}/filing", endpoint(get_filing))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/file", endpoint(file_visit))
+    app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}/compare", endpoint(compare))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/resolve", endpoint(resolve))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/register", endpoint(register))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/confirmation", endpoint(request_confirmation))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/confirm-in-person", endpoint(confirm_in_person))
