@@ -210,10 +210,15 @@ async def test_every_rejection_of_a_signed_request(app_client: Client) -> None:
             update(ClinicApiKey).where(ClinicApiKey.key_id == system.key.key_id).values(revoked_at=utcnow())
         )
     assert await status_of(system.headers("GET", path, b"")) == "401 unknown_key"
-    # The refusals of the known key are on record under it (the unknown key's are only logged).
+    # The correctly signed refusals are on record under the key (bad signatures and unknown keys are only
+    # logged: a key's public id alone must not be able to fill the audit log).
     async with client.app[SESSIONS]() as session:
         refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "clinic_api_refused"))).all()
-    assert sorted({entry.reason for entry in refused}) == ["bad_signature", "replay", "stale"]
+    assert sorted({entry.reason for entry in refused}) == ["replay", "stale"]
+    assert all(
+        entry.actor_ref.startswith("clinic-api:") and entry.actor_ref.endswith(f"@clinic:{system.key.clinic_id}")
+        for entry in refused
+    )
 
 
 async def test_another_clinics_key_sees_and_does_nothing(app_client: Client) -> None:

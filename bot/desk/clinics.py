@@ -142,8 +142,10 @@ class SignedRequest:
 async def authenticate(session: AsyncSession, vault: Vault, request: SignedRequest, now: datetime) -> DeskActor:
     """The desk actor a correctly signed, fresh, first-seen request speaks for; raises :class:`ApiRefused`.
 
-    The nonce is recorded (in the caller's transaction) only once the signature holds, so nobody can use
-    up a key's nonces without its secret. A refusal for a known key is audited under that key.
+    The signature is checked first: the nonce is recorded (in the caller's transaction) only once it holds,
+    so nobody can use up a key's nonces without its secret, and only a correctly signed request that is
+    stale or replayed is audited under the key (a bad signature is logged by the caller, not audited,
+    so a key's public id alone cannot fill the audit log).
     """
     if not (request.key_id and request.timestamp and request.nonce and request.signature):
         raise ApiRefused(ApiProblem.UNSIGNED)
@@ -157,16 +159,17 @@ async def authenticate(session: AsyncSession, vault: Vault, request: SignedReque
     if key is None:
         raise ApiRefused(ApiProblem.UNKNOWN_KEY)
     actor = DeskActor(clinic_id=key.clinic_id, api_key_id=key.id)
-    try:
-        moment = datetime.fromtimestamp(int(request.timestamp), now.tzinfo)
-    except (OverflowError, ValueError, OSError):
-        raise ApiRefused(ApiProblem.STALE) from None
-    if abs(moment - now) > CLOCK_SKEW:
-        await _refused(session, actor, ApiProblem.STALE)
     secret = vault.open(API_SECRET_FIELD, key.secret_enc)
     expected = sign(secret, request.method, request.path_qs, request.timestamp, request.nonce, request.body)
     if not hmac.compare_digest(expected, request.signature.lower()):
-        await _refused(session, actor, ApiProblem.BAD_SIGNATURE)
+        # Not audited: anyone who knows a key's public id could otherwise fill the audit log (it is logged).
+        raise ApiRefused(ApiProblem.BAD_SIGNATURE)
+    try:
+        moment = datetime.fromtimestamp(int(request.timestamp), now.tzinfo)
+    except (OverflowError, ValueError, OSError):
+        moment = None
+    if moment is None or abs(moment - now) > CLOCK_SKEW:
+        await _refused(session, actor, ApiProblem.STALE)
     await session.execute(
         delete(ClinicApiNonce).where(ClinicApiNonce.api_key_id == key.id, ClinicApiNonce.seen_at < now - NONCE_KEPT)
     )
