@@ -532,6 +532,8 @@ async def register(
     visit = await load_visit(session, actor, visit_id)
     if visit.status != VisitStatus.QUEUED:
         return await _summary(session, vault, visit, moment)
+    if visit.vaccinee_id is None:
+        raise StepRefused(StepProblem.NOT_FILED)
     clean = dataclasses.replace(answers, note=_clean(answers.note, REASON_LIMIT))
     record = dataclasses.replace(read_record(vault, visit), health=clean)
     moved = await _advance(
