@@ -286,6 +286,9 @@ def test_cli_adds_a_clinic_and_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(secret) >= 40
     assert secret.encode() not in (tmp_path / "vaxbot.db").read_bytes()  # sealed, never stored in the clear
     assert bot.cli.main(["clinic", "key", "add", "--clinic", "NT-NO-00"]) == 1
+    key_id = out.split("key id:  ", 1)[1].split()[0]
+    assert bot.cli.main(["clinic", "key", "revoke", key_id]) == 0
+    assert bot.cli.main(["clinic", "key", "revoke", key_id]) == 1  # revoked already
 
 
 async def test_auto_filing_through_the_api(app_client: Client) -> None:

@@ -96,6 +96,23 @@ async def add_api_key(session: AsyncSession, vault: Vault, clinic_code: str, *, 
     return IssuedKey(key_id, secret, clinic.id)
 
 
+async def revoke_api_key(session: AsyncSession, key_id: str, now: datetime) -> bool:
+    """Revoke a clinic API key at once (its next request is refused); False when no live key has that id."""
+    result = await session.execute(
+        update(ClinicApiKey)
+        .where(ClinicApiKey.key_id == key_id, ClinicApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(ClinicApiKey.id)
+    )
+    revoked = result.scalar_one_or_none()
+    if revoked is None:
+        return False
+    record_access(
+        session, actor_kind="operator", actor_ref="cli", action="clinic_api_key_revoked", detail={"key": revoked}
+    )
+    return True
+
+
 def string_to_sign(method: str, path_qs: str, timestamp: str, nonce: str, body: bytes) -> bytes:
     """What is signed: method, path with query, timestamp, nonce and the body's SHA-256 (hex), one per line."""
     digest = hashlib.sha256(body).hexdigest()
