@@ -9,8 +9,11 @@ observation in one step (the nurse sends the person to the observation area), so
 
 Every function checks that the visit belongs to the actor's clinic (another clinic's visit is NOT_FOUND,
 exactly like a missing one), audits under :meth:`DeskActor.audit_actor`, and leaves the transaction to
-the caller (``async with session.begin()``). The family — the person who showed the code and the
-certificate's holder — is told at each step that matters (:mod:`bot.desk.notify`).
+the caller (``async with session.begin()``; a refused step raises, so the block rolls back). The family —
+the person who showed the code and the certificate's holder — is told at each step that matters
+(:mod:`bot.desk.notify`): pass ``family=FamilyTeller.from_settings(settings, catalogue)`` so people outside
+the chat windows get the configured template; without it they are sent texts. Every step also takes
+``now=`` (an injected clock). A person without a file (自动建档) is filed first (:mod:`bot.desk.filing`).
 
 What the desk learns about the person (health answers, the dose plan, the dose given, reasons) is health
 data: it is kept sealed in ``visits.desk_enc``; the audit rows name the visit and the step, never the data.
