@@ -317,6 +317,7 @@ async def test_an_expired_lot_is_refused_and_the_plan_checked(app_client: Client
     for problem, wrong in bad.items():
         assert await _refused(client, steps.request_confirmation, actor, visit, wrong) == problem
     # A dose not due may be given with a reason; a lot expiring today is still good today.
+
     overridden = dataclasses.replace(plan(0), vaccine_code="Flu", dose_number=1, override_reason="家长要求自费接种")
     assert (await _step(client, steps.request_confirmation, actor, visit, overridden)).confirmation_requested
     await _step(client, steps.confirm_in_person, actor, visit, "当面核对")
@@ -357,3 +358,16 @@ async def test_the_family_outside_the_window_gets_template_messages_on_every_pla
     assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记"]
     assert CHILD.name not in str(wechat) + str(alipay)
     assert fake.sent_to(world.parent_user) == []  # no customer-service text was tried outside the window
+
+
+async def test_a_fever_at_registration_needs_the_doctors_reason(app_client: Client) -> None:
+    client = app_client
+    world = await _world(client)
+    visit = await queue_visit(client, world, world.parent_id)
+    await _step(client, steps.register, world.actor, visit, dataclasses.replace(NO_PROBLEMS, fever=True, note="37.9℃"))
+    assert await _refused(client, steps.request_confirmation, world.actor, visit, plan()) == StepProblem.HEALTH_FLAGGED
+    assessed = dataclasses.replace(plan(), override_reason="复测36.8℃，医生评估可以接种")
+    assert (await _step(client, steps.request_confirmation, world.actor, visit, assessed)).confirmation_requested
+    detail = await _step(client, steps.visit_detail, world.actor, visit)
+    assert detail.health is not None and detail.health.fever and detail.health.note == "37.9℃"
+    assert detail.plan is not None and detail.plan.override_reason == "复测36.8℃，医生评估可以接种"

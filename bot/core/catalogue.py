@@ -509,6 +509,7 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
     "desk_step_queued": "取号",
     "desk_queued_short": "排队号：{number}号",
+    "desk_problem_health_flagged": "登记时记录了发热或接种禁忌，一般应暂缓接种。医生评估可以接种的，请填写评估意见（原因）后再发起一验证。",
     "desk_problem_not_filed": "这位受种者还没有接种档案：请先核对身份并建档，再登记。",
     "desk_problem_mismatch_unresolved": "档案和核验的身份有不一致的地方（{fields}），请逐项选择保留、采用核验信息或备注后再建档。",
     "desk_step_filed": "建档",
