@@ -346,16 +346,22 @@ async def test_the_family_outside_the_window_gets_template_messages_on_every_pla
     teller = FamilyTeller.from_settings(configured, services.catalogue)
     visit = await queue_visit(client, world, world.parent_id, family=teller)
     await _step(client, steps.register, world.actor, visit, NO_PROBLEMS, desk="3号台", family=teller)
+    await _step(client, steps.request_confirmation, world.actor, visit, plan(), family=teller)
+    await _step(client, steps.confirm_in_person, world.actor, visit, "当面核对")
+    await _step(client, steps.vaccinate, world.actor, visit, GIVEN, family=teller)
     await drain_outbox(client)
     wechat = [item.body for item in fake.received if item.path == "message/template/send"]
     # The parent showed the code and holds the certificate: told once per platform per step.
-    assert [body["touser"] for body in wechat] == [world.parent_user, world.parent_user]
+    assert [body["touser"] for body in wechat] == [world.parent_user] * 4
     fields = list(services.settings.desk_template_fields)
-    assert [list(body["data"]) for body in wechat] == [fields, fields]
-    assert [body["data"]["thing2"]["value"] for body in wechat] == ["取号", "登记"]
+    assert [list(body["data"]) for body in wechat] == [fields] * 4
+    assert [body["data"]["thing2"]["value"] for body in wechat] == ["取号", "登记", "一验证", "接种"]
+    assert wechat[2]["data"]["thing3"]["value"] == "核对后回复「确认」：乙肝疫苗第2剂"
+    assert wechat[3]["data"]["thing3"]["value"] == "请留观30分钟：乙肝疫苗第2剂"
+    assert all(len(value["value"]) <= 20 for body in wechat for value in body["data"].values())
     assert wechat[1]["data"]["thing1"]["value"] == "林*满" and "3号台" in wechat[1]["data"]["thing3"]["value"]
     alipay = [item.biz for item in fake_alipay[0].calls(ALIPAY_TEMPLATE) if item.to_user_id == alipay_user]
-    assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记"]
+    assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记", "一验证", "接种"]
     assert CHILD.name not in str(wechat) + str(alipay)
     assert fake.sent_to(world.parent_user) == []  # no customer-service text was tried outside the window
 

@@ -565,10 +565,11 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_confirm_request": (
         "即将为 {name} 接种：{vaccine} 第{number}剂，批号 {lot}，有效期至 {expires}，请核对后回复「确认」"
     ),
-    "desk_confirm_short": "{vaccine} 第{number}剂",
+    "desk_confirm_template": "核对后回复「确认」：{vaccine}第{number}剂",
     "desk_vaccinated": (
         "{name}已完成接种：{vaccine} 第{number}剂，批号 {lot}。\n请在留观区留观30分钟，如有不适请马上告诉医生。"
     ),
+    "desk_vaccinated_short": "请留观30分钟：{vaccine}第{number}剂",
     "desk_next_dose": "下一针：{vaccine} 第{number}剂，{date}起可以接种",
     "desk_next_none": "目前没有待种的疫苗",
     "desk_observation_over": "{name}留观结束，可以离开了；{next}。",

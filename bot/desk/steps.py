@@ -658,7 +658,7 @@ async def request_confirmation(
             expires=_chinese_date(checked.expires_on),
         )
         detail = teller.catalogue(
-            "desk_confirm_short", vaccine=vaccine_name(checked.vaccine_code), number=checked.dose_number
+            "desk_confirm_template", vaccine=vaccine_name(checked.vaccine_code), number=checked.dose_number
         )
         news = DeskNews(text, file.masked_name, teller.catalogue("desk_step_confirm"), detail)
         await _tell(session, teller, visit, f"confirm:{visit.confirmation_round}", news, moment)
@@ -877,7 +877,8 @@ async def vaccinate(
     text = teller.catalogue(
         "desk_vaccinated", name=file.masked_name, vaccine=vaccine, number=plan.dose_number, lot=plan.lot_number
     )
-    short = teller.catalogue("desk_confirm_short", vaccine=vaccine, number=plan.dose_number)
+    # A template keeps only a short line: the observation first, so a cut vaccine name never hides it.
+    short = teller.catalogue("desk_vaccinated_short", vaccine=vaccine, number=plan.dose_number)
     news = DeskNews(text, file.masked_name, teller.catalogue("desk_step_vaccinated"), short)
     await _tell(session, teller, visit, "vaccinated", news, moment)
     return await _summary(session, vault, visit, moment)
