@@ -377,3 +377,11 @@ async def test_a_fever_at_registration_needs_the_doctors_reason(app_client: Clie
     detail = await _step(client, steps.visit_detail, world.actor, visit)
     assert detail.health is not None and detail.health.fever and detail.health.note == "37.9℃"
     assert detail.plan is not None and detail.plan.override_reason == "复测36.8℃，医生评估可以接种"
+
+
+def test_every_refusal_has_a_chinese_message() -> None:
+    from bot.core.catalogue import MESSAGES
+
+    for problem in StepProblem:
+        text = MESSAGES[f"desk_problem_{problem.value}"]
+        assert text and not text.isascii(), problem
