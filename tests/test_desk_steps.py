@@ -41,7 +41,7 @@ from models import (
     VisitStatus,
     utcnow,
 )
-from tests.desk_kit import GIVEN, NO_PROBLEMS, PLAN_VACCINE, DeskWorld, desk_world, plan, queue_visit
+from tests.desk_kit import GIVEN, NO_PROBLEMS, PLAN_VACCINE, DeskWorld, desk_world, plan, queue_visit, second_child
 from tests.helpers import Client, drain_outbox
 from tests.world import verified
 
@@ -385,3 +385,18 @@ def test_every_refusal_has_a_chinese_message() -> None:
     for problem in StepProblem:
         text = MESSAGES[f"desk_problem_{problem.value}"]
         assert text and not text.isascii(), problem
+
+
+async def test_two_desks_calling_at_once_call_two_people(app_client: Client) -> None:
+    client = app_client
+    world = await _world(client)
+    baby = await second_child(client, world, "wechat")
+    first = await queue_visit(client, world, world.parent_id)
+    second = await queue_visit(client, world, world.parent_id, certificate_id=baby)
+    day = china_date(utcnow())
+    other_desk = DeskActor(clinic_id=world.clinic_id, staff_id=9)
+    called = await asyncio.gather(
+        _step(client, steps.call_next, world.actor, day), _step(client, steps.call_next, other_desk, day)
+    )
+    assert sorted(line.visit_id for line in called) == sorted([first, second])
+    assert await _step(client, steps.call_next, world.actor, day) is None
