@@ -42,7 +42,7 @@ from bot.platforms.wxmini.sender import MiniProgramSender
 from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
 from bot.showcode.page import CodePageRoutes
-from bot.web import webhooks
+from bot.web import clinic_api, webhooks
 from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
@@ -152,6 +152,7 @@ def create_app(
     app.cleanup_ctx.append(_scheduler)
     webhooks.setup_routes(app)
     setup_mini_routes(app)
+    clinic_api.setup_routes(app)
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)

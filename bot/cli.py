@@ -411,6 +411,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from bot.core.keys import load_keyring
+    from bot.desk.notify import FamilyTeller
     from bot.desk.queue import ClinicProblem, ClinicRefused, Ticket, take_number
     from bot.showcode.codes import CodeRejected
     from models import utcnow
@@ -445,6 +446,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
                         payload=payload,
                         staff=args.staff,
                         now=utcnow(),
+                        family=FamilyTeller.from_settings(settings, catalogue),
                     )
                 except ClinicRefused as exc:  # refused before the code was read: it is still unspent
                     key = "cli_clinic_unknown" if exc.problem is ClinicProblem.UNKNOWN else "desk_clinic_not_pilot"
@@ -470,6 +472,85 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
         "role": catalogue(f"desk_role_{result.role}"),
     }
     print(catalogue("desk_ticket_again" if result.already_queued else "desk_ticket", **values))
+    return 0
+
+
+def cmd_clinic_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Add a clinic (接种门诊) with its registry code, name and six-digit region code."""
+    from bot.desk.clinics import ClinicInvalid, add_clinic
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                clinic = await add_clinic(
+                    session,
+                    code=args.code,
+                    name=args.name,
+                    region_code=args.region,
+                    address=args.address,
+                    phone=args.phone,
+                )
+                return f"clinic {clinic.code} added (id {clinic.id}): {clinic.name}"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except ClinicInvalid as exc:
+        print(f"vaxbot: {exc}; nothing was added", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_clinic_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Issue a clinic API key (its id and secret printed this once, the secret kept sealed), or revoke one."""
+    from bot.core.keys import load_keyring
+    from bot.desk.clinics import ClinicInvalid, add_api_key, revoke_api_key
+    from models import utcnow
+
+    if args.key_action == "revoke":
+
+        async def revoke() -> bool:
+            engine = create_engine(settings)
+            try:
+                async with sessionmaker(engine)() as session, session.begin():
+                    return await revoke_api_key(session, args.key_id or "", utcnow())
+            finally:
+                await engine.dispose()
+
+        if not args.key_id:
+            print("vaxbot: name the key to revoke: vaxbot clinic key revoke KEY_ID", file=sys.stderr)
+            return 2
+        if not asyncio.run(revoke()):
+            print(f"vaxbot: no live clinic API key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"clinic API key {args.key_id} revoked")
+        return 0
+    if not args.clinic:
+        print("vaxbot: name the clinic: vaxbot clinic key add --clinic CODE", file=sys.stderr)
+        return 2
+    vault = Vault(load_keyring(settings.keys_dir, private=settings.production))
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                issued = await add_api_key(session, vault, args.clinic, label=args.label)
+                return (
+                    f"clinic API key for {args.clinic}\n"
+                    f"key id:  {issued.key_id}\n"
+                    f"secret:  {issued.secret}\n"
+                    "the secret is shown only now: give it to the clinic's system (docs/clinic-api.md)"
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except ClinicInvalid as exc:
+        print(f"vaxbot: {exc}; no key was made", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -575,6 +656,19 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--staff", default="desk", help="who is scanning (for the audit log)")
     scan.add_argument("code", nargs="?", help="the scanned text; read from standard input when omitted")
     scan.set_defaults(func=cmd_clinic_scan)
+    clinic_add = clinic_actions.add_parser("add", help="add a clinic (接种门诊)")
+    clinic_add.add_argument("--code", required=True, help="the registry's clinic code")
+    clinic_add.add_argument("--name", required=True, help="the clinic's name, as families read it")
+    clinic_add.add_argument("--region", required=True, help="six-digit region code (GB/T 2260)")
+    clinic_add.add_argument("--address", default="")
+    clinic_add.add_argument("--phone", default="")
+    clinic_add.set_defaults(func=cmd_clinic_add)
+    clinic_key = clinic_actions.add_parser("key", help="clinic API keys (docs/clinic-api.md)")
+    clinic_key.add_argument("key_action", choices=["add", "revoke"])
+    clinic_key.add_argument("key_id", nargs="?", help="revoke: the key's id (ck_…)")
+    clinic_key.add_argument("--clinic", help="add: the clinic's registry code")
+    clinic_key.add_argument("--label", default="", help="what the key is for (the clinic's system)")
+    clinic_key.set_defaults(func=cmd_clinic_key)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
     audit.add_argument("--certificate", type=int, help="the certificate's id")

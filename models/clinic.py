@@ -7,7 +7,18 @@ import json
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
@@ -16,6 +27,12 @@ from models.registry import Sealer
 # The field names bound into a reminder's sealed detail and keyed into its job key.
 REMINDER_FIELD = "reminder_detail"
 REMINDER_KEY_FIELD = "reminder_key"
+# The field name bound into a visit's sealed desk record (health answers, dose plan, dose given).
+VISIT_FIELD = "visit_desk_record"
+# The field name bound into a filing request's sealed details (the person as declared or verified).
+FILING_FIELD = "filing_details"
+# The field name bound into a clinic API key's sealed secret.
+API_SECRET_FIELD = "clinic_api_secret"  # noqa: S105 (a field name, not a secret)
 
 
 class AppointmentStatus(StrEnum):
@@ -28,10 +45,11 @@ class AppointmentStatus(StrEnum):
 
 
 class VisitStatus(StrEnum):
-    """One pass through the clinic desk: queued → registered → vaccinated → observing → done."""
+    """One pass through the clinic desk: queued → registered → verified → vaccinated → observing → done."""
 
     QUEUED = "queued"
-    REGISTERED = "registered"
+    REGISTERED = "registered"  # 登记 done (health answers recorded); 一验证 may be asked for
+    VERIFIED = "verified"  # 一验证 done: the family (or staff in person) confirmed the dose plan
     VACCINATED = "vaccinated"
     OBSERVING = "observing"
     DONE = "done"
@@ -41,6 +59,7 @@ class VisitStatus(StrEnum):
 OPEN_VISIT_STATUSES: tuple[VisitStatus, ...] = (
     VisitStatus.QUEUED,
     VisitStatus.REGISTERED,
+    VisitStatus.VERIFIED,
     VisitStatus.VACCINATED,
     VisitStatus.OBSERVING,
 )
@@ -114,14 +133,21 @@ Index(
 
 
 class Visit(Base):
-    """One pass through the clinic desk: queued → registered → vaccinated → observing → done."""
+    """One pass through the clinic desk: queued → registered → verified → vaccinated → observing → done.
+
+    What the desk learns about the person (health answers, the dose plan confirmed in 一验证, the dose
+    given, an in-person confirmation's reason) is health data: it lives sealed in ``desk_enc`` (a JSON
+    object read by ``bot.desk.steps``); the plain columns say only where the visit stands and when.
+    """
 
     __tablename__ = "visits"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
+    # None while a person without a file (自动建档) waits for the registrar to file them.
+    vaccinee_id: Mapped[int | None] = mapped_column(ForeignKey("vaccinees.id"), index=True)
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
     certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    filing_request_id: Mapped[int | None] = mapped_column(ForeignKey("filing_requests.id"))
     visit_date: Mapped[date] = mapped_column(Date)
     queue_number: Mapped[int] = mapped_column(Integer)
     status: Mapped[VisitStatus] = mapped_column(StrEnumType(VisitStatus), default=VisitStatus.QUEUED)
@@ -131,6 +157,16 @@ class Visit(Base):
     vaccinated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     observation_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who showed the code that queued the visit (told at each step, with the certificate's holder).
+    shown_by_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"))
+    called_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 叫号
+    desk: Mapped[str] = mapped_column(String(32), default="")  # where 登记 sent them (「2号接种台」)
+    desk_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # 一验证: each request (a new plan) bumps the round, so a 「确认」 confirms the plan it was sent.
+    confirmation_round: Mapped[int] = mapped_column(Integer, default=0)
+    confirmation_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_by: Mapped[str] = mapped_column(String(64), default="")  # identity:N | staff:N@clinic:M | …
 
 
 Index("uq_visits_queue", Visit.clinic_id, Visit.visit_date, Visit.queue_number, unique=True)
@@ -229,3 +265,64 @@ class Reminder(Base):
 
 # The sender's query: scheduled reminders whose time has come (the table keeps every reminder ever sent).
 Index("ix_reminders_status_send_at", Reminder.status, Reminder.send_at)
+
+
+class FilingStatus(StrEnum):
+    """A request to file a person who has no file yet: pending → filed (or cancelled)."""
+
+    PENDING = "pending"
+    FILED = "filed"
+    CANCELLED = "cancelled"
+
+
+class FilingRequest(Base):
+    """自动建档: a verified person without a file (``relation`` self), or a child a parent added (child).
+
+    Shown at a clinic as a code; the registrar checks the person and a file is created (or an existing one
+    found and compared). Who they are (name, ID or birth-certificate number, sex, birth date) is sealed in
+    ``details_enc``; the keyed hashes find an existing file.
+    """
+
+    __tablename__ = "filing_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    requested_by_identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    relation: Mapped[str] = mapped_column(String(8))  # self | child
+    details_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    birth_cert_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[FilingStatus] = mapped_column(StrEnumType(FilingStatus), default=FilingStatus.PENDING)
+    vaccinee_id: Mapped[int | None] = mapped_column(ForeignKey("vaccinees.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    filed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ClinicApiKey(Base):
+    """A clinic information system's key for ``/clinic/api/v1``: requests are HMAC-signed with its secret.
+
+    The secret is needed in the clear to check a signature, so it is sealed with the vault (never hashed
+    only); ``key_id`` is public and names the key in requests and in the audit log.
+    """
+
+    __tablename__ = "clinic_api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    label: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ClinicApiNonce(Base):
+    """A nonce a clinic API key has used: a second request with it is a replay (kept past the clock skew)."""
+
+    __tablename__ = "clinic_api_nonces"
+    __table_args__ = (UniqueConstraint("api_key_id", "nonce"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("clinic_api_keys.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -393,7 +393,7 @@ MESSAGES: Final[dict[str, str]] = {
     "records_next_note_needs_ppd": "（需先做结核菌素皮试，阴性才能补种）",
     "records_next_footer": (
         "下一针按国家免疫程序推算，仅供参考，请以接种门诊的告知为准；自费疫苗不在推算之列。"
-        "今天刚接种的记录次日才显示，推算也随之更新。"
+        "扫接种码接种的记录马上显示；其他来源的记录次日显示，推算也随之更新。"
     ),
     "records_footer": (
         "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n记录有误请联系接种门诊核实，修正后次日生效。"
@@ -532,6 +532,95 @@ MESSAGES: Final[dict[str, str]] = {
     "mp_verify_passed": "实名认证成功：{name}（{id}）。现在可以申领接种证了。",
     "mp_verify_failed": "人脸识别没有通过，请在光线充足的地方由本人重新认证。",
     "mp_verify_mismatch": "识别到的身份与填写的信息不一致，请核对姓名和身份证号后重新认证。",
+    # --- clinic desk: steps (登记 · 一验证 · 接种 · 留观), the family told, 「确认」 in chat ----------
+    "desk_problem_not_found": "查不到这条就诊记录（不是本门诊今天的记录），请重新扫码或刷新队列。",
+    "desk_problem_out_of_order": "还不能做这一步：请先完成「{step}」。",
+    "desk_problem_not_requested": "还没有发起一验证：请先选定疫苗、剂次和批号，发给家长核对。",
+    "desk_problem_unknown_vaccine": "没有这种疫苗代码，请从待种疫苗列表里选择。",
+    "desk_problem_bad_dose_number": "剂次不对，请填写 1 到 10 之间的数字。",
+    "desk_problem_not_due": "这一剂不在当前应种列表里。确需接种时，请填写更改原因后再发起一验证。",
+    "desk_problem_already_given": "档案里已经有这一剂的接种记录，不能重复记录，请核对剂次。",
+    "desk_problem_expired_lot": "这个批号的疫苗已于{expires}过期，不能使用，请换一支在有效期内的疫苗。",
+    "desk_problem_missing_field": "信息不完整：批号、生产企业、接种部位、接种途径和接种医生都要填写。",
+    "desk_problem_bad_route": "接种途径不对，请选择肌内、皮下、皮内或口服。",
+    "desk_problem_bad_site": "接种部位不对，请从列表里选择。",
+    "desk_problem_reason_needed": "请填写原因（例如：家长手机没电，现场口头核对）。",
+    "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
+    "desk_step_queued": "取号",
+    "desk_queued_short": "排队号：{number}号",
+    "desk_problem_health_flagged": "登记时记录了发热或接种禁忌，一般应暂缓接种。医生评估可以接种的，请填写评估意见（原因）后再发起一验证。",
+    "desk_problem_not_filed": "这位受种者还没有接种档案：请先核对身份并建档，再登记。",
+    "desk_problem_mismatch_unresolved": "档案和核验的身份有不一致的地方（{fields}），请逐项选择保留、采用核验信息或备注后再建档。",
+    "desk_step_filed": "建档",
+    "desk_role_filing": "建档（还没有接种档案）",
+    "desk_queued_filing": (
+        "{name}已在{clinic}取号，排队号：{number}号。\n叫到后请带上身份证或出生医学证明到登记台，医生核对后为您建档。"
+    ),
+    "filing_done_child": "已为{name}建立接种档案。现在就可以回复「申领接种证」，申领孩子的电子预防接种证。",
+    "filing_done_self": "已为您建立接种档案。现在就可以回复「申领接种证」，申领您的电子预防接种证。",
+    # --- auto-filing in chat (自动建档: 我的接种码 without a file, 添加孩子, 建档码) ---------------
+    "filing_code_self": (
+        "{name}的建档接种码\n身份证号：{id}\n"
+        "您还没有接种档案。到接种门诊出示下面的二维码，工作人员核对身份后会为您建档。\n"
+        "· 二维码{minutes}分钟内有效，扫码取号后即失效；需要时回复「建档码」再取一个。\n"
+        "· 二维码里没有个人信息，但请不要转发给他人。"
+    ),
+    "filing_code_child": (
+        "{name}的建档接种码\n证件号：{id}\n"
+        "带孩子到接种门诊出示下面的二维码，并带上孩子的出生医学证明或户口本，工作人员核对后为孩子建档。\n"
+        "· 二维码{minutes}分钟内有效，扫码取号后即失效；需要时回复「建档码」再取一个。\n"
+        "· 二维码里没有个人信息，但请不要转发给他人。"
+    ),
+    "filing_self_hint": (
+        "· 您本人还没有接种档案：回复「我的接种码」，到门诊出示后由工作人员为您建档；孩子没有档案的，回复「添加孩子」。"
+    ),
+    "filing_child_hint": "孩子还没有接种档案？回复「添加孩子」，填好孩子的信息就能出示孩子的建档接种码。",
+    "filing_need_verify": "添加孩子、出示建档接种码需要先完成实名认证。回复「实名认证」即可开始。",
+    "filing_ask_name": "请输入孩子的姓名，与出生医学证明或户口本上一致（回复「取消」退出）：",
+    "filing_bad_name": "姓名的格式不对：请输入2到20个汉字或字母，与证件上一致。",
+    "filing_ask_number": "请输入孩子的身份证号；还没有身份证号的，请输入出生医学证明编号（1个字母加9位数字）：",
+    "filing_bad_number": "没认出这个号码：请输入18位身份证号，或出生医学证明编号（1个字母加9位数字，例如Q320261120）。",
+    "filing_own_number": "这是您本人的身份证号。请输入孩子的身份证号，或孩子的出生医学证明编号：",
+    "filing_ask_sex": "孩子的性别？请回复「男」或「女」：",
+    "filing_ask_birth_date": "孩子的出生日期？例如 2026-11-20 或 2026年11月20日：",
+    "filing_bad_birth_date": "日期不对：请按 2026-11-20 或 2026年11月20日 的样子输入孩子的出生日期。",
+    "filing_sex_M": "男",
+    "filing_sex_F": "女",
+    "filing_confirm": (
+        "请核对孩子的信息：\n姓名：{name}\n证件号：{id}\n性别：{sex}\n出生：{birth}\n"
+        "无误请回复「确认」，我会给您孩子的建档接种码；有误请回复「取消」后重新添加。"
+    ),
+    "filing_confirm_hint": "请回复「确认」获取孩子的建档接种码，或回复「取消」退出。",
+    "filing_none_waiting": (
+        "您没有等待建档的申请。孩子还没有接种档案的，回复「添加孩子」；已有档案的，回复「申领接种证」。"
+    ),
+    "filing_done_short": "接种档案已建立",
+    "desk_step_registered": "登记",
+    "desk_step_confirm": "一验证",
+    "desk_step_vaccinated": "接种",
+    "desk_step_done": "留观结束",
+    "desk_go_to_desk": "请到{desk}等候接种",
+    "desk_go_wait": "请在候种区等候叫号接种",
+    "desk_registered": "{name}已完成登记，{where}。",
+    "desk_confirm_request": (
+        "即将为 {name} 接种：{vaccine} 第{number}剂，批号 {lot}，有效期至 {expires}，请核对后回复「确认」"
+    ),
+    "desk_confirm_template": "核对后回复「确认」：{vaccine}第{number}剂",
+    "desk_vaccinated": (
+        "{name}已完成接种：{vaccine} 第{number}剂，批号 {lot}。\n请在留观区留观30分钟，如有不适请马上告诉医生。"
+    ),
+    "desk_vaccinated_short": "请留观30分钟：{vaccine}第{number}剂",
+    "desk_next_dose": "下一针：{vaccine} 第{number}剂，{date}起可以接种",
+    "desk_next_none": "目前没有待种的疫苗",
+    "desk_observation_over": "{name}留观结束，可以离开了；{next}。",
+    "desk_confirmed": "已确认：{name} {vaccine} 第{number}剂。医生马上为您接种，请配合医生。",
+    "desk_confirm_nothing": (
+        "现在没有需要您确认的接种。医生发起核对后，您会收到一条“即将为……接种”的消息，核对无误再回复「确认」即可。"
+    ),
+    "desk_confirm_which": "有{count}项接种等您确认：\n{lines}\n请回复「确认」加排队号，例如「确认{example}」。",
+    "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
+    "desk_confirm_already": "{name}的接种信息您已经确认过了，医生会按确认的内容接种，不用再回复。",
+    "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
 }
 
 

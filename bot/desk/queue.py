@@ -27,10 +27,10 @@ from bot.core.catalogue import Catalogue
 from bot.core.chinatime import china_date
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
-from bot.core.update import Text
-from bot.identity.accounts import notify
+from bot.desk.filing import open_details
+from bot.desk.notify import DeskNews, FamilyTeller
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
-from models import OPEN_VISIT_STATUSES, Clinic, Identity, QueueCounter, Visit
+from models import OPEN_VISIT_STATUSES, Clinic, CodeToken, FilingRequest, FilingStatus, Identity, QueueCounter, Visit
 
 REFUSED = "desk_refused"  # the audit action of every refused scan; the reason says why
 
@@ -71,11 +71,11 @@ class Ticket:
     visit_id: int
     queue_number: int
     already_queued: bool
-    certificate_id: int
+    certificate_id: int | None  # None for a person without a file yet (自动建档)
     masked_name: str
     masked_id: str
     birth_year_month: str  # "2023-05": enough to tell two children apart, not the birth date
-    role: str  # how the person who showed it relates to the certificate: holder | grantee
+    role: str  # how the person who showed it relates to the certificate: holder | grantee | filing
 
 
 async def _lock_counter(session: AsyncSession, clinic_id: int, day: date) -> None:
@@ -117,8 +117,13 @@ async def _open_visit(session: AsyncSession, vaccinee_id: int, clinic_id: int, d
     return (await session.scalars(query)).first()
 
 
-async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: datetime) -> tuple[Visit, bool]:
-    """Today's open visit of this file at this clinic, or a new one with the next number."""
+async def _queue(
+    session: AsyncSession, visible: Visible, clinic: Clinic, shown_by: int, now: datetime
+) -> tuple[Visit, bool]:
+    """Today's open visit of this file at this clinic, or a new one with the next number.
+
+    The visit keeps who showed the code (``shown_by``, an identity): the desk's later steps tell them.
+    """
     day = china_date(now)
     vaccinee_id = visible.certificate.vaccinee_id
     await _lock_counter(session, clinic.id, day)
@@ -133,6 +138,7 @@ async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: d
         queue_number=await _next_number(session, clinic.id, day),
         status="queued",
         queued_at=now,
+        shown_by_identity_id=shown_by,
     )
     try:
         async with session.begin_nested():
@@ -172,6 +178,90 @@ async def record_refusal(
     )
 
 
+async def _take_filing_number(
+    session: AsyncSession,
+    vault: Vault,
+    catalogue: Catalogue,
+    clinic: Clinic,
+    token: CodeToken,
+    identity: Identity | None,
+    staff: str,
+    now: datetime,
+    family: FamilyTeller | None,
+) -> Ticket:
+    """取号 for a person without a file (自动建档): the visit waits for the registrar to file them."""
+    request = await session.get(FilingRequest, token.filing_request_id) if token.filing_request_id else None
+    if (
+        identity is None
+        or request is None
+        or request.status != FilingStatus.PENDING
+        or request.requested_by_identity_id != identity.id
+    ):
+        await record_refusal(
+            session,
+            clinic_code=clinic.code,
+            staff=staff,
+            reason=CodeProblem.NO_ACCESS.value,
+            shown_by_identity_id=token.shown_by_identity_id,
+        )
+        raise CodeRejected(CodeProblem.NO_ACCESS, token)
+    day = china_date(now)
+    await _lock_counter(session, clinic.id, day)
+    query = select(Visit).where(
+        Visit.filing_request_id == request.id,
+        Visit.clinic_id == clinic.id,
+        Visit.visit_date == day,
+        Visit.status.in_(OPEN_VISIT_STATUSES),
+    )
+    visit = (await session.scalars(query)).first()
+    already = visit is not None
+    if visit is None:
+        visit = Visit(
+            vaccinee_id=None,
+            filing_request_id=request.id,
+            clinic_id=clinic.id,
+            certificate_id=None,
+            visit_date=day,
+            queue_number=await _next_number(session, clinic.id, day),
+            status="queued",
+            queued_at=now,
+            shown_by_identity_id=identity.id,
+        )
+        session.add(visit)
+        await session.flush()
+    details = open_details(vault, request)
+    record_access(
+        session,
+        actor_kind="staff",
+        actor_ref=desk_actor(clinic.code, staff),
+        action="desk_queue",
+        reason="filing",
+        detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already, "request": request.id},
+    )
+    if not already:
+        teller = family or FamilyTeller(catalogue)
+        name = details.masked_name
+        text = teller.catalogue("desk_queued_filing", name=name, clinic=clinic.name, number=visit.queue_number)
+        news = DeskNews(
+            text,
+            name,
+            teller.catalogue("desk_step_queued"),
+            teller.catalogue("desk_queued_short", number=visit.queue_number),
+        )
+        await teller.tell(session, news, f"desk_queue:{visit.id}", identity_ids=[identity.id], now=now)
+    birth = details.birth_date
+    return Ticket(
+        visit_id=visit.id,
+        queue_number=visit.queue_number,
+        already_queued=already,
+        certificate_id=None,
+        masked_name=details.masked_name,
+        masked_id=details.masked_id,
+        birth_year_month=f"{birth.year:04d}-{birth.month:02d}",
+        role="filing",
+    )
+
+
 async def take_number(
     session: AsyncSession,
     vault: Vault,
@@ -182,8 +272,12 @@ async def take_number(
     payload: str,
     staff: str,
     now: datetime,
+    family: FamilyTeller | None = None,
 ) -> Ticket:
     """Redeem a scanned code at the clinic ``clinic_code`` and queue its file.
+
+    The family is told its number through ``family`` (texts from ``catalogue`` when none is given; pass
+    :meth:`FamilyTeller.from_settings` so people outside the chat windows get a template message).
 
     Raises :class:`ClinicRefused` (before the code is read: it stays unspent) or :class:`CodeRejected`.
     Commit after a refusal too: a code shown by someone who lost access stays spent, and every refusal is
@@ -204,6 +298,8 @@ async def take_number(
         )
         raise
     identity = await session.get(Identity, token.shown_by_identity_id)
+    if token.certificate_id is None:
+        return await _take_filing_number(session, vault, catalogue, clinic, token, identity, staff, now, family)
     visible = await open_visible(session, vault, identity, token.certificate_id) if identity else None
     if identity is None or visible is None:
         # The code is spent either way; who tried to use a certificate they lost is recorded.
@@ -216,7 +312,7 @@ async def take_number(
             shown_by_identity_id=token.shown_by_identity_id,
         )
         raise CodeRejected(CodeProblem.NO_ACCESS, token)
-    visit, already = await _queue(session, visible, clinic, now)
+    visit, already = await _queue(session, visible, clinic, identity.id, now)
     record_access(
         session,
         actor_kind="staff",
@@ -228,10 +324,14 @@ async def take_number(
         detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already},
     )
     if not already:
-        text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
+        teller = family or FamilyTeller(catalogue)
+        name = visible.file.masked_name
+        text = teller.catalogue("desk_queued", name=name, clinic=clinic.name, number=visit.queue_number)
+        step = teller.catalogue("desk_step_queued")
+        news = DeskNews(text, name, step, teller.catalogue("desk_queued_short", number=visit.queue_number))
         # The person who showed the code and, when that was a family member, the holder too.
         people = [identity.id, visible.certificate.holder_identity_id]
-        await notify(session, Text(text), f"desk_queue:{visit.id}", identity_ids=people)
+        await teller.tell(session, news, f"desk_queue:{visit.id}", identity_ids=people, now=now)
     birth = visible.file.birth_date
     return Ticket(
         visit_id=visit.id,
