@@ -457,6 +457,57 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_new_password() -> str | None:
+    """A new staff password: asked twice at a terminal (not echoed), else the first line of standard input."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("password again: ") != first:
+        print("the two passwords differ; nothing was created", file=sys.stderr)
+        return None
+    return first
+
+
+def cmd_clinic_staff(args: argparse.Namespace, settings: Settings) -> int:
+    """Add a clinic staff member who signs in to the clinic console; the password is never an argument."""
+    from bot.staff.auth import StaffError, add_staff
+    from models import StaffRole
+
+    try:
+        password = _read_new_password()
+    except (KeyboardInterrupt, EOFError):
+        print(file=sys.stderr)
+        return 130
+    if password is None:
+        return 1
+
+    async def main() -> int:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                staff = await add_staff(
+                    session,
+                    clinic_code=args.clinic,
+                    login=args.login,
+                    display_name=args.name or args.login,
+                    role=StaffRole(args.role),
+                    password=password,
+                )
+                return staff.id
+        finally:
+            await engine.dispose()
+
+    try:
+        staff_id = asyncio.run(main())
+    except StaffError as exc:
+        print(f"vaxbot: {exc}", file=sys.stderr)
+        return 1
+    print(f"staff member {staff_id} added to {args.clinic}: login {args.login}, role {args.role}")
+    return 0
+
+
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     """Import a registry file (staged until its effective date, China time), or apply the batches now due."""
     from datetime import date
@@ -559,6 +610,16 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--staff", default="desk", help="who is scanning (for the audit log)")
     scan.add_argument("code", nargs="?", help="the scanned text; read from standard input when omitted")
     scan.set_defaults(func=cmd_clinic_scan)
+    staff = clinic_actions.add_parser("staff", help="the clinic's staff who sign in to the clinic console")
+    staff_actions = staff.add_subparsers(dest="staff_action", required=True)
+    staff_add = staff_actions.add_parser(
+        "add", help="add a staff member; the password is asked for (or read from the first line of stdin)"
+    )
+    staff_add.add_argument("--clinic", required=True, help="the clinic's registry code")
+    staff_add.add_argument("--role", required=True, choices=["registrar", "vaccinator", "observer", "admin"])
+    staff_add.add_argument("--login", required=True, help="what they type to sign in (unique within the clinic)")
+    staff_add.add_argument("--name", help="the name shown on the console and recorded as vaccinator")
+    staff_add.set_defaults(func=cmd_clinic_staff)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
     audit.add_argument("--certificate", type=int, help="the certificate's id")

@@ -40,6 +40,7 @@ from models.registry import (
     Stage,
     Vaccinee,
 )
+from models.staff import ClinicStaff, StaffRole, StaffSession
 from models.verification import Verification, VerificationStatus
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "Certificate",
     "CertificateKind",
     "Clinic",
+    "ClinicStaff",
     "CodePage",
     "CodeToken",
     "Consent",
@@ -79,6 +81,8 @@ __all__ = [
     "ReminderKind",
     "ReminderStatus",
     "Slot",
+    "StaffRole",
+    "StaffSession",
     "Stage",
     "StrEnumType",
     "UTCDateTime",
