@@ -43,6 +43,7 @@ from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
     CODE_PAGES,
+    CONSOLE,
     DB,
     DEV_FACE,
     ENGINE,
@@ -59,6 +60,7 @@ from bot.web.appkeys import (
     WECHAT_API,
     WORKER,
 )
+from bot.web.console.routes import ConsoleRoutes
 from handlers import build_router
 from models import OutboxStatus
 
@@ -142,6 +144,7 @@ def create_app(
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)
+    ConsoleRoutes.setup(app, CONSOLE)  # the clinic console, /clinic/…
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     if settings.metrics_token:  # otherwise /metrics is not served at all
@@ -184,6 +187,7 @@ async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
     authorisations = web_authorisations(app[WECHAT_API], app.get(ALIPAY_API))
     app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face), authorisations)
     app[CODE_PAGES] = CodePageRoutes(services, sessions)
+    app[CONSOLE] = ConsoleRoutes(services, sessions)
     yield
 
 

@@ -62,6 +62,13 @@ def build_serving_app(settings: Settings) -> web.Application:
             )
             app.add_subapp(DEV_ALIPAY_PREFIX, alipay_fake.app())
         app.add_subapp(MOUNT, Sandbox(settings, wechat_fake, alipay_fake).app())
+        # The clinic console's sign-in page lists the demo clinic's accounts (their password is public).
+        from bot.dev.demo import DEMO_CLINIC, DEMO_STAFF, DEMO_STAFF_PASSWORD
+        from bot.web.console.base import DEMO_STAFF as DEMO_STAFF_KEY
+        from bot.web.console.base import DemoStaff
+
+        listed = tuple((login, name, role.value) for login, name, role in DEMO_STAFF)
+        app[DEMO_STAFF_KEY] = DemoStaff(DEMO_CLINIC, DEMO_STAFF_PASSWORD, listed)
     return app
 
 
@@ -202,7 +209,11 @@ def banner(settings: Settings) -> list[str]:
     )
     lines += [f"    {what + ':':<16} {where}" for what, where, _stays in targets]
     if settings.dev_tools:
+        from bot.dev.demo import DEMO_CLINIC, DEMO_STAFF, DEMO_STAFF_PASSWORD
+
+        logins = ", ".join(login for login, _name, _role in DEMO_STAFF)
         lines += [
+            f"  clinic console:  {base}/clinic/  (demo clinic {DEMO_CLINIC}: {logins}; password {DEMO_STAFF_PASSWORD})",
             "  chat with it:    VAXBOT_ENV=development .venv/bin/vaxbot chat   (as a WeChat user: signed, encrypted)",
             "                   VAXBOT_ENV=development .venv/bin/vaxbot chat --platform alipay   (RSA2-signed)",
         ]

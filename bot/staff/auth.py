@@ -89,8 +89,12 @@ async def add_staff(
     display_name: str,
     role: StaffRole,
     password: str,
+    hashed: str | None = None,
 ) -> ClinicStaff:
-    """Create a staff member of the clinic ``clinic_code``; raises :class:`StaffError` when it cannot."""
+    """Create a staff member of the clinic ``clinic_code``; raises :class:`StaffError` when it cannot.
+
+    ``hashed``: a hash of ``password`` made already (the demo seeds four accounts with one password).
+    """
     clinic = (await session.scalars(select(Clinic).where(Clinic.code == clinic_code))).first()
     if clinic is None:
         raise StaffError(f"no clinic with code {clinic_code!r} (import it with the registry first)")
@@ -109,7 +113,7 @@ async def add_staff(
         login=login,
         display_name=display_name.strip() or login,
         role=role,
-        password_hash=await hash_password_async(password),
+        password_hash=hashed or await hash_password_async(password),
         active=True,
         failed_attempts=0,
     )

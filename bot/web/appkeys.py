@@ -20,6 +20,7 @@ from bot.platforms.alipay.inbound import AlipayGateway
 from bot.platforms.wechat.client import WeChatAPI
 from bot.platforms.wechat.inbound import WeChatGateway
 from bot.showcode.page import CodePageRoutes
+from bot.web.console.routes import ConsoleRoutes
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", Keyring)
@@ -39,3 +40,4 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 VERIFICATION = web.AppKey("verification", VerificationRoutes)
 DEV_FACE = web.AppKey("dev_face", DevFace)
 CODE_PAGES = web.AppKey("code_pages", CodePageRoutes)
+CONSOLE = web.AppKey("console", ConsoleRoutes)
