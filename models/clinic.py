@@ -7,7 +7,18 @@ import json
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
@@ -16,6 +27,10 @@ from models.registry import Sealer
 # The field names bound into a reminder's sealed detail and keyed into its job key.
 REMINDER_FIELD = "reminder_detail"
 REMINDER_KEY_FIELD = "reminder_key"
+# The field name bound into a visit's sealed desk record (health answers, dose plan, dose given).
+VISIT_FIELD = "visit_desk_record"
+# The field name bound into a clinic API key's sealed secret.
+API_SECRET_FIELD = "clinic_api_secret"  # noqa: S105 (a field name, not a secret)
 
 
 class AppointmentStatus(StrEnum):
@@ -28,10 +43,11 @@ class AppointmentStatus(StrEnum):
 
 
 class VisitStatus(StrEnum):
-    """One pass through the clinic desk: queued → registered → vaccinated → observing → done."""
+    """One pass through the clinic desk: queued → registered → verified → vaccinated → observing → done."""
 
     QUEUED = "queued"
-    REGISTERED = "registered"
+    REGISTERED = "registered"  # 登记 done (health answers recorded); 一验证 may be asked for
+    VERIFIED = "verified"  # 一验证 done: the family (or staff in person) confirmed the dose plan
     VACCINATED = "vaccinated"
     OBSERVING = "observing"
     DONE = "done"
@@ -41,6 +57,7 @@ class VisitStatus(StrEnum):
 OPEN_VISIT_STATUSES: tuple[VisitStatus, ...] = (
     VisitStatus.QUEUED,
     VisitStatus.REGISTERED,
+    VisitStatus.VERIFIED,
     VisitStatus.VACCINATED,
     VisitStatus.OBSERVING,
 )
@@ -114,7 +131,12 @@ Index(
 
 
 class Visit(Base):
-    """One pass through the clinic desk: queued → registered → vaccinated → observing → done."""
+    """One pass through the clinic desk: queued → registered → verified → vaccinated → observing → done.
+
+    What the desk learns about the person (health answers, the dose plan confirmed in 一验证, the dose
+    given, an in-person confirmation's reason) is health data: it lives sealed in ``desk_enc`` (a JSON
+    object read by ``bot.desk.steps``); the plain columns say only where the visit stands and when.
+    """
 
     __tablename__ = "visits"
 
@@ -131,6 +153,16 @@ class Visit(Base):
     vaccinated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     observation_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who showed the code that queued the visit (told at each step, with the certificate's holder).
+    shown_by_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"))
+    called_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 叫号
+    desk: Mapped[str] = mapped_column(String(32), default="")  # where 登记 sent them (「2号接种台」)
+    desk_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # 一验证: each request (a new plan) bumps the round, so a 「确认」 confirms the plan it was sent.
+    confirmation_round: Mapped[int] = mapped_column(Integer, default=0)
+    confirmation_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_by: Mapped[str] = mapped_column(String(64), default="")  # identity:N | staff:N@clinic:M | …
 
 
 Index("uq_visits_queue", Visit.clinic_id, Visit.visit_date, Visit.queue_number, unique=True)
@@ -229,3 +261,34 @@ class Reminder(Base):
 
 # The sender's query: scheduled reminders whose time has come (the table keeps every reminder ever sent).
 Index("ix_reminders_status_send_at", Reminder.status, Reminder.send_at)
+
+
+class ClinicApiKey(Base):
+    """A clinic information system's key for ``/clinic/api/v1``: requests are HMAC-signed with its secret.
+
+    The secret is needed in the clear to check a signature, so it is sealed with the vault (never hashed
+    only); ``key_id`` is public and names the key in requests and in the audit log.
+    """
+
+    __tablename__ = "clinic_api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    label: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ClinicApiNonce(Base):
+    """A nonce a clinic API key has used: a second request with it is a replay (kept past the clock skew)."""
+
+    __tablename__ = "clinic_api_nonces"
+    __table_args__ = (UniqueConstraint("api_key_id", "nonce"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("clinic_api_keys.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

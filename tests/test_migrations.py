@@ -36,6 +36,6 @@ async def test_migrated_schema_matches_the_models(database_url: str) -> None:
         await engine.dispose()
     assert set(Base.metadata.tables) <= tables
     assert differences == []
-    for status in ("queued", "registered", "vaccinated", "observing"):
+    for status in ("queued", "registered", "verified", "vaccinated", "observing"):
         assert f"'{status}'" in open_visits
     assert "revoked_at IS NULL" in active_grants.replace("(", "").replace(")", "")

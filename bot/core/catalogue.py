@@ -529,6 +529,44 @@ MESSAGES: Final[dict[str, str]] = {
     "console_scan_again": "今天已经取过号：{number}号（没有重复排队）",
     "console_scan_open": "打开登记页",
     "console_birth_month": "出生年月 {month}",
+    # --- clinic desk: steps (登记 · 一验证 · 接种 · 留观), the family told, 「确认」 in chat ----------
+    "desk_problem_not_found": "查不到这条就诊记录（不是本门诊今天的记录），请重新扫码或刷新队列。",
+    "desk_problem_out_of_order": "还不能做这一步：请先完成「{step}」。",
+    "desk_problem_not_requested": "还没有发起一验证：请先选定疫苗、剂次和批号，发给家长核对。",
+    "desk_problem_unknown_vaccine": "没有这种疫苗代码，请从待种疫苗列表里选择。",
+    "desk_problem_bad_dose_number": "剂次不对，请填写 1 到 10 之间的数字。",
+    "desk_problem_not_due": "这一剂不在当前应种列表里。确需接种时，请填写更改原因后再发起一验证。",
+    "desk_problem_already_given": "档案里已经有这一剂的接种记录，不能重复记录，请核对剂次。",
+    "desk_problem_expired_lot": "这个批号的疫苗已于{expires}过期，不能使用，请换一支在有效期内的疫苗。",
+    "desk_problem_missing_field": "信息不完整：批号、生产企业、接种部位、接种途径和接种医生都要填写。",
+    "desk_problem_bad_route": "接种途径不对，请选择肌内、皮下、皮内或口服。",
+    "desk_problem_bad_site": "接种部位不对，请从列表里选择。",
+    "desk_problem_reason_needed": "请填写原因（例如：家长手机没电，现场口头核对）。",
+    "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
+    "desk_step_registered": "登记",
+    "desk_step_confirm": "一验证",
+    "desk_step_vaccinated": "接种",
+    "desk_step_done": "留观结束",
+    "desk_go_to_desk": "请到{desk}等候接种",
+    "desk_go_wait": "请在候种区等候叫号接种",
+    "desk_registered": "{name}已完成登记，{where}。",
+    "desk_confirm_request": (
+        "即将为 {name} 接种：{vaccine} 第{number}剂，批号 {lot}，有效期至 {expires}，请核对后回复「确认」"
+    ),
+    "desk_confirm_short": "{vaccine} 第{number}剂",
+    "desk_vaccinated": (
+        "{name}已完成接种：{vaccine} 第{number}剂，批号 {lot}。\n请在留观区留观30分钟，如有不适请马上告诉医生。"
+    ),
+    "desk_next_dose": "下一针：{vaccine} 第{number}剂，{date}起可以接种",
+    "desk_next_none": "目前没有待种的疫苗",
+    "desk_observation_over": "{name}留观结束，可以离开了；{next}。",
+    "desk_confirmed": "已确认：{name} {vaccine} 第{number}剂。医生马上为您接种，请配合医生。",
+    "desk_confirm_nothing": (
+        "现在没有需要您确认的接种。医生发起核对后，您会收到一条“即将为……接种”的消息，核对无误再回复「确认」即可。"
+    ),
+    "desk_confirm_which": "有{count}项接种等您确认：\n{lines}\n请回复「确认」加排队号，例如「确认{example}」。",
+    "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
+    "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
 }
 
 

@@ -172,6 +172,11 @@ class Settings:
     alipay_reminder_template: str = DEV_REMINDER_TEMPLATE
     reminder_hour: int = 9
     reminder_days_ahead: int = 3
+    # Clinic desk progress (取号 … 留观结束) outside the customer-service windows: a template message whose
+    # values (the person, the step, what it means, when) go under these field names, in that order.
+    wechat_desk_template: str = DEV_REMINDER_TEMPLATE
+    alipay_desk_template: str = DEV_REMINDER_TEMPLATE
+    desk_template_fields: tuple[str, ...] = ("thing1", "thing2", "thing3", "time4")
 
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")

@@ -186,10 +186,14 @@ class TemplateMessage:
     remark: TemplateValue | None = None
     url: str = ""
     head_color: str = ""  # Alipay: the colour of the card's head
+    # A template with typed field names (WeChat's current ones: ``thing1``, ``time2``…) names its keywords
+    # here, in order; empty for the classic ``keyword1``… names.
+    field_names: tuple[str, ...] = ()
 
     def data(self) -> dict[str, TemplateValue]:
-        """The values by the template's field names: ``first``, ``keyword1``…, ``remark``."""
-        named = {f"keyword{number}": value for number, value in enumerate(self.keywords, 1)}
+        """The values by the template's field names: ``first``, ``keyword1``… (or ``field_names``), ``remark``."""
+        names = self.field_names or tuple(f"keyword{number}" for number in range(1, len(self.keywords) + 1))
+        named = dict(zip(names, self.keywords, strict=False))
         if self.first is not None:
             named = {"first": self.first, **named}
         if self.remark is not None:
@@ -202,12 +206,25 @@ class TemplateMessage:
         payload: dict[str, Any] = {"template_id": self.template_id, "data": data, "url": self.url}
         if self.head_color:
             payload["head_color"] = self.head_color
+        if self.field_names:
+            payload["field_names"] = list(self.field_names)
         return payload
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> TemplateMessage:
         """Inverse of :meth:`payload`; keywords are read in their numbers' order."""
         data = {str(name): _template_value_in(value) for name, value in dict(payload.get("data") or {}).items()}
+        field_names = tuple(str(name) for name in payload.get("field_names") or ())
+        if field_names:
+            return cls(
+                template_id=str(payload["template_id"]),
+                keywords=tuple(data[name] for name in field_names if name in data),
+                first=data.get("first"),
+                remark=data.get("remark"),
+                url=str(payload.get("url") or ""),
+                head_color=str(payload.get("head_color") or ""),
+                field_names=tuple(name for name in field_names if name in data),
+            )
         numbered = sorted(
             (int(name.removeprefix("keyword")), value)
             for name, value in data.items()

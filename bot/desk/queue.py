@@ -117,8 +117,13 @@ async def _open_visit(session: AsyncSession, vaccinee_id: int, clinic_id: int, d
     return (await session.scalars(query)).first()
 
 
-async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: datetime) -> tuple[Visit, bool]:
-    """Today's open visit of this file at this clinic, or a new one with the next number."""
+async def _queue(
+    session: AsyncSession, visible: Visible, clinic: Clinic, shown_by: int, now: datetime
+) -> tuple[Visit, bool]:
+    """Today's open visit of this file at this clinic, or a new one with the next number.
+
+    The visit keeps who showed the code (``shown_by``, an identity): the desk's later steps tell them.
+    """
     day = china_date(now)
     vaccinee_id = visible.certificate.vaccinee_id
     await _lock_counter(session, clinic.id, day)
@@ -133,6 +138,7 @@ async def _queue(session: AsyncSession, visible: Visible, clinic: Clinic, now: d
         queue_number=await _next_number(session, clinic.id, day),
         status="queued",
         queued_at=now,
+        shown_by_identity_id=shown_by,
     )
     try:
         async with session.begin_nested():
@@ -216,7 +222,7 @@ async def take_number(
             shown_by_identity_id=token.shown_by_identity_id,
         )
         raise CodeRejected(CodeProblem.NO_ACCESS, token)
-    visit, already = await _queue(session, visible, clinic, now)
+    visit, already = await _queue(session, visible, clinic, identity.id, now)
     record_access(
         session,
         actor_kind="staff",

@@ -1,0 +1,131 @@
+"""Telling the family what happens at the desk: the person who showed the code and the certificate's holder.
+
+Each notice goes to every platform those people follow. Inside a platform's customer-service window it
+is a plain text; outside it (WeChat: 48 hours since the person last wrote; Alipay: minutes) it goes as a
+template message when a desk template is configured, so a family that has not written for days still
+hears that the dose was recorded. The template's typed field names (WeChat's current templates name
+their fields ``thing1``, ``character_string2``, ``time3``…) come from a field mapping in the settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.core.catalogue import MESSAGES, Catalogue
+from bot.core.chinatime import CHINA
+from bot.core.config import Settings
+from bot.core.update import TemplateMessage, TemplateValue, Text
+from bot.identity.accounts import reachable_accounts
+from bot.outbox import queue as outbox
+from models import OutboxKind, PlatformAccount, utcnow
+
+# How long after a person last wrote a customer-service text still reaches them, per platform.
+SERVICE_WINDOWS = {"wechat": timedelta(hours=48), "alipay": timedelta(minutes=5)}
+# The order of a desk template's values: the person (masked), the step, what it means, when.
+TEMPLATE_VALUES = ("name", "step", "detail", "time")
+DEFAULT_FIELDS = ("thing1", "thing2", "thing3", "time4")
+THING_LIMIT = 20  # WeChat's ``thing`` fields take at most 20 characters
+
+
+@dataclasses.dataclass(frozen=True)
+class DeskNews:
+    """One thing the family is told: the full text, and the short values a template carries."""
+
+    text: str
+    name: str  # masked
+    step: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyTeller:
+    """How the desk tells families: the catalogue, and the desk template per platform ("" = text only)."""
+
+    catalogue: Catalogue
+    wechat_template: str = ""
+    alipay_template: str = ""
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+
+    @classmethod
+    def plain(cls) -> FamilyTeller:
+        """Texts only, from the built-in catalogue (what the desk steps use when given no teller)."""
+        return cls(Catalogue(MESSAGES, {}))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, catalogue: Catalogue) -> FamilyTeller:
+        """The deployment's catalogue and desk templates (``VAXBOT_*_DESK_TEMPLATE``, ``…_FIELDS``)."""
+        return cls(
+            catalogue,
+            wechat_template=settings.wechat_desk_template,
+            alipay_template=settings.alipay_desk_template,
+            fields=settings.desk_template_fields,
+        )
+
+    def template_id(self, platform: str) -> str:
+        """The desk template of one platform ("" when none is configured)."""
+        return self.alipay_template if platform == "alipay" else self.wechat_template
+
+    def template(self, platform: str, news: DeskNews, now: datetime) -> TemplateMessage:
+        """``news`` as this platform's desk template, its values under the configured field names."""
+        local = now.astimezone(CHINA)
+        values = {
+            "name": news.name,
+            "step": _short(news.step),
+            "detail": _short(news.detail),
+            "time": f"{local:%Y-%m-%d %H:%M}",
+        }
+        return TemplateMessage(
+            template_id=self.template_id(platform),
+            keywords=tuple(TemplateValue(values[name]) for name in TEMPLATE_VALUES[: len(self.fields)]),
+            field_names=self.fields,
+        )
+
+    async def tell(
+        self,
+        session: AsyncSession,
+        news: DeskNews,
+        key: str,
+        *,
+        identity_ids: Iterable[int | None],
+        now: datetime | None = None,
+    ) -> Sequence[PlatformAccount]:
+        """Queue ``news`` for these people on every platform they follow; returns the accounts told."""
+        moment = now or utcnow()
+        people = [person for person in identity_ids if person is not None]
+        told = await reachable_accounts(session, identity_ids=people)
+        for account in told:
+            template = self.template_id(account.platform)
+            idempotency_key = f"{key}:{account.id}"
+            if template and not _in_window(account, moment):
+                outbox.enqueue(
+                    session,
+                    platform=account.platform,
+                    app_id=account.app_id,
+                    recipient=account.user_id,
+                    kind=OutboxKind.TEMPLATE,
+                    payload=self.template(account.platform, news, moment).payload(),
+                    idempotency_key=idempotency_key,
+                )
+            else:
+                outbox.enqueue_message(
+                    session,
+                    platform=account.platform,
+                    app_id=account.app_id,
+                    recipient=account.user_id,
+                    message=Text(news.text),
+                    idempotency_key=idempotency_key,
+                )
+        return told
+
+
+def _in_window(account: PlatformAccount, now: datetime) -> bool:
+    window = SERVICE_WINDOWS.get(account.platform, timedelta(0))
+    return account.last_inbound_at is not None and now - account.last_inbound_at <= window
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= THING_LIMIT else text[: THING_LIMIT - 1] + "…"
