@@ -8,16 +8,22 @@ browser on https would (and the test checks every flag the server sets).
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
 from bot.core.audit import entries_matching
+from bot.core.chinatime import china_date
+from bot.core.config import Settings
+from bot.desk.steps import confirm_in_chat, pending_confirmations
+from bot.dev.demo import CHILD
+from bot.showcode.codes import issue_code
 from bot.staff.auth import IDLE_LIMIT, MAX_FAILURES, add_staff
-from bot.web.appkeys import SESSIONS
+from bot.web.appkeys import CONSOLE, SERVICES, SESSIONS
 from bot.web.console.base import COOKIE, SIGN_IN_COOKIE
-from models import StaffRole, StaffSession, Visit
+from models import StaffRole, StaffSession, Visit, VisitStatus, utcnow
+from tests.desk_kit import DeskWorld, desk_world, queue_visit
 from tests.helpers import Client
 from tests.world import NANJING, NANTONG, clinic
 
@@ -237,3 +243,202 @@ async def test_nanjing_staff_cannot_take_numbers_outside_the_pilot(app_client: C
     await browser.get("/clinic/scan")
     status, body, _ = await browser.post("/clinic/scan", {"code": "VX1:A:1:B"})
     assert status == 409 and body.count("试点") >= 1
+
+
+# --- the desk through the console ---------------------------------------------------------------------
+
+
+class Clock:
+    """The console's clock, moved by the test (no waiting on the wall clock)."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _clock(client: Client) -> Clock:
+    clock = Clock()
+    client.app[CONSOLE].clock = clock
+    return clock
+
+
+async def _code(client: Client, world: DeskWorld, shown_by: int) -> str:
+    """A code ``shown_by`` shows for the child (what a scanner reads from the chat's image)."""
+    services = client.app[SERVICES]
+    async with client.app[SESSIONS]() as session, session.begin():
+        issued = issue_code(
+            session,
+            services.vault,
+            certificate_id=world.certificate_id,
+            identity_id=shown_by,
+            now=utcnow(),
+            ttl=timedelta(minutes=5),
+        )
+    return issued.payload
+
+
+async def _visit(client: Client, visit_id: int) -> Visit:
+    async with client.app[SESSIONS]() as session:
+        visit = await session.get(Visit, visit_id)
+    assert visit is not None
+    return visit
+
+
+def _plan_form(expires: str, dose: str = "HepB:2") -> dict[str, str]:
+    return {"dose": dose, "lot_number": "202611A03", "manufacturer": "华北制药", "expires_on": expires}
+
+
+async def test_the_whole_desk_flow_through_the_console(app_client: Client, settings: Settings) -> None:
+    world = await desk_world(app_client, "wechat", settings.wechat_appid)
+    clock = _clock(app_client)
+    registrar_id = await _staff(app_client, "nurse-li", StaffRole.REGISTRAR)
+    vaccinator_id = await _staff(app_client, "nurse-zhou", StaffRole.VACCINATOR)
+    observer_id = await _staff(app_client, "nurse-chen", StaffRole.OBSERVER)
+    desk = Browser(app_client)
+    await desk.sign_in("nurse-li")
+
+    # 取号: the grandmother shows the code; the registrar scans it.
+    await desk.get("/clinic/scan")
+    status, body, _ = await desk.post("/clinic/scan", {"code": await _code(app_client, world, world.grandma_id)})
+    assert status == 200 and "取号成功：1号" in body and "林*满" in body and CHILD.name not in body
+    visit_id = int(re.search(r"/clinic/visits/(\d+)", body).group(1))  # type: ignore[union-attr]
+
+    # Today's queue: the masked name, the step and the wait; 叫号 opens the visit.
+    clock.now += timedelta(minutes=7)
+    status, body, _ = await desk.get("/clinic/queue")
+    assert status == 200 and "林*满" in body and "待登记" in body and "7分钟" in body and CHILD.name not in body
+    status, _body, location = await desk.post("/clinic/queue/call", {})
+    assert status == 303 and location == f"/clinic/visits/{visit_id}"
+
+    # 三查七对: the full name, sex, age in years and months, and the dose due with its number.
+    status, body, _ = await desk.get(location)
+    assert status == 200 and CHILD.name in body and "乙肝疫苗 第2剂" in body and "岁" in body
+    assert 'id="register-form"' in body and 'id="vaccinate-form"' not in body
+
+    # 登记, then 一验证 asked: the family is sent the plan.
+    answers = {
+        "fever": "no",
+        "allergies": "no",
+        "recent_vaccines": "no",
+        "contraindications": "no",
+        "desk": "2号接种台",
+    }
+    status, _body, _ = await desk.post(f"/clinic/visits/{visit_id}/register", answers)
+    assert status == 303 and (await _visit(app_client, visit_id)).status == VisitStatus.REGISTERED
+    await desk.get(f"/clinic/visits/{visit_id}")
+    expires = (china_date(clock.now) + timedelta(days=200)).isoformat()
+    status, _body, _ = await desk.post(f"/clinic/visits/{visit_id}/plan", _plan_form(expires))
+    assert status == 303
+    status, body, _ = await desk.get(f"/clinic/visits/{visit_id}")
+    assert 'id="live-status"' in body and "批号 202611A03" in body
+    live = await app_client.get(f"/clinic/visits/{visit_id}/status.json", cookies=desk.cookies)
+    assert live.status == 200 and (await live.json())["step"] == "registered"
+
+    # The registrar may not record the dose.
+    status, body, _ = await desk.post(f"/clinic/visits/{visit_id}/vaccinate", {"site": "left_deltoid"})
+    assert status == 403 and "登记员" in body
+
+    # The grandmother answers 「确认」 in the chat; the page's live box sees it.
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        pending = await pending_confirmations(
+            session, app_client.app[SERVICES].vault, world.grandma_id, china_date(clock.now)
+        )
+        assert len(pending) == 1
+        assert await confirm_in_chat(session, world.grandma_id, pending[0], platform="wechat")
+    live = await app_client.get(f"/clinic/visits/{visit_id}/status.json", cookies=desk.cookies)
+    seen = await live.json()
+    assert seen["step"] == "verified" and "确认" in seen["text"]
+
+    # 接种 at the vaccinator's desk: observation starts.
+    nurse = Browser(app_client)
+    await nurse.sign_in("nurse-zhou")
+    status, body, _ = await nurse.get(f"/clinic/visits/{visit_id}")
+    assert 'id="vaccinate-form"' in body and "家长在聊天中确认" in body
+    given = {"site": "left_deltoid", "route": "intramuscular", "vaccinator": "周护士"}
+    status, _body, _ = await nurse.post(f"/clinic/visits/{visit_id}/vaccinate", given)
+    assert status == 303 and (await _visit(app_client, visit_id)).status == VisitStatus.OBSERVING
+    status, _body, _ = await nurse.post(f"/clinic/visits/{visit_id}/vaccinate", given)  # a double click
+    assert status == 303
+
+    # 留观: a countdown; finishing before 30 minutes needs a reason; after them, 留观结束.
+    observer = Browser(app_client)
+    await observer.sign_in("nurse-chen")
+    status, body, _ = await observer.get("/clinic/observing")
+    assert status == 200 and "林*满" in body and "data-ends=" in body
+    status, body, _ = await observer.post(f"/clinic/visits/{visit_id}/finish", {"back": "observing"})
+    assert status == 409 and "留观还没满30分钟" in body
+    for _ in range(2):  # the observer keeps the list open (a console idle for 30 minutes would sign out)
+        clock.now += timedelta(minutes=16)
+        assert (await observer.get("/clinic/observing"))[0] == 200
+    status, _body, location = await observer.post(f"/clinic/visits/{visit_id}/finish", {"back": "observing"})
+    assert status == 303 and location == "/clinic/observing"
+    assert (await _visit(app_client, visit_id)).status == VisitStatus.DONE
+
+    # The day's summary, and the audit log naming each member and the clinic.
+    status, body, _ = await observer.get("/clinic/summary")
+    assert status == 200 and "今日接种剂次：1" in body and "乙肝疫苗" in body
+    async with app_client.app[SESSIONS]() as session:
+        rows = await entries_matching(session, since=clock.now - timedelta(hours=2))
+    by_action = {(entry.action, entry.actor_ref) for entry in rows}
+    at = f"@clinic:{world.clinic_id}"
+    for action, staff in (
+        ("desk_call", registrar_id),
+        ("desk_detail_viewed", registrar_id),
+        ("desk_register", registrar_id),
+        ("desk_confirmation_requested", registrar_id),
+        ("desk_vaccinate", vaccinator_id),
+        ("desk_observation_done", observer_id),
+    ):
+        assert (action, f"staff:{staff}{at}") in by_action, action
+    assert ("desk_queue", f"clinic:{NANTONG[0]}:staff:{registrar_id}") in by_action
+
+
+async def test_an_expired_lot_is_refused_at_the_console(app_client: Client, settings: Settings) -> None:
+    world = await desk_world(app_client, "wechat", settings.wechat_appid)
+    await _staff(app_client, "nurse-li", StaffRole.REGISTRAR)
+    visit_id = await queue_visit(app_client, world, world.parent_id)
+    desk = Browser(app_client)
+    await desk.sign_in("nurse-li")
+    await desk.get(f"/clinic/visits/{visit_id}")
+    no = {"fever": "no", "allergies": "no", "recent_vaccines": "no", "contraindications": "no"}
+    await desk.post(f"/clinic/visits/{visit_id}/register", no)
+    await desk.get(f"/clinic/visits/{visit_id}")
+    yesterday = (china_date(utcnow()) - timedelta(days=1)).isoformat()
+    status, body, _ = await desk.post(f"/clinic/visits/{visit_id}/plan", _plan_form(yesterday))
+    assert status == 409 and "过期" in body
+    visit = await _visit(app_client, visit_id)
+    assert visit.status == VisitStatus.REGISTERED and visit.confirmation_requested_at is None
+    # Out of order: an in-person confirmation before any request is refused with its reason.
+    status, body, _ = await desk.post(f"/clinic/visits/{visit_id}/confirm", {"reason": "手机没电"})
+    assert status == 409 and "还没有发起一验证" in body
+
+
+async def test_staff_see_and_act_on_their_own_clinic_only(app_client: Client, settings: Settings) -> None:
+    world = await desk_world(app_client, "wechat", settings.wechat_appid)
+    visit_id = await queue_visit(app_client, world, world.parent_id)
+    other = ("T-NT-02", "南通市另一社区卫生服务中心预防接种门诊", "320602")  # in the pilot, another clinic
+    await _staff(app_client, "nurse-li", StaffRole.ADMIN)
+    await _staff(app_client, "nurse-li", StaffRole.ADMIN, at=other)  # the same login at the other clinic
+    stranger = Browser(app_client)
+    await stranger.sign_in("nurse-li", clinic_code=other[0])
+    status, body, _ = await stranger.get("/clinic/queue")
+    assert status == 200 and "林*满" not in body and "今天还没有人取号" in body
+    status, body, _ = await stranger.get(f"/clinic/visits/{visit_id}")
+    assert status == 404 and CHILD.name not in body and "林*满" not in body
+    assert (await stranger.get(f"/clinic/visits/{visit_id + 1000}"))[0] == 404  # the same as no visit at all
+    no = {"fever": "no", "allergies": "no", "recent_vaccines": "no", "contraindications": "no"}
+    status, body, _ = await stranger.post(f"/clinic/visits/{visit_id}/register", no)
+    assert status == 404 and CHILD.name not in body
+    live = await app_client.get(f"/clinic/visits/{visit_id}/status.json", cookies=stranger.cookies)
+    assert live.status == 404
+    status, _body, location = await stranger.post("/clinic/queue/call", {})
+    assert location == "/clinic/queue?none=1"  # another clinic's queue is not theirs to call
+    assert (await _visit(app_client, visit_id)).status == VisitStatus.QUEUED
+    assert (await _visit(app_client, visit_id)).called_at is None
+    # Their own clinic's nurse sees it.
+    own = Browser(app_client)
+    await own.sign_in("nurse-li")
+    status, body, _ = await own.get(f"/clinic/visits/{visit_id}")
+    assert status == 200 and CHILD.name in body

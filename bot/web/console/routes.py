@@ -36,12 +36,13 @@ from bot.web.console.base import (
     staff_page,
     templates,
 )
+from bot.web.console.desk import DeskPages
 
 MAX_SCAN_LENGTH = 512  # a shown code is about 60 characters; a scanner's runaway input is cut short
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
-class ConsoleRoutes:
+class ConsoleRoutes(DeskPages):
     """The console's handlers, with the services, database sessions and clock they use."""
 
     def __init__(self, services: Services, sessions: async_sessionmaker[AsyncSession], clock: Clock = now_utc) -> None:
@@ -71,6 +72,17 @@ class ConsoleRoutes:
             ("GET", "/scan", "scan_page"),
             ("POST", "/scan", "scan"),
             ("GET", "/static/{name}", "static"),
+            ("GET", "/queue", "queue"),
+            ("POST", "/queue/call", "call"),
+            ("GET", "/visits/{visit_id}", "visit"),
+            ("GET", "/visits/{visit_id}/status.json", "status"),
+            ("POST", "/visits/{visit_id}/register", "register"),
+            ("POST", "/visits/{visit_id}/plan", "plan"),
+            ("POST", "/visits/{visit_id}/confirm", "confirm"),
+            ("POST", "/visits/{visit_id}/vaccinate", "vaccinate"),
+            ("POST", "/visits/{visit_id}/finish", "finish"),
+            ("GET", "/observing", "observing"),
+            ("GET", "/summary", "summary"),
         ]
         for method, path, name in routes:
             app.router.add_route(method, PREFIX + path, bind(name))
