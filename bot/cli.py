@@ -406,6 +406,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from bot.core.keys import load_keyring
+    from bot.desk.notify import FamilyTeller
     from bot.desk.queue import ClinicProblem, ClinicRefused, Ticket, take_number
     from bot.showcode.codes import CodeRejected
     from models import utcnow
@@ -440,6 +441,7 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
                         payload=payload,
                         staff=args.staff,
                         now=utcnow(),
+                        family=FamilyTeller.from_settings(settings, catalogue),
                     )
                 except ClinicRefused as exc:  # refused before the code was read: it is still unspent
                     key = "cli_clinic_unknown" if exc.problem is ClinicProblem.UNKNOWN else "desk_clinic_not_pilot"

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from bot.chat.conversation import Context, Router
-from handlers import accounts, claim, coming_soon, common, grant, questions, records, show_code, verify, welcome
+from handlers import (
+    accounts,
+    claim,
+    coming_soon,
+    common,
+    desk_confirm,
+    grant,
+    questions,
+    records,
+    show_code,
+    verify,
+    welcome,
+)
 
 
 async def fallback(ctx: Context) -> None:
@@ -25,6 +37,7 @@ def build_router(*first: Router) -> Router:
         grant.router,
         records.router,
         show_code.router,
+        desk_confirm.router,
         accounts.router,
         welcome.router,
         questions.router,

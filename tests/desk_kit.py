@@ -6,9 +6,10 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from bot.certificates.rules import Grantee, add_grant
+from bot.desk.notify import FamilyTeller
 from bot.desk.queue import take_number
 from bot.desk.steps import DeskActor, DosePlan, GivenDose, HealthAnswers
-from bot.dev.demo import CHILD, GRANDMA, PARENT
+from bot.dev.demo import CHILD, GRANDMA, INFANT, PARENT
 from bot.showcode.codes import issue_code
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import Certificate, Identity, utcnow
@@ -101,7 +102,36 @@ async def desk_world(client: Client, platform: str, app_id: str, *, tag: str = "
     )
 
 
-async def queue_visit(client: Client, world: DeskWorld, shown_by: int, *, now: datetime | None = None) -> int:
+async def second_child(client: Client, world: DeskWorld, platform: str) -> int:
+    """The parent's baby daughter, her certificate held by the parent too: returns the certificate id."""
+    vaccinee = await registry_file(
+        client,
+        ref="D-INFANT",
+        name=INFANT.name,
+        id_number=INFANT.id_number,
+        birth=INFANT.birth,
+        sex=INFANT.sex,
+        guardians=[PARENT.id_number],
+        doses=[("HepB", 1, INFANT.birth)],
+    )
+    async with client.app[SESSIONS]() as session, session.begin():
+        certificate = Certificate(
+            vaccinee_id=vaccinee, holder_identity_id=world.parent_id, kind="child", claimed_via=platform
+        )
+        session.add(certificate)
+        await session.flush()
+        return certificate.id
+
+
+async def queue_visit(
+    client: Client,
+    world: DeskWorld,
+    shown_by: int,
+    *,
+    now: datetime | None = None,
+    certificate_id: int | None = None,
+    family: FamilyTeller | None = None,
+) -> int:
     """``shown_by`` shows a code and the clinic's desk scans it: returns the visit id."""
     services = client.app[SERVICES]
     moment = now or utcnow()
@@ -109,7 +139,7 @@ async def queue_visit(client: Client, world: DeskWorld, shown_by: int, *, now: d
         issued = issue_code(
             session,
             services.vault,
-            certificate_id=world.certificate_id,
+            certificate_id=certificate_id or world.certificate_id,
             identity_id=shown_by,
             now=moment,
             ttl=timedelta(minutes=5),
@@ -124,5 +154,6 @@ async def queue_visit(client: Client, world: DeskWorld, shown_by: int, *, now: d
             payload=issued.payload,
             staff="nurse-1",
             now=moment,
+            family=family,
         )
     return ticket.visit_id

@@ -16,10 +16,14 @@ from sqlalchemy import select
 
 from bot.certificates.rules import doses_of
 from bot.core.chinatime import china_date
+from bot.core.config import DEV_REMINDER_TEMPLATE
 from bot.desk import steps
 from bot.desk.notify import FamilyTeller
 from bot.desk.steps import DeskActor, StepProblem, StepRefused
-from bot.dev.demo import CHILD
+from bot.dev.demo import CHILD, PARENT
+from bot.dev.fakes.alipay_gateway import SINGLE_SEND as ALIPAY_TEMPLATE
+from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
+from bot.dev.fakes.wechat import FakeWeChatAPI
 from bot.immunization.forecast import GivenDose as ScheduleDose
 from bot.immunization.forecast import forecast_next_doses
 from bot.web.appkeys import SERVICES, SESSIONS
@@ -27,7 +31,6 @@ from models import (
     AuditEntry,
     Dose,
     DoseSource,
-    Identity,
     OutboxMessage,
     PlatformAccount,
     Reminder,
@@ -39,7 +42,8 @@ from models import (
     utcnow,
 )
 from tests.desk_kit import GIVEN, NO_PROBLEMS, PLAN_VACCINE, DeskWorld, desk_world, plan, queue_visit
-from tests.helpers import Client
+from tests.helpers import Client, drain_outbox
+from tests.world import verified
 
 WECHAT_APP = "wx0000000000de0001"
 
@@ -327,23 +331,29 @@ async def test_an_expired_lot_is_refused_and_the_plan_checked(app_client: Client
     assert (await _step(client, steps.vaccinate, actor, visit, GIVEN)).status == VisitStatus.OBSERVING
 
 
-async def test_the_family_outside_the_window_gets_template_messages(app_client: Client) -> None:
+async def test_the_family_outside_the_window_gets_template_messages_on_every_platform(
+    app_client: Client, fake: FakeWeChatAPI, fake_alipay: tuple[FakeAlipayGateway, str]
+) -> None:
     client = app_client
-    world = await desk_world(client, "wechat", WECHAT_APP)  # nobody wrote recently: outside the window
-    visit = await queue_visit(client, world, world.parent_id)
-    settings = client.app[SERVICES].settings
-    teller = FamilyTeller.from_settings(settings, client.app[SERVICES].catalogue)
+    services = client.app[SERVICES]
+    world = await desk_world(client, "wechat", WECHAT_APP)  # nobody wrote recently: outside every window
+    alipay_user = "2088000000000977"
+    assert await verified(client, "alipay", alipay_user, PARENT.name, PARENT.id_number, services.settings.alipay_appid)
+    configured = dataclasses.replace(
+        services.settings, wechat_desk_template=DEV_REMINDER_TEMPLATE, alipay_desk_template=DEV_REMINDER_TEMPLATE
+    )
+    teller = FamilyTeller.from_settings(configured, services.catalogue)
+    visit = await queue_visit(client, world, world.parent_id, family=teller)
     await _step(client, steps.register, world.actor, visit, NO_PROBLEMS, desk="3号台", family=teller)
-    async with client.app[SESSIONS]() as session:
-        rows = (
-            await session.scalars(
-                select(OutboxMessage).where(OutboxMessage.kind == "template").order_by(OutboxMessage.id)
-            )
-        ).all()
-        parent = (await session.scalars(select(Identity).where(Identity.id == world.parent_id))).one()
-    assert parent is not None
-    assert {row.recipient for row in rows} == {world.parent_user}  # the grandmother did not show this code
-    data = rows[0].payload["data"]
-    assert list(data) == list(settings.desk_template_fields)
-    assert data["thing1"] == "林*满" and data["thing2"] == "登记"
-    assert CHILD.name not in str(rows[0].payload)
+    await drain_outbox(client)
+    wechat = [item.body for item in fake.received if item.path == "message/template/send"]
+    # The parent showed the code and holds the certificate: told once per platform per step.
+    assert [body["touser"] for body in wechat] == [world.parent_user, world.parent_user]
+    fields = list(services.settings.desk_template_fields)
+    assert [list(body["data"]) for body in wechat] == [fields, fields]
+    assert [body["data"]["thing2"]["value"] for body in wechat] == ["取号", "登记"]
+    assert wechat[1]["data"]["thing1"]["value"] == "林*满" and "3号台" in wechat[1]["data"]["thing3"]["value"]
+    alipay = [item.biz for item in fake_alipay[0].calls(ALIPAY_TEMPLATE) if item.to_user_id == alipay_user]
+    assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记"]
+    assert CHILD.name not in str(wechat) + str(alipay)
+    assert fake.sent_to(world.parent_user) == []  # no customer-service text was tried outside the window

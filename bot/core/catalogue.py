@@ -645,6 +645,8 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_problem_bad_site": "接种部位不对，请从列表里选择。",
     "desk_problem_reason_needed": "请填写原因（例如：家长手机没电，现场口头核对）。",
     "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
+    "desk_step_queued": "取号",
+    "desk_queued_short": "排队号：{number}号",
     "desk_step_registered": "登记",
     "desk_step_confirm": "一验证",
     "desk_step_vaccinated": "接种",
@@ -668,6 +670,7 @@ MESSAGES: Final[dict[str, str]] = {
     ),
     "desk_confirm_which": "有{count}项接种等您确认：\n{lines}\n请回复「确认」加排队号，例如「确认{example}」。",
     "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
+    "desk_confirm_already": "{name}的接种信息您已经确认过了，医生会按确认的内容接种，不用再回复。",
     "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
 }
 

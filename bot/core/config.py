@@ -173,9 +173,11 @@ class Settings:
     reminder_hour: int = 9
     reminder_days_ahead: int = 3
     # Clinic desk progress (取号 … 留观结束) outside the customer-service windows: a template message whose
-    # values (the person, the step, what it means, when) go under these field names, in that order.
-    wechat_desk_template: str = DEV_REMINDER_TEMPLATE
-    alipay_desk_template: str = DEV_REMINDER_TEMPLATE
+    # values (the person, the step, what it means, when) go under these field names, in that order
+    # (WeChat; Alipay's templates take keyword1…). Empty: texts only, which miss anyone who has not written
+    # within the window (48 hours on WeChat).
+    wechat_desk_template: str = ""
+    alipay_desk_template: str = ""
     desk_template_fields: tuple[str, ...] = ("thing1", "thing2", "thing3", "time4")
 
     customer_service_phone: str = "400-101-6588"

@@ -70,7 +70,11 @@ class FamilyTeller:
         return self.alipay_template if platform == "alipay" else self.wechat_template
 
     def template(self, platform: str, news: DeskNews, now: datetime) -> TemplateMessage:
-        """``news`` as this platform's desk template, its values under the configured field names."""
+        """``news`` as this platform's desk template.
+
+        WeChat's values go under the configured typed field names; Alipay's templates keep the classic
+        ``keyword1``… names.
+        """
         local = now.astimezone(CHINA)
         values = {
             "name": news.name,
@@ -78,6 +82,11 @@ class FamilyTeller:
             "detail": _short(news.detail),
             "time": f"{local:%Y-%m-%d %H:%M}",
         }
+        if platform == "alipay":
+            return TemplateMessage(
+                template_id=self.template_id(platform),
+                keywords=tuple(TemplateValue(values[name]) for name in TEMPLATE_VALUES),
+            )
         return TemplateMessage(
             template_id=self.template_id(platform),
             keywords=tuple(TemplateValue(values[name]) for name in TEMPLATE_VALUES[: len(self.fields)]),

@@ -27,8 +27,7 @@ from bot.core.catalogue import Catalogue
 from bot.core.chinatime import china_date
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
-from bot.core.update import Text
-from bot.identity.accounts import notify
+from bot.desk.notify import DeskNews, FamilyTeller
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
 from models import OPEN_VISIT_STATUSES, Clinic, Identity, QueueCounter, Visit
 
@@ -188,8 +187,12 @@ async def take_number(
     payload: str,
     staff: str,
     now: datetime,
+    family: FamilyTeller | None = None,
 ) -> Ticket:
     """Redeem a scanned code at the clinic ``clinic_code`` and queue its file.
+
+    The family is told its number through ``family`` (texts from ``catalogue`` when none is given; pass
+    :meth:`FamilyTeller.from_settings` so people outside the chat windows get a template message).
 
     Raises :class:`ClinicRefused` (before the code is read: it stays unspent) or :class:`CodeRejected`.
     Commit after a refusal too: a code shown by someone who lost access stays spent, and every refusal is
@@ -234,10 +237,14 @@ async def take_number(
         detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already},
     )
     if not already:
-        text = catalogue("desk_queued", name=visible.file.masked_name, clinic=clinic.name, number=visit.queue_number)
+        teller = family or FamilyTeller(catalogue)
+        name = visible.file.masked_name
+        text = teller.catalogue("desk_queued", name=name, clinic=clinic.name, number=visit.queue_number)
+        step = teller.catalogue("desk_step_queued")
+        news = DeskNews(text, name, step, teller.catalogue("desk_queued_short", number=visit.queue_number))
         # The person who showed the code and, when that was a family member, the holder too.
         people = [identity.id, visible.certificate.holder_identity_id]
-        await notify(session, Text(text), f"desk_queue:{visit.id}", identity_ids=people)
+        await teller.tell(session, news, f"desk_queue:{visit.id}", identity_ids=people, now=now)
     birth = visible.file.birth_date
     return Ticket(
         visit_id=visit.id,

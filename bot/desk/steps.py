@@ -708,6 +708,18 @@ async def pending_confirmations(session: AsyncSession, vault: Vault, identity_id
     return found
 
 
+async def confirmed_today(session: AsyncSession, vault: Vault, identity_id: int, day: date) -> list[str]:
+    """The masked names of ``day``'s visits this person already confirmed in chat (a second 「确认」 is told so)."""
+    visits = (
+        await session.scalars(
+            select(Visit)
+            .where(Visit.visit_date == day, Visit.verified_by == f"identity:{identity_id}")
+            .order_by(Visit.verified_at, Visit.id)
+        )
+    ).all()
+    return [(await _file(session, vault, visit)).masked_name for visit in visits]
+
+
 async def confirm_in_chat(
     session: AsyncSession, identity_id: int, pending: Pending, *, platform: str, now: datetime | None = None
 ) -> bool:
