@@ -442,3 +442,47 @@ async def test_staff_see_and_act_on_their_own_clinic_only(app_client: Client, se
     await own.sign_in("nurse-li")
     status, body, _ = await own.get(f"/clinic/visits/{visit_id}")
     assert status == 200 and CHILD.name in body
+
+
+def test_every_console_text_is_in_the_catalogue() -> None:
+    """Each page's words come from the one catalogue: every key a template names, and every key built from a value."""
+    from importlib import resources
+
+    from bot.core.catalogue import MESSAGES
+    from bot.desk.steps import Route, Site
+
+    folder = resources.files("bot.web.console").joinpath("templates")
+    named = set()
+    for template in folder.iterdir():
+        named |= set(re.findall(r"""t\(["']([a-z_]+)["']""", template.read_text(encoding="utf-8")))
+    named = {key for key in named if not key.endswith("_")}  # a prefix joined with a value: checked below
+    assert named and named <= set(MESSAGES), sorted(named - set(MESSAGES))
+    built = [f"console_step_{status.value}" for status in VisitStatus]
+    built += [f"console_role_{role.value}" for role in StaffRole]
+    built += [f"console_site_{site.value}" for site in Site] + [f"console_route_{route.value}" for route in Route]
+    built += ["desk_role_holder", "desk_role_grantee"]
+    built += [f"console_sex_{sex}" for sex in "MF"] + [f"console_due_{status}" for status in ("overdue", "due")]
+    built += [
+        f"console_question_{question}" for question in ("fever", "allergies", "recent_vaccines", "contraindications")
+    ]
+    assert [key for key in built if key not in MESSAGES] == []
+
+
+async def test_roles_are_checked_on_every_step(app_client: Client, settings: Settings) -> None:
+    world = await desk_world(app_client, "wechat", settings.wechat_appid)
+    visit_id = await queue_visit(app_client, world, world.parent_id)
+    no = {"fever": "no", "allergies": "no", "recent_vaccines": "no", "contraindications": "no"}
+    await _staff(app_client, "nurse-chen", StaffRole.OBSERVER)
+    await _staff(app_client, "nurse-zhou", StaffRole.VACCINATOR)
+    for login, path, form in (
+        ("nurse-chen", "register", no),
+        ("nurse-zhou", "register", no),
+        ("nurse-chen", "confirm", {"reason": "当面核对"}),
+    ):
+        browser = Browser(app_client)
+        await browser.sign_in(login)
+        status, body, _ = await browser.get(f"/clinic/visits/{visit_id}")
+        assert status == 200 and 'id="register-form"' not in body  # the form is not offered…
+        status, body, _ = await browser.post(f"/clinic/visits/{visit_id}/{path}", form)
+        assert status == 403 and "不能进行这一步" in body  # …and the step is refused when posted anyway
+    assert (await _visit(app_client, visit_id)).status == VisitStatus.QUEUED
