@@ -38,7 +38,7 @@ from bot.platforms.wechat.sender import WeChatSender
 from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
 from bot.showcode.page import CodePageRoutes
-from bot.web import webhooks
+from bot.web import clinic_api, webhooks
 from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
@@ -141,6 +141,7 @@ def create_app(
     app.cleanup_ctx.append(_conversation_engine)
     app.cleanup_ctx.append(_scheduler)
     webhooks.setup_routes(app)
+    clinic_api.setup_routes(app)
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)

@@ -470,6 +470,63 @@ def cmd_clinic_scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_clinic_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Add a clinic (接种门诊) with its registry code, name and six-digit region code."""
+    from bot.desk.clinics import ClinicInvalid, add_clinic
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                clinic = await add_clinic(
+                    session,
+                    code=args.code,
+                    name=args.name,
+                    region_code=args.region,
+                    address=args.address,
+                    phone=args.phone,
+                )
+                return f"clinic {clinic.code} added (id {clinic.id}): {clinic.name}"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except ClinicInvalid as exc:
+        print(f"vaxbot: {exc}; nothing was added", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_clinic_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Issue a clinic API key: its id and secret are printed this once (the secret is kept sealed)."""
+    from bot.core.keys import load_keyring
+    from bot.desk.clinics import ClinicInvalid, add_api_key
+
+    vault = Vault(load_keyring(settings.keys_dir, private=settings.production))
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                issued = await add_api_key(session, vault, args.clinic, label=args.label)
+                return (
+                    f"clinic API key for {args.clinic}\n"
+                    f"key id:  {issued.key_id}\n"
+                    f"secret:  {issued.secret}\n"
+                    "the secret is shown only now: give it to the clinic's system (docs/clinic-api.md)"
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except ClinicInvalid as exc:
+        print(f"vaxbot: {exc}; no key was made", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _read_new_password() -> str | None:
     """A new staff password: asked twice at a terminal (not echoed), else the first line of standard input."""
     import getpass
@@ -633,6 +690,18 @@ def build_parser() -> argparse.ArgumentParser:
     staff_add.add_argument("--login", required=True, help="what they type to sign in (unique within the clinic)")
     staff_add.add_argument("--name", help="the name shown on the console and recorded as vaccinator")
     staff_add.set_defaults(func=cmd_clinic_staff)
+    clinic_add = clinic_actions.add_parser("add", help="add a clinic (接种门诊)")
+    clinic_add.add_argument("--code", required=True, help="the registry's clinic code")
+    clinic_add.add_argument("--name", required=True, help="the clinic's name, as families read it")
+    clinic_add.add_argument("--region", required=True, help="six-digit region code (GB/T 2260)")
+    clinic_add.add_argument("--address", default="")
+    clinic_add.add_argument("--phone", default="")
+    clinic_add.set_defaults(func=cmd_clinic_add)
+    clinic_key = clinic_actions.add_parser("key", help="clinic API keys (docs/clinic-api.md)")
+    clinic_key.add_argument("key_action", choices=["add"])
+    clinic_key.add_argument("--clinic", required=True, help="the clinic's registry code")
+    clinic_key.add_argument("--label", default="", help="what the key is for (the clinic's system)")
+    clinic_key.set_defaults(func=cmd_clinic_key)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
     audit.add_argument("--certificate", type=int, help="the certificate's id")

@@ -1,0 +1,279 @@
+"""The clinic API (``/clinic/api/v1/…``, JSON): the desk's steps for clinic information systems.
+
+Each request is signed with a per-clinic key (:mod:`bot.desk.clinics`); the key decides the clinic, so a
+system sees and acts on its own clinic's visits only. The steps are :mod:`bot.desk.steps`, with the same
+rules and audit as the console (the actor is ``clinic-api:K@clinic:M``). A refused step answers with its
+problem code and the Chinese message for the desk. See docs/clinic-api.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from bot.core.chinatime import china_date
+from bot.desk import steps
+from bot.desk.clinics import (
+    HEADER_KEY,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    ApiRefused,
+    SignedRequest,
+    authenticate,
+)
+from bot.desk.notify import FamilyTeller
+from bot.desk.queue import ClinicRefused, take_number
+from bot.desk.steps import DeskActor, DosePlan, GivenDose, HealthAnswers, StepProblem, StepRefused
+from bot.showcode.codes import CodeRejected
+from bot.web.appkeys import SERVICES, SESSIONS
+from models import Clinic, utcnow
+
+log = logging.getLogger("vaxbot.clinic_api")
+
+PREFIX = "/clinic/api/v1"
+MAX_BODY = 16 * 1024
+STATUS_OF: dict[StepProblem, int] = {
+    StepProblem.NOT_FOUND: 404,
+    StepProblem.OUT_OF_ORDER: 409,
+    StepProblem.NOT_REQUESTED: 409,
+    StepProblem.ALREADY_GIVEN: 409,
+    StepProblem.OBSERVATION_NOT_OVER: 409,
+}
+
+Handler = Callable[[web.Request, DeskActor, dict[str, Any]], Awaitable[Any]]
+
+
+class BadRequest(Exception):
+    """The JSON body or a parameter is not what the endpoint takes; the message names the field."""
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "total_seconds"):
+        return int(value.total_seconds())
+    return value
+
+
+def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Authenticate the signed request (its own transaction: the nonce is spent), then run the step."""
+
+    async def run(request: web.Request) -> web.Response:
+        body = await request.read()
+        if len(body) > MAX_BODY:
+            return _error(413, "too_large", "请求太大")
+        signed = SignedRequest(
+            method=request.method,
+            path_qs=request.rel_url.raw_path_qs,
+            body=body,
+            key_id=request.headers.get(HEADER_KEY, ""),
+            timestamp=request.headers.get(HEADER_TIMESTAMP, ""),
+            nonce=request.headers.get(HEADER_NONCE, ""),
+            signature=request.headers.get(HEADER_SIGNATURE, ""),
+        )
+        services = request.app[SERVICES]
+        sessions = request.app[SESSIONS]
+        refused: ApiRefused | None = None
+        async with sessions() as session, session.begin():
+            try:
+                actor = await authenticate(session, services.vault, signed, utcnow())
+            except ApiRefused as exc:
+                refused = exc  # committed all the same: a known key's refusal is audited
+        if refused is not None:
+            log.info("clinic api refused", extra={"problem": refused.problem.value})
+            return _error(401, refused.problem.value, "请求未通过签名校验")
+        try:
+            data = json.loads(body) if body else {}
+            if not isinstance(data, dict):
+                raise BadRequest("body")
+            result = await handler(request, actor, data)
+        except StepRefused as exc:
+            return _error(STATUS_OF.get(exc.problem, 422), exc.problem.value, exc.message)
+        except (BadRequest, ValueError, TypeError, KeyError) as exc:
+            return _error(400, "bad_request", f"请求内容不对：{exc}")
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response(_jsonable(result))
+
+    return run
+
+
+def _day(request: web.Request) -> date:
+    raw = request.query.get("date")
+    return date.fromisoformat(raw) if raw else china_date(utcnow())
+
+
+def _visit_id(request: web.Request) -> int:
+    return int(request.match_info["visit_id"])
+
+
+def _teller(request: web.Request) -> FamilyTeller:
+    services = request.app[SERVICES]
+    return FamilyTeller.from_settings(services.settings, services.catalogue)
+
+
+def _text(data: dict[str, Any], name: str, *, required: bool = True) -> str:
+    value = data.get(name, "")
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise BadRequest(name)
+    return value
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name)
+    if not isinstance(value, bool):
+        raise BadRequest(name)
+    return value
+
+
+async def _in(request: web.Request, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Run one desk function in its own transaction (rolled back when the step is refused)."""
+    services = request.app[SERVICES]
+    async with request.app[SESSIONS]() as session, session.begin():
+        return await call(session, services.vault, *args, **kwargs)
+
+
+async def get_queue(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /visits?date=: the day's queue."""
+    return {"visits": await _in(request, steps.today_queue, actor, _day(request))}
+
+
+async def scan(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /scan {"code"}: 取号 for a scanned code at this key's clinic."""
+    services = request.app[SERVICES]
+    code = _text(data, "code")
+    async with request.app[SESSIONS]() as session, session.begin():
+        clinic = await session.get(Clinic, actor.clinic_id)
+        assert clinic is not None
+        try:
+            ticket = await take_number(
+                session,
+                services.vault,
+                services.catalogue,
+                clinic_code=clinic.code,
+                pilot_regions=services.settings.pilot_regions,
+                payload=code,
+                staff=actor.audit_actor(),
+                now=utcnow(),
+                family=_teller(request),
+            )
+        except CodeRejected as exc:
+            refusal = _error(422, exc.problem.value, services.catalogue(f"desk_code_{exc.problem.value}"))
+        except ClinicRefused as exc:
+            message = services.catalogue("desk_clinic_not_pilot", clinic=clinic.code)
+            refusal = _error(422, f"clinic_{exc.problem.value}", message)
+        else:
+            return ticket
+    # The refusal is committed (the code is spent, the refusal audited), then reported.
+    return refusal
+
+
+async def call_next(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """POST /visits/next?date=: 叫号."""
+    return {"visit": await _in(request, steps.call_next, actor, _day(request))}
+
+
+async def detail(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /visits/{id}: 三查七对 (audited)."""
+    return await _in(request, steps.visit_detail, actor, _visit_id(request))
+
+
+async def register(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/register {fever, allergies, recent_vaccines, contraindications, note?, desk?}: 登记."""
+    answers = HealthAnswers(
+        fever=_flag(data, "fever"),
+        allergies=_flag(data, "allergies"),
+        recent_vaccines=_flag(data, "recent_vaccines"),
+        contraindications=_flag(data, "contraindications"),
+        note=_text(data, "note", required=False),
+    )
+    desk = _text(data, "desk", required=False)
+    return await _in(request, steps.register, actor, _visit_id(request), answers, desk=desk, family=_teller(request))
+
+
+async def request_confirmation(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/confirmation {vaccine_code, dose_number, lot_number, manufacturer, expires_on, …}: 一验证."""
+    number = data.get("dose_number")
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise BadRequest("dose_number")
+    reason = data.get("override_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest("override_reason")
+    plan = DosePlan(
+        vaccine_code=_text(data, "vaccine_code"),
+        dose_number=number,
+        lot_number=_text(data, "lot_number", required=False),
+        manufacturer=_text(data, "manufacturer", required=False),
+        expires_on=date.fromisoformat(_text(data, "expires_on")),
+        override_reason=reason,
+    )
+    return await _in(request, steps.request_confirmation, actor, _visit_id(request), plan, family=_teller(request))
+
+
+async def confirm_in_person(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/confirm-in-person {reason}: 一验证 recorded by staff."""
+    return await _in(request, steps.confirm_in_person, actor, _visit_id(request), _text(data, "reason", required=False))
+
+
+async def vaccinate(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/vaccinate {site, route, vaccinator}: 接种."""
+    given = GivenDose(
+        site=_text(data, "site", required=False),
+        route=_text(data, "route", required=False),
+        vaccinator=_text(data, "vaccinator", required=False),
+    )
+    return await _in(request, steps.vaccinate, actor, _visit_id(request), given, family=_teller(request))
+
+
+async def finish(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/finish {early_reason?}: 留观结束."""
+    reason = data.get("early_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest("early_reason")
+    return await _in(
+        request, steps.finish_observation, actor, _visit_id(request), early_reason=reason, family=_teller(request)
+    )
+
+
+async def get_observing(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /observing?date=: the people observing, soonest to finish first."""
+    return {"visits": await _in(request, steps.observing, actor, _day(request))}
+
+
+async def get_summary(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /summary?date=: the day in numbers."""
+    services = request.app[SERVICES]
+    async with request.app[SESSIONS]() as session:
+        return await steps.day_summary(session, actor, _day(request), vault=services.vault)
+
+
+def setup_routes(app: web.Application) -> None:
+    """Mount the clinic API's routes on ``app`` (plain routes under ``/clinic/api/v1``)."""
+    app.router.add_get(f"{PREFIX}/visits", endpoint(get_queue))
+    app.router.add_post(f"{PREFIX}/scan", endpoint(scan))
+    app.router.add_post(f"{PREFIX}/visits/next", endpoint(call_next))
+    app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}", endpoint(detail))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/register", endpoint(register))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/confirmation", endpoint(request_confirmation))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/confirm-in-person", endpoint(confirm_in_person))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/vaccinate", endpoint(vaccinate))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/finish", endpoint(finish))
+    app.router.add_get(f"{PREFIX}/observing", endpoint(get_observing))
+    app.router.add_get(f"{PREFIX}/summary", endpoint(get_summary))
