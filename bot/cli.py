@@ -499,10 +499,32 @@ def cmd_clinic_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_clinic_key(args: argparse.Namespace, settings: Settings) -> int:
-    """Issue a clinic API key: its id and secret are printed this once (the secret is kept sealed)."""
+    """Issue a clinic API key (its id and secret printed this once, the secret kept sealed), or revoke one."""
     from bot.core.keys import load_keyring
-    from bot.desk.clinics import ClinicInvalid, add_api_key
+    from bot.desk.clinics import ClinicInvalid, add_api_key, revoke_api_key
+    from models import utcnow
 
+    if args.key_action == "revoke":
+
+        async def revoke() -> bool:
+            engine = create_engine(settings)
+            try:
+                async with sessionmaker(engine)() as session, session.begin():
+                    return await revoke_api_key(session, args.key_id or "", utcnow())
+            finally:
+                await engine.dispose()
+
+        if not args.key_id:
+            print("vaxbot: name the key to revoke: vaxbot clinic key revoke KEY_ID", file=sys.stderr)
+            return 2
+        if not asyncio.run(revoke()):
+            print(f"vaxbot: no live clinic API key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"clinic API key {args.key_id} revoked")
+        return 0
+    if not args.clinic:
+        print("vaxbot: name the clinic: vaxbot clinic key add --clinic CODE", file=sys.stderr)
+        return 2
     vault = Vault(load_keyring(settings.keys_dir, private=settings.production))
 
     async def main() -> str:
@@ -698,8 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     clinic_add.add_argument("--phone", default="")
     clinic_add.set_defaults(func=cmd_clinic_add)
     clinic_key = clinic_actions.add_parser("key", help="clinic API keys (docs/clinic-api.md)")
-    clinic_key.add_argument("key_action", choices=["add"])
-    clinic_key.add_argument("--clinic", required=True, help="the clinic's registry code")
+    clinic_key.add_argument("key_action", choices=["add", "revoke"])
+    clinic_key.add_argument("key_id", nargs="?", help="revoke: the key's id (ck_…)")
+    clinic_key.add_argument("--clinic", help="add: the clinic's registry code")
     clinic_key.add_argument("--label", default="", help="what the key is for (the clinic's system)")
     clinic_key.set_defaults(func=cmd_clinic_key)
     audit = sub.add_parser("audit", help="read the audit log")

@@ -21,6 +21,7 @@ from handlers.common import is_choice
 from models import CertificateKind, Identity
 
 Act = Callable[[Context, Identity, Visible], Awaitable[None]]
+NoneVisible = Callable[[Context, Identity], Awaitable[None]]
 CHOOSING_TIMEOUT = timedelta(minutes=10)
 PICK_REFUSED = "pick_refused"  # the audit action of a refused choice; the reason says why
 
@@ -63,6 +64,7 @@ class Picker:
     none: str
     head: str
     invalid: str = "records_pick_invalid"
+    on_none: NoneVisible | None = None  # instead of saying ``none`` (show code: a code to be filed)
 
     async def start(self, ctx: Context, *, choose_one: bool = True) -> None:
         """Act on the one certificate this person may see (unless ``choose_one`` is off), or list them."""
@@ -73,7 +75,10 @@ class Picker:
             return
         visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
         if not visible:
-            ctx.say(self.none)
+            if self.on_none is not None:
+                await self.on_none(ctx, identity)
+            else:
+                ctx.say(self.none)
             return
         if len(visible) == 1 and choose_one:
             await self.act(ctx, identity, visible[0])

@@ -17,10 +17,11 @@ from bot.chat.menu import MenuKey
 from bot.core.update import Article, Image, Text
 from bot.showcode.codes import issue_code, qr_png
 from bot.showcode.page import code_page_url, open_code_page
+from handlers.my_code import no_certificate
 from handlers.picking import Picker
 from models import Identity
 
-ENTRY_WORDS = ("亮码", "亮码接种", "接种码", "出示接种码", "我的接种码", "二维码", "出示二维码")
+ENTRY_WORDS = ("亮码", "亮码接种", "接种码", "出示接种码", "我的接种码", "本人接种码", "二维码", "出示二维码")
 
 
 class ShowCodeSteps(StatesGroup):
@@ -62,6 +63,7 @@ PICKER = Picker(
     need_verify="code_need_verify",
     none="code_none",
     head="code_pick_head",
+    on_none=no_certificate,
 )
 
 router = PICKER.router("show_code", MenuKey.SHOW_CODE, ENTRY_WORDS)

@@ -66,7 +66,9 @@ class CodeToken(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     handle_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificates.id"), index=True)
+    # A certificate's code, or (auto-filing, 自动建档) the code of a person who has no file yet.
+    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"), index=True)
+    filing_request_id: Mapped[int | None] = mapped_column(ForeignKey("filing_requests.id"))
     shown_by_identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

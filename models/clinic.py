@@ -29,6 +29,8 @@ REMINDER_FIELD = "reminder_detail"
 REMINDER_KEY_FIELD = "reminder_key"
 # The field name bound into a visit's sealed desk record (health answers, dose plan, dose given).
 VISIT_FIELD = "visit_desk_record"
+# The field name bound into a filing request's sealed details (the person as declared or verified).
+FILING_FIELD = "filing_details"
 # The field name bound into a clinic API key's sealed secret.
 API_SECRET_FIELD = "clinic_api_secret"  # noqa: S105 (a field name, not a secret)
 
@@ -141,9 +143,11 @@ class Visit(Base):
     __tablename__ = "visits"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
+    # None while a person without a file (自动建档) waits for the registrar to file them.
+    vaccinee_id: Mapped[int | None] = mapped_column(ForeignKey("vaccinees.id"), index=True)
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
     certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    filing_request_id: Mapped[int | None] = mapped_column(ForeignKey("filing_requests.id"))
     visit_date: Mapped[date] = mapped_column(Date)
     queue_number: Mapped[int] = mapped_column(Integer)
     status: Mapped[VisitStatus] = mapped_column(StrEnumType(VisitStatus), default=VisitStatus.QUEUED)
@@ -261,6 +265,36 @@ class Reminder(Base):
 
 # The sender's query: scheduled reminders whose time has come (the table keeps every reminder ever sent).
 Index("ix_reminders_status_send_at", Reminder.status, Reminder.send_at)
+
+
+class FilingStatus(StrEnum):
+    """A request to file a person who has no file yet: pending → filed (or cancelled)."""
+
+    PENDING = "pending"
+    FILED = "filed"
+    CANCELLED = "cancelled"
+
+
+class FilingRequest(Base):
+    """自动建档: a verified person without a file (``relation`` self), or a child a parent added (child).
+
+    Shown at a clinic as a code; the registrar checks the person and a file is created (or an existing one
+    found and compared). Who they are (name, ID or birth-certificate number, sex, birth date) is sealed in
+    ``details_enc``; the keyed hashes find an existing file.
+    """
+
+    __tablename__ = "filing_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    requested_by_identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    relation: Mapped[str] = mapped_column(String(8))  # self | child
+    details_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    birth_cert_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[FilingStatus] = mapped_column(StrEnumType(FilingStatus), default=FilingStatus.PENDING)
+    vaccinee_id: Mapped[int | None] = mapped_column(ForeignKey("vaccinees.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    filed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ClinicApiKey(Base):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ from bot.desk.clinics import (
     add_api_key,
     sign,
 )
+from bot.desk.filing import FilingDetails, issue_filing_code, request_filing
 from bot.dev.demo import CHILD
 from bot.showcode.codes import issue_code
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, ClinicApiKey, Dose, DoseSource, Visit, VisitStatus, utcnow
+from models import AuditEntry, ClinicApiKey, Dose, DoseSource, Identity, Visit, VisitStatus, utcnow
 from tests.desk_kit import DeskWorld, desk_world, plan
 from tests.helpers import Client
 from tests.world import NANJING, NANTONG
@@ -103,6 +104,10 @@ async def test_the_whole_desk_flow_through_the_api(app_client: Client) -> None:
     assert {"vaccine_code": "HepB", "dose_number": 2} in [
         {"vaccine_code": due["vaccine_code"], "dose_number": due["dose_number"]} for due in detail["due"]
     ]
+    status, compared = await system.call("GET", f"{API}/visits/{visit}/compare")
+    assert status == 200 and compared == {"mismatches": []}  # the holder is the file's guardian
+    status, resolved = await system.call("POST", f"{API}/visits/{visit}/resolve", {"resolutions": {"name": "merge"}})
+    assert status == 400 and resolved["error"] == "bad_request"
     # No 接种 before 登记 and 一验证: refused with its reason, in Chinese, and nothing recorded.
     status, refused = await system.call("POST", f"{API}/visits/{visit}/vaccinate", GIVEN)
     assert status == 409 and refused["error"] == "out_of_order" and "登记" in refused["message"]
@@ -205,10 +210,15 @@ async def test_every_rejection_of_a_signed_request(app_client: Client) -> None:
             update(ClinicApiKey).where(ClinicApiKey.key_id == system.key.key_id).values(revoked_at=utcnow())
         )
     assert await status_of(system.headers("GET", path, b"")) == "401 unknown_key"
-    # The refusals of the known key are on record under it (the unknown key's are only logged).
+    # The correctly signed refusals are on record under the key (bad signatures and unknown keys are only
+    # logged: a key's public id alone must not be able to fill the audit log).
     async with client.app[SESSIONS]() as session:
         refused = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "clinic_api_refused"))).all()
-    assert sorted({entry.reason for entry in refused}) == ["bad_signature", "replay", "stale"]
+    assert sorted({entry.reason for entry in refused}) == ["replay", "stale"]
+    assert all(
+        entry.actor_ref.startswith("clinic-api:") and entry.actor_ref.endswith(f"@clinic:{system.key.clinic_id}")
+        for entry in refused
+    )
 
 
 async def test_another_clinics_key_sees_and_does_nothing(app_client: Client) -> None:
@@ -276,3 +286,34 @@ def test_cli_adds_a_clinic_and_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(secret) >= 40
     assert secret.encode() not in (tmp_path / "vaxbot.db").read_bytes()  # sealed, never stored in the clear
     assert bot.cli.main(["clinic", "key", "add", "--clinic", "NT-NO-00"]) == 1
+    key_id = out.split("key id:  ", 1)[1].split()[0]
+    assert bot.cli.main(["clinic", "key", "revoke", key_id]) == 0
+    assert bot.cli.main(["clinic", "key", "revoke", key_id]) == 1  # revoked already
+
+
+async def test_auto_filing_through_the_api(app_client: Client) -> None:
+    client = app_client
+    services = client.app[SERVICES]
+    world = await desk_world(client, "wechat", WECHAT_APP)
+    system = ClinicSystem(client, await _key(client, NANTONG[0]))
+    baby = FilingDetails(name="林小安", sex="F", birth_date=date(2026, 11, 2), birth_cert_no="Q320261202")
+    async with client.app[SESSIONS]() as session, session.begin():
+        parent = await session.get(Identity, world.parent_id)
+        assert parent is not None
+        request = await request_filing(session, services.vault, parent, baby, "child", utcnow())
+        code = issue_filing_code(
+            session, services.vault, request, identity_id=parent.id, now=utcnow(), ttl=timedelta(minutes=5)
+        ).payload
+    status, ticket = await system.call("POST", f"{API}/scan", {"code": code})
+    assert status == 200 and ticket["role"] == "filing" and ticket["certificate_id"] is None
+    visit = ticket["visit_id"]
+    status, refused = await system.call("GET", f"{API}/visits/{visit}")
+    assert status == 409 and refused["error"] == "not_filed"
+    status, view = await system.call("GET", f"{API}/visits/{visit}/filing")
+    assert status == 200 and view["details"]["name"] == "林小安" and view["existing_vaccinee_id"] is None
+    status, bad = await system.call("POST", f"{API}/visits/{visit}/file", {"resolutions": {"name": "overwrite"}})
+    assert status == 400 and bad["error"] == "bad_request"
+    status, filed = await system.call("POST", f"{API}/visits/{visit}/file", {})
+    assert status == 200 and filed["visit_id"] == visit
+    status, detail = await system.call("GET", f"{API}/visits/{visit}")
+    assert status == 200 and detail["name"] == "林小安" and detail["sex"] == "F"

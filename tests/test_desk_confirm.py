@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from bot.desk import steps
+from bot.desk.queue import take_number
 from bot.dev.demo import CHILD
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, OutboxMessage, Visit, VisitStatus
+from models import AuditEntry, OutboxMessage, Visit, VisitStatus, utcnow
 from tests.channels import Channel
-from tests.desk_kit import NO_PROBLEMS, DeskWorld, desk_world, plan, queue_visit, second_child
-from tests.helpers import Client
+from tests.desk_kit import GIVEN, NO_PROBLEMS, DeskWorld, desk_world, plan, queue_visit, second_child
+from tests.helpers import Client, drain_outbox
+from tests.test_show_code import read_qr
+from tests.world import NANTONG
 
 
 async def _ask(client: Client, world: DeskWorld, visit: int, lot: str = "202611A03") -> None:
@@ -105,3 +110,45 @@ async def test_a_stranger_or_an_unverified_account_confirms_nothing(app_client: 
     # The grandmother is authorised, but the code was the parent's and the request went to the parent.
     assert "没有需要您确认的接种" in await channel.say(world.grandma_user, "确认")
     assert (await _status(client, visit))[0] == VisitStatus.REGISTERED
+
+
+async def test_done_when_the_grandmother_shows_a_code_confirms_and_the_family_hears_every_step(
+    app_client: Client, channel: Channel
+) -> None:
+    client = app_client
+    services = client.app[SERVICES]
+    world = await desk_world(client, channel.platform, channel.app_id)
+    await channel.say(world.parent_user, "你好")  # the parent wrote lately too (the platforms' windows)
+    # The grandmother shows the child's code in chat; the desk scans what the image holds.
+    before = len(channel.images(world.grandma_user))
+    await channel.do(world.grandma_user, ("click", "CODE_SHOW"))
+    payload = read_qr(channel.images(world.grandma_user)[before])
+    async with client.app[SESSIONS]() as session, session.begin():
+        ticket = await take_number(
+            session,
+            services.vault,
+            services.catalogue,
+            clinic_code=NANTONG[0],
+            pilot_regions=services.settings.pilot_regions,
+            payload=payload,
+            staff="nurse-1",
+            now=utcnow(),
+        )
+    visit = ticket.visit_id
+    await _ask(client, world, visit)
+    await drain_outbox(client)
+    assert "已确认" in await channel.say(world.grandma_user, "确认")
+    vault = services.vault
+    async with client.app[SESSIONS]() as session, session.begin():
+        await steps.vaccinate(session, vault, world.actor, visit, GIVEN)
+    async with client.app[SESSIONS]() as session, session.begin():
+        await steps.finish_observation(session, vault, world.actor, visit, now=utcnow() + timedelta(minutes=31))
+    await drain_outbox(client)
+    for user in (world.grandma_user, world.parent_user):
+        heard = "\n".join(channel.inbox(user))
+        for words in ("排队号", "已完成登记", "即将为 林*满 接种", "请在留观区留观30分钟", "可以离开了；下一针："):
+            assert words in heard, (user, words, heard)
+    # The dose is in the records at once, with the clinic's name, and the forecast has moved on.
+    records = "\n".join(await channel.do(world.parent_user, ("click", "CERT_RECORDS")))
+    assert "【乙肝疫苗】" in records and "第2剂" in records and NANTONG[1] in records, records
+    assert "乙肝疫苗 第2剂：已逾期" not in records

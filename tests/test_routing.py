@@ -268,7 +268,7 @@ async def _nothing(ctx: Context) -> None:
 def test_routers_include_each_other_once_and_in_order() -> None:
     root = build_router()
     names = [flow.name for flow in root.flows()]
-    assert names == ["verify", "claim", "grant", "records", "show_code", "accounts", "faq"]
+    assert names == ["verify", "claim", "grant", "records", "show_code", "add_child", "accounts", "faq"]
     feature = Router("x")
     root.include_router(feature)
     with pytest.raises(ValueError, match="already included"):

@@ -393,7 +393,7 @@ MESSAGES: Final[dict[str, str]] = {
     "records_next_note_needs_ppd": "（需先做结核菌素皮试，阴性才能补种）",
     "records_next_footer": (
         "下一针按国家免疫程序推算，仅供参考，请以接种门诊的告知为准；自费疫苗不在推算之列。"
-        "今天刚接种的记录次日才显示，推算也随之更新。"
+        "扫接种码接种的记录马上显示；其他来源的记录次日显示，推算也随之更新。"
     ),
     "records_footer": (
         "狂犬疫苗的接种记录在犬伤预防接种信息系统，这里不显示。\n记录有误请联系接种门诊核实，修正后次日生效。"
@@ -647,6 +647,51 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
     "desk_step_queued": "取号",
     "desk_queued_short": "排队号：{number}号",
+    "desk_problem_not_filed": "这位受种者还没有接种档案：请先核对身份并建档，再登记。",
+    "desk_problem_mismatch_unresolved": "档案和核验的身份有不一致的地方（{fields}），请逐项选择保留、采用核验信息或备注后再建档。",
+    "desk_step_filed": "建档",
+    "desk_role_filing": "建档（还没有接种档案）",
+    "desk_queued_filing": (
+        "{name}已在{clinic}取号，排队号：{number}号。\n叫到后请带上身份证或出生医学证明到登记台，医生核对后为您建档。"
+    ),
+    "filing_done_child": "已为{name}建立接种档案。现在就可以回复「申领接种证」，申领孩子的电子预防接种证。",
+    "filing_done_self": "已为您建立接种档案。现在就可以回复「申领接种证」，申领您的电子预防接种证。",
+    # --- auto-filing in chat (自动建档: 我的接种码 without a file, 添加孩子, 建档码) ---------------
+    "filing_code_self": (
+        "{name}的建档接种码\n身份证号：{id}\n"
+        "您还没有接种档案。到接种门诊出示下面的二维码，工作人员核对身份后会为您建档。\n"
+        "· 二维码{minutes}分钟内有效，扫码取号后即失效；需要时回复「建档码」再取一个。\n"
+        "· 二维码里没有个人信息，但请不要转发给他人。"
+    ),
+    "filing_code_child": (
+        "{name}的建档接种码\n证件号：{id}\n"
+        "带孩子到接种门诊出示下面的二维码，并带上孩子的出生医学证明或户口本，工作人员核对后为孩子建档。\n"
+        "· 二维码{minutes}分钟内有效，扫码取号后即失效；需要时回复「建档码」再取一个。\n"
+        "· 二维码里没有个人信息，但请不要转发给他人。"
+    ),
+    "filing_self_hint": (
+        "· 您本人还没有接种档案：回复「我的接种码」，到门诊出示后由工作人员为您建档；孩子没有档案的，回复「添加孩子」。"
+    ),
+    "filing_child_hint": "孩子还没有接种档案？回复「添加孩子」，填好孩子的信息就能出示孩子的建档接种码。",
+    "filing_need_verify": "添加孩子、出示建档接种码需要先完成实名认证。回复「实名认证」即可开始。",
+    "filing_ask_name": "请输入孩子的姓名，与出生医学证明或户口本上一致（回复「取消」退出）：",
+    "filing_bad_name": "姓名的格式不对：请输入2到20个汉字或字母，与证件上一致。",
+    "filing_ask_number": "请输入孩子的身份证号；还没有身份证号的，请输入出生医学证明编号（1个字母加9位数字）：",
+    "filing_bad_number": "没认出这个号码：请输入18位身份证号，或出生医学证明编号（1个字母加9位数字，例如Q320261120）。",
+    "filing_ask_sex": "孩子的性别？请回复「男」或「女」：",
+    "filing_ask_birth_date": "孩子的出生日期？例如 2026-11-20 或 2026年11月20日：",
+    "filing_bad_birth_date": "日期不对：请按 2026-11-20 或 2026年11月20日 的样子输入孩子的出生日期。",
+    "filing_sex_M": "男",
+    "filing_sex_F": "女",
+    "filing_confirm": (
+        "请核对孩子的信息：\n姓名：{name}\n证件号：{id}\n性别：{sex}\n出生：{birth}\n"
+        "无误请回复「确认」，我会给您孩子的建档接种码；有误请回复「取消」后重新添加。"
+    ),
+    "filing_confirm_hint": "请回复「确认」获取孩子的建档接种码，或回复「取消」退出。",
+    "filing_none_waiting": (
+        "您没有等待建档的申请。孩子还没有接种档案的，回复「添加孩子」；已有档案的，回复「申领接种证」。"
+    ),
+    "filing_done_short": "接种档案已建立",
     "desk_step_registered": "登记",
     "desk_step_confirm": "一验证",
     "desk_step_vaccinated": "接种",

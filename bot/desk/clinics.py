@@ -96,6 +96,23 @@ async def add_api_key(session: AsyncSession, vault: Vault, clinic_code: str, *, 
     return IssuedKey(key_id, secret, clinic.id)
 
 
+async def revoke_api_key(session: AsyncSession, key_id: str, now: datetime) -> bool:
+    """Revoke a clinic API key at once (its next request is refused); False when no live key has that id."""
+    result = await session.execute(
+        update(ClinicApiKey)
+        .where(ClinicApiKey.key_id == key_id, ClinicApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(ClinicApiKey.id)
+    )
+    revoked = result.scalar_one_or_none()
+    if revoked is None:
+        return False
+    record_access(
+        session, actor_kind="operator", actor_ref="cli", action="clinic_api_key_revoked", detail={"key": revoked}
+    )
+    return True
+
+
 def string_to_sign(method: str, path_qs: str, timestamp: str, nonce: str, body: bytes) -> bytes:
     """What is signed: method, path with query, timestamp, nonce and the body's SHA-256 (hex), one per line."""
     digest = hashlib.sha256(body).hexdigest()
@@ -142,8 +159,10 @@ class SignedRequest:
 async def authenticate(session: AsyncSession, vault: Vault, request: SignedRequest, now: datetime) -> DeskActor:
     """The desk actor a correctly signed, fresh, first-seen request speaks for; raises :class:`ApiRefused`.
 
-    The nonce is recorded (in the caller's transaction) only once the signature holds, so nobody can use
-    up a key's nonces without its secret. A refusal for a known key is audited under that key.
+    The signature is checked first: the nonce is recorded (in the caller's transaction) only once it holds,
+    so nobody can use up a key's nonces without its secret, and only a correctly signed request that is
+    stale or replayed is audited under the key (a bad signature is logged by the caller, not audited,
+    so a key's public id alone cannot fill the audit log).
     """
     if not (request.key_id and request.timestamp and request.nonce and request.signature):
         raise ApiRefused(ApiProblem.UNSIGNED)
@@ -157,16 +176,17 @@ async def authenticate(session: AsyncSession, vault: Vault, request: SignedReque
     if key is None:
         raise ApiRefused(ApiProblem.UNKNOWN_KEY)
     actor = DeskActor(clinic_id=key.clinic_id, api_key_id=key.id)
-    try:
-        moment = datetime.fromtimestamp(int(request.timestamp), now.tzinfo)
-    except (OverflowError, ValueError, OSError):
-        raise ApiRefused(ApiProblem.STALE) from None
-    if abs(moment - now) > CLOCK_SKEW:
-        await _refused(session, actor, ApiProblem.STALE)
     secret = vault.open(API_SECRET_FIELD, key.secret_enc)
     expected = sign(secret, request.method, request.path_qs, request.timestamp, request.nonce, request.body)
     if not hmac.compare_digest(expected, request.signature.lower()):
-        await _refused(session, actor, ApiProblem.BAD_SIGNATURE)
+        # Not audited: anyone who knows a key's public id could otherwise fill the audit log (it is logged).
+        raise ApiRefused(ApiProblem.BAD_SIGNATURE)
+    try:
+        moment = datetime.fromtimestamp(int(request.timestamp), now.tzinfo)
+    except (OverflowError, ValueError, OSError):
+        moment = None
+    if moment is None or abs(moment - now) > CLOCK_SKEW:
+        await _refused(session, actor, ApiProblem.STALE)
     await session.execute(
         delete(ClinicApiNonce).where(ClinicApiNonce.api_key_id == key.id, ClinicApiNonce.seen_at < now - NONCE_KEPT)
     )

@@ -27,9 +27,10 @@ from bot.core.catalogue import Catalogue
 from bot.core.chinatime import china_date
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
+from bot.desk.filing import open_details
 from bot.desk.notify import DeskNews, FamilyTeller
 from bot.showcode.codes import CodeProblem, CodeRejected, redeem_code
-from models import OPEN_VISIT_STATUSES, Clinic, Identity, QueueCounter, Visit
+from models import OPEN_VISIT_STATUSES, Clinic, CodeToken, FilingRequest, FilingStatus, Identity, QueueCounter, Visit
 
 REFUSED = "desk_refused"  # the audit action of every refused scan; the reason says why
 
@@ -70,11 +71,11 @@ class Ticket:
     visit_id: int
     queue_number: int
     already_queued: bool
-    certificate_id: int
+    certificate_id: int | None  # None for a person without a file yet (自动建档)
     masked_name: str
     masked_id: str
     birth_year_month: str  # "2023-05": enough to tell two children apart, not the birth date
-    role: str  # how the person who showed it relates to the certificate: holder | grantee
+    role: str  # how the person who showed it relates to the certificate: holder | grantee | filing
 
 
 async def _lock_counter(session: AsyncSession, clinic_id: int, day: date) -> None:
@@ -177,6 +178,90 @@ async def record_refusal(
     )
 
 
+async def _take_filing_number(
+    session: AsyncSession,
+    vault: Vault,
+    catalogue: Catalogue,
+    clinic: Clinic,
+    token: CodeToken,
+    identity: Identity | None,
+    staff: str,
+    now: datetime,
+    family: FamilyTeller | None,
+) -> Ticket:
+    """取号 for a person without a file (自动建档): the visit waits for the registrar to file them."""
+    request = await session.get(FilingRequest, token.filing_request_id) if token.filing_request_id else None
+    if (
+        identity is None
+        or request is None
+        or request.status != FilingStatus.PENDING
+        or request.requested_by_identity_id != identity.id
+    ):
+        await record_refusal(
+            session,
+            clinic_code=clinic.code,
+            staff=staff,
+            reason=CodeProblem.NO_ACCESS.value,
+            shown_by_identity_id=token.shown_by_identity_id,
+        )
+        raise CodeRejected(CodeProblem.NO_ACCESS, token)
+    day = china_date(now)
+    await _lock_counter(session, clinic.id, day)
+    query = select(Visit).where(
+        Visit.filing_request_id == request.id,
+        Visit.clinic_id == clinic.id,
+        Visit.visit_date == day,
+        Visit.status.in_(OPEN_VISIT_STATUSES),
+    )
+    visit = (await session.scalars(query)).first()
+    already = visit is not None
+    if visit is None:
+        visit = Visit(
+            vaccinee_id=None,
+            filing_request_id=request.id,
+            clinic_id=clinic.id,
+            certificate_id=None,
+            visit_date=day,
+            queue_number=await _next_number(session, clinic.id, day),
+            status="queued",
+            queued_at=now,
+            shown_by_identity_id=identity.id,
+        )
+        session.add(visit)
+        await session.flush()
+    details = open_details(vault, request)
+    record_access(
+        session,
+        actor_kind="staff",
+        actor_ref=desk_actor(clinic.code, staff),
+        action="desk_queue",
+        reason="filing",
+        detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already, "request": request.id},
+    )
+    if not already:
+        teller = family or FamilyTeller(catalogue)
+        name = details.masked_name
+        text = teller.catalogue("desk_queued_filing", name=name, clinic=clinic.name, number=visit.queue_number)
+        news = DeskNews(
+            text,
+            name,
+            teller.catalogue("desk_step_queued"),
+            teller.catalogue("desk_queued_short", number=visit.queue_number),
+        )
+        await teller.tell(session, news, f"desk_queue:{visit.id}", identity_ids=[identity.id], now=now)
+    birth = details.birth_date
+    return Ticket(
+        visit_id=visit.id,
+        queue_number=visit.queue_number,
+        already_queued=already,
+        certificate_id=None,
+        masked_name=details.masked_name,
+        masked_id=details.masked_id,
+        birth_year_month=f"{birth.year:04d}-{birth.month:02d}",
+        role="filing",
+    )
+
+
 async def take_number(
     session: AsyncSession,
     vault: Vault,
@@ -213,6 +298,8 @@ async def take_number(
         )
         raise
     identity = await session.get(Identity, token.shown_by_identity_id)
+    if token.certificate_id is None:
+        return await _take_filing_number(session, vault, catalogue, clinic, token, identity, staff, now, family)
     visible = await open_visible(session, vault, identity, token.certificate_id) if identity else None
     if identity is None or visible is None:
         # The code is spent either way; who tried to use a certificate they lost is recorded.

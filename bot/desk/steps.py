@@ -9,8 +9,11 @@ observation in one step (the nurse sends the person to the observation area), so
 
 Every function checks that the visit belongs to the actor's clinic (another clinic's visit is NOT_FOUND,
 exactly like a missing one), audits under :meth:`DeskActor.audit_actor`, and leaves the transaction to
-the caller (``async with session.begin()``). The family — the person who showed the code and the
-certificate's holder — is told at each step that matters (:mod:`bot.desk.notify`).
+the caller (``async with session.begin()``; a refused step raises, so the block rolls back). The family —
+the person who showed the code and the certificate's holder — is told at each step that matters
+(:mod:`bot.desk.notify`): pass ``family=FamilyTeller.from_settings(settings, catalogue)`` so people outside
+the chat windows get the configured template; without it they are sent texts. Every step also takes
+``now=`` (an injected clock). A person without a file (自动建档) is filed first (:mod:`bot.desk.filing`).
 
 What the desk learns about the person (health answers, the dose plan, the dose given, reasons) is health
 data: it is kept sealed in ``visits.desk_enc``; the audit rows name the visit and the step, never the data.
@@ -43,6 +46,7 @@ from models import (
     Dose,
     DoseDetail,
     DoseSource,
+    FilingRequest,
     Reminder,
     ReminderStatus,
     Vaccinee,
@@ -50,7 +54,7 @@ from models import (
     VisitStatus,
     utcnow,
 )
-from models.clinic import VISIT_FIELD
+from models.clinic import FILING_FIELD, VISIT_FIELD
 
 OBSERVATION = timedelta(minutes=30)
 REASON_LIMIT = 200  # a reason typed at the desk (an override, an in-person confirmation)
@@ -83,6 +87,8 @@ class StepProblem(StrEnum):
     BAD_SITE = "bad_site"
     REASON_NEEDED = "reason_needed"  # an in-person confirmation, an override or an early finish needs why
     OBSERVATION_NOT_OVER = "observation_not_over"
+    NOT_FILED = "not_filed"  # a person without a file: the registrar files them first (bot.desk.filing)
+    MISMATCH_UNRESOLVED = "mismatch_unresolved"  # filing onto an existing file: a difference left open
 
 
 class StepRefused(Exception):
@@ -188,6 +194,7 @@ class DeskRecord:
     given: GivenDose | None = None
     in_person_reason: str = ""
     early_finish_reason: str = ""
+    filing_note: str = ""  # what the registrar noted when filing (自动建档)
 
     def to_json(self) -> str:
         """The JSON text that is sealed."""
@@ -198,6 +205,7 @@ class DeskRecord:
                 "given": self.given.to_dict() if self.given else None,
                 "in_person_reason": self.in_person_reason,
                 "early_finish_reason": self.early_finish_reason,
+                "filing_note": self.filing_note,
             },
             ensure_ascii=False,
             sort_keys=True,
@@ -213,6 +221,7 @@ class DeskRecord:
             given=GivenDose(**data["given"]) if data.get("given") else None,
             in_person_reason=data.get("in_person_reason", ""),
             early_finish_reason=data.get("early_finish_reason", ""),
+            filing_note=data.get("filing_note", ""),
         )
 
 
@@ -288,7 +297,7 @@ class DaySummary:
 # --- loading and checking ---------------------------------------------------------------------------
 
 
-async def _visit(session: AsyncSession, actor: DeskActor, visit_id: int, *, lock: bool = False) -> Visit:
+async def load_visit(session: AsyncSession, actor: DeskActor, visit_id: int, *, lock: bool = False) -> Visit:
     """The visit if it is this clinic's; NOT_FOUND otherwise (no word on whether another clinic has it)."""
     query = select(Visit).where(Visit.id == visit_id, Visit.clinic_id == actor.clinic_id)
     if lock:
@@ -304,7 +313,8 @@ def read_record(vault: Vault, visit: Visit) -> DeskRecord:
     return DeskRecord.from_json(vault.open(VISIT_FIELD, visit.desk_enc)) if visit.desk_enc else DeskRecord()
 
 
-def _seal(vault: Vault, record: DeskRecord) -> bytes:
+def seal_record(vault: Vault, record: DeskRecord) -> bytes:
+    """``record`` sealed for ``visits.desk_enc``."""
     return vault.seal(VISIT_FIELD, record.to_json())
 
 
@@ -340,6 +350,9 @@ def _audit(session: AsyncSession, actor: DeskActor, visit: Visit, action: str, *
 
 
 async def _file(session: AsyncSession, vault: Vault, visit: Visit) -> FileView:
+    """The visit's file, opened; a person not yet filed (自动建档) is refused NOT_FILED."""
+    if visit.vaccinee_id is None:
+        raise StepRefused(StepProblem.NOT_FILED)
     vaccinee = await session.get(Vaccinee, visit.vaccinee_id)
     assert vaccinee is not None  # a visit's file is never deleted while the visit exists
     return await open_file(session, vault, vaccinee, "child")
@@ -380,10 +393,20 @@ def summarise(visit: Visit, masked_name: str, now: datetime) -> VisitSummary:
     )
 
 
-async def _summary(session: AsyncSession, vault: Vault, visit: Visit, now: datetime) -> VisitSummary:
-    vaccinee = await session.get(Vaccinee, visit.vaccinee_id)
-    name = vault.open("name", vaccinee.name_enc) if vaccinee is not None else ""
+async def describe_visit(session: AsyncSession, vault: Vault, visit: Visit, now: datetime) -> VisitSummary:
+    """A visit as a queue line: the file's name masked, or (not yet filed) the filing request's."""
+    name = ""
+    if visit.vaccinee_id is not None:
+        vaccinee = await session.get(Vaccinee, visit.vaccinee_id)
+        name = vault.open("name", vaccinee.name_enc) if vaccinee is not None else ""
+    elif visit.filing_request_id is not None:
+        request = await session.get(FilingRequest, visit.filing_request_id)
+        if request is not None:
+            name = json.loads(vault.open(FILING_FIELD, request.details_enc))["name"]
     return summarise(visit, mask_name(name), now)
+
+
+_summary = describe_visit
 
 
 async def _forecast(session: AsyncSession, vault: Vault, file: FileView, today: date) -> list[Forecast]:
@@ -457,7 +480,7 @@ async def visit_detail(
 ) -> VisitDetail:
     """三查七对 for one visit of this clinic: the full file as the desk must check it; the look is audited."""
     moment = now or utcnow()
-    visit = await _visit(session, actor, visit_id)
+    visit = await load_visit(session, actor, visit_id)
     file = await _file(session, vault, visit)
     today = china_date(moment)
     months = (today.year - file.birth_date.year) * 12 + today.month - file.birth_date.month
@@ -509,9 +532,11 @@ async def register(
     """
     moment = now or utcnow()
     teller = family or FamilyTeller.plain()
-    visit = await _visit(session, actor, visit_id)
+    visit = await load_visit(session, actor, visit_id)
     if visit.status != VisitStatus.QUEUED:
         return await _summary(session, vault, visit, moment)
+    if visit.vaccinee_id is None:
+        raise StepRefused(StepProblem.NOT_FILED)
     clean = dataclasses.replace(answers, note=_clean(answers.note, REASON_LIMIT))
     record = dataclasses.replace(read_record(vault, visit), health=clean)
     moved = await _advance(
@@ -522,7 +547,7 @@ async def register(
             "status": VisitStatus.REGISTERED,
             "registered_at": moment,
             "desk": _clean(desk, 32),
-            "desk_enc": _seal(vault, record),
+            "desk_enc": seal_record(vault, record),
             "called_at": visit.called_at or moment,
         },
     )
@@ -585,7 +610,7 @@ async def request_confirmation(
     """
     moment = now or utcnow()
     teller = family or FamilyTeller.plain()
-    visit = await _visit(session, actor, visit_id)
+    visit = await load_visit(session, actor, visit_id)
     if visit.status == VisitStatus.QUEUED:
         raise StepRefused(StepProblem.OUT_OF_ORDER, step=teller.catalogue("desk_step_registered"))
     record = read_record(vault, visit)
@@ -601,7 +626,7 @@ async def request_confirmation(
         (VisitStatus.REGISTERED, VisitStatus.VERIFIED),
         {
             "status": VisitStatus.REGISTERED,
-            "desk_enc": _seal(vault, dataclasses.replace(record, plan=checked, in_person_reason="")),
+            "desk_enc": seal_record(vault, dataclasses.replace(record, plan=checked, in_person_reason="")),
             "confirmation_round": round_before + 1,
             "confirmation_requested_at": moment,
             "verified_at": None,
@@ -645,7 +670,7 @@ async def confirm_in_person(
 ) -> VisitSummary:
     """一验证 in person: staff record that the guardian confirmed the plan at the desk, and why not in chat."""
     moment = now or utcnow()
-    visit = await _visit(session, actor, visit_id)
+    visit = await load_visit(session, actor, visit_id)
     if _at_or_past(visit, VisitStatus.VERIFIED):
         return await _summary(session, vault, visit, moment)
     if visit.status == VisitStatus.QUEUED:
@@ -664,7 +689,7 @@ async def confirm_in_person(
             "status": VisitStatus.VERIFIED,
             "verified_at": moment,
             "verified_by": actor.audit_actor()[:64],
-            "desk_enc": _seal(vault, dataclasses.replace(record, in_person_reason=why)),
+            "desk_enc": seal_record(vault, dataclasses.replace(record, in_person_reason=why)),
         },
     )
     if moved:
@@ -785,7 +810,7 @@ async def vaccinate(
     """
     moment = now or utcnow()
     teller = family or FamilyTeller.plain()
-    visit = await _visit(session, actor, visit_id)
+    visit = await load_visit(session, actor, visit_id)
     if _at_or_past(visit, VisitStatus.VACCINATED):
         return await _summary(session, vault, visit, moment)
     if visit.status != VisitStatus.VERIFIED:
@@ -806,7 +831,7 @@ async def vaccinate(
             "status": VisitStatus.OBSERVING,
             "vaccinated_at": moment,
             "observation_ends_at": moment + OBSERVATION,
-            "desk_enc": _seal(vault, dataclasses.replace(record, given=clean)),
+            "desk_enc": seal_record(vault, dataclasses.replace(record, given=clean)),
         },
     )
     if not moved:
@@ -819,7 +844,9 @@ async def vaccinate(
         lot_number=plan.lot_number,
         source=DoseSource.CLINIC,
     )
-    dose = Dose.sealed(vault, visit.vaccinee_id, detail, effective_from=today)
+    vaccinee_id = visit.vaccinee_id
+    assert vaccinee_id is not None  # a verified visit was registered, and 登记 needs a file
+    dose = Dose.sealed(vault, vaccinee_id, detail, effective_from=today)
     try:
         async with session.begin_nested():
             session.add(dose)
@@ -833,7 +860,7 @@ async def vaccinate(
     await session.execute(
         update(Reminder)
         .where(
-            Reminder.job_key == Reminder.key_for(vault, visit.vaccinee_id, plan.vaccine_code, plan.dose_number),
+            Reminder.job_key == Reminder.key_for(vault, vaccinee_id, plan.vaccine_code, plan.dose_number),
             Reminder.status == ReminderStatus.SCHEDULED,
         )
         .values(status=ReminderStatus.CANCELLED)
@@ -866,7 +893,7 @@ async def finish_observation(
     """
     moment = now or utcnow()
     teller = family or FamilyTeller.plain()
-    visit = await _visit(session, actor, visit_id)
+    visit = await load_visit(session, actor, visit_id)
     if visit.status == VisitStatus.DONE:
         return await _summary(session, vault, visit, moment)
     if visit.status != VisitStatus.OBSERVING:
@@ -878,7 +905,7 @@ async def finish_observation(
         raise StepRefused(StepProblem.OBSERVATION_NOT_OVER)
     values: dict[str, Any] = {"status": VisitStatus.DONE, "finished_at": moment}
     if early:
-        values["desk_enc"] = _seal(vault, dataclasses.replace(record, early_finish_reason=why))
+        values["desk_enc"] = seal_record(vault, dataclasses.replace(record, early_finish_reason=why))
     moved = await _advance(session, visit, VisitStatus.OBSERVING, values)
     if moved:
         _audit(session, actor, visit, "desk_observation_done", early=early)

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.chinatime import china_date
-from bot.desk import steps
+from bot.desk import filing, steps
 from bot.desk.clinics import (
     HEADER_KEY,
     HEADER_NONCE,
@@ -45,6 +45,8 @@ STATUS_OF: dict[StepProblem, int] = {
     StepProblem.NOT_REQUESTED: 409,
     StepProblem.ALREADY_GIVEN: 409,
     StepProblem.OBSERVATION_NOT_OVER: 409,
+    StepProblem.NOT_FILED: 409,
+    StepProblem.MISMATCH_UNRESOLVED: 409,
 }
 
 Handler = Callable[[web.Request, DeskActor, dict[str, Any]], Awaitable[Any]]
@@ -252,6 +254,51 @@ async def finish(request: web.Request, actor: DeskActor, data: dict[str, Any]) -
     )
 
 
+async def get_filing(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /visits/{id}/filing: 自动建档, the person to be filed and an existing file's differences (audited)."""
+    return await _in(request, filing.filing_view, actor, _visit_id(request))
+
+
+async def file_visit(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/file {resolutions?: {field: keep|take_verified|note}, note?}: the registrar files them."""
+    resolutions = _resolutions(data)
+    note = _text(data, "note", required=False)
+    return await _in(
+        request,
+        filing.file_visit,
+        actor,
+        _visit_id(request),
+        resolutions=resolutions,
+        note=note,
+        family=_teller(request),
+    )
+
+
+def _resolutions(data: dict[str, Any]) -> dict[str, filing.Resolution]:
+    raw = data.get("resolutions") or {}
+    if not isinstance(raw, dict) or not all(isinstance(value, str) for value in raw.values()):
+        raise BadRequest("resolutions")
+    return {str(field): filing.Resolution(value) for field, value in raw.items()}
+
+
+async def compare(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /visits/{id}/compare: how the file differs from the verified holder (audited)."""
+    return {"mismatches": await _in(request, filing.compare_with_verified, actor, _visit_id(request))}
+
+
+async def resolve(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /visits/{id}/resolve {resolutions, note?}: the staff's decision on each difference."""
+    left = await _in(
+        request,
+        filing.resolve_mismatches,
+        actor,
+        _visit_id(request),
+        _resolutions(data),
+        note=_text(data, "note", required=False),
+    )
+    return {"left": left}
+
+
 async def get_observing(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
     """GET /observing?date=: the people observing, soonest to finish first."""
     return {"visits": await _in(request, steps.observing, actor, _day(request))}
@@ -270,6 +317,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/scan", endpoint(scan))
     app.router.add_post(f"{PREFIX}/visits/next", endpoint(call_next))
     app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}", endpoint(detail))
+    app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}/filing", endpoint(get_filing))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/file", endpoint(file_visit))
+    app.router.add_get(f"{PREFIX}/visits/{{visit_id:\\d+}}/compare", endpoint(compare))
+    app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/resolve", endpoint(resolve))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/register", endpoint(register))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/confirmation", endpoint(request_confirmation))
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/confirm-in-person", endpoint(confirm_in_person))

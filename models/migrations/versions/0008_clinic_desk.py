@@ -1,4 +1,5 @@
-"""clinic desk: the verified step (一验证), sealed desk records on visits, clinic API keys and their nonces
+"""clinic desk: the verified step (一验证), sealed desk records on visits, clinic API keys and their nonces,
+filing requests (自动建档) and the codes and visits of people without a file yet
 
 Revision ID: 0008
 Revises: 0005
@@ -36,9 +37,47 @@ def _open_visits(condition: sa.TextClause) -> None:
 
 
 def upgrade() -> None:
+    op.create_table(
+        "filing_requests",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("requested_by_identity_id", ID, nullable=False),
+        sa.Column("relation", sa.String(length=8), nullable=False),
+        sa.Column("details_enc", sa.LargeBinary(), nullable=False),
+        sa.Column("id_number_hash", sa.String(length=64), nullable=True),
+        sa.Column("birth_cert_hash", sa.String(length=64), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("vaccinee_id", ID, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("filed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["requested_by_identity_id"],
+            ["identities.id"],
+            name=op.f("fk_filing_requests_requested_by_identity_id_identities"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["vaccinee_id"], ["vaccinees.id"], name=op.f("fk_filing_requests_vaccinee_id_vaccinees")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_filing_requests")),
+    )
+    op.create_index(op.f("ix_filing_requests_birth_cert_hash"), "filing_requests", ["birth_cert_hash"])
+    op.create_index(op.f("ix_filing_requests_id_number_hash"), "filing_requests", ["id_number_hash"])
+    op.create_index(
+        op.f("ix_filing_requests_requested_by_identity_id"), "filing_requests", ["requested_by_identity_id"]
+    )
+    with op.batch_alter_table("code_tokens") as batch:
+        batch.alter_column("certificate_id", existing_type=ID, nullable=True)
+        batch.add_column(sa.Column("filing_request_id", ID, nullable=True))
+        batch.create_foreign_key(
+            op.f("fk_code_tokens_filing_request_id_filing_requests"), "filing_requests", ["filing_request_id"], ["id"]
+        )
     # Dropped around the batch: SQLite's table copy would not keep the partial index's condition.
     op.drop_index("uq_visits_open", table_name="visits")
     with op.batch_alter_table("visits") as batch:
+        batch.alter_column("vaccinee_id", existing_type=ID, nullable=True)
+        batch.add_column(sa.Column("filing_request_id", ID, nullable=True))
+        batch.create_foreign_key(
+            op.f("fk_visits_filing_request_id_filing_requests"), "filing_requests", ["filing_request_id"], ["id"]
+        )
         batch.add_column(sa.Column("shown_by_identity_id", ID, nullable=True))
         batch.add_column(sa.Column("called_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("desk", sa.String(length=32), nullable=False, server_default=""))
@@ -95,11 +134,17 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_clinic_api_keys_clinic_id"), table_name="clinic_api_keys")
     op.drop_table("clinic_api_keys")
     op.drop_index("uq_visits_open", table_name="visits")
-    # A verified visit goes back to registered: the older schema has no step between.
+    # A verified visit goes back to registered: the older schema has no step between. Visits and codes of
+    # people never filed have no place in it.
     op.execute("UPDATE visits SET status = 'registered' WHERE status = 'verified'")
+    op.execute("DELETE FROM visits WHERE vaccinee_id IS NULL")
+    op.execute("DELETE FROM code_tokens WHERE certificate_id IS NULL")
     with op.batch_alter_table("visits") as batch:
         batch.drop_constraint(op.f("fk_visits_shown_by_identity_id_identities"), type_="foreignkey")
+        batch.drop_constraint(op.f("fk_visits_filing_request_id_filing_requests"), type_="foreignkey")
+        batch.alter_column("vaccinee_id", existing_type=ID, nullable=False)
         for column in (
+            "filing_request_id",
             "verified_by",
             "verified_at",
             "confirmation_requested_at",
@@ -111,3 +156,11 @@ def downgrade() -> None:
         ):
             batch.drop_column(column)
     _open_visits(OPEN_BEFORE)
+    with op.batch_alter_table("code_tokens") as batch:
+        batch.drop_constraint(op.f("fk_code_tokens_filing_request_id_filing_requests"), type_="foreignkey")
+        batch.drop_column("filing_request_id")
+        batch.alter_column("certificate_id", existing_type=ID, nullable=False)
+    op.drop_index(op.f("ix_filing_requests_requested_by_identity_id"), table_name="filing_requests")
+    op.drop_index(op.f("ix_filing_requests_id_number_hash"), table_name="filing_requests")
+    op.drop_index(op.f("ix_filing_requests_birth_cert_hash"), table_name="filing_requests")
+    op.drop_table("filing_requests")
