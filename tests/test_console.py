@@ -8,7 +8,7 @@ browser on https would (and the test checks every flag the server sets).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -17,15 +17,29 @@ from bot.core.audit import entries_matching
 from bot.core.chinatime import china_date
 from bot.core.config import Settings
 from bot.desk.steps import confirm_in_chat, pending_confirmations
-from bot.dev.demo import CHILD
+from bot.dev.demo import CHILD, PARENT, demo_id_number
+from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
 from bot.showcode.codes import issue_code
 from bot.staff.auth import IDLE_LIMIT, MAX_FAILURES, add_staff
 from bot.web.appkeys import CONSOLE, SERVICES, SESSIONS
 from bot.web.console.base import COOKIE, SIGN_IN_COOKIE
-from models import StaffRole, StaffSession, Visit, VisitStatus, utcnow
+from models import (
+    Certificate,
+    FilingRequest,
+    FilingStatus,
+    Guardian,
+    StaffRole,
+    StaffSession,
+    Vaccinee,
+    Visit,
+    VisitStatus,
+    utcnow,
+)
+from tests.channels import WeChat
 from tests.desk_kit import DeskWorld, desk_world, queue_visit
 from tests.helpers import Client
-from tests.world import NANJING, NANTONG, clinic
+from tests.test_filing import BABY_CERT, BABY_NAME, _add_child
+from tests.world import NANJING, NANTONG, clinic, registry_file, verified
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')
@@ -449,6 +463,7 @@ def test_every_console_text_is_in_the_catalogue() -> None:
     from importlib import resources
 
     from bot.core.catalogue import MESSAGES
+    from bot.desk.filing import Resolution
     from bot.desk.steps import Route, Site
 
     folder = resources.files("bot.web.console").joinpath("templates")
@@ -460,7 +475,9 @@ def test_every_console_text_is_in_the_catalogue() -> None:
     built = [f"console_step_{status.value}" for status in VisitStatus]
     built += [f"console_role_{role.value}" for role in StaffRole]
     built += [f"console_site_{site.value}" for site in Site] + [f"console_route_{route.value}" for route in Route]
-    built += ["desk_role_holder", "desk_role_grantee"]
+    built += ["desk_role_holder", "desk_role_grantee", "desk_role_filing"]
+    built += ["console_filing_hint_self", "console_filing_hint_child"]
+    built += [f"console_resolution_{value.value}" for value in Resolution]
     built += [f"console_sex_{sex}" for sex in "MF"] + [f"console_due_{status}" for status in ("overdue", "due")]
     built += [
         f"console_question_{question}" for question in ("fever", "allergies", "recent_vaccines", "contraindications")
@@ -486,3 +503,125 @@ async def test_roles_are_checked_on_every_step(app_client: Client, settings: Set
         status, body, _ = await browser.post(f"/clinic/visits/{visit_id}/{path}", form)
         assert status == 403 and "不能进行这一步" in body  # …and the step is refused when posted anyway
     assert (await _visit(app_client, visit_id)).status == VisitStatus.QUEUED
+
+
+# --- auto-filing (自动建档) at the console ------------------------------------------------------------
+
+
+async def test_the_registrar_files_a_child_who_has_no_file(
+    app_client: Client, settings: Settings, wechat: WeChatClientSim, fake: FakeWeChatAPI
+) -> None:
+    channel = WeChat(app_client, wechat, fake)
+    user = "o-console-filing"
+    await verified(app_client, "wechat", user, PARENT.name, PARENT.id_number, settings.wechat_appid)
+    await clinic(app_client, *NANTONG)
+    code = await _add_child(channel, user, BABY_CERT)
+    await _staff(app_client, "nurse-li", StaffRole.REGISTRAR)
+    await _staff(app_client, "nurse-chen", StaffRole.OBSERVER)
+    desk = Browser(app_client)
+    await desk.sign_in("nurse-li")
+    await desk.get("/clinic/scan")
+    status, body, _ = await desk.post("/clinic/scan", {"code": code})
+    assert status == 200 and "取号成功：1号" in body and "林*安" in body
+    visit_id = int(re.search(r"/clinic/visits/(\d+)", body).group(1))  # type: ignore[union-attr]
+    # The visit page is the filing page: the child in full, the parent who added it, no file yet.
+    status, body, _ = await desk.get(f"/clinic/visits/{visit_id}")
+    assert status == 200 and "自动建档" in body and BABY_NAME in body and "林*雨" in body and "新建档案" in body
+    # An observer sees it but may not file.
+    observer = Browser(app_client)
+    await observer.sign_in("nurse-chen")
+    status, body, _ = await observer.get(f"/clinic/visits/{visit_id}")
+    assert status == 200 and 'id="filing-form"' not in body
+    assert (await observer.post(f"/clinic/visits/{visit_id}/file", {}))[0] == 403
+    # The registrar files it: the visit goes on to 登记 like any other.
+    status, _body, location = await desk.post(f"/clinic/visits/{visit_id}/file", {"note": "出生医学证明已核对"})
+    assert status == 303 and location == f"/clinic/visits/{visit_id}"
+    status, body, _ = await desk.get(location)
+    assert status == 200 and 'id="register-form"' in body and BABY_NAME in body
+    async with app_client.app[SESSIONS]() as session:
+        request = (await session.scalars(select(FilingRequest))).one()
+        filed = await entries_matching(session, action="desk_filed")
+    assert request.status == FilingStatus.FILED
+    assert [entry.actor_ref.startswith("staff:") for entry in filed] == [True]
+
+
+async def test_an_existing_file_is_never_overwritten_at_the_console(
+    app_client: Client, settings: Settings, wechat: WeChatClientSim, fake: FakeWeChatAPI
+) -> None:
+    channel = WeChat(app_client, wechat, fake)
+    user = "o-console-grandpa"
+    vaccinee = await registry_file(
+        app_client,
+        ref="F-CHILD",
+        name=CHILD.name,
+        id_number=CHILD.id_number,
+        birth=CHILD.birth,
+        sex=CHILD.sex,
+        guardians=[PARENT.id_number],
+    )
+    grandpa = demo_id_number("320602", date(1960, 1, 9), 331)
+    await verified(app_client, "wechat", user, "林国栋", grandpa, settings.wechat_appid)
+    code = await _add_child(channel, user, CHILD.id_number, name="林晓满")
+    await _staff(app_client, "nurse-li", StaffRole.REGISTRAR)
+    desk = Browser(app_client)
+    await desk.sign_in("nurse-li")
+    await desk.get("/clinic/scan")
+    _status, body, _ = await desk.post("/clinic/scan", {"code": code})
+    visit_id = int(re.search(r"/clinic/visits/(\d+)", body).group(1))  # type: ignore[union-attr]
+    status, body, _ = await desk.get(f"/clinic/visits/{visit_id}")
+    assert status == 200 and "不一致" in body and CHILD.name in body and "林晓满" in body
+    assert 'name="resolve_name"' in body and 'name="resolve_guardian"' in body
+    # A difference left undecided: refused, nothing changes.
+    status, body, _ = await desk.post(f"/clinic/visits/{visit_id}/file", {"resolve_name": "keep"})
+    assert status == 409 and "监护人" in body
+    status, _body, _ = await desk.post(
+        f"/clinic/visits/{visit_id}/file", {"resolve_name": "keep", "resolve_guardian": "note", "note": "以户口本为准"}
+    )
+    assert status == 303
+    vault = app_client.app[SERVICES].vault
+    async with app_client.app[SESSIONS]() as session:
+        file = await session.get(Vaccinee, vaccinee)
+        assert file is not None and vault.open("name", file.name_enc) == CHILD.name
+        resolved = await entries_matching(session, action="filing_mismatch_resolved")
+    assert sorted((entry.detail["field"], entry.reason) for entry in resolved) == [
+        ("guardian", "note"),
+        ("name", "keep"),
+    ]
+    assert (await _visit(app_client, visit_id)).vaccinee_id == vaccinee
+
+
+async def test_a_scanned_certificate_whose_file_differs_is_resolved_at_registration(
+    app_client: Client, settings: Settings
+) -> None:
+    # The child's file does not (yet) name the holder as a guardian.
+    vaccinee = await registry_file(
+        app_client, ref="C-CHILD", name=CHILD.name, id_number=CHILD.id_number, birth=CHILD.birth, sex=CHILD.sex
+    )
+    parent = await verified(
+        app_client, "wechat", "o-console-compare", PARENT.name, PARENT.id_number, settings.wechat_appid
+    )
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        certificate = Certificate(vaccinee_id=vaccinee, holder_identity_id=parent, kind="child", claimed_via="wechat")
+        session.add(certificate)
+        await session.flush()
+        world = DeskWorld(0, 0, vaccinee, certificate.id, parent, parent, "", "")
+    await _staff(app_client, "nurse-li", StaffRole.REGISTRAR)
+    desk = Browser(app_client)
+    await desk.sign_in("nurse-li")
+    await desk.get("/clinic/scan")
+    _status, body, _ = await desk.post("/clinic/scan", {"code": await _code(app_client, world, parent)})
+    visit_id = int(re.search(r"/clinic/visits/(\d+)", body).group(1))  # type: ignore[union-attr]
+    status, body, _ = await desk.get(f"/clinic/visits/{visit_id}")
+    assert status == 200 and 'id="compare-form"' in body and 'name="resolve_guardian"' in body
+    status, _body, _ = await desk.post(f"/clinic/visits/{visit_id}/resolve", {"resolve_guardian": "take_verified"})
+    assert status == 303
+    status, body, _ = await desk.get(f"/clinic/visits/{visit_id}")
+    assert 'id="compare-form"' not in body  # nothing left to decide
+    vault = app_client.app[SERVICES].vault
+    async with app_client.app[SESSIONS]() as session:
+        guardians = (
+            await session.scalars(select(Guardian.id_number_hash).where(Guardian.vaccinee_id == vaccinee))
+        ).all()
+        resolved = await entries_matching(session, action="desk_mismatch_resolved")
+    assert list(guardians) == [vault.digest("id_number", PARENT.id_number)]
+    assert [(entry.detail["field"], entry.reason) for entry in resolved] == [("guardian", "take_verified")]

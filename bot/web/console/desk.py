@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.conversation import Services
 from bot.core.chinatime import china_date
+from bot.desk.filing import Resolution, compare_with_verified, field_label, file_visit, filing_view, resolve_mismatches
 from bot.desk.notify import FamilyTeller
 from bot.desk.steps import (
     DeskActor,
@@ -25,6 +26,7 @@ from bot.desk.steps import (
     HealthAnswers,
     Route,
     Site,
+    StepProblem,
     StepRefused,
     call_next,
     confirm_in_person,
@@ -116,10 +118,21 @@ class DeskPages:
 
     async def _visit_page(self, console: Console, visit_id: int, *, error: str = "", status: int = 200) -> web.Response:
         now = self.clock()
+        actor = actor_of(console.member)
         try:
             async with self.sessions() as session, session.begin():
-                detail = await visit_detail(session, self.services.vault, actor_of(console.member), visit_id, now=now)
+                detail = await visit_detail(session, self.services.vault, actor, visit_id, now=now)
+                mismatches = []
+                if detail.summary.status is VisitStatus.QUEUED:
+                    # At 登记, how the file differs from the verified people behind the certificate.
+                    try:
+                        async with session.begin_nested():
+                            mismatches = await compare_with_verified(session, self.services.vault, actor, visit_id)
+                    except StepRefused:
+                        mismatches = []  # no certificate behind this visit (a file made at the desk today)
         except StepRefused as exc:
+            if exc.problem is StepProblem.NOT_FILED:
+                return await self._filing_page(console, visit_id, error=error, status=status)
             return refusal(
                 console.request, self.services, exc.message, status=404, member=console.member, token=console.token
             )
@@ -135,8 +148,77 @@ class DeskPages:
             "vaccines": sorted(VACCINES.values(), key=lambda vaccine: vaccine.code),
             "plan_vaccine": vaccine_name(detail.plan.vaccine_code) if detail.plan is not None else "",
             "early": detail.summary.observation_ends_at is not None and now < detail.summary.observation_ends_at,
+            "mismatches": [self._mismatch_row(mismatch) for mismatch in mismatches],
+            "resolutions": [(value.value, catalogue(f"console_resolution_{value.value}")) for value in Resolution],
         }
         return self._render(console, "visit.html", values, now, status=status)
+
+    def _mismatch_row(self, mismatch: object) -> tuple[str, str, str, str]:
+        """(field, its label, on file, verified) with sexes in words."""
+        field, on_file, verified = (getattr(mismatch, name) for name in ("field", "on_file", "verified"))
+        if field == "sex":
+            on_file, verified = (self.services.catalogue(f"console_sex_{value}") for value in (on_file, verified))
+        return field, field_label(field), on_file or "—", verified or "—"
+
+    async def _filing_page(self, console: Console, visit_id: int, *, error: str, status: int) -> web.Response:
+        """自动建档: a person without a file — who they are (in full: audited), and an existing file's differences."""
+        now = self.clock()
+        try:
+            async with self.sessions() as session, session.begin():
+                view = await filing_view(session, self.services.vault, actor_of(console.member), visit_id, now=now)
+        except StepRefused as exc:
+            return refusal(
+                console.request, self.services, exc.message, status=404, member=console.member, token=console.token
+            )
+        catalogue = self.services.catalogue
+        values: dict[str, object] = {
+            "filing": view,
+            "error": error,
+            "mismatches": [self._mismatch_row(mismatch) for mismatch in view.mismatches],
+            "resolutions": [(value.value, catalogue(f"console_resolution_{value.value}")) for value in Resolution],
+        }
+        return self._render(console, "filing.html", values, now, status=status)
+
+    def _resolutions(self, console: Console) -> dict[str, str]:
+        """The form's decision per compared field (``resolve_<field>``), known decisions only."""
+        known = {value.value for value in Resolution}
+        chosen = {}
+        for field in ("name", "sex", "birth_date", "guardian"):
+            value = console.field(f"resolve_{field}")
+            if value in known:
+                chosen[field] = value
+        return chosen
+
+    @staff_page(Permission.REGISTER)
+    async def file(self, console: Console) -> web.StreamResponse:
+        """自动建档: the registrar files the person (a new file, or the existing one with each difference decided)."""
+        resolutions, note, now = self._resolutions(console), console.field("note")[:MAX_TEXT], self.clock()
+
+        async def run(session: AsyncSession, visit_id: int) -> object:
+            return await file_visit(
+                session,
+                self.services.vault,
+                actor_of(console.member),
+                visit_id,
+                resolutions=resolutions,
+                note=note,
+                family=self._family(),
+                now=now,
+            )
+
+        return await self._step(console, run)
+
+    @staff_page(Permission.REGISTER)
+    async def resolve(self, console: Console) -> web.StreamResponse:
+        """At 登记: record the decision on each difference between the file and the verified person."""
+        resolutions, note = self._resolutions(console), console.field("note")[:MAX_TEXT]
+
+        async def run(session: AsyncSession, visit_id: int) -> object:
+            return await resolve_mismatches(
+                session, self.services.vault, actor_of(console.member), visit_id, resolutions, note=note
+            )
+
+        return await self._step(console, run)
 
     @staff_page(Permission.VIEW)
     async def visit(self, console: Console) -> web.StreamResponse:

@@ -77,6 +77,8 @@ class ConsoleRoutes(DeskPages):
             ("GET", "/visits/{visit_id}", "visit"),
             ("GET", "/visits/{visit_id}/status.json", "status"),
             ("POST", "/visits/{visit_id}/register", "register"),
+            ("POST", "/visits/{visit_id}/file", "file"),
+            ("POST", "/visits/{visit_id}/resolve", "resolve"),
             ("POST", "/visits/{visit_id}/plan", "plan"),
             ("POST", "/visits/{visit_id}/confirm", "confirm"),
             ("POST", "/visits/{visit_id}/vaccinate", "vaccinate"),
