@@ -625,3 +625,19 @@ async def test_a_scanned_certificate_whose_file_differs_is_resolved_at_registrat
         resolved = await entries_matching(session, action="desk_mismatch_resolved")
     assert list(guardians) == [vault.digest("id_number", PARENT.id_number)]
     assert [(entry.detail["field"], entry.reason) for entry in resolved] == [("guardian", "take_verified")]
+
+
+async def test_pages_refreshing_themselves_do_not_keep_an_idle_console_signed_in(app_client: Client) -> None:
+    await _staff(app_client, "nurse-chen", StaffRole.OBSERVER)
+    clock = _clock(app_client)
+    screen = Browser(app_client)
+    await screen.sign_in("nurse-chen")
+    assert (await screen.get("/clinic/observing"))[0] == 200
+    # The observation list reloads itself every half minute for 29 minutes: nobody touched the console…
+    for _ in range(58):
+        clock.now += timedelta(seconds=30)
+        assert (await screen.get("/clinic/observing?auto=1"))[0] == 200
+    # …so two minutes later it has been idle past the limit, and signs out.
+    clock.now += timedelta(minutes=2)
+    status, _body, location = await screen.get("/clinic/observing?auto=1")
+    assert status == 303 and location.startswith("/clinic/sign-in")

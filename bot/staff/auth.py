@@ -217,11 +217,18 @@ async def _open_session(
 
 
 async def resume_session(
-    session: AsyncSession, vault: Vault, token: str, now: datetime, *, idle: timedelta = IDLE_LIMIT
+    session: AsyncSession,
+    vault: Vault,
+    token: str,
+    now: datetime,
+    *,
+    idle: timedelta = IDLE_LIMIT,
+    touch: bool = True,
 ) -> StaffMember | None:
     """The staff member a session token belongs to, or None (unknown, signed out, idle too long, too old).
 
-    An expired session is ended on the way (commit after), so its token never works again.
+    An expired session is ended on the way (commit after), so its token never works again. ``touch=False``
+    (a page refreshing itself, a status poll) does not count as use: it does not hold off the idle limit.
     """
     found = await _open_session(session, vault, token)
     if found is None:
@@ -232,7 +239,7 @@ async def resume_session(
         reason = "inactive" if not staff.active else "idle"
         _audit(session, _member(staff, clinic).audit_actor(), "staff_session_expired", reason)
         return None
-    if now - staff_session.last_seen_at >= _TOUCH_EVERY:
+    if touch and now - staff_session.last_seen_at >= _TOUCH_EVERY:
         staff_session.last_seen_at = now
     return _member(staff, clinic)
 

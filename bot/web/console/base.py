@@ -170,7 +170,9 @@ def staff_page(
             member = None
             if token:
                 async with sessions() as session, session.begin():
-                    member = await resume_session(session, services.vault, token, clock())
+                    # A page refreshing itself (?auto=1) or a status poll is not someone using the console.
+                    touch = not json_api and request.query.get("auto") != "1"
+                    member = await resume_session(session, services.vault, token, clock(), touch=touch)
             if member is None:
                 if json_api:
                     return web.json_response({"signed_in": False}, status=401, headers=HEADERS)

@@ -106,7 +106,11 @@ function setupRefresh() {
   setInterval(() => {
     const active = document.activeElement;
     if (active && (active.tagName === "INPUT" || active.tagName === "TEXTAREA" || active.tagName === "SELECT")) return;
-    location.reload();
+    // Marked as automatic: it shows the latest without counting as use (the idle sign-out still comes).
+    const url = new URL(location.href);
+    url.searchParams.set("auto", "1");
+    url.searchParams.delete("none");
+    location.replace(url.toString());
   }, seconds * 1000);
 }
 
