@@ -217,7 +217,9 @@ async def test_an_idle_console_signs_out(app_client: Client) -> None:
             .values(last_seen_at=row.last_seen_at - IDLE_LIMIT - timedelta(seconds=1))
         )
     status, _body, location = await browser.get("/clinic/scan")
-    assert status == 303 and location.startswith("/clinic/sign-in")
+    assert status == 303 and location.startswith("/clinic/sign-in") and "ended=1" in location
+    status, body, _ = await browser.get(location)
+    assert status == 200 and "自动退出" in body
     async with app_client.app[SESSIONS]() as session:
         ended = (await session.scalars(select(StaffSession))).one()
         expired = await entries_matching(session, action="staff_session_expired")

@@ -130,10 +130,13 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **HEADERS})
 
 
-def to_sign_in(request: web.Request) -> web.Response:
-    """A redirect to the sign-in page that brings the browser back here afterwards (GET pages only)."""
+def to_sign_in(request: web.Request, *, ended: bool = False) -> web.Response:
+    """A redirect to the sign-in page that brings the browser back here afterwards (GET pages only).
+
+    ``ended``: the browser had a session that no longer works (idle, signed out elsewhere): the page says so.
+    """
     target = request.path_qs if request.method == "GET" else f"{PREFIX}/queue"
-    return redirect(f"{PREFIX}/sign-in?next={quote(target, safe='')}")
+    return redirect(f"{PREFIX}/sign-in?next={quote(target, safe='')}" + ("&ended=1" if ended else ""))
 
 
 def safe_next(value: str) -> str:
@@ -176,7 +179,7 @@ def staff_page(
             if member is None:
                 if json_api:
                     return web.json_response({"signed_in": False}, status=401, headers=HEADERS)
-                response = to_sign_in(request)
+                response = to_sign_in(request, ended=bool(token))
                 if token:
                     response.del_cookie(COOKIE, path=PREFIX)
                 return response

@@ -97,9 +97,11 @@ class ConsoleRoutes(DeskPages):
 
     def _sign_in_form(self, request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
         form_token = new_form_token()
+        ended = not error and request.query.get("ended") == "1"
         values: dict[str, object] = {
             "form_token": form_token,
             "error": error,
+            "notice": self.services.catalogue("console_session_ended") if ended else "",
             "next": safe_next(request.query.get("next", "")),
         }
         previous = request.query.get("clinic", "")
