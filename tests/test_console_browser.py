@@ -205,6 +205,12 @@ async def test_the_clinic_desk_in_chromium(
         # 一验证: the first dose due, the lot, manufacturer and expiry, sent to the family.
         dose = await desk.locator("#dose-choice option").first.inner_text()
         vaccine, dose_number = re.fullmatch(r"(.+) 第(\d+)剂", dose).groups()  # type: ignore[union-attr]
+        # Another vaccine or dose than the due list's needs a reason: the fields appear only then.
+        assert not await desk.locator("#override-reason").is_visible()
+        await desk.select_option("#dose-choice", "other")
+        assert await desk.locator("#override-reason").is_visible()
+        await desk.select_option("#dose-choice", index=0)
+        assert not await desk.locator("#override-reason").is_visible()
         await desk.fill("#lot", "202611A03")
         await desk.fill("#manufacturer", "华北制药")
         await desk.fill("#expires", (utcnow() + timedelta(days=300)).date().isoformat())
