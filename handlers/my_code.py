@@ -133,6 +133,11 @@ async def got_number(ctx: Context) -> None:
         ctx.say(exc.reason if len(text) == 18 else "filing_bad_number")
         _keep(ctx, AddChildSteps.number, draft)
         return
+    identity = await bound_identity(ctx.session, await ctx.account())
+    if identity is not None and ctx.services.vault.digest("id_number", parsed.value) == identity.id_number_hash:
+        ctx.say("filing_own_number")
+        _keep(ctx, AddChildSteps.number, draft)
+        return
     draft = {
         **draft,
         "id_number": parsed.value,

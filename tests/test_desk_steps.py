@@ -41,7 +41,7 @@ from models import (
     VisitStatus,
     utcnow,
 )
-from tests.desk_kit import GIVEN, NO_PROBLEMS, PLAN_VACCINE, DeskWorld, desk_world, plan, queue_visit
+from tests.desk_kit import GIVEN, NO_PROBLEMS, PLAN_VACCINE, DeskWorld, desk_world, plan, queue_visit, second_child
 from tests.helpers import Client, drain_outbox
 from tests.world import verified
 
@@ -317,6 +317,7 @@ async def test_an_expired_lot_is_refused_and_the_plan_checked(app_client: Client
     for problem, wrong in bad.items():
         assert await _refused(client, steps.request_confirmation, actor, visit, wrong) == problem
     # A dose not due may be given with a reason; a lot expiring today is still good today.
+
     overridden = dataclasses.replace(plan(0), vaccine_code="Flu", dose_number=1, override_reason="家长要求自费接种")
     assert (await _step(client, steps.request_confirmation, actor, visit, overridden)).confirmation_requested
     await _step(client, steps.confirm_in_person, actor, visit, "当面核对")
@@ -345,15 +346,57 @@ async def test_the_family_outside_the_window_gets_template_messages_on_every_pla
     teller = FamilyTeller.from_settings(configured, services.catalogue)
     visit = await queue_visit(client, world, world.parent_id, family=teller)
     await _step(client, steps.register, world.actor, visit, NO_PROBLEMS, desk="3号台", family=teller)
+    await _step(client, steps.request_confirmation, world.actor, visit, plan(), family=teller)
+    await _step(client, steps.confirm_in_person, world.actor, visit, "当面核对")
+    await _step(client, steps.vaccinate, world.actor, visit, GIVEN, family=teller)
     await drain_outbox(client)
     wechat = [item.body for item in fake.received if item.path == "message/template/send"]
     # The parent showed the code and holds the certificate: told once per platform per step.
-    assert [body["touser"] for body in wechat] == [world.parent_user, world.parent_user]
+    assert [body["touser"] for body in wechat] == [world.parent_user] * 4
     fields = list(services.settings.desk_template_fields)
-    assert [list(body["data"]) for body in wechat] == [fields, fields]
-    assert [body["data"]["thing2"]["value"] for body in wechat] == ["取号", "登记"]
+    assert [list(body["data"]) for body in wechat] == [fields] * 4
+    assert [body["data"]["thing2"]["value"] for body in wechat] == ["取号", "登记", "一验证", "接种"]
+    assert wechat[2]["data"]["thing3"]["value"] == "核对后回复「确认」：乙肝疫苗第2剂"
+    assert wechat[3]["data"]["thing3"]["value"] == "请留观30分钟：乙肝疫苗第2剂"
+    assert all(len(value["value"]) <= 20 for body in wechat for value in body["data"].values())
     assert wechat[1]["data"]["thing1"]["value"] == "林*满" and "3号台" in wechat[1]["data"]["thing3"]["value"]
     alipay = [item.biz for item in fake_alipay[0].calls(ALIPAY_TEMPLATE) if item.to_user_id == alipay_user]
-    assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记"]
+    assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记", "一验证", "接种"]
     assert CHILD.name not in str(wechat) + str(alipay)
     assert fake.sent_to(world.parent_user) == []  # no customer-service text was tried outside the window
+
+
+async def test_a_fever_at_registration_needs_the_doctors_reason(app_client: Client) -> None:
+    client = app_client
+    world = await _world(client)
+    visit = await queue_visit(client, world, world.parent_id)
+    await _step(client, steps.register, world.actor, visit, dataclasses.replace(NO_PROBLEMS, fever=True, note="37.9℃"))
+    assert await _refused(client, steps.request_confirmation, world.actor, visit, plan()) == StepProblem.HEALTH_FLAGGED
+    assessed = dataclasses.replace(plan(), override_reason="复测36.8℃，医生评估可以接种")
+    assert (await _step(client, steps.request_confirmation, world.actor, visit, assessed)).confirmation_requested
+    detail = await _step(client, steps.visit_detail, world.actor, visit)
+    assert detail.health is not None and detail.health.fever and detail.health.note == "37.9℃"
+    assert detail.plan is not None and detail.plan.override_reason == "复测36.8℃，医生评估可以接种"
+
+
+def test_every_refusal_has_a_chinese_message() -> None:
+    from bot.core.catalogue import MESSAGES
+
+    for problem in StepProblem:
+        text = MESSAGES[f"desk_problem_{problem.value}"]
+        assert text and not text.isascii(), problem
+
+
+async def test_two_desks_calling_at_once_call_two_people(app_client: Client) -> None:
+    client = app_client
+    world = await _world(client)
+    baby = await second_child(client, world, "wechat")
+    first = await queue_visit(client, world, world.parent_id)
+    second = await queue_visit(client, world, world.parent_id, certificate_id=baby)
+    day = china_date(utcnow())
+    other_desk = DeskActor(clinic_id=world.clinic_id, staff_id=9)
+    called = await asyncio.gather(
+        _step(client, steps.call_next, world.actor, day), _step(client, steps.call_next, other_desk, day)
+    )
+    assert sorted(line.visit_id for line in called) == sorted([first, second])
+    assert await _step(client, steps.call_next, world.actor, day) is None

@@ -83,6 +83,11 @@ async def test_a_parent_adds_a_child_the_registrar_files_it_and_the_parent_claim
     parent = await verified(client, channel.platform, user, PARENT.name, PARENT.id_number, channel.app_id)
     clinic_id = await clinic(client, *NANTONG)
     actor = DeskActor(clinic_id=clinic_id, staff_id=3)
+    # Typing one's own ID number by mistake is caught; 「取消」 leaves the flow.
+    await channel.say(user, "添加孩子")
+    await channel.say(user, BABY_NAME)
+    assert "这是您本人的身份证号" in await channel.say(user, PARENT.id_number)
+    await channel.say(user, "取消")
     code = await _add_child(channel, user, BABY_CERT)
     ticket = await _scan(client, code)
     assert ticket.role == "filing" and ticket.certificate_id is None and ticket.masked_name == "林*安"

@@ -667,6 +667,7 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_problem_observation_not_over": "留观还没满30分钟。确需提前结束，请填写原因。",
     "desk_step_queued": "取号",
     "desk_queued_short": "排队号：{number}号",
+    "desk_problem_health_flagged": "登记时记录了发热或接种禁忌，一般应暂缓接种。医生评估可以接种的，请填写评估意见（原因）后再发起一验证。",
     "desk_problem_not_filed": "这位受种者还没有接种档案：请先核对身份并建档，再登记。",
     "desk_problem_mismatch_unresolved": "档案和核验的身份有不一致的地方（{fields}），请逐项选择保留、采用核验信息或备注后再建档。",
     "desk_step_filed": "建档",
@@ -698,6 +699,7 @@ MESSAGES: Final[dict[str, str]] = {
     "filing_bad_name": "姓名的格式不对：请输入2到20个汉字或字母，与证件上一致。",
     "filing_ask_number": "请输入孩子的身份证号；还没有身份证号的，请输入出生医学证明编号（1个字母加9位数字）：",
     "filing_bad_number": "没认出这个号码：请输入18位身份证号，或出生医学证明编号（1个字母加9位数字，例如Q320261120）。",
+    "filing_own_number": "这是您本人的身份证号。请输入孩子的身份证号，或孩子的出生医学证明编号：",
     "filing_ask_sex": "孩子的性别？请回复「男」或「女」：",
     "filing_ask_birth_date": "孩子的出生日期？例如 2026-11-20 或 2026年11月20日：",
     "filing_bad_birth_date": "日期不对：请按 2026-11-20 或 2026年11月20日 的样子输入孩子的出生日期。",
@@ -722,10 +724,11 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_confirm_request": (
         "即将为 {name} 接种：{vaccine} 第{number}剂，批号 {lot}，有效期至 {expires}，请核对后回复「确认」"
     ),
-    "desk_confirm_short": "{vaccine} 第{number}剂",
+    "desk_confirm_template": "核对后回复「确认」：{vaccine}第{number}剂",
     "desk_vaccinated": (
         "{name}已完成接种：{vaccine} 第{number}剂，批号 {lot}。\n请在留观区留观30分钟，如有不适请马上告诉医生。"
     ),
+    "desk_vaccinated_short": "请留观30分钟：{vaccine}第{number}剂",
     "desk_next_dose": "下一针：{vaccine} 第{number}剂，{date}起可以接种",
     "desk_next_none": "目前没有待种的疫苗",
     "desk_observation_over": "{name}留观结束，可以离开了；{next}。",

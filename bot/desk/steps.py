@@ -87,6 +87,7 @@ class StepProblem(StrEnum):
     BAD_SITE = "bad_site"
     REASON_NEEDED = "reason_needed"  # an in-person confirmation, an override or an early finish needs why
     OBSERVATION_NOT_OVER = "observation_not_over"
+    HEALTH_FLAGGED = "health_flagged"  # 登记 recorded a fever or a contraindication: a reason is needed
     NOT_FILED = "not_filed"  # a person without a file: the registrar files them first (bot.desk.filing)
     MISMATCH_UNRESOLVED = "mismatch_unresolved"  # filing onto an existing file: a difference left open
 
@@ -605,7 +606,8 @@ async def request_confirmation(
     """一验证, asked: the family is sent the dose plan to check and answer 「确认」 in chat.
 
     Needs 登记. The plan must name a known vaccine, a lot not expired (China time) and a dose that is due
-    (else ``override_reason``). The same plan again is a repeat; a different plan (a corrected lot, even
+    (else ``override_reason``); after a fever or a contraindication at 登记 it needs ``override_reason`` too
+    (the doctor's assessment). The same plan again is a repeat; a different plan (a corrected lot, even
     after the family confirmed the old one) replaces it and asks again: only the newest plan can be confirmed.
     """
     moment = now or utcnow()
@@ -617,6 +619,10 @@ async def request_confirmation(
     if visit.status not in (VisitStatus.REGISTERED, VisitStatus.VERIFIED):
         return await _summary(session, vault, visit, moment)
     checked = await _check_plan(session, vault, visit, plan, china_date(moment))
+    health = record.health
+    if health is not None and (health.fever or health.contraindications) and checked.override_reason is None:
+        # 登记 found a fever or a contraindication: vaccinating is the doctor's call, on record with why.
+        raise StepRefused(StepProblem.HEALTH_FLAGGED)
     if record.plan == checked and visit.confirmation_requested_at is not None:
         return await _summary(session, vault, visit, moment)
     round_before = visit.confirmation_round
@@ -652,7 +658,7 @@ async def request_confirmation(
             expires=_chinese_date(checked.expires_on),
         )
         detail = teller.catalogue(
-            "desk_confirm_short", vaccine=vaccine_name(checked.vaccine_code), number=checked.dose_number
+            "desk_confirm_template", vaccine=vaccine_name(checked.vaccine_code), number=checked.dose_number
         )
         news = DeskNews(text, file.masked_name, teller.catalogue("desk_step_confirm"), detail)
         await _tell(session, teller, visit, f"confirm:{visit.confirmation_round}", news, moment)
@@ -871,7 +877,8 @@ async def vaccinate(
     text = teller.catalogue(
         "desk_vaccinated", name=file.masked_name, vaccine=vaccine, number=plan.dose_number, lot=plan.lot_number
     )
-    short = teller.catalogue("desk_confirm_short", vaccine=vaccine, number=plan.dose_number)
+    # A template keeps only a short line: the observation first, so a cut vaccine name never hides it.
+    short = teller.catalogue("desk_vaccinated_short", vaccine=vaccine, number=plan.dose_number)
     news = DeskNews(text, file.masked_name, teller.catalogue("desk_step_vaccinated"), short)
     await _tell(session, teller, visit, "vaccinated", news, moment)
     return await _summary(session, vault, visit, moment)

@@ -46,6 +46,7 @@ STATUS_OF: dict[StepProblem, int] = {
     StepProblem.ALREADY_GIVEN: 409,
     StepProblem.OBSERVATION_NOT_OVER: 409,
     StepProblem.NOT_FILED: 409,
+    StepProblem.HEALTH_FLAGGED: 409,
     StepProblem.MISMATCH_UNRESOLVED: 409,
 }
 
