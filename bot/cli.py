@@ -563,10 +563,12 @@ def _read_new_password() -> str | None:
 
 
 def cmd_clinic_staff(args: argparse.Namespace, settings: Settings) -> int:
-    """Add a clinic staff member who signs in to the clinic console; the password is never an argument."""
+    """Clinic staff: add one (the password is never an argument), lift a lock-out, or deactivate one."""
     from bot.staff.auth import StaffError, add_staff
     from models import StaffRole
 
+    if args.staff_action in ("unlock", "deactivate"):
+        return _staff_change(args, settings)
     try:
         password = _read_new_password()
     except (KeyboardInterrupt, EOFError):
@@ -597,6 +599,31 @@ def cmd_clinic_staff(args: argparse.Namespace, settings: Settings) -> int:
         print(f"vaxbot: {exc}", file=sys.stderr)
         return 1
     print(f"staff member {staff_id} added to {args.clinic}: login {args.login}, role {args.role}")
+    return 0
+
+
+def _staff_change(args: argparse.Namespace, settings: Settings) -> int:
+    """``clinic staff unlock`` / ``deactivate``: one staff member, found by clinic and login."""
+    from bot.staff.auth import StaffError, deactivate_staff, unlock_staff
+    from models import utcnow
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                if args.staff_action == "unlock":
+                    await unlock_staff(session, clinic_code=args.clinic, login=args.login)
+                    return f"{args.login} at {args.clinic} may sign in again"
+                ended = await deactivate_staff(session, clinic_code=args.clinic, login=args.login, now=utcnow())
+                return f"{args.login} at {args.clinic} can no longer sign in; {ended} open session(s) ended"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except StaffError as exc:
+        print(f"vaxbot: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -712,6 +739,14 @@ def build_parser() -> argparse.ArgumentParser:
     staff_add.add_argument("--login", required=True, help="what they type to sign in (unique within the clinic)")
     staff_add.add_argument("--name", help="the name shown on the console and recorded as vaccinator")
     staff_add.set_defaults(func=cmd_clinic_staff)
+    for action, words in (
+        ("unlock", "lift a lock-out after wrong passwords"),
+        ("deactivate", "a staff member leaves: no more sign-ins, open sessions end now"),
+    ):
+        change = staff_actions.add_parser(action, help=words)
+        change.add_argument("--clinic", required=True, help="the clinic's registry code")
+        change.add_argument("--login", required=True)
+        change.set_defaults(func=cmd_clinic_staff)
     clinic_add = clinic_actions.add_parser("add", help="add a clinic (接种门诊)")
     clinic_add.add_argument("--code", required=True, help="the registry's clinic code")
     clinic_add.add_argument("--name", required=True, help="the clinic's name, as families read it")

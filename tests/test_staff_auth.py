@@ -27,9 +27,11 @@ from bot.staff.auth import (
     add_staff,
     csrf_matches,
     csrf_token,
+    deactivate_staff,
     resume_session,
     sign_in,
     sign_out,
+    unlock_staff,
 )
 from bot.staff.roles import ALLOWED, Permission, may
 from bot.web.appkeys import SERVICES, SESSIONS
@@ -256,3 +258,37 @@ def test_cli_adds_staff_with_the_password_from_stdin(
     assert "at least" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # there is no way to give the password as an argument
         bot.cli.main([*add[:-1], "nurse-wu", "--password", "a long enough password"])
+    capsys.readouterr()
+    assert bot.cli.main(["clinic", "staff", "unlock", "--clinic", "NT-CC-01", "--login", "nurse-zhou"]) == 0
+    assert "may sign in again" in capsys.readouterr().out
+    assert bot.cli.main(["clinic", "staff", "deactivate", "--clinic", "NT-CC-01", "--login", "nurse-zhou"]) == 0
+    assert "can no longer sign in; 0 open session(s) ended" in capsys.readouterr().out
+    assert bot.cli.main(["clinic", "staff", "deactivate", "--clinic", "NT-CC-01", "--login", "nobody"]) == 1
+
+
+async def test_the_operator_unlocks_and_deactivates_staff(app_client: Client) -> None:
+    await _staff(app_client)
+    now = utcnow()
+    for attempt in range(MAX_FAILURES):
+        with pytest.raises(SignInRefused):
+            await _sign_in(app_client, f"wrong {attempt}", now)
+    with pytest.raises(SignInRefused) as refused:
+        await _sign_in(app_client, PASSWORD, now)
+    assert refused.value.problem is SignInProblem.LOCKED
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        await unlock_staff(session, clinic_code=NANTONG[0], login="nurse-li")
+    token = await _sign_in(app_client, PASSWORD, now)
+    # She leaves the clinic: the open session ends at once, and no password works any more.
+    vault = app_client.app[SERVICES].vault
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        assert await deactivate_staff(session, clinic_code=NANTONG[0], login="nurse-li", now=now) == 1
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        assert await resume_session(session, vault, token, now) is None
+    with pytest.raises(SignInRefused) as refused:
+        await _sign_in(app_client, PASSWORD, now)
+    assert refused.value.problem is SignInProblem.BAD_CREDENTIALS
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        with pytest.raises(StaffError):
+            await unlock_staff(session, clinic_code=NANTONG[0], login="nobody")
+        actions = [entry.action for entry in await entries_matching(session, since=now - timedelta(minutes=1))]
+    assert "staff_unlocked" in actions and "staff_deactivated" in actions

@@ -130,6 +130,47 @@ async def add_staff(
     return staff
 
 
+async def _find_staff(session: AsyncSession, clinic_code: str, login: str) -> tuple[ClinicStaff, Clinic]:
+    found = (
+        await session.execute(
+            select(ClinicStaff, Clinic)
+            .join(Clinic, Clinic.id == ClinicStaff.clinic_id)
+            .where(Clinic.code == clinic_code, ClinicStaff.login == login)
+        )
+    ).first()
+    if found is None:
+        raise StaffError(f"{clinic_code} has no staff member with the login {login!r}")
+    return found[0], found[1]
+
+
+async def unlock_staff(session: AsyncSession, *, clinic_code: str, login: str) -> ClinicStaff:
+    """Lift a lock-out (the operator, after checking with the clinic); raises :class:`StaffError`."""
+    staff, clinic = await _find_staff(session, clinic_code, login)
+    staff.failed_attempts = 0
+    staff.locked_until = None
+    record_access(session, actor_kind="system", actor_ref="cli", action="staff_unlocked", detail=_who(staff, clinic))
+    return staff
+
+
+async def deactivate_staff(session: AsyncSession, *, clinic_code: str, login: str, now: datetime) -> int:
+    """A staff member leaves: they can no longer sign in, and every open session ends now; returns how many."""
+    staff, clinic = await _find_staff(session, clinic_code, login)
+    staff.active = False
+    ended = await session.execute(
+        update(StaffSession)
+        .where(StaffSession.staff_id == staff.id, StaffSession.ended_at.is_(None))
+        .values(ended_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    count = int(ended.rowcount)  # type: ignore[attr-defined]
+    record_access(session, actor_kind="system", actor_ref="cli", action="staff_deactivated", detail=_who(staff, clinic))
+    return count
+
+
+def _who(staff: ClinicStaff, clinic: Clinic) -> dict[str, int]:
+    return {"staff": staff.id, "clinic": clinic.id}
+
+
 def _audit(session: AsyncSession, actor: str, action: str, reason: str = "") -> None:
     record_access(session, actor_kind="staff", actor_ref=actor[:64], action=action, reason=reason)
 
