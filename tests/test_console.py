@@ -123,6 +123,7 @@ async def test_sign_in_sets_a_strict_http_only_secure_cookie_and_goes_on(app_cli
     assert {"httponly", "secure", "samesite=strict", "path=/clinic"} <= flags
     status, body, _ = await browser.get("/clinic/scan")
     assert status == 200 and "扫码取号" in body and "nurse-li（登记员）" in body
+    assert (await browser.get("/clinic/sign-in"))[2] == "/clinic/queue"  # signed in: straight on
     assert "no-store" in (await app_client.get("/clinic/scan", cookies=browser.cookies)).headers["Cache-Control"]
 
 

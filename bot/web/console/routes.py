@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.conversation import Services
 from bot.desk.queue import ClinicProblem, ClinicRefused, take_number
 from bot.showcode.codes import CodeRejected
-from bot.staff.auth import SignInProblem, SignInRefused, sign_in, sign_out
+from bot.staff.auth import SignInProblem, SignInRefused, resume_session, sign_in, sign_out
 from bot.staff.roles import Permission
 from bot.web.console.base import (
     COOKIE,
@@ -117,7 +117,16 @@ class ConsoleRoutes(DeskPages):
         return response
 
     async def sign_in_page(self, request: web.Request) -> web.StreamResponse:
-        """The sign-in form (clinic code, login, password), with its CSRF token in a cookie and the form."""
+        """The sign-in form (clinic code, login, password), with its CSRF token in a cookie and the form.
+
+        Someone already signed in goes straight on (the sandbox's link, a bookmark).
+        """
+        token = request.cookies.get(COOKIE, "")
+        if token:
+            async with self.sessions() as session, session.begin():
+                member = await resume_session(session, self.services.vault, token, self.clock(), touch=False)
+            if member is not None:
+                return redirect(safe_next(request.query.get("next", "")))
         return self._sign_in_form(request)
 
     async def sign_in(self, request: web.Request) -> web.StreamResponse:
