@@ -23,6 +23,7 @@ from bot.showcode.codes import issue_code
 from bot.staff.auth import IDLE_LIMIT, MAX_FAILURES, add_staff
 from bot.web.appkeys import CONSOLE, SERVICES, SESSIONS
 from bot.web.console.base import COOKIE, SIGN_IN_COOKIE
+from bot.web.console.routes import SIGN_IN_ATTEMPTS, SIGN_IN_WINDOW
 from models import (
     Certificate,
     FilingRequest,
@@ -644,3 +645,17 @@ async def test_pages_refreshing_themselves_do_not_keep_an_idle_console_signed_in
     clock.now += timedelta(minutes=2)
     status, _body, location = await screen.get("/clinic/observing?auto=1")
     assert status == 303 and location.startswith("/clinic/sign-in")
+
+
+async def test_one_address_cannot_hammer_the_sign_in(app_client: Client) -> None:
+    await _staff(app_client, "nurse-li", StaffRole.REGISTRAR)
+    clock = _clock(app_client)
+    browser = Browser(app_client)
+    for attempt in range(SIGN_IN_ATTEMPTS):
+        status, _body, _ = await browser.sign_in(f"nobody-{attempt}")
+        assert status == 401
+    status, body, _ = await browser.sign_in("nurse-li")  # even the right password waits
+    assert status == 429 and "太频繁" in body and COOKIE not in browser.cookies
+    clock.now += SIGN_IN_WINDOW + timedelta(seconds=1)
+    status, _body, location = await browser.sign_in("nurse-li")
+    assert status == 303 and location == "/clinic/queue"

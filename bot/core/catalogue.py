@@ -512,6 +512,7 @@ MESSAGES: Final[dict[str, str]] = {
     "console_sign_in_button": "登录",
     "console_sign_in_failed": "门诊编码、工号或密码不正确，请核对后再试。连续输错5次，账号会锁定15分钟。",
     "console_sign_in_locked": "密码输错次数过多，账号已锁定。请在{until}之后再试，或请系统管理员解锁。",
+    "console_sign_in_too_often": "这台设备登录尝试太频繁，请过5分钟再试。",
     "console_demo_title": "演示门诊账号（仅开发环境）",
     "console_demo_hint": "门诊编码 {clinic}，以下工号的密码都是 {password}。可以先在演示沙盒里让家长亮码，再用登记员扫码取号。",
     "console_session_ended": "您已较长时间没有操作（或已在别处退出），为保护受种者信息已自动退出，请重新登录。",

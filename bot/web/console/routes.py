@@ -7,7 +7,9 @@ under an app key, as the other browser pages are.
 from __future__ import annotations
 
 import hmac
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from importlib import resources
 
 from aiohttp import web
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.conversation import Services
 from bot.desk.queue import ClinicProblem, ClinicRefused, take_number
 from bot.showcode.codes import CodeRejected
+from bot.showcode.page import client_address
 from bot.staff.auth import SignInProblem, SignInRefused, resume_session, sign_in, sign_out
 from bot.staff.roles import Permission
 from bot.web.console.base import (
@@ -38,6 +41,10 @@ from bot.web.console.base import (
 )
 from bot.web.console.desk import DeskPages
 
+# Sign-in attempts from one client address: each costs an argon2 check, and an unknown login locks nothing.
+SIGN_IN_ATTEMPTS = 20
+SIGN_IN_WINDOW = timedelta(minutes=5)
+SIGN_IN_ADDRESSES = 10_000  # addresses remembered at most (the oldest forgotten first)
 MAX_SCAN_LENGTH = 512  # a shown code is about 60 characters; a scanner's runaway input is cut short
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
@@ -49,6 +56,21 @@ class ConsoleRoutes(DeskPages):
         self.services = services
         self.sessions = sessions
         self.clock = clock
+        self._attempts: OrderedDict[str, deque[datetime]] = OrderedDict()
+
+    def _admit_sign_in(self, request: web.Request, now: datetime) -> bool:
+        """False when this address has tried to sign in too often lately (then it waits; nothing is checked)."""
+        address = client_address(request, self.services.settings.client_address_header)
+        attempts = self._attempts.pop(address, deque())
+        while attempts and now - attempts[0] > SIGN_IN_WINDOW:
+            attempts.popleft()
+        admitted = len(attempts) < SIGN_IN_ATTEMPTS
+        if admitted:
+            attempts.append(now)
+        self._attempts[address] = attempts
+        while len(self._attempts) > SIGN_IN_ADDRESSES:
+            self._attempts.popitem(last=False)
+        return admitted
 
     @staticmethod
     def setup(app: web.Application, key: web.AppKey[ConsoleRoutes]) -> None:
@@ -137,6 +159,8 @@ class ConsoleRoutes(DeskPages):
         given = form.get("csrf", "")
         if not expected or not isinstance(given, str) or not hmac.compare_digest(expected.encode(), given.encode()):
             return self._sign_in_form(request, error=catalogue("console_csrf_refused"), status=403)
+        if not self._admit_sign_in(request, self.clock()):
+            return self._sign_in_form(request, error=catalogue("console_sign_in_too_often"), status=429)
         fields = {name: form.get(name, "") for name in ("clinic", "login", "password")}
         clinic, login, password = (value if isinstance(value, str) else "" for value in fields.values())
         refused: SignInRefused | None = None
