@@ -96,7 +96,7 @@ async def test_a_parent_adds_a_child_the_registrar_files_it_and_the_parent_claim
     assert await _refused(client, steps.visit_detail, actor, visit) == StepProblem.NOT_FILED
     assert await _refused(client, steps.register, actor, visit, NO_PROBLEMS) == StepProblem.NOT_FILED
     queue = await _desk(client, steps.today_queue, actor, china_date(utcnow()))
-    assert [(line.visit_id, line.masked_name) for line in queue] == [(visit, "林*安")]
+    assert [(line.visit_id, line.masked_name, line.needs_filing) for line in queue] == [(visit, "林*安", True)]
     view = await _desk(client, filing.filing_view, actor, visit)
     assert view.relation == "child" and view.existing_vaccinee_id is None and view.mismatches == []
     assert view.details.name == BABY_NAME and view.details.birth_cert_no == BABY_CERT
@@ -120,7 +120,7 @@ async def test_a_parent_adds_a_child_the_registrar_files_it_and_the_parent_claim
     told = await outbox_rows(client, recipient=user)
     assert any("已为林*安建立接种档案" in str(row.payload) for row in told)
     detail = await _desk(client, steps.visit_detail, actor, visit)
-    assert detail.name == BABY_NAME and detail.history == []
+    assert detail.name == BABY_NAME and detail.history == [] and not detail.summary.needs_filing
     # The same day, the parent claims the certificate in chat.
     listing = "\n".join(await channel.do(user, ("click", "CERT_CLAIM")))
     assert "林*安" in listing, listing

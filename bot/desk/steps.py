@@ -243,6 +243,7 @@ class VisitSummary:
     confirmation_requested: bool
     verified_by: str  # "" until 一验证: identity:N (in chat) or the staff actor (in person)
     observation_ends_at: datetime | None
+    needs_filing: bool = False  # 自动建档: no file yet; the registrar files them first (bot.desk.filing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,6 +392,7 @@ def summarise(visit: Visit, masked_name: str, now: datetime) -> VisitSummary:
         confirmation_requested=visit.confirmation_requested_at is not None,
         verified_by=visit.verified_by,
         observation_ends_at=visit.observation_ends_at,
+        needs_filing=visit.vaccinee_id is None,
     )
 
 

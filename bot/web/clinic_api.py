@@ -103,13 +103,16 @@ def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response
             log.info("clinic api refused", extra={"problem": refused.problem.value})
             return _error(401, refused.problem.value, "请求未通过签名校验")
         try:
-            data = json.loads(body) if body else {}
+            try:
+                data = json.loads(body) if body else {}
+            except ValueError:
+                raise BadRequest("body") from None
             if not isinstance(data, dict):
                 raise BadRequest("body")
             result = await handler(request, actor, data)
         except StepRefused as exc:
             return _error(STATUS_OF.get(exc.problem, 422), exc.problem.value, exc.message)
-        except (BadRequest, ValueError, TypeError, KeyError) as exc:
+        except BadRequest as exc:
             return _error(400, "bad_request", f"请求内容不对：{exc}")
         if isinstance(result, web.Response):
             return result
@@ -120,7 +123,14 @@ def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response
 
 def _day(request: web.Request) -> date:
     raw = request.query.get("date")
-    return date.fromisoformat(raw) if raw else china_date(utcnow())
+    return _parse_date(raw, "date") if raw else china_date(utcnow())
+
+
+def _parse_date(raw: str, name: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(name) from None
 
 
 def _visit_id(request: web.Request) -> int:
@@ -224,7 +234,7 @@ async def request_confirmation(request: web.Request, actor: DeskActor, data: dic
         dose_number=number,
         lot_number=_text(data, "lot_number", required=False),
         manufacturer=_text(data, "manufacturer", required=False),
-        expires_on=date.fromisoformat(_text(data, "expires_on")),
+        expires_on=_parse_date(_text(data, "expires_on"), "expires_on"),
         override_reason=reason,
     )
     return await _in(request, steps.request_confirmation, actor, _visit_id(request), plan, family=_teller(request))
@@ -279,7 +289,10 @@ def _resolutions(data: dict[str, Any]) -> dict[str, filing.Resolution]:
     raw = data.get("resolutions") or {}
     if not isinstance(raw, dict) or not all(isinstance(value, str) for value in raw.values()):
         raise BadRequest("resolutions")
-    return {str(field): filing.Resolution(value) for field, value in raw.items()}
+    try:
+        return {str(field): filing.Resolution(value) for field, value in raw.items()}
+    except ValueError:
+        raise BadRequest("resolutions") from None
 
 
 async def compare(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
