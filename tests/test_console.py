@@ -528,6 +528,7 @@ async def test_the_registrar_files_a_child_who_has_no_file(
     status, body, _ = await desk.post("/clinic/scan", {"code": code})
     assert status == 200 and "取号成功：1号" in body and "林*安" in body
     visit_id = int(re.search(r"/clinic/visits/(\d+)", body).group(1))  # type: ignore[union-attr]
+    assert "待建档" in (await desk.get("/clinic/queue"))[1]
     # The visit page is the filing page: the child in full, the parent who added it, no file yet.
     status, body, _ = await desk.get(f"/clinic/visits/{visit_id}")
     assert status == 200 and "自动建档" in body and BABY_NAME in body and "林*雨" in body and "新建档案" in body

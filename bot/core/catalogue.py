@@ -543,6 +543,7 @@ MESSAGES: Final[dict[str, str]] = {
     "console_col_left": "剩余",
     "console_minutes": "{minutes}分钟",
     "console_open": "打开",
+    "console_step_filing": "待建档",
     "console_step_queued": "待登记",
     "console_step_registered": "待一验证",
     "console_step_verified": "待接种",
