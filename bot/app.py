@@ -48,6 +48,7 @@ from bot.web.appkeys import (
     ALIPAY_API,
     ALIPAY_MINI_API,
     CODE_PAGES,
+    CONSOLE,
     DB,
     DEV_FACE,
     ENGINE,
@@ -67,6 +68,7 @@ from bot.web.appkeys import (
     WXMINI,
     WXMINI_API,
 )
+from bot.web.console.routes import ConsoleRoutes
 from bot.web.mini_webhook import setup_mini_routes
 from bot.web.mp_api import MiniProgramApi
 from handlers import build_router
@@ -157,6 +159,7 @@ def create_app(
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)
     MiniProgramApi.setup(app, MP_API)
+    ConsoleRoutes.setup(app, CONSOLE)  # the clinic console, /clinic/…
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     if settings.metrics_token:  # otherwise /metrics is not served at all
@@ -213,6 +216,7 @@ async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
     app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face), authorisations)
     app[CODE_PAGES] = CodePageRoutes(services, sessions)
     app[MP_API] = MiniProgramApi(services, sessions, app[VERIFICATION], app.get(WXMINI_API), app.get(ALIPAY_MINI_API))
+    app[CONSOLE] = ConsoleRoutes(services, sessions)
     yield
 
 

@@ -69,6 +69,13 @@ def build_serving_app(settings: Settings) -> web.Application:
             mini_fake = FakeMiniProgramAPI(settings.wxmini_appid, settings.wxmini_secret)
             app.add_subapp(DEV_WXMINI_PREFIX, mini_fake.app())
         app.add_subapp(MOUNT, Sandbox(settings, wechat_fake, alipay_fake, mini_fake).app())
+        # The clinic console's sign-in page lists the demo clinic's accounts (their password is public).
+        from bot.dev.demo import DEMO_CLINIC, DEMO_STAFF, DEMO_STAFF_PASSWORD
+        from bot.web.console.base import DEMO_STAFF as DEMO_STAFF_KEY
+        from bot.web.console.base import DemoStaff
+
+        listed = tuple((login, name, role.value) for login, name, role in DEMO_STAFF)
+        app[DEMO_STAFF_KEY] = DemoStaff(DEMO_CLINIC, DEMO_STAFF_PASSWORD, listed)
     return app
 
 
@@ -218,7 +225,11 @@ def banner(settings: Settings) -> list[str]:
     )
     lines += [f"    {what + ':':<16} {where}" for what, where, _stays in targets]
     if settings.dev_tools:
+        from bot.dev.demo import DEMO_CLINIC, DEMO_STAFF, DEMO_STAFF_PASSWORD
+
+        logins = ", ".join(login for login, _name, _role in DEMO_STAFF)
         lines += [
+            f"  clinic console:  {base}/clinic/  (demo clinic {DEMO_CLINIC}: {logins}; password {DEMO_STAFF_PASSWORD})",
             "  chat with it:    VAXBOT_ENV=development .venv/bin/vaxbot chat   (as a WeChat user: signed, encrypted)",
             "                   VAXBOT_ENV=development .venv/bin/vaxbot chat --platform alipay   (RSA2-signed)",
         ]
@@ -554,6 +565,84 @@ def cmd_clinic_key(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_new_password() -> str | None:
+    """A new staff password: asked twice at a terminal (not echoed), else the first line of standard input."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("password again: ") != first:
+        print("the two passwords differ; nothing was created", file=sys.stderr)
+        return None
+    return first
+
+
+def cmd_clinic_staff(args: argparse.Namespace, settings: Settings) -> int:
+    """Clinic staff: add one (the password is never an argument), lift a lock-out, or deactivate one."""
+    from bot.staff.auth import StaffError, add_staff
+    from models import StaffRole
+
+    if args.staff_action in ("unlock", "deactivate"):
+        return _staff_change(args, settings)
+    try:
+        password = _read_new_password()
+    except (KeyboardInterrupt, EOFError):
+        print(file=sys.stderr)
+        return 130
+    if password is None:
+        return 1
+
+    async def main() -> int:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                staff = await add_staff(
+                    session,
+                    clinic_code=args.clinic,
+                    login=args.login,
+                    display_name=args.name or args.login,
+                    role=StaffRole(args.role),
+                    password=password,
+                )
+                return staff.id
+        finally:
+            await engine.dispose()
+
+    try:
+        staff_id = asyncio.run(main())
+    except StaffError as exc:
+        print(f"vaxbot: {exc}", file=sys.stderr)
+        return 1
+    print(f"staff member {staff_id} added to {args.clinic}: login {args.login}, role {args.role}")
+    return 0
+
+
+def _staff_change(args: argparse.Namespace, settings: Settings) -> int:
+    """``clinic staff unlock`` / ``deactivate``: one staff member, found by clinic and login."""
+    from bot.staff.auth import StaffError, deactivate_staff, unlock_staff
+    from models import utcnow
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                if args.staff_action == "unlock":
+                    await unlock_staff(session, clinic_code=args.clinic, login=args.login)
+                    return f"{args.login} at {args.clinic} may sign in again"
+                ended = await deactivate_staff(session, clinic_code=args.clinic, login=args.login, now=utcnow())
+                return f"{args.login} at {args.clinic} can no longer sign in; {ended} open session(s) ended"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except StaffError as exc:
+        print(f"vaxbot: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     """Import a registry file (staged until its effective date, China time), or apply the batches now due."""
     from datetime import date
@@ -656,6 +745,24 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--staff", default="desk", help="who is scanning (for the audit log)")
     scan.add_argument("code", nargs="?", help="the scanned text; read from standard input when omitted")
     scan.set_defaults(func=cmd_clinic_scan)
+    staff = clinic_actions.add_parser("staff", help="the clinic's staff who sign in to the clinic console")
+    staff_actions = staff.add_subparsers(dest="staff_action", required=True)
+    staff_add = staff_actions.add_parser(
+        "add", help="add a staff member; the password is asked for (or read from the first line of stdin)"
+    )
+    staff_add.add_argument("--clinic", required=True, help="the clinic's registry code")
+    staff_add.add_argument("--role", required=True, choices=["registrar", "vaccinator", "observer", "admin"])
+    staff_add.add_argument("--login", required=True, help="what they type to sign in (unique within the clinic)")
+    staff_add.add_argument("--name", help="the name shown on the console and recorded as vaccinator")
+    staff_add.set_defaults(func=cmd_clinic_staff)
+    for action, words in (
+        ("unlock", "lift a lock-out after wrong passwords"),
+        ("deactivate", "a staff member leaves: no more sign-ins, open sessions end now"),
+    ):
+        change = staff_actions.add_parser(action, help=words)
+        change.add_argument("--clinic", required=True, help="the clinic's registry code")
+        change.add_argument("--login", required=True)
+        change.set_defaults(func=cmd_clinic_staff)
     clinic_add = clinic_actions.add_parser("add", help="add a clinic (接种门诊)")
     clinic_add.add_argument("--code", required=True, help="the registry's clinic code")
     clinic_add.add_argument("--name", required=True, help="the clinic's name, as families read it")

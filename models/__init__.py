@@ -45,6 +45,7 @@ from models.registry import (
     Stage,
     Vaccinee,
 )
+from models.staff import ClinicStaff, StaffRole, StaffSession
 from models.verification import Verification, VerificationStatus
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Clinic",
     "ClinicApiKey",
     "ClinicApiNonce",
+    "ClinicStaff",
     "CodePage",
     "CodeToken",
     "Consent",
@@ -91,6 +93,8 @@ __all__ = [
     "ReminderKind",
     "ReminderStatus",
     "Slot",
+    "StaffRole",
+    "StaffSession",
     "Stage",
     "StrEnumType",
     "SubscriptionConsent",

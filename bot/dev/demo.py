@@ -30,9 +30,20 @@ from bot.core.validators import id_check_char
 from bot.registry.apply import apply_due_batches
 from bot.registry.staging import stage_registry
 from bot.registry.validate import parse_registry
-from models import RegistryBatch
+from bot.staff.auth import add_staff
+from bot.staff.passwords import hash_password_async
+from models import Clinic, ClinicStaff, RegistryBatch, StaffRole
 
 DEMO_SOURCE = "demo-registry.json"
+# The demo clinic's staff, one per role, for the clinic console (development only: the password is public).
+DEMO_CLINIC = "NT-CC-01"
+DEMO_STAFF_PASSWORD = "demo-clinic-2026"  # noqa: S105 (a published development password, never in production)
+DEMO_STAFF: tuple[tuple[str, str, StaffRole], ...] = (
+    ("demo-registrar", "登记员小林", StaffRole.REGISTRAR),
+    ("demo-vaccinator", "接种员小周", StaffRole.VACCINATOR),
+    ("demo-observer", "留观护士小陈", StaffRole.OBSERVER),
+    ("demo-admin", "门诊管理员老王", StaffRole.ADMIN),
+)
 
 
 def demo_id_number(region: str, birth: date, sequence: int) -> str:
@@ -250,11 +261,40 @@ async def seed_demo(sessions: async_sessionmaker[AsyncSession], vault: Vault, *,
         seeded = (await session.scalars(select(RegistryBatch.id).where(RegistryBatch.source == DEMO_SOURCE))).first()
     if seeded is not None:
         await apply_due_batches(sessions, vault, today)  # in case a crash came between import and apply
+        await seed_demo_staff(sessions)
         return False
     parsed = parse_registry(DEMO_SOURCE, demo_registry_json(), today=today)
     await stage_registry(sessions, vault, parsed, source=DEMO_SOURCE, effective_from=today)
     await apply_due_batches(sessions, vault, today)
+    await seed_demo_staff(sessions)
     return True
+
+
+async def seed_demo_staff(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """The demo clinic's console staff (one per role, :data:`DEMO_STAFF_PASSWORD`); returns how many were added."""
+    async with sessions() as session, session.begin():
+        clinic = (await session.scalars(select(Clinic).where(Clinic.code == DEMO_CLINIC))).first()
+        if clinic is None:
+            return 0
+        existing = set(
+            (await session.scalars(select(ClinicStaff.login).where(ClinicStaff.clinic_id == clinic.id))).all()
+        )
+        missing = [member for member in DEMO_STAFF if member[0] not in existing]
+        if not missing:
+            return 0
+        # One hash for all four (the same published password): seeding stays fast, and a demo needs no more.
+        shared = await hash_password_async(DEMO_STAFF_PASSWORD)
+        for login, name, role in missing:
+            await add_staff(
+                session,
+                clinic_code=DEMO_CLINIC,
+                login=login,
+                display_name=name,
+                role=role,
+                password=DEMO_STAFF_PASSWORD,
+                hashed=shared,
+            )
+        return len(missing)
 
 
 async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = None) -> None:

@@ -22,6 +22,7 @@ from bot.platforms.wechat.inbound import WeChatGateway
 from bot.platforms.wxmini.client import MiniProgramAPI
 from bot.platforms.wxmini.inbound import MiniProgramGateway
 from bot.showcode.page import CodePageRoutes
+from bot.web.console.routes import ConsoleRoutes
 from bot.web.mp_api import MiniProgramApi
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -47,3 +48,4 @@ WXMINI = web.AppKey("wxmini", MiniProgramGateway)
 WXMINI_API = web.AppKey("wxmini_api", MiniProgramAPI)
 ALIPAY_MINI_API = web.AppKey("alipay_mini_api", AlipayAPI)  # the Alipay mini program's app (login only)
 MP_API = web.AppKey("mp_api", MiniProgramApi)  # the mini programs' JSON API
+CONSOLE = web.AppKey("console", ConsoleRoutes)
