@@ -21,6 +21,7 @@ from models.identity import Consent, Identity, PlatformAccount
 from models.ops import (
     AuditEntry,
     ConversationState,
+    InboxUpdate,
     OutboxKind,
     OutboxMessage,
     OutboxStatus,
@@ -62,6 +63,7 @@ __all__ = [
     "Grant",
     "Guardian",
     "Identity",
+    "InboxUpdate",
     "Notice",
     "NoticeKind",
     "OutboxKind",

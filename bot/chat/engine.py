@@ -1,8 +1,13 @@
 """The conversation engine: lock the user, deduplicate, load state, dispatch, save, enqueue replies.
 
 Everything one update does happens in one transaction: its processed-message key, the state it leaves,
-the rows it writes and the replies it queues. A crash before the commit leaves no trace, so the
-platform's retry runs it again; after the commit, a retry is recognised as a duplicate.
+the rows it writes, the replies it queues and, when the webhook answers with the first of them, that
+reply marked as answered. A crash before the commit leaves no trace, so the platform's retry runs it
+again; after the commit, a retry is recognised as a duplicate.
+
+The platform hears an acknowledgement only once the update is durable: either its transaction has
+committed, or (still running at the deadline) it has been written to the inbox (:mod:`bot.chat.inbox`)
+first. What a dead process left in the inbox, a live one finishes (:meth:`Engine.recover`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.accounts import contact_outdated, touch_account
 from bot.chat.conversation import Context, Router, Services, Snapshot
+from bot.chat.inbox import Inbox
 from bot.core.db import dialect_insert
 from bot.core.metrics import Metrics
 from bot.core.update import (
@@ -46,7 +52,8 @@ HANDLER_LIMIT_SECONDS = 60.0
 # WeChat retries a delivery 5 s after sending it when it got no answer; a copy that arrives this long after
 # the original was taken up is such a retry, not a concurrent duplicate.
 RETRY_AFTER = timedelta(seconds=2)
-PASSIVE_HOLD = timedelta(seconds=30)
+# A late update's inbox write must be done within this, or the platform is not acknowledged (it retries).
+INBOX_WRITE_LIMIT_SECONDS = 5.0
 ACCOUNT_EVENTS = frozenset({UpdateKind.FOLLOW, UpdateKind.UNFOLLOW})
 
 
@@ -167,19 +174,52 @@ class RecentContacts:
             self._seen.popitem(last=False)
 
 
+class Unrecorded(Exception):
+    """A late update could not be made durable: the platform must not be acknowledged (it will retry)."""
+
+
+class Answer:
+    """Who answers an update's first reply, decided once: the webhook itself (passive) or the outbox.
+
+    The engine takes the passive answer while writing the replies, inside the update's transaction, if
+    the webhook has not given up waiting; the webhook gives up at the deadline unless the engine took it
+    first, in which case it waits for that commit. Both run on the event loop, so neither can slip in
+    between the other's check and change.
+    """
+
+    OPEN, PASSIVE, LATE = "open", "passive", "late"
+
+    def __init__(self) -> None:
+        self.state = self.OPEN
+
+    def take_passive(self) -> bool:
+        """The engine: True when the first reply is (still) to be the webhook's own answer."""
+        if self.state == self.OPEN:
+            self.state = self.PASSIVE
+        return self.state == self.PASSIVE
+
+    def give_up(self) -> bool:
+        """The webhook at the deadline: True when it acknowledges now (the replies go through the outbox)."""
+        if self.state == self.OPEN:
+            self.state = self.LATE
+        return self.state == self.LATE
+
+
 async def _queue_replies(
-    session: AsyncSession, update: Update, replies: Sequence[OutMessage], hold_until: datetime | None
-) -> tuple[int, ...]:
-    """Write the replies to the outbox (held until ``hold_until``) and return their row ids."""
-    return await outbox.enqueue_messages(
+    session: AsyncSession, update: Update, replies: Sequence[OutMessage], answer: Answer | None
+) -> tuple[tuple[int, ...], bool]:
+    """Write the replies to the outbox; their row ids, and whether the first is the webhook's answer."""
+    passive = bool(replies) and answer is not None and can_be_passive(replies[0]) and answer.take_passive()
+    ids = await outbox.enqueue_messages(
         session,
         platform=update.platform.value,
         app_id=update.app_id,
         recipient=update.user_id,
         messages=replies,
         idempotency_keys=[reply_key(update, index) for index in range(len(replies))],
-        available_at=hold_until,
+        first_passive=passive,
     )
+    return ids, passive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +231,12 @@ class Outcome:
     outbox_ids: tuple[int, ...] = ()
     failed: bool = False
     recorded: bool = True  # False only when the database could not even record the delivery
+    passive: bool = False  # the first reply is recorded as the webhook's own answer
+
+    @property
+    def queued_for_worker(self) -> bool:
+        """Whether the worker has replies to send (all but a passive first one)."""
+        return len(self.outbox_ids) > (1 if self.passive else 0)
 
 
 class Engine:
@@ -204,6 +250,7 @@ class Engine:
         metrics: Metrics,
         *,
         state_ttl: timedelta,
+        inbox: Inbox,
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         self._sessionmaker = sessionmaker
@@ -215,24 +262,24 @@ class Engine:
         self._locks = KeyedLocks()
         self._on_enqueued = on_enqueued
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._claims = outbox.PassiveClaims(sessionmaker, on_enqueued)
         self._recent = RecentContacts()
+        self.inbox = inbox
 
-    async def process(self, update: Update, hold_until: datetime | None = None) -> Outcome:
-        """Handle ``update`` once; replies are queued, held until ``hold_until`` for a passive answer."""
+    async def process(self, update: Update, answer: Answer | None = None) -> Outcome:
+        """Handle ``update`` once; with ``answer``, the first reply may be taken as the webhook's own."""
         async with self._locks.hold(update.user_key):
             try:
                 async with asyncio.timeout(HANDLER_LIMIT_SECONDS):
-                    outcome = await self._process_locked(update, hold_until)
+                    outcome = await self._process_locked(update, answer)
             except Exception:
                 self._metrics.handler_errors.labels(update.platform.value).inc()
                 log.exception("handler failed", extra={"platform": update.platform.value, "kind": update.kind})
-                outcome = await self._apologise(update, hold_until)
-        if outcome.outbox_ids and hold_until is None:
-            self._on_enqueued()  # held replies wake the worker only when they are released
+                outcome = await self._apologise(update, answer)
+        if outcome.queued_for_worker:
+            self._on_enqueued()
         return outcome
 
-    async def _process_locked(self, update: Update, hold_until: datetime | None) -> Outcome:
+    async def _process_locked(self, update: Update, answer: Answer | None) -> Outcome:
         now = utcnow()
         async with self._sessionmaker() as session, session.begin():
             if not await claim_delivery(session, update, now):
@@ -245,11 +292,11 @@ class Engine:
             ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
             await self._router.dispatch(ctx)
             self._states.save(state_row, ctx.snapshot(self._state_ttl), now)
-            ids = await _queue_replies(session, update, ctx.replies, hold_until)
+            ids, passive = await _queue_replies(session, update, ctx.replies, answer)
         self._recent.seen(update, now)  # committed: the account exists and its last contact is recorded
-        return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids)
+        return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids, passive=passive)
 
-    async def _apologise(self, update: Update, hold_until: datetime | None) -> Outcome:
+    async def _apologise(self, update: Update, answer: Answer | None) -> Outcome:
         """The handler failed and rolled back: record the delivery and the contact, and tell the user what to do.
 
         The contact is recorded again here because the handler's transaction, which recorded it, rolled
@@ -265,13 +312,14 @@ class Engine:
                 if update.kind in CONTACT_KINDS:
                     await touch_account(session, update, now)
                 ids: tuple[int, ...] = ()
+                passive = False
                 if update.kind in CONVERSATIONAL_KINDS:
-                    ids = await _queue_replies(session, update, [message], hold_until)
+                    ids, passive = await _queue_replies(session, update, [message], answer)
             if update.kind in CONTACT_KINDS:
                 self._recent.seen(update, now)
             if update.kind not in CONVERSATIONAL_KINDS:
                 return Outcome(duplicate=False, failed=True)
-            return Outcome(duplicate=False, replies=(message,), outbox_ids=ids, failed=True)
+            return Outcome(duplicate=False, replies=(message,), outbox_ids=ids, failed=True, passive=passive)
         except Exception:
             # The database itself is failing: nothing is recorded, but the user is still told, in the
             # passive reply, that it did not work and to try again.
@@ -290,49 +338,102 @@ class Engine:
     async def respond(self, update: Update, deadline: float, received_at: datetime) -> OutMessage | None:
         """Process ``update`` and return the message to answer passively, if it is ready in time.
 
-        The replies are queued first, held back from the worker. If processing beats the deadline, the
-        first reply is the webhook's own answer (recorded as such in a batch just after) and the rest are
-        released to the worker; otherwise the webhook answers with an acknowledgement and all of them are
-        released as soon as they are queued.
+        If the transaction writes the replies before the deadline, the first is recorded as answered
+        passively in that same commit and returned here; the rest go to the worker. Otherwise the update
+        is written to the inbox and acknowledged (None), and its replies go to the worker once queued.
+        Raises :class:`Unrecorded` when a late update could not be made durable (answer with an error, so
+        that the platform retries).
         """
-        # Every path that stays alive releases or claims the held rows explicitly; the hold only decides
-        # how soon the worker steps in after a crash (or a failed claim), so it can be generous.
-        hold_until = received_at + timedelta(seconds=deadline) + PASSIVE_HOLD
-        task = self._track(self.process(update, hold_until))
+        answer = Answer()
+        task = self._track(self.process(update, answer))
         remaining = deadline - (utcnow() - received_at).total_seconds()
         done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
-        if not done:
+        if not done and answer.give_up():
             log.warning("deadline passed; answer goes through the outbox", extra={"platform": update.platform.value})
-            self._track(self._release_when_done(task))
+            await self._acknowledge_late(update, received_at, task)
             return None
-        outcome = task.result()
+        # Done, or the engine took the passive answer just before the deadline: its commit is in flight.
+        outcome = await asyncio.shield(task)
         if outcome.failed and outcome.replies and not outcome.outbox_ids:
             return outcome.replies[0]  # nothing could be queued: answer directly
         if outcome.duplicate:
             return await self._answer_retry(update, received_at)
-        if not outcome.outbox_ids:
-            return None
-        if not can_be_passive(outcome.replies[0]):
-            self._claims.add(None, outcome.outbox_ids)  # all go through the outbox
-            return None
-        first, *rest = outcome.outbox_ids
-        self._claims.add(first, rest)
-        return outcome.replies[0]
+        return outcome.replies[0] if outcome.passive else None
 
     async def deliver(self, update: Update, deadline: float, received_at: datetime) -> bool | None:
         """Process an update whose answers all go out through the outbox (no passive reply, as on Alipay).
 
         Returns True once the delivery is recorded (or was a duplicate), False when the database could not
-        record it (the platform should retry), and None when the deadline passed first: processing goes
-        on, and its replies are released to the worker as soon as they are queued.
+        record it (the platform should retry), and None when the deadline passed first and the update was
+        written to the inbox: processing goes on, and its replies go to the worker as soon as they are queued.
         """
         task = self._track(self.process(update))
         remaining = deadline - (utcnow() - received_at).total_seconds()
         done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
-        if not done:
-            log.warning("deadline passed; processing goes on", extra={"platform": update.platform.value})
-            return None
-        return task.result().recorded
+        if done:
+            return task.result().recorded
+        log.warning("deadline passed; processing goes on", extra={"platform": update.platform.value})
+        try:
+            await self._acknowledge_late(update, received_at, task)
+        except Unrecorded:
+            return False
+        return None
+
+    async def _acknowledge_late(self, update: Update, received_at: datetime, task: asyncio.Task[Outcome]) -> None:
+        """Make a late update durable in the inbox before it is acknowledged; :class:`Unrecorded` if it cannot be."""
+        try:
+            async with asyncio.timeout(INBOX_WRITE_LIMIT_SECONDS):
+                await self.inbox.keep(update, received_at)
+        except Exception as exc:
+            if task.done() and not task.cancelled() and task.result().recorded:
+                return  # committed meanwhile: durable after all
+            log.error("a late update could not be written to the inbox", extra={"platform": update.platform.value})
+            raise Unrecorded from exc
+        self._track(self._finish_late(update, task))
+
+    async def _finish_late(self, update: Update, task: asyncio.Task[Outcome]) -> None:
+        """Once a late update's transaction has committed, its inbox row goes."""
+        outcome = await task
+        if outcome.recorded:
+            self.inbox.done(update)
+        else:
+            self.inbox.abandon(update)  # its lease lapses and recovery runs it again
+
+    async def recover(self) -> int:
+        """Finish the updates that dead processes left in the inbox; how many were taken over.
+
+        One user's updates run in the order they arrived, different users' side by side. Their replies
+        all go through the outbox (the webhook request that brought them is long gone).
+        """
+        taken = await self.inbox.take_abandoned()
+        if not taken:
+            return 0
+        log.warning("finishing updates a stopped process left", extra={"updates": len(taken)})
+        by_user: dict[tuple[str, str, str], list[Update]] = {}
+        for update, _ in taken:
+            by_user.setdefault(update.user_key, []).append(update)
+
+        async def run(updates: list[Update]) -> None:
+            for update in updates:
+                outcome = await self.process(update)
+                if outcome.recorded:
+                    self.inbox.done(update)
+                else:
+                    self.inbox.abandon(update)
+
+        await asyncio.gather(*(run(updates) for updates in by_user.values()))
+        return len(taken)
+
+    async def keep_inbox(self, every: float) -> None:
+        """Renew this process's inbox leases and finish abandoned updates, every ``every`` seconds, until cancelled."""
+        while True:
+            try:
+                await self.inbox.renew()
+                while await self.recover():
+                    pass
+            except Exception:
+                log.exception("inbox upkeep failed; trying again")
+            await asyncio.sleep(every)
 
     async def _answer_retry(self, update: Update, received_at: datetime) -> OutMessage | None:
         """A duplicate delivery: answer it again only when it is the platform's retry of a lost answer.
@@ -376,20 +477,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _release_when_done(self, task: asyncio.Task[Outcome]) -> None:
-        """A late update's replies go out as soon as they are queued, not when their hold lapses."""
-        outcome = await task
-        if not outcome.outbox_ids:
-            return
-        try:
-            async with self._sessionmaker() as session, session.begin():
-                await outbox.release_held(session, outcome.outbox_ids)
-        except Exception:
-            log.exception("could not release late replies; they go out when their hold lapses")
-        self._on_enqueued()
-
     async def drain(self, grace: float) -> None:
-        """Wait for updates still being processed, then for their passive claims (graceful shutdown)."""
+        """Wait for updates still being processed, then for their inbox rows to go (graceful shutdown)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
-        await self._claims.drain()
+        await self.inbox.drain()
