@@ -180,3 +180,17 @@ async def test_kill_9_mid_burst_loses_nothing_acknowledged_and_repeats_nothing(
     assert all(FAQ_PHONE in text for texts in answers.values() for text in texts)
     repeated = {user: texts for user, texts in answers.items() if len(texts) > 1}
     assert len(repeated) <= in_flight, (repeated, in_flight)
+
+
+@pytest.mark.slow
+def test_quick_crash_bench_loses_nothing_on_either_platform() -> None:
+    from tests.test_bench import run_quick
+
+    report = run_quick("crash_bench.py")
+    assert set(report["cases"]) == {"wechat/sqlite", "alipay/sqlite"}  # --quick: SQLite only
+    for crashes in report["cases"].values():
+        for crash in crashes:
+            assert crash["kill_after_seconds"] is not None  # killed mid-burst
+            assert crash["lost"] == crash["unanswered"] == 0, crash
+            assert crash["processed"] == crash["users"], crash
+            assert crash["duplicated"] <= crash["in_flight_sends"], crash
