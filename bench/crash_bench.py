@@ -303,6 +303,9 @@ async def crash_once(
 
                 started = time.monotonic()
                 results = await asyncio.gather(*(one(index) for index in range(args.users)))
+                if not killed_at:  # fewer answers than the kill waited for: kill it at the burst's end
+                    killed_at = time.monotonic()
+                    first.kill()
                 first.proc.wait(timeout=10)
                 acknowledged = [
                     result is not None and platform.acknowledged(users[index], *result)
@@ -352,6 +355,7 @@ async def crash_once(
     acknowledged_users = [user for user, ok in zip(users, acknowledged, strict=True) if ok]
     return {
         "users": len(users),
+        "answered_before_kill": answered,
         "acknowledged_before_kill": sum(acknowledged),
         "passive_before_kill": passive_before,
         "acks_before_kill": acks,  # success or a signed ack: the answer is to come through the outbox
