@@ -17,7 +17,7 @@ from bot.chat.engine import HANDLER_LIMIT_SECONDS, Engine
 from bot.chat.inbox import Inbox, inbox_database
 from bot.core.catalogue import build_catalogue
 from bot.core.config import SANDBOX_MOUNT, ConfigError, Settings
-from bot.core.db import create_engine, migrate, sessionmaker
+from bot.core.db import create_engine, migrate, sessionmaker, warm
 from bot.core.keys import Keyring, load_keyring, refuse_open_key_files
 from bot.core.metrics import Metrics
 from bot.core.pages import simple_page
@@ -126,6 +126,10 @@ def create_app(
         engine = create_engine(settings)
         if migrate_on_start:
             await migrate(engine, vault)
+        try:
+            await warm(engine)
+        except Exception:
+            log.exception("could not open the database's connections at start-up; they open on demand")
         app[DB] = engine
         app[SESSIONS] = sessionmaker(engine)
         yield

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.accounts import contact_outdated, touch_account
@@ -99,43 +100,62 @@ async def claim_delivery(session: AsyncSession, update: Update, now: datetime) -
     return (await session.execute(statement)).first() is not None
 
 
-class SqlStateStore:
-    """Conversation state in ``conversation_states``, row-locked for the length of the transaction."""
+@dataclasses.dataclass
+class StateRow:
+    """A user's locked ``conversation_states`` row, as plain values (no ORM object on the hot path)."""
 
-    async def load(self, session: AsyncSession, update: Update) -> ConversationState:
+    id: int
+    state: str | None
+    data: dict[str, Any]
+    expires_at: datetime | None
+    version: int
+
+
+_STATES = ConversationState.__table__.c
+
+
+class SqlStateStore:
+    """Conversation state in ``conversation_states``, row-locked for the length of the transaction.
+
+    Core statements rather than the ORM: this runs for every update, and the unit of work (identity
+    map, change tracking, flush) costs more than the two statements it would issue.
+    """
+
+    async def load(self, session: AsyncSession, update: Update) -> StateRow:
         """Lock and return the user's state row, creating it on first contact."""
         platform, app_id, user_id = update.user_key
         query = (
-            select(ConversationState)
-            .where(
-                ConversationState.platform == platform,
-                ConversationState.app_id == app_id,
-                ConversationState.user_id == user_id,
-            )
+            select(_STATES.id, _STATES.state, _STATES.data, _STATES.expires_at, _STATES.version)
+            .where(_STATES.platform == platform, _STATES.app_id == app_id, _STATES.user_id == user_id)
             .with_for_update()
         )
-        row = (await session.scalars(query)).first()
-        if row is not None:
-            return row
-        insert = dialect_insert(session)
-        await session.execute(
-            insert(ConversationState)
-            .values(platform=platform, app_id=app_id, user_id=user_id, data={}, version=0, updated_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["platform", "app_id", "user_id"])
-        )
-        row = (await session.scalars(query)).first()
-        assert row is not None
-        return row
+        row = (await session.execute(query)).first()
+        if row is None:
+            insert = dialect_insert(session)
+            await session.execute(
+                insert(ConversationState)
+                .values(platform=platform, app_id=app_id, user_id=user_id, data={}, version=0, updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["platform", "app_id", "user_id"])
+            )
+            row = (await session.execute(query)).first()
+            assert row is not None
+        return StateRow(row.id, row.state, row.data or {}, row.expires_at, row.version or 0)
 
-    def save(self, row: ConversationState, snapshot: Snapshot, now: datetime) -> None:
+    async def save(self, session: AsyncSession, row: StateRow, snapshot: Snapshot, now: datetime) -> None:
         """Write the new state into the locked row (only when it changed)."""
         if (row.state, row.data, row.expires_at) == (snapshot.state, snapshot.data, snapshot.expires_at):
             return
-        row.state = snapshot.state
-        row.data = snapshot.data
-        row.expires_at = snapshot.expires_at
-        row.version = (row.version or 0) + 1
-        row.updated_at = now
+        await session.execute(
+            sql_update(ConversationState)
+            .where(_STATES.id == row.id)
+            .values(
+                state=snapshot.state,
+                data=snapshot.data,
+                expires_at=snapshot.expires_at,
+                version=row.version + 1,
+                updated_at=now,
+            )
+        )
 
 
 def reply_key(update: Update, index: int) -> str:
@@ -291,7 +311,7 @@ class Engine:
             snapshot, expired = self._current(state_row, now)
             ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
             await self._router.dispatch(ctx)
-            self._states.save(state_row, ctx.snapshot(self._state_ttl), now)
+            await self._states.save(session, state_row, ctx.snapshot(self._state_ttl), now)
             ids, passive = await _queue_replies(session, update, ctx.replies, answer)
         self._recent.seen(update, now)  # committed: the account exists and its last contact is recorded
         return Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids, passive=passive)
@@ -329,7 +349,7 @@ class Engine:
             return Outcome(duplicate=False, replies=(message,), failed=True, recorded=False)
 
     @staticmethod
-    def _current(row: ConversationState, now: datetime) -> tuple[Snapshot, str | None]:
+    def _current(row: StateRow, now: datetime) -> tuple[Snapshot, str | None]:
         if row.state is not None and row.expires_at is not None and row.expires_at <= now:
             return Snapshot(), row.state
         # A deep copy: handlers may change nested values, and the stored row must see the difference.
