@@ -236,6 +236,8 @@ async def _conversation_engine(app: web.Application) -> AsyncIterator[None]:
         state_ttl=timedelta(seconds=settings.state_ttl_seconds),
         inbox=Inbox(sessionmaker(inbox_db), app[SERVICES].vault, lease=lease),
         on_enqueued=app[WORKER].wake,
+        # SQLite has one connection: one group at a time. PostgreSQL overlaps a few groups' round trips.
+        group_runners=1 if app[DB].dialect.name == "sqlite" else 4,
     )
     app[ENGINE] = engine
     try:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,6 +55,10 @@ HANDLER_LIMIT_SECONDS = 60.0
 RETRY_AFTER = timedelta(seconds=2)
 # A late update's inbox write must be done within this, or the platform is not acknowledged (it retries).
 INBOX_WRITE_LIMIT_SECONDS = 5.0
+# Group commit: at most this many updates share a transaction, and a handler in a group that runs longer
+# than this is stopped, the group rolled back and each of its updates run again on its own.
+GROUP_LIMIT = 32
+SLOW_IN_GROUP_SECONDS = 0.25
 ACCOUNT_EVENTS = frozenset({UpdateKind.FOLLOW, UpdateKind.UNFOLLOW})
 
 
@@ -140,6 +144,34 @@ class SqlStateStore:
             row = (await session.execute(query)).first()
             assert row is not None
         return StateRow(row.id, row.state, row.data or {}, row.expires_at, row.version or 0)
+
+    async def load_many(self, session: AsyncSession, updates: Sequence[Update]) -> dict[tuple[str, str, str], StateRow]:
+        """Lock and return several users' state rows (two or three statements for all), creating missing ones."""
+        keys = list(dict.fromkeys(update.user_key for update in updates))
+        user = tuple_(_STATES.platform, _STATES.app_id, _STATES.user_id)
+        columns = (_STATES.platform, _STATES.app_id, _STATES.user_id, _STATES.id, _STATES.state, _STATES.data)
+        query = select(*columns, _STATES.expires_at, _STATES.version).order_by(_STATES.id).with_for_update()
+        found = {(row[0], row[1], row[2]): row for row in (await session.execute(query.where(user.in_(keys)))).all()}
+        missing = [key for key in keys if key not in found]
+        if missing:
+            insert = dialect_insert(session)
+            now = utcnow()
+            await session.execute(
+                insert(ConversationState)
+                .values(
+                    [
+                        {"platform": p, "app_id": a, "user_id": u, "data": {}, "version": 0, "updated_at": now}
+                        for p, a, u in missing
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["platform", "app_id", "user_id"])
+            )
+            for row in (await session.execute(query.where(user.in_(missing)))).all():
+                found[(row[0], row[1], row[2])] = row
+        return {
+            key: StateRow(row.id, row.state, row.data or {}, row.expires_at, row.version or 0)
+            for key, row in found.items()
+        }
 
     async def save(self, session: AsyncSession, row: StateRow, snapshot: Snapshot, now: datetime) -> None:
         """Write the new state into the locked row (only when it changed)."""
@@ -242,6 +274,33 @@ async def _queue_replies(
     return ids, passive
 
 
+async def _queue_group_replies(
+    session: AsyncSession, answers: Sequence[tuple[Update, Sequence[OutMessage], Answer | None]]
+) -> list[tuple[tuple[int, ...], bool]]:
+    """Every reply of a group in one multi-row INSERT; per update, its row ids and whether the first is passive."""
+    values: list[dict[str, Any]] = []
+    shapes: list[tuple[int, bool]] = []
+    for update, replies, answer in answers:
+        passive = bool(replies) and answer is not None and can_be_passive(replies[0]) and answer.take_passive()
+        rows = outbox.new_rows(
+            platform=update.platform.value,
+            app_id=update.app_id,
+            recipient=update.user_id,
+            messages=replies,
+            idempotency_keys=[reply_key(update, index) for index in range(len(replies))],
+            first_passive=passive,
+        )
+        values.extend(rows)
+        shapes.append((len(rows), passive))
+    ids = await outbox.insert_rows(session, values)
+    result: list[tuple[tuple[int, ...], bool]] = []
+    start = 0
+    for count, passive in shapes:
+        result.append((ids[start : start + count], passive))
+        start += count
+    return result
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What processing an update produced."""
@@ -259,8 +318,32 @@ class Outcome:
         return len(self.outbox_ids) > (1 if self.passive else 0)
 
 
+@dataclasses.dataclass
+class _Job:
+    """An update waiting for its group's transaction."""
+
+    update: Update
+    answer: Answer | None
+    future: asyncio.Future[Outcome]
+
+
+class _GroupAbandoned(Exception):
+    """A handler failed or was too slow in a group: the group rolls back and each update runs on its own."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 class Engine:
-    """Runs updates through the router, one transaction each, and answers within the platform's deadline."""
+    """Runs updates through the router, one transaction each, and answers within the platform's deadline.
+
+    Updates that arrive together share a transaction (group commit): one multi-row statement records
+    their delivery keys, one locks their state rows, the handlers run one after another, and one
+    multi-row INSERT queues every reply. Each update's effects are still all-or-nothing: if a handler
+    fails, or runs longer than :data:`SLOW_IN_GROUP_SECONDS`, the group rolls back and each update runs
+    again in a transaction of its own (where a failure gets its apology).
+    """
 
     def __init__(
         self,
@@ -272,6 +355,8 @@ class Engine:
         state_ttl: timedelta,
         inbox: Inbox,
         on_enqueued: Callable[[], None] = lambda: None,
+        group_limit: int = GROUP_LIMIT,
+        group_runners: int = 1,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._router = router
@@ -284,20 +369,144 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._recent = RecentContacts()
         self.inbox = inbox
+        self._group_limit = max(1, group_limit)
+        self._waiting: list[_Job] = []
+        self._group_runners = max(1, group_runners)
+        self._groupers: set[asyncio.Task[None]] = set()
+        self.groups = collections.Counter[int]()  # group sizes run (for benchmarks and tests)
 
     async def process(self, update: Update, answer: Answer | None = None) -> Outcome:
         """Handle ``update`` once; with ``answer``, the first reply may be taken as the webhook's own."""
-        async with self._locks.hold(update.user_key):
-            try:
-                async with asyncio.timeout(HANDLER_LIMIT_SECONDS):
-                    outcome = await self._process_locked(update, answer)
-            except Exception:
-                self._metrics.handler_errors.labels(update.platform.value).inc()
-                log.exception("handler failed", extra={"platform": update.platform.value, "kind": update.kind})
-                outcome = await self._apologise(update, answer)
+        async with self._locks.hold(update.user_key):  # so a group never holds two updates of one user
+            if self._group_limit > 1:
+                job = _Job(update, answer, asyncio.get_running_loop().create_future())
+                self._waiting.append(job)
+                if len(self._groupers) < self._group_runners:
+                    grouper = asyncio.create_task(self._run_groups())
+                    self._groupers.add(grouper)
+                    grouper.add_done_callback(self._groupers.discard)
+                outcome = await asyncio.shield(job.future)
+            else:
+                outcome = await self._alone(update, answer)
         if outcome.queued_for_worker:
             self._on_enqueued()
         return outcome
+
+    async def _alone(self, update: Update, answer: Answer | None) -> Outcome:
+        """One update in a transaction of its own (an apology if its handler fails)."""
+        try:
+            async with asyncio.timeout(HANDLER_LIMIT_SECONDS):
+                return await self._process_locked(update, answer)
+        except Exception:
+            self._metrics.handler_errors.labels(update.platform.value).inc()
+            log.exception("handler failed", extra={"platform": update.platform.value, "kind": update.kind})
+            return await self._apologise(update, answer)
+
+    async def _run_groups(self) -> None:
+        """Run the waiting updates, a group per transaction, until none is waiting.
+
+        No wait is added: the updates that arrived while the previous group ran form the next one. On
+        PostgreSQL several of these run at once (``group_runners``), so that one group's round trips do
+        not hold up the next; their users differ, since a user's next update waits for the previous one.
+        """
+        while self._waiting:
+            await asyncio.sleep(0)  # let the requests read in this turn of the loop join
+            jobs, self._waiting = self._waiting[: self._group_limit], self._waiting[self._group_limit :]
+            self.groups[len(jobs)] += 1
+            if len(jobs) == 1:
+                self._one_by_one(jobs, culprit=None)
+                continue
+            try:
+                outcomes = await self._process_group(jobs)
+            except _GroupAbandoned as exc:
+                self._one_by_one(jobs, culprit=exc.index)
+                continue
+            except Exception:
+                log.warning("a group's transaction failed; its updates run one by one", exc_info=True)
+                self._one_by_one(jobs, culprit=None)
+                continue
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if not job.future.done():
+                    job.future.set_result(outcome)
+
+    def _one_by_one(self, jobs: Sequence[_Job], culprit: int | None) -> None:
+        """Run each job in a transaction of its own, the one that broke the group last, without waiting.
+
+        Last, because on SQLite a transaction holds the only connection for as long as its handler runs:
+        the others take it first (the pool serves in order of asking).
+        """
+        order = [index for index in range(len(jobs)) if index != culprit] + ([culprit] if culprit is not None else [])
+        for index in order:
+            self._track(self._settle_alone(jobs[index]))
+
+    async def _settle_alone(self, job: _Job) -> None:
+        try:
+            outcome = await self._alone(job.update, job.answer)
+        except BaseException as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            raise
+        if not job.future.done():
+            job.future.set_result(outcome)
+
+    async def _process_group(self, jobs: Sequence[_Job]) -> list[Outcome]:
+        """Several updates (of different users) in one transaction, with multi-row statements."""
+        now = utcnow()
+        outcomes: dict[int, Outcome] = {}
+        async with self._sessionmaker() as session, session.begin():
+            insert = dialect_insert(session)
+            table = ProcessedMessage.__table__.c
+            claimed = await session.execute(
+                insert(ProcessedMessage)
+                .values(
+                    [
+                        {
+                            "platform": job.update.platform.value,
+                            "app_id": job.update.app_id,
+                            "dedupe_key": job.update.dedupe_key,
+                            "created_at": now,
+                        }
+                        for job in jobs
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["platform", "app_id", "dedupe_key"])
+                .returning(table.platform, table.app_id, table.dedupe_key)
+            )
+            fresh = {tuple(row) for row in claimed.all()}
+            live = []
+            for index, job in enumerate(jobs):
+                if (job.update.platform.value, job.update.app_id, job.update.dedupe_key) in fresh:
+                    live.append((index, job))
+                else:
+                    outcomes[index] = Outcome(duplicate=True)
+            states = await self._states.load_many(session, [job.update for _, job in live])
+            contexts: list[tuple[int, _Job, Context]] = []
+            for index, job in live:
+                update = job.update
+                account = await touch_account(session, update, now) if self._recent.stale(update, now) else None
+                row = states[update.user_key]
+                snapshot, expired = self._current(row, now)
+                ctx = Context(update, session, account, snapshot, self._services, now, expired_state=expired)
+                try:
+                    async with asyncio.timeout(SLOW_IN_GROUP_SECONDS):
+                        await self._router.dispatch(ctx)
+                except TimeoutError as exc:
+                    # Why not wait: the others' answers would wait too. Alone it has the full limit.
+                    log.info("a slow handler left its group", extra={"platform": update.platform.value})
+                    raise _GroupAbandoned(index) from exc
+                except Exception as exc:
+                    # Its writes are mixed with the others' in this transaction: only a rollback undoes
+                    # them. Alone again, it fails again and gets its apology there.
+                    raise _GroupAbandoned(index) from exc
+                await self._states.save(session, row, ctx.snapshot(self._state_ttl), now)
+                contexts.append((index, job, ctx))
+            queued = await _queue_group_replies(
+                session, [(job.update, ctx.replies, job.answer) for _, job, ctx in contexts]
+            )
+        for (index, job, ctx), (ids, passive) in zip(contexts, queued, strict=True):
+            self._recent.seen(job.update, now)
+            outcomes[index] = Outcome(duplicate=False, replies=tuple(ctx.replies), outbox_ids=ids, passive=passive)
+        return [outcomes[index] for index in range(len(jobs))]
 
     async def _process_locked(self, update: Update, answer: Answer | None) -> Outcome:
         now = utcnow()

@@ -97,6 +97,40 @@ def _new_row(
     }
 
 
+def new_rows(
+    *,
+    platform: str,
+    app_id: str,
+    recipient: str,
+    messages: Sequence[OutMessage],
+    idempotency_keys: Sequence[str],
+    available_at: datetime | None = None,
+    first_passive: bool = False,
+) -> list[dict[str, Any]]:
+    """The outbox rows for conversational messages to one recipient (see :func:`enqueue_messages`)."""
+    values = [
+        _new_row(platform, app_id, recipient, *message_to_payload(message), available_at, key)
+        for message, key in zip(messages, idempotency_keys, strict=True)
+    ]
+    if values and first_passive:
+        values[0]["status"] = OutboxStatus.PASSIVE
+        values[0]["sent_at"] = values[0]["created_at"]
+    return values
+
+
+async def insert_rows(session: AsyncSession, values: Sequence[Mapping[str, Any]]) -> tuple[int, ...]:
+    """One multi-row INSERT … RETURNING of outbox rows; their ids, in order.
+
+    The bulk path skips the ORM's unit of work: it runs for every message the engine answers.
+    """
+    if not values:
+        return ()
+    result = await session.execute(
+        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), list(values)
+    )
+    return tuple(result.scalars().all())
+
+
 async def enqueue_messages(
     session: AsyncSession,
     *,
@@ -112,21 +146,17 @@ async def enqueue_messages(
 
     With ``first_passive`` the first one is recorded as already answered in the webhook's own reply, in
     this same transaction: the worker never sends it, even if the process dies right after the commit.
-    The bulk path skips the ORM's unit of work: it runs for every message the engine answers.
     """
-    if not messages:
-        return ()
-    values = [
-        _new_row(platform, app_id, recipient, *message_to_payload(message), available_at, key)
-        for message, key in zip(messages, idempotency_keys, strict=True)
-    ]
-    if first_passive:
-        values[0]["status"] = OutboxStatus.PASSIVE
-        values[0]["sent_at"] = values[0]["created_at"]
-    result = await session.execute(
-        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), values
+    rows = new_rows(
+        platform=platform,
+        app_id=app_id,
+        recipient=recipient,
+        messages=messages,
+        idempotency_keys=idempotency_keys,
+        available_at=available_at,
+        first_passive=first_passive,
     )
-    return tuple(result.scalars().all())
+    return await insert_rows(session, rows)
 
 
 def enqueue_message(
