@@ -15,6 +15,7 @@ import asyncio
 import signal
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,10 +23,11 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.dev.fakes.wechat import SignedRequest
+from bot.dev.fakes.wechat import SignedRequest, WeChatClientSim
 from models import OutboxMessage, ProcessedMessage, utcnow
 from tests import test_processes as processes
-from tests.helpers import eventually
+from tests.conftest import Serve
+from tests.helpers import count, eventually, post
 from tests.test_processes import FAQ_PHONE, FakePlatform, ServerProcess, deliver, server_env, users_held, wechat_sim
 
 # The process tests' fixtures: the fake WeChat API on loopback, and sessions on the shared database.
@@ -194,3 +196,25 @@ def test_quick_crash_bench_loses_nothing_on_either_platform() -> None:
             assert crash["lost"] == crash["unanswered"] == 0, crash
             assert crash["processed"] == crash["users"], crash
             assert crash["duplicated"] <= crash["in_flight_sends"], crash
+
+
+async def test_a_copy_reaching_a_restarted_process_at_once_gets_the_passive_answer_again(
+    make_settings: Any, serve: Serve
+) -> None:
+    # The first process committed the update with its passive answer recorded, then (as if killed before
+    # its response went out) WeChat got nothing and delivers the message again at once, to the process
+    # started after it. Answering success there would leave the user with no answer at all.
+    settings = make_settings()
+    first = await serve(settings)
+    sim = WeChatClientSim(settings.wechat_token, settings.wechat_appid, settings.wechat_aes_key)
+    xml = sim.text("o-restarted", "客服电话", msg_id=9_300_001)
+    _, body = await post(first, sim.sign(xml))
+    answer = sim.open_reply(body)
+    assert answer is not None and FAQ_PHONE in answer["Content"]
+    _, again_here = await post(first, sim.sign(xml))
+    assert again_here == "success"  # a copy racing the live process that answered it: answered once
+    restarted = await serve(settings)
+    _, again = await post(restarted, sim.sign(xml))
+    reply = sim.open_reply(again)
+    assert reply is not None and reply["Content"] == answer["Content"]
+    assert await count(restarted, ProcessedMessage) == 1

@@ -369,6 +369,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._recent = RecentContacts()
         self.inbox = inbox
+        self._started_at = utcnow()
         self._group_limit = max(1, group_limit)
         self._waiting: list[_Job] = []
         self._group_runners = max(1, group_runners)
@@ -681,7 +682,12 @@ class Engine:
                         ProcessedMessage.dedupe_key == update.dedupe_key,
                     )
                 )
-                if first_seen is None or received_at - first_seen < RETRY_AFTER:
+                if first_seen is None:
+                    return None
+                # A copy arriving soon after the original races a live request, which answers it; unless
+                # the original was taken up before this process started: that process may have died
+                # between its commit (which recorded the passive answer) and its response.
+                if received_at - first_seen < RETRY_AFTER and first_seen >= self._started_at:
                     return None
                 row = (
                     await session.scalars(
