@@ -439,7 +439,7 @@ STAGE_NOTES = {
     "open": "verify signature and msg_signature, decrypt, parse (WeChatGateway.open)",
     "respond": "lock, dedupe, load state, dispatch, save, queue reply: one transaction (Engine.respond)",
     "render": "TextReply and encryption (WeChatGateway.render)",
-    "passive_claim": "record the reply as answered passively (batched after the answer; one at a time here)",
+    "passive_claim": "engine.drain: nothing since issue 12 (the passive answer is recorded in respond's commit)",
     "worker_poll": "one outbox worker claim query (under load it polls, it is not woken per message)",
 }
 
@@ -496,7 +496,7 @@ async def stage_breakdown(database_url: str, keys_dir: Path, scratch: Path, coun
             marks.append((time.process_time(), statements[0]))
             body = gateway.render(update, answer, encrypted)
             marks.append((time.process_time(), statements[0]))
-            await engine.drain(grace=5)  # the batched passive claim, which the live server does after answering
+            await engine.drain(grace=5)  # was the batched passive claim; now part of respond's transaction
             marks.append((time.process_time(), statements[0]))
             await worker.run_once()
             marks.append((time.process_time(), statements[0]))

@@ -15,9 +15,10 @@ from sqlalchemy import text
 
 from bot.chat.conversation import Router, Services
 from bot.chat.engine import HANDLER_LIMIT_SECONDS, Engine
+from bot.chat.inbox import Inbox, inbox_database
 from bot.core.catalogue import build_catalogue
 from bot.core.config import SANDBOX_MOUNT, ConfigError, Settings
-from bot.core.db import create_engine, migrate, sessionmaker
+from bot.core.db import create_engine, migrate, sessionmaker, warm
 from bot.core.keys import Keyring, load_keyring, refuse_open_key_files
 from bot.core.metrics import Metrics
 from bot.core.pages import simple_page
@@ -139,6 +140,10 @@ def create_app(
         engine = create_engine(settings)
         if migrate_on_start:
             await migrate(engine, vault)
+        try:
+            await warm(engine)
+        except Exception:
+            log.exception("could not open the database's connections at start-up; they open on demand")
         app[DB] = engine
         app[SESSIONS] = sessionmaker(engine)
         yield
@@ -259,19 +264,36 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
 async def _conversation_engine(app: web.Application) -> AsyncIterator[None]:
     """The engine that runs updates through the router; on the way out it finishes late updates."""
     settings = app[SETTINGS]
+    # The inbox writes on a connection of its own: a late update must not queue for the connections
+    # the updates ahead of it hold (on SQLite, the only one, or the file's write lock).
+    inbox_db = await inbox_database(settings, app[DB])
+    lease = timedelta(seconds=settings.inbox_lease_seconds)
     engine = Engine(
         app[SESSIONS],
         app[ROUTER],
         app[SERVICES],
         app[METRICS],
         state_ttl=timedelta(seconds=settings.state_ttl_seconds),
+        inbox=Inbox(sessionmaker(inbox_db), app[SERVICES].vault, lease=lease),
         on_enqueued=app[WORKER].wake,
+        # SQLite has one connection: one group at a time. PostgreSQL overlaps a few groups' round trips.
+        group_runners=1 if app[DB].dialect.name == "sqlite" else 4,
     )
     app[ENGINE] = engine
+    try:
+        # Before the first request: what a stopped process left long ago goes ahead of anything new.
+        await engine.recover()
+    except Exception:
+        log.exception("could not look at the inbox at start-up; the upkeep tries again")
+    upkeep = asyncio.create_task(engine.keep_inbox(every=lease.total_seconds() / 4))
     yield
     # Why here: requests have drained (aiohttp stops accepting first); finish their late updates so
     # their replies are queued before the worker (stopped next) makes its last pass.
+    upkeep.cancel()  # an update it was finishing rolls back; its lease lapses and the next process takes it
+    await asyncio.gather(upkeep, return_exceptions=True)
     await engine.drain(grace=HANDLER_LIMIT_SECONDS + 5)
+    if inbox_db is not app[DB]:
+        await inbox_db.dispose()
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:

@@ -243,11 +243,12 @@ def cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> None:
         app = create_app(settings, migrate_on_start=True)
         runner = web.AppRunner(app)
-        await runner.setup()  # runs the cleanup contexts' start-up halves: database, client, worker
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Before the start-up: the worker may deliver (and be told to stop) while the rest still starts.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await runner.setup()  # runs the cleanup contexts' start-up halves: database, client, worker
         log.info("outbox worker running")
         await stop.wait()
         await runner.cleanup()

@@ -26,6 +26,7 @@ from models.miniprogram import AccountUnion, ConsentSource, MiniSession, Subscri
 from models.ops import (
     AuditEntry,
     ConversationState,
+    InboxUpdate,
     OutboxKind,
     OutboxMessage,
     OutboxStatus,
@@ -75,6 +76,7 @@ __all__ = [
     "Grant",
     "Guardian",
     "Identity",
+    "InboxUpdate",
     "MiniSession",
     "Notice",
     "NoticeKind",

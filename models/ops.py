@@ -1,4 +1,4 @@
-"""Operational tables: outbox, conversation state, processed-message keys, audit log, API tokens."""
+"""Operational tables: inbox, outbox, conversation state, processed-message keys, audit log, API tokens."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
@@ -86,6 +86,27 @@ class ProcessedMessage(Base):
     app_id: Mapped[str] = mapped_column(String(64))
     dedupe_key: Mapped[str] = mapped_column(String(160))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class InboxUpdate(Base):
+    """An acknowledged update not yet processed: written before the platform hears the acknowledgement.
+
+    The update is sealed (a chat message may carry a name or an ID number). The process that wrote the
+    row holds a lease on it, renewed while it works; a row whose lease lapsed was left by a dead process,
+    and the recovery step takes it over. Deleted once the update's transaction has committed.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("platform", "app_id", "dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    app_id: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(160))
+    update_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    owner: Mapped[str] = mapped_column(String(32))
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditEntry(Base):

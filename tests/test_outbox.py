@@ -261,17 +261,20 @@ async def test_dead_letter_after_max_attempts(
 async def test_permanent_error_dead_letters_at_once(
     app: web.Application, fake: FakeWeChatAPI, errcode: int, reason: str
 ) -> None:
-    row_id = await add_text(app, "o-user-1", "hello")
-    other = await add_text(app, "o-user-2", "hello too")
-    fake.fail(CUSTOM_SEND, errcode)
+    texts = {"o-user-1": "hello", "o-user-2": "hello too"}
+    ids = {user: await add_text(app, user, text) for user, text in texts.items()}
+    fake.fail(CUSTOM_SEND, errcode)  # whichever of the two (sent side by side) reaches WeChat first
     assert await app[WORKER].run_once() == 2
+    failed = next(user for user in texts if not fake.texts_to(user))
+    delivered = next(user for user in texts if user != failed)
+    row_id = ids[failed]
     row = await get(app, row_id)
     assert row.status == "dead"
     assert row.attempts == 1
     assert row.last_error is not None and reason in row.last_error and f"wechat_{errcode}" in row.last_error
     # The failure of one row does not hold back the rest of the batch.
-    assert (await get(app, other)).status == "sent"
-    assert fake.texts_to("o-user-2") == ["hello too"]
+    assert (await get(app, ids[delivered])).status == "sent"
+    assert fake.texts_to(delivered) == [texts[delivered]]
     assert failures(app, f"wechat_{errcode}") == 1
     await make_due(app, row_id)
     assert await app[WORKER].run_once() == 0

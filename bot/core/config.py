@@ -159,6 +159,9 @@ class Settings:
     outbox_poll_seconds: float = 0.5
     outbox_max_attempts: int = 8
     outbox_batch_size: int = 20
+    # A late update waits in the inbox under its process's lease, renewed while it works; a dead
+    # process's updates are taken over by a live one once their lease lapses.
+    inbox_lease_seconds: float = 10.0
 
     state_ttl_seconds: int = 30 * 60
     processed_key_ttl_days: int = 3

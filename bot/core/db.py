@@ -42,12 +42,31 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _tune_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    # A fixed pool, no overflow: overflow connections are closed as soon as they come back, so under a
+    # burst every few requests paid for a new connection (a handshake here and a backend start on the
+    # server; measured: ~2,200 connections for ~5,900 requests). Requests beyond it wait their turn.
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 0)
+    kwargs.setdefault("pool_timeout", 30)
     # No pre-ping: it costs a round trip per checkout on the hot path; a dead connection fails one
     # transaction, which the platform retries, and the pool replaces it.
     kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(url, **kwargs)
+
+
+async def warm(engine: AsyncEngine) -> int:
+    """Open the pool's connections now, not on the first requests of a burst; how many were opened."""
+    size = getattr(engine.sync_engine.pool, "size", lambda: 1)()
+    connections = []
+    try:
+        for _ in range(size):
+            connection = await engine.connect()
+            connections.append(connection)
+            await connection.exec_driver_sql("SELECT 1")
+    finally:
+        for connection in connections:
+            await connection.close()
+    return len(connections)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

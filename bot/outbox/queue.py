@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -93,7 +93,42 @@ def _new_row(
         "available_at": available_at or now,
         "created_at": now,
         "idempotency_key": idempotency_key,
+        "sent_at": None,
     }
+
+
+def new_rows(
+    *,
+    platform: str,
+    app_id: str,
+    recipient: str,
+    messages: Sequence[OutMessage],
+    idempotency_keys: Sequence[str],
+    available_at: datetime | None = None,
+    first_passive: bool = False,
+) -> list[dict[str, Any]]:
+    """The outbox rows for conversational messages to one recipient (see :func:`enqueue_messages`)."""
+    values = [
+        _new_row(platform, app_id, recipient, *message_to_payload(message), available_at, key)
+        for message, key in zip(messages, idempotency_keys, strict=True)
+    ]
+    if values and first_passive:
+        values[0]["status"] = OutboxStatus.PASSIVE
+        values[0]["sent_at"] = values[0]["created_at"]
+    return values
+
+
+async def insert_rows(session: AsyncSession, values: Sequence[Mapping[str, Any]]) -> tuple[int, ...]:
+    """One multi-row INSERT … RETURNING of outbox rows; their ids, in order.
+
+    The bulk path skips the ORM's unit of work: it runs for every message the engine answers.
+    """
+    if not values:
+        return ()
+    result = await session.execute(
+        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), list(values)
+    )
+    return tuple(result.scalars().all())
 
 
 async def enqueue_messages(
@@ -105,21 +140,23 @@ async def enqueue_messages(
     messages: Sequence[OutMessage],
     idempotency_keys: Sequence[str],
     available_at: datetime | None = None,
+    first_passive: bool = False,
 ) -> tuple[int, ...]:
     """Queue several conversational messages in one multi-row INSERT … RETURNING; their row ids, in order.
 
-    The bulk path skips the ORM's unit of work: it runs for every message the engine answers.
+    With ``first_passive`` the first one is recorded as already answered in the webhook's own reply, in
+    this same transaction: the worker never sends it, even if the process dies right after the commit.
     """
-    if not messages:
-        return ()
-    values = [
-        _new_row(platform, app_id, recipient, *message_to_payload(message), available_at, key)
-        for message, key in zip(messages, idempotency_keys, strict=True)
-    ]
-    result = await session.execute(
-        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True), values
+    rows = new_rows(
+        platform=platform,
+        app_id=app_id,
+        recipient=recipient,
+        messages=messages,
+        idempotency_keys=idempotency_keys,
+        available_at=available_at,
+        first_passive=first_passive,
     )
-    return tuple(result.scalars().all())
+    return await insert_rows(session, rows)
 
 
 def enqueue_message(
@@ -156,59 +193,6 @@ async def mark_passive(session: AsyncSession, ids: Sequence[int]) -> int:
         .values(status=OutboxStatus.PASSIVE, sent_at=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def release_held(session: AsyncSession, ids: Sequence[int]) -> None:
-    """Make held rows due now (their passive chance is over)."""
-    if ids:
-        await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.PENDING)
-            .values(available_at=utcnow())
-        )
-
-
-class PassiveClaims:
-    """Marks replies answered in the webhook's own response, in batches and off the request path.
-
-    The rows stay held until just past the platform's deadline, so a claim that lands a few
-    milliseconds after the response is still in time; one transaction serves every reply answered
-    meanwhile. If the process dies before the claim, the worker sends the reply after its hold: the user
-    may then read it twice, but never zero times.
-    """
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], on_released: Callable[[], None]) -> None:
-        self._sessionmaker = sessionmaker
-        self._on_released = on_released
-        self._answered: list[int] = []
-        self._released: list[int] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, answered: int | None, released: Sequence[int] = ()) -> None:
-        """Record that ``answered`` (if any) went out passively and ``released`` may go now."""
-        if answered is not None:
-            self._answered.append(answered)
-        self._released.extend(released)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._answered or self._released:
-            answered, self._answered = self._answered, []
-            released, self._released = self._released, []
-            try:
-                async with self._sessionmaker() as session, session.begin():
-                    await mark_passive(session, answered)
-                    await release_held(session, released)
-            except Exception:
-                log.exception("could not record passive replies; the worker will send them after their hold")
-            if released:
-                self._on_released()
-
-    async def drain(self) -> None:
-        """Wait until every claim is recorded."""
-        while self._task is not None and not self._task.done():
-            await self._task
 
 
 # What is left of a credential's payload (a show-code image or code-page link) once it is delivered.

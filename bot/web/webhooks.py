@@ -8,6 +8,7 @@ import time
 
 from aiohttp import web
 
+from bot.chat.engine import Unrecorded
 from bot.core.config import Settings
 from bot.platforms.alipay import inbound as alipay
 from bot.platforms.common import Rejected
@@ -75,7 +76,12 @@ async def wechat_post(request: web.Request) -> web.Response:
     try:
         body = await _read_body(request, settings)
         update, encrypted = gateway.open(request.query, body)
-        reply = await request.app[ENGINE].respond(update, settings.reply_deadline_seconds, received_at)
+        try:
+            reply = await request.app[ENGINE].respond(update, settings.reply_deadline_seconds, received_at)
+        except Unrecorded:
+            # Neither processed nor written down: no acknowledgement, so that WeChat delivers it again.
+            outcome = "unavailable"
+            return web.Response(status=503, text="temporarily unavailable")
         if reply is None:
             outcome = "acknowledged"
         text = gateway.render(update, reply, encrypted)
@@ -92,9 +98,9 @@ async def wechat_post(request: web.Request) -> web.Response:
 async def alipay_post(request: web.Request) -> web.Response:
     """Alipay's developer gateway: the check handshake, or a message acknowledged once it is recorded.
 
-    Every answer goes out through the outbox. The ack is sent when the update is recorded or when the
-    deadline passes (processing goes on); a 503 only when the database could not record it at all, so
-    Alipay delivers it again rather than the message being lost.
+    Every answer goes out through the outbox. The ack is sent when the update is recorded, or at the
+    deadline once it is written to the inbox (processing goes on); a 503 when the database could record
+    neither, so Alipay delivers it again rather than the message being lost.
     """
     started = time.perf_counter()
     received_at = utcnow()

@@ -2,7 +2,7 @@
 filing requests (自动建档) and the codes and visits of people without a file yet
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-01 18:00:00.000000
 
 The open-visit index is rebuilt to count ``verified`` as open (a verified visit is still at the desk).
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
