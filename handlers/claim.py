@@ -10,6 +10,7 @@ from bot.chat.menu import LABELS, MenuKey
 from bot.core.audit import record_access
 from bot.core.chinatime import china_date
 from bot.core.update import Text
+from bot.reminders.planning import plan_soon
 from models import CertificateKind, Consent, Identity
 
 CONSENT_VERSION = "2026-11"
@@ -167,6 +168,8 @@ async def agree(ctx: Context) -> None:
             given_at=ctx.now,
         )
     )
+    if item.file.kind == CertificateKind.CHILD:
+        await plan_soon(ctx.session, item.file.vaccinee_id, china_date(ctx.now))  # its reminders, next pass
     hint = ctx.text("claim_success_grant_hint") if item.file.kind == CertificateKind.CHILD else ""
     ctx.say("claim_success", name=item.file.masked_name, grant_hint=hint)
 

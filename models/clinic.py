@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Update,
+    text,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
@@ -229,3 +242,50 @@ class Reminder(Base):
 
 # The sender's query: scheduled reminders whose time has come (the table keeps every reminder ever sent).
 Index("ix_reminders_status_send_at", Reminder.status, Reminder.send_at)
+
+
+# The field name bound into a plan's sealed next date.
+PLAN_FIELD = "reminder_plan"
+
+
+class ReminderPlan(Base):
+    """When a claimed child's file must next be planned (incremental reminder planning).
+
+    One row per claimed child. A change to the file, its doses or its claim marks the row (``plan_from`` the
+    day of the change, ``next_enc`` cleared, ``generation`` bumped); the planner forecasts it, schedules its
+    reminders and seals the next date on which its forecast can bring a new reminder. That exact date follows
+    from the birth date, so only a coarse one is plain: ``plan_from`` lies a keyed pseudo-random 0–13 days
+    before it (or is the day of a change). ``plan_from`` NULL: nothing more to plan unless the file changes.
+    """
+
+    __tablename__ = "reminder_plans"
+
+    vaccinee_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("vaccinees.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    plan_from: Mapped[date | None] = mapped_column(Date, index=True)
+    next_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Bumped by every change: the planner writes its result only if no change came in meanwhile.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+
+    @staticmethod
+    def changed(vaccinee_ids: Collection[int], day: date) -> Update:
+        """The statement marking these files' plans for planning again (files with no plan are not claimed)."""
+        return (
+            update(ReminderPlan)
+            .where(ReminderPlan.vaccinee_id.in_(sorted(vaccinee_ids)))
+            .values(plan_from=day, next_enc=None, generation=ReminderPlan.generation + 1)
+        )
+
+    @staticmethod
+    def seal_next(vault: Sealer, vaccinee_id: int, day: date) -> bytes:
+        """The exact next planning date of one file, sealed (the file's id bound in)."""
+        return vault.seal(PLAN_FIELD, f"{vaccinee_id}:{day.isoformat()}")
+
+    @staticmethod
+    def open_next(vault: Sealer, vaccinee_id: int, blob: bytes) -> date:
+        """The date :meth:`seal_next` sealed; refuses one sealed for another file."""
+        owner, _, day = vault.open(PLAN_FIELD, blob).partition(":")
+        if owner != str(vaccinee_id):
+            raise ValueError("a reminder plan sealed for another file")
+        return date.fromisoformat(day)
