@@ -154,16 +154,16 @@ def _reminder_values(
 
 
 async def _insert_reminders(session: AsyncSession, rows: Sequence[dict[str, object]]) -> int:
-    """Insert reminders not scheduled yet (one statement); returns how many were new."""
+    """Insert reminders not scheduled yet (one executemany); returns how many were new."""
     if not rows:
         return 0
     insert = dialect_insert(session)
+    table = cast(Table, Reminder.__table__)
     # Sorted by key: concurrent passes take the unique index's locks in one order (no deadlock).
     ordered = sorted(rows, key=lambda row: str(row["job_key"]))
-    result = await session.execute(
-        insert(Reminder).values(ordered).on_conflict_do_nothing(index_elements=[Reminder.job_key])
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    # RETURNING counts what was new on both databases (a conflict returns no row).
+    statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.job_key]).returning(table.c.id)
+    return len((await session.execute(statement, ordered)).all())
 
 
 @dataclasses.dataclass
@@ -247,7 +247,7 @@ async def _adopt(sessions: async_sessionmaker[AsyncSession], today: date) -> int
                 {"vaccinee_id": vaccinee_id, "plan_from": today, "next_enc": None, "generation": 0}
                 for vaccinee_id in missing[start : start + PLAN_BATCH]
             ]
-            await session.execute(insert(ReminderPlan).values(rows).on_conflict_do_nothing())
+            await session.execute(insert(cast(Table, ReminderPlan.__table__)).on_conflict_do_nothing(), rows)
     return len(missing)
 
 
