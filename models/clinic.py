@@ -18,13 +18,15 @@ from sqlalchemy import (
     String,
     Text,
     Update,
+    case,
+    event,
     text,
     update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
-from models.registry import Sealer
+from models.registry import Dose, Sealer
 
 # The field names bound into a reminder's sealed detail and keyed into its job key.
 REMINDER_FIELD = "reminder_detail"
@@ -270,11 +272,17 @@ class ReminderPlan(Base):
 
     @staticmethod
     def changed(vaccinee_ids: Collection[int], day: date) -> Update:
-        """The statement marking these files' plans for planning again (files with no plan are not claimed)."""
+        """The statement marking these files' plans for planning again from ``day`` (or earlier if due earlier).
+
+        Files with no plan are not claimed children's: nothing to mark.
+        """
+        sooner = case(
+            (ReminderPlan.plan_from.is_(None) | (ReminderPlan.plan_from > day), day), else_=ReminderPlan.plan_from
+        )
         return (
             update(ReminderPlan)
             .where(ReminderPlan.vaccinee_id.in_(sorted(vaccinee_ids)))
-            .values(plan_from=day, next_enc=None, generation=ReminderPlan.generation + 1)
+            .values(plan_from=sooner, next_enc=None, generation=ReminderPlan.generation + 1)
         )
 
     @staticmethod
@@ -289,3 +297,24 @@ class ReminderPlan(Base):
         if owner != str(vaccinee_id):
             raise ValueError("a reminder plan sealed for another file")
         return date.fromisoformat(day)
+
+
+@event.listens_for(Session, "before_flush")
+def _plan_again_when_doses_change(session: Session, _context: object, _instances: object) -> None:
+    """A dose added, changed or removed through the ORM marks its file's reminder plan, whoever wrote it.
+
+    Why here: doses are written by the registry import, clinic desks and tools; a writer that forgot to mark
+    the plan would leave a child's next reminder waiting for a date computed from the old record. The mark
+    takes the dose's effective date (a dose shown tomorrow is planned tomorrow). Bulk Core writes bypass
+    this and mark the plans themselves (``ReminderPlan.changed``).
+    """
+    days: dict[int, date] = {}
+    for item in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(item, Dose) and item.vaccinee_id is not None and item.effective_from is not None:
+            days[item.vaccinee_id] = min(days.get(item.vaccinee_id, item.effective_from), item.effective_from)
+    by_day: dict[date, list[int]] = {}
+    for vaccinee_id, day in days.items():
+        by_day.setdefault(day, []).append(vaccinee_id)
+    for day, ids in sorted(by_day.items()):
+        # On the flush's connection, outside the unit of work (an ORM statement here would flush again).
+        session.connection().execute(ReminderPlan.changed(ids, day).execution_options(synchronize_session=False))
