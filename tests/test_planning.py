@@ -8,9 +8,10 @@ import random
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.chinatime import CHINA
@@ -190,6 +191,38 @@ async def test_plans_keep_the_birth_date_sealed(world: tuple[Sessions, Vault, Se
     assert before.forecast == 0 and 0 < before.looked_at <= 60
     due = await plan_incrementally(sessions, vault, settings, _at(day, 1))
     assert due.forecast == 60
+
+
+async def test_a_change_while_a_child_is_being_planned_is_planned_again(
+    world: tuple[Sessions, Vault, Settings],
+) -> None:
+    sessions, vault, settings = world
+    child = history(random.Random(9), TODAY - timedelta(days=400), "M", TODAY)
+    [vaccinee_id] = await add_claimed_children(sessions, vault, [child])
+    engine = sessions.kw["bind"]
+    fired: list[str] = []
+
+    def meanwhile(_conn: Any, cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        # Between the planner's read and its write, a dose lands and marks the plan (as another
+        # transaction would have committed it: the planner's write must not overwrite the mark).
+        if statement.startswith("UPDATE reminder_plans SET plan_from") and "next_enc" in statement and not fired:
+            fired.append(statement)
+            cursor.execute("UPDATE reminder_plans SET generation = generation + 1")
+
+    event.listen(engine.sync_engine, "before_cursor_execute", meanwhile)
+    try:
+        first = await plan_incrementally(sessions, vault, settings, _at(TODAY, 10))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", meanwhile)
+    assert fired and first.forecast == 1
+    async with sessions() as session:
+        plan = await session.get(ReminderPlan, vaccinee_id)
+        assert plan is not None and plan.next_enc is None and plan.plan_from == TODAY  # still to plan
+    again = await plan_incrementally(sessions, vault, settings, _at(TODAY, 11))
+    assert again.forecast == 1
+    async with sessions() as session:
+        plan = await session.get(ReminderPlan, vaccinee_id)
+        assert plan is not None and plan.next_enc is not None
 
 
 async def test_a_claim_and_a_registry_batch_mark_the_plan(
