@@ -190,20 +190,20 @@ async def plan_incrementally(
     """The incremental pass: adopt claimed children without a plan, then plan those whose day has come."""
     today = china_date(now)
     report = PlanReport(adopted=await _adopt(sessions, today))
-    after = -1
-    while True:
+    # The plans whose coarse date has come, from the index alone (ids only: a few per cent of the children).
+    # Why not one keyset query per batch: ordered by id, SQLite walks the primary key and reads every plan.
+    async with sessions() as session:
+        pending = sorted(await session.scalars(select(ReminderPlan.vaccinee_id).where(ReminderPlan.plan_from <= today)))
+    for start in range(0, len(pending), PLAN_BATCH):
         async with sessions() as session:
             plans = (
                 await session.execute(
-                    select(ReminderPlan.vaccinee_id, ReminderPlan.next_enc, ReminderPlan.generation)
-                    .where(ReminderPlan.plan_from <= today, ReminderPlan.vaccinee_id > after)
-                    .order_by(ReminderPlan.vaccinee_id)
-                    .limit(PLAN_BATCH)
+                    select(ReminderPlan.vaccinee_id, ReminderPlan.next_enc, ReminderPlan.generation).where(
+                        ReminderPlan.vaccinee_id.in_(pending[start : start + PLAN_BATCH]),
+                        ReminderPlan.plan_from <= today,  # still: a concurrent pass may have planned it
+                    )
                 )
             ).all()
-            if not plans:
-                break
-            after = plans[-1].vaccinee_id
             report.looked_at += len(plans)
             waiting: list[dict[str, object]] = []
             due: dict[int, int] = {}  # vaccinee id -> generation seen
