@@ -11,7 +11,9 @@ a fresh database, then measures, in one process:
   each with its time, how many plans it looked at and how many children it forecast; projected to 1 M
   children linearly (each part is per child: the adoption scan, the index range, the forecasts).
 
-Memory: the growth of the process's peak resident set over the planning phases (the world is built first).
+Memory: every child is then marked changed and planned again with ``tracemalloc`` on (slower): the peak of
+Python's allocations, which stays that of one batch of children whatever their number; and the process's
+peak resident set.
 
     python bench/plan_bench.py                         # SQLite in a temporary directory: a few minutes
     python bench/plan_bench.py --database-url postgresql+asyncpg://user@host/postgres   # a dedicated DB
@@ -28,6 +30,7 @@ import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -44,7 +47,7 @@ from bot.core.keys import generate_dev_keys, load_keyring
 from bot.core.pii import Vault
 from bot.dev.population import add_claimed_children, population
 from bot.reminders.planning import plan_every_child, plan_incrementally
-from models import Dose, Reminder
+from models import Dose, Reminder, ReminderPlan
 
 TODAY = date(2026, 11, 23)
 PROJECT_TO = 1_000_000
@@ -67,7 +70,7 @@ async def _reminders(sessions: Any, vault: Vault) -> dict[str, tuple[int, Any, d
 
 
 async def measure_world(
-    database_url: str, keys_dir: Path, children: int, *, full: bool, days: int, seed: int
+    database_url: str, keys_dir: Path, children: int, *, full: bool, days: int, seed: int, trace: bool = False
 ) -> dict[str, Any]:
     """Build a world of ``children`` and time the planning passes on it."""
     settings = load_settings(
@@ -136,6 +139,25 @@ async def measure_world(
                 "forecast_share": round(forecast / children, 4),
                 "ms_per_child_in_world": round(mean / children * 1e3, 5),
             }
+        if trace:
+            # Every child planned again (as after a registry batch touching them all), with Python's
+            # allocations traced: the peak stays that of one batch, whatever the number of children.
+            async with sessions() as session, session.begin():
+                everyone = list(await session.scalars(select(ReminderPlan.vaccinee_id)))
+                for start in range(0, len(everyone), 1000):
+                    await session.execute(ReminderPlan.changed(everyone[start : start + 1000], TODAY))
+            tracemalloc.start()
+            started = time.perf_counter()
+            again = await plan_incrementally(sessions, vault, settings, _at(TODAY + timedelta(days=days + 1), 0, 30))
+            seconds = time.perf_counter() - started
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            figures["replan_all_traced"] = {
+                "seconds_with_tracing": round(seconds, 2),
+                "forecast": again.forecast,
+                "python_peak_mb": round(peak / 2**20, 1),
+            }
+            log(f"  every child again, traced: peak {peak / 2**20:.1f} MB of Python allocations")
         figures["rss_peak_mb"] = round(_rss_peak_mb(), 1)
         figures["rss_peak_growth_while_planning_mb"] = round(_rss_peak_mb() - rss_before, 1)
         return figures
@@ -171,7 +193,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"{label}: {make_url(url).get_backend_name()}")
             try:
                 results[label] = await measure_world(
-                    url, keys_dir, count, full=full, days=0 if full else args.days, seed=args.seed
+                    url, keys_dir, count, full=full, days=0 if full else args.days, seed=args.seed, trace=not full
                 )
             finally:
                 if args.database_url:
@@ -201,7 +223,7 @@ def _summary(report: dict[str, Any]) -> str:
             f"first pass {scale['first_pass']['seconds']} s, "
             f"idle hourly pass {scale['idle_pass']['seconds']} s, daily pass {daily.get('seconds')} s "
             f"(forecasting {daily.get('forecast_share', 0):.1%} of children); "
-            f"peak RSS growth {scale['rss_peak_growth_while_planning_mb']} MB"
+            f"planning every child again peaks at {scale['replan_all_traced']['python_peak_mb']} MB of Python memory"
         )
         projected = report["projected"]
         lines.append(
