@@ -21,13 +21,14 @@ from bot.core.keys import load_keyring
 from bot.core.pii import Vault
 from bot.dev.demo import CHILD, demo_registry_json, demo_registry_records
 from bot.dev.population import ChildHistory, add_claimed_children, history
-from bot.immunization.forecast import forecast_next_doses
+from bot.immunization.forecast import GivenDose, forecast_next_doses
 from bot.registry import apply as registry_apply
 from bot.registry.apply import apply_due_batches
 from bot.registry.staging import import_registry_file
 from bot.reminders.planning import (
     PLAN_JITTER_DAYS,
     ChildRecord,
+    given_dose,
     plan_child,
     plan_every_child,
     plan_incrementally,
@@ -74,6 +75,11 @@ def _on_plan_days(
         assert plan.next_on is None or plan.next_on > day
         day = plan.next_on
     return first, visits
+
+
+def test_a_dose_read_for_planning_is_the_dose_recorded() -> None:
+    detail = DoseDetail("DTaP", 3, date(2024, 2, 29), clinic_id=7, lot_number="L1")
+    assert given_dose(detail.to_json()) == GivenDose("DTaP", 3, date(2024, 2, 29))
 
 
 def test_planning_on_its_days_schedules_what_planning_every_day_does() -> None:

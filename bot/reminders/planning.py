@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
@@ -38,7 +39,6 @@ from models import (
     Certificate,
     CertificateKind,
     Dose,
-    DoseDetail,
     FileProfile,
     Reminder,
     ReminderDetail,
@@ -251,6 +251,12 @@ async def _adopt(sessions: async_sessionmaker[AsyncSession], today: date) -> int
     return len(missing)
 
 
+def given_dose(detail_json: str) -> GivenDose:
+    """The forecast's view of an opened ``DoseDetail`` (its JSON read directly: a third of the cost)."""
+    data = json.loads(detail_json)
+    return GivenDose(data["vaccine_code"], data["dose_number"], date.fromisoformat(data["given_on"]))
+
+
 async def load_children(session: AsyncSession, vault: Vault, ids: Iterable[int]) -> dict[int, ChildRecord]:
     """The records of those of ``ids`` that are claimed children's files, opened (three queries)."""
     wanted_ids = sorted(ids)
@@ -266,10 +272,7 @@ async def load_children(session: AsyncSession, vault: Vault, ids: Iterable[int])
         select(Dose.vaccinee_id, Dose.detail_enc, Dose.effective_from).where(Dose.vaccinee_id.in_(sorted(claimed)))
     )
     for vaccinee_id, detail_enc, effective_from in rows:
-        detail = DoseDetail.from_json(vault.open(DOSE_FIELD, detail_enc))
-        doses.setdefault(vaccinee_id, []).append(
-            (GivenDose(detail.vaccine_code, detail.dose_number, detail.given_on), effective_from)
-        )
+        doses.setdefault(vaccinee_id, []).append((given_dose(vault.open(DOSE_FIELD, detail_enc)), effective_from))
     files = await session.execute(
         select(Vaccinee.id, Vaccinee.birth_date_enc, Vaccinee.profile_enc).where(Vaccinee.id.in_(sorted(claimed)))
     )
