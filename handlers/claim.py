@@ -17,6 +17,7 @@ from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGro
 from bot.chat.menu import LABELS, MenuKey
 from bot.core.chinatime import china_date
 from bot.core.update import Text
+from bot.reminders.planning import plan_soon
 from models import CertificateKind, Identity
 
 
@@ -152,6 +153,8 @@ async def agree(ctx: Context) -> None:
     if certificate is None:
         ctx.say("claim_taken_now", name=item.file.masked_name)
         return
+    if item.file.kind == CertificateKind.CHILD:
+        await plan_soon(ctx.session, item.file.vaccinee_id, china_date(ctx.now))  # its reminders, next pass
     hint = ctx.text("claim_success_grant_hint") if item.file.kind == CertificateKind.CHILD else ""
     ctx.say("claim_success", name=item.file.masked_name, grant_hint=hint)
 

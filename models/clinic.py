@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection
 from datetime import date, datetime
 from enum import StrEnum
 
@@ -17,12 +18,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Update,
+    case,
+    event,
     text,
+    update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
-from models.registry import Sealer
+from models.registry import Dose, Sealer
 
 # The field names bound into a reminder's sealed detail and keyed into its job key.
 REMINDER_FIELD = "reminder_detail"
@@ -326,3 +331,77 @@ class ClinicApiNonce(Base):
     api_key_id: Mapped[int] = mapped_column(ForeignKey("clinic_api_keys.id", ondelete="CASCADE"))
     nonce: Mapped[str] = mapped_column(String(64))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# The field name bound into a plan's sealed next date.
+PLAN_FIELD = "reminder_plan"
+
+
+class ReminderPlan(Base):
+    """When a claimed child's file must next be planned (incremental reminder planning).
+
+    One row per claimed child. A change to the file, its doses or its claim marks the row (``plan_from`` the
+    day of the change, ``next_enc`` cleared, ``generation`` bumped); the planner forecasts it, schedules its
+    reminders and seals the next date on which its forecast can bring a new reminder. That exact date follows
+    from the birth date, so only a coarse one is plain: ``plan_from`` lies a keyed pseudo-random 0–13 days
+    before it (or is the day of a change). ``plan_from`` NULL: nothing more to plan unless the file changes.
+    """
+
+    __tablename__ = "reminder_plans"
+
+    vaccinee_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("vaccinees.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    plan_from: Mapped[date | None] = mapped_column(Date, index=True)
+    next_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Bumped by every change: the planner writes its result only if no change came in meanwhile.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+
+    @staticmethod
+    def changed(vaccinee_ids: Collection[int], day: date) -> Update:
+        """The statement marking these files' plans for planning again from ``day`` (or earlier if due earlier).
+
+        Files with no plan are not claimed children's: nothing to mark.
+        """
+        sooner = case(
+            (ReminderPlan.plan_from.is_(None) | (ReminderPlan.plan_from > day), day), else_=ReminderPlan.plan_from
+        )
+        return (
+            update(ReminderPlan)
+            .where(ReminderPlan.vaccinee_id.in_(sorted(vaccinee_ids)))
+            .values(plan_from=sooner, next_enc=None, generation=ReminderPlan.generation + 1)
+        )
+
+    @staticmethod
+    def seal_next(vault: Sealer, vaccinee_id: int, day: date) -> bytes:
+        """The exact next planning date of one file, sealed (the file's id bound in)."""
+        return vault.seal(PLAN_FIELD, f"{vaccinee_id}:{day.isoformat()}")
+
+    @staticmethod
+    def open_next(vault: Sealer, vaccinee_id: int, blob: bytes) -> date:
+        """The date :meth:`seal_next` sealed; refuses one sealed for another file."""
+        owner, _, day = vault.open(PLAN_FIELD, blob).partition(":")
+        if owner != str(vaccinee_id):
+            raise ValueError("a reminder plan sealed for another file")
+        return date.fromisoformat(day)
+
+
+@event.listens_for(Session, "before_flush")
+def _plan_again_when_doses_change(session: Session, _context: object, _instances: object) -> None:
+    """A dose added, changed or removed through the ORM marks its file's reminder plan, whoever wrote it.
+
+    Why here: doses are written by the registry import, clinic desks and tools; a writer that forgot to mark
+    the plan would leave a child's next reminder waiting for a date computed from the old record. The mark
+    takes the dose's effective date (a dose shown tomorrow is planned tomorrow). Bulk Core writes bypass
+    this and mark the plans themselves (``ReminderPlan.changed``).
+    """
+    days: dict[int, date] = {}
+    for item in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(item, Dose) and item.vaccinee_id is not None and item.effective_from is not None:
+            days[item.vaccinee_id] = min(days.get(item.vaccinee_id, item.effective_from), item.effective_from)
+    by_day: dict[date, list[int]] = {}
+    for vaccinee_id, day in days.items():
+        by_day.setdefault(day, []).append(vaccinee_id)
+    for day, ids in sorted(by_day.items()):
+        # On the flush's connection, outside the unit of work (an ORM statement here would flush again).
+        session.connection().execute(ReminderPlan.changed(ids, day).execution_options(synchronize_session=False))

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,7 +16,7 @@ from bot.core.audit import record_access
 from bot.core.chinatime import china_today
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler
-from bot.registry.records import SEALED_FIELD, ClinicRecord, FileRecord, chunks
+from bot.registry.records import CLINIC_REF_PREFIX, SEALED_FIELD, ClinicRecord, FileRecord, chunks
 from models import (
     Clinic,
     Dose,
@@ -25,6 +26,7 @@ from models import (
     Guardian,
     RegistryBatch,
     RegistryStaged,
+    ReminderPlan,
     Stage,
     Vaccinee,
     Visit,
@@ -32,6 +34,7 @@ from models import (
 )
 
 log = logging.getLogger("vaxbot.registry")
+APPLY_PAGE = 2000  # staged records decrypted and applied at a time
 
 
 @dataclasses.dataclass
@@ -112,23 +115,33 @@ async def _apply_batch(sessions: async_sessionmaker[AsyncSession], vault: Vault,
         ).one_or_none()
         if batch is None or batch.applied_at is not None:
             return None  # another process applied it while we waited for the lock
-        rows = (
-            await session.scalars(
-                select(RegistryStaged).where(RegistryStaged.batch_id == batch.id).order_by(RegistryStaged.id)
-            )
-        ).all()
-        clinics: list[ClinicRecord] = []
-        files: list[FileRecord] = []
-        for row in rows:
-            data = json.loads(vault.open(SEALED_FIELD, row.payload_enc))
-            if data["kind"] == "clinic":
-                clinics.append(ClinicRecord.from_payload(row.line, data))
-            else:
-                files.append(FileRecord.from_payload(row.line, data))
+        # Clinics first (their rows are few and named by a prefix), then the files a page at a time: a
+        # province's batch never sits in memory whole, though it is still applied in one transaction.
+        staged = select(RegistryStaged).where(RegistryStaged.batch_id == batch.id)
+        is_clinic = RegistryStaged.registry_ref.startswith(CLINIC_REF_PREFIX, autoescape=True)
+        clinics = [
+            ClinicRecord.from_payload(row.line, _payload(vault, row))
+            for row in await session.scalars(staged.where(is_clinic).order_by(RegistryStaged.id))
+        ]
         report = AppliedBatch(batch.id, batch.source, batch.effective_from)
-        clinic_ids = await _apply_clinics(session, clinics, files, report)
-        for chunk in chunks(files):
-            await _apply_files(session, vault, batch, chunk, clinic_ids, report)
+        clinic_ids = await _apply_clinics(session, clinics, report)
+        after = 0
+        while True:
+            page = (
+                await session.scalars(
+                    staged.where(~is_clinic, RegistryStaged.id > after).order_by(RegistryStaged.id).limit(APPLY_PAGE)
+                )
+            ).all()
+            if not page:
+                break
+            after = page[-1].id
+            files = [FileRecord.from_payload(row.line, _payload(vault, row)) for row in page]
+            await _resolve_clinics(session, files, clinic_ids, report)
+            for chunk in chunks(files):
+                await _apply_files(session, vault, batch, chunk, clinic_ids, report)
+            # What was read and written for this page is flushed: drop it from the session.
+            session.expunge_all()
+            session.add(batch)
         batch.applied_at = utcnow()
         record_access(
             session,
@@ -141,14 +154,17 @@ async def _apply_batch(sessions: async_sessionmaker[AsyncSession], vault: Vault,
         return report
 
 
+def _payload(vault: Vault, row: RegistryStaged) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(vault.open(SEALED_FIELD, row.payload_enc))
+    return data
+
+
 async def _apply_clinics(
-    session: AsyncSession, clinics: Sequence[ClinicRecord], files: Sequence[FileRecord], report: AppliedBatch
+    session: AsyncSession, clinics: Sequence[ClinicRecord], report: AppliedBatch
 ) -> dict[str, int]:
-    """Upsert the batch's clinics; returns the id of every clinic code the batch uses."""
-    codes = {clinic.code for clinic in clinics} | {record.clinic_code for record in files}
-    codes |= {dose.clinic_code for record in files for dose in record.doses if dose.clinic_code is not None}
+    """Upsert the batch's clinics; returns the id of each."""
     existing: dict[str, Clinic] = {}
-    for chunk in chunks(sorted(codes)):
+    for chunk in chunks(sorted({clinic.code for clinic in clinics})):
         existing.update((c.code, c) for c in (await session.scalars(select(Clinic).where(Clinic.code.in_(chunk)))))
     for record in clinics:
         clinic = existing.get(record.code)
@@ -168,11 +184,23 @@ async def _apply_clinics(
                 setattr(clinic, key, value)
             report.clinics_updated += 1
     await session.flush()
-    missing = codes - set(existing)
+    return {code: clinic.id for code, clinic in existing.items()}
+
+
+async def _resolve_clinics(
+    session: AsyncSession, files: Sequence[FileRecord], clinic_ids: dict[str, int], report: AppliedBatch
+) -> None:
+    """Add to ``clinic_ids`` the clinics these files use that the batch does not define."""
+    codes = {record.clinic_code for record in files}
+    codes |= {dose.clinic_code for record in files for dose in record.doses if dose.clinic_code is not None}
+    unknown = sorted(codes - set(clinic_ids))
+    for chunk in chunks(unknown):
+        rows = await session.execute(select(Clinic.code, Clinic.id).where(Clinic.code.in_(chunk)))
+        clinic_ids.update((code, clinic_id) for code, clinic_id in rows)
+    missing = codes - set(clinic_ids)
     if missing:
         # Import checked this; a clinic cannot vanish in between, so this is a bug, not bad data.
         raise RuntimeError(f"batch {report.batch_id} uses {len(missing)} clinic code(s) that do not exist")
-    return {code: clinic.id for code, clinic in existing.items()}
 
 
 async def _apply_files(
@@ -199,6 +227,7 @@ async def _apply_files(
             doses.setdefault(dose.vaccinee_id, []).append(dose)
         visits = select(Visit.dose_id).where(Visit.vaccinee_id.in_(ids), Visit.dose_id.is_not(None))
         on_visits = {dose_id for dose_id in await session.scalars(visits) if dose_id is not None}
+    changed_files: list[int] = []
     for record in records:
         vaccinee = files.get(record.registry_ref)
         created = vaccinee is None
@@ -220,6 +249,7 @@ async def _apply_files(
             report.files_unchanged += 1
             continue
         vaccinee.effective_from = batch.effective_from
+        changed_files.append(vaccinee.id)
         record_access(
             session,
             actor_kind="system",
@@ -230,6 +260,9 @@ async def _apply_files(
             detail={"batch": batch.id},
         )
     await session.flush()
+    if changed_files:
+        # A claimed child's forecast may have changed: the next reminder planning pass forecasts it again.
+        await session.execute(ReminderPlan.changed(changed_files, batch.effective_from))
 
 
 def _apply_fields(vaccinee: Vaccinee, record: FileRecord, vault: Vault, clinic_ids: Mapping[str, int]) -> bool:

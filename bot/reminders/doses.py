@@ -25,7 +25,6 @@ from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA, china_date
 from bot.core.config import Settings
-from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler
 from bot.core.update import Platform, TemplateMessage, TemplateValue
@@ -34,36 +33,23 @@ from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from bot.outbox import queue as outbox
 from bot.platforms.wxmini.consents import queue_subscription
+from bot.reminders.planning import next_reminder_time as next_reminder_time
+from bot.reminders.planning import plan_reminders as plan_reminders
+from bot.reminders.planning import wanted
 from models import (
     Certificate,
-    CertificateKind,
     OutboxKind,
     PlatformAccount,
     Reminder,
     ReminderDetail,
-    ReminderKind,
     ReminderStatus,
     Vaccinee,
     utcnow,
 )
 
 log = logging.getLogger("vaxbot.reminders")
-PLAN_BATCH = 100
 SENDING_HOURS = 12  # from the reminder hour: 09:00–21:00 by default
 KEYWORD_LIMIT = 20  # WeChat's template keywords are short; longer lists are summed up
-
-
-def next_reminder_time(now: datetime, hour: int) -> datetime:
-    """The next ``hour`` o'clock in China at or after ``now`` (people are not woken at night)."""
-    local = now.astimezone(CHINA)
-    at = datetime.combine(local.date(), time(hour), CHINA)
-    return at if at >= local else at + timedelta(days=1)
-
-
-def wanted(forecasts: list[Forecast], today: date, days_ahead: int) -> list[Forecast]:
-    """The forecasts worth a reminder now: those that may be given within ``days_ahead`` days."""
-    horizon = today + timedelta(days=days_ahead)
-    return [item for item in forecasts if item.earliest <= horizon]
 
 
 async def _forecast(session: AsyncSession, vault: Vault, file: FileView, today: date) -> list[Forecast]:
@@ -74,55 +60,6 @@ async def _forecast(session: AsyncSession, vault: Vault, file: FileView, today: 
 
 def _dose(detail: ReminderDetail) -> tuple[str, int]:
     return detail.vaccine_code, detail.dose_number
-
-
-async def plan_reminders(
-    sessions: async_sessionmaker[AsyncSession], vault: Vault, settings: Settings, now: datetime
-) -> int:
-    """Schedule reminders for every claimed child's doses that need one; returns how many were new."""
-    today = china_date(now)
-    send_at = next_reminder_time(now, settings.reminder_hour)
-    async with sessions() as session:
-        children = (
-            await session.scalars(
-                select(Certificate.vaccinee_id)
-                .where(Certificate.kind == CertificateKind.CHILD)
-                .order_by(Certificate.id)
-            )
-        ).all()
-    added = 0
-    # A transaction per batch of children, so the webhooks' writes are not held up (SQLite has one writer).
-    for start in range(0, len(children), PLAN_BATCH):
-        async with sessions() as session, session.begin():
-            insert = dialect_insert(session)
-            for vaccinee in (
-                await session.scalars(
-                    select(Vaccinee)
-                    .where(Vaccinee.id.in_(children[start : start + PLAN_BATCH]))
-                    .order_by(Vaccinee.id)  # the same order in every process: no deadlock on the unique keys
-                )
-            ).all():
-                file = await open_file(session, vault, vaccinee, "child")
-                for item in wanted(await _forecast(session, vault, file, today), today, settings.reminder_days_ahead):
-                    result = await session.execute(
-                        insert(Reminder)
-                        .values(
-                            job_key=Reminder.key_for(vault, vaccinee.id, item.vaccine_code, item.dose_number),
-                            vaccinee_id=vaccinee.id,
-                            kind=ReminderKind.DOSE_DUE,
-                            detail_enc=Reminder.seal_detail(
-                                vault, ReminderDetail(item.vaccine_code, item.dose_number, item.recommended)
-                            ),
-                            send_at=send_at,
-                            status=ReminderStatus.SCHEDULED,
-                            created_at=now,
-                        )
-                        .on_conflict_do_nothing(index_elements=[Reminder.job_key])
-                    )
-                    added += int(getattr(result, "rowcount", 0) or 0)
-    if added:
-        log.info("reminders planned", extra={"count": added})
-    return added
 
 
 async def _recipients(session: AsyncSession, certificate: Certificate) -> list[PlatformAccount]:
@@ -336,7 +273,7 @@ def register_jobs(
     catalogue: Catalogue,
     settings: Settings,
 ) -> None:
-    """The reminders' jobs: plan every hour, send every 5 minutes (sending itself waits for the morning)."""
+    """The reminders' jobs: plan every hour (incrementally), send every 5 minutes (sending waits for the morning)."""
     scheduler.every("reminders-plan", timedelta(hours=1), lambda: plan_reminders(sessions, vault, settings, utcnow()))
     scheduler.every(
         "reminders-send",

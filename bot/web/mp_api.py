@@ -58,10 +58,11 @@ from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPIError
 from bot.platforms.wxmini.client import BAD_LOGIN_CODE, MiniProgramAPI
 from bot.platforms.wxmini.consents import consents_left, record_consents
+from bot.reminders.planning import plan_soon
 from bot.showcode.codes import issue_code, qr_svg
 from bot.showcode.page import TokenBuckets, client_address, code_page_url, open_code_page
 from handlers.grant import RELATIONSHIPS
-from models import Clinic, ConsentSource, Grant, Identity, PlatformAccount, utcnow
+from models import CertificateKind, Clinic, ConsentSource, Grant, Identity, PlatformAccount, utcnow
 
 log = logging.getLogger("vaxbot.mp_api")
 
@@ -399,6 +400,8 @@ class MiniProgramApi:
         )
         if certificate is None:
             raise ApiError("claim_taken", 409)
+        if item.file.kind == CertificateKind.CHILD:
+            await plan_soon(session, item.file.vaccinee_id, china_date(now))  # its reminders, next pass
         return {"certificate": certificate.id, "name": item.file.masked_name, "kind": item.file.kind}
 
     # --- certificates, grants, records, codes ---
