@@ -119,6 +119,48 @@ def flood_figures(report: Report) -> list[tuple[str, Any]]:
     ]
 
 
+def plan_figures(report: Report) -> list[tuple[str, Any]]:
+    """The planning bench: the old full pass against the incremental one, and the projection to 1 M children."""
+    baseline = report.get("baseline") or {}
+    scale = report.get("scale") or {}
+    projected = report.get("projected") or {}
+    return [
+        ("children (scale run)", scale.get("children")),
+        ("full pass ms/child", (baseline.get("full_pass") or {}).get("ms_per_child")),
+        (
+            "incremental first pass: speed-up, same reminders",
+            _pair((baseline.get("first_pass") or {}).get("speed_up"), baseline.get("same_reminders")),
+        ),
+        ("daily pass s", (scale.get("daily_mean") or {}).get("seconds")),
+        (
+            "projected 1 M: daily / first pass s",
+            _pair(projected.get("daily_pass_seconds"), projected.get("first_pass_seconds")),
+        ),
+        ("Python peak MB", (scale.get("replan_all_traced") or {}).get("python_peak_mb")),
+    ]
+
+
+def crash_figures(report: Report) -> list[tuple[str, Any]]:
+    """The crash bench, per platform and database: lost and duplicated messages against the sends in flight."""
+    figures: list[tuple[str, Any]] = []
+    for case, crashes in (report.get("cases") or {}).items():
+        lost = sum(crash.get("lost", 0) for crash in crashes)
+        duplicated = sum(crash.get("duplicated", 0) for crash in crashes)
+        in_flight = sum(crash.get("in_flight_sends", 0) for crash in crashes)
+        figures.append(
+            (f"{case}, {len(crashes)} crash(es): lost / duplicated (in flight)", f"{lost} / {duplicated} ({in_flight})")
+        )
+    return figures
+
+
+def outbox_figures(report: Report) -> list[tuple[str, Any]]:
+    """The outbox bench: rows delivered a second, by workers and platform round trip."""
+    return [
+        (f"{run.get('workers')} worker(s), {run.get('latency_ms'):g} ms platform: rows/s", run.get("rows_per_second"))
+        for run in report.get("runs") or []
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class Bench:
     """One benchmark script in ``bench/``: how to run it quickly or fully, and what to show of its report."""
@@ -148,8 +190,9 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench("qr_bench.py", "a show code: signed, checked, drawn, read back", headline=qr_figures),
     Bench("code_page_flood.py", "webhook latency under a flood of guessed code links", headline=flood_figures),
-    Bench("crash_bench.py", "kill -9 under load: messages lost and sent twice"),
-    Bench("plan_bench.py", "reminder planning over many children"),
+    Bench("crash_bench.py", "kill -9 under load: messages lost and sent twice", headline=crash_figures),
+    Bench("plan_bench.py", "reminder planning over many children", headline=plan_figures),
+    Bench("outbox_bench.py", "outbox send rate with one and two workers", headline=outbox_figures),
 )
 
 
