@@ -11,7 +11,6 @@ What the parent types waits in the conversation state sealed (it is the child's 
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from datetime import date, timedelta
@@ -29,7 +28,6 @@ from bot.desk.filing import (
     pending_filings,
     request_filing,
 )
-from bot.showcode.codes import qr_png
 from handlers.common import name_problem
 from models import FilingRequest, Identity
 
@@ -68,7 +66,7 @@ async def show_filing_code(ctx: Context, identity: Identity, request: FilingRequ
     key = "filing_code_self" if request.relation == "self" else "filing_code_child"
     minutes = int(ttl.total_seconds() // 60)
     ctx.reply(Text(ctx.text(key, name=details.masked_name, id=details.masked_id, minutes=minutes)))
-    ctx.reply(Image(png_base64=base64.b64encode(qr_png(issued.payload)).decode("ascii"), credential=True))
+    ctx.reply(Image(qr_text=issued.payload, credential=True))  # drawn by the sender, off the event loop
 
 
 async def no_certificate(ctx: Context, identity: Identity) -> None:

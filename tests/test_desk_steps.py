@@ -31,6 +31,7 @@ from models import (
     AuditEntry,
     Dose,
     DoseSource,
+    OutboxKind,
     OutboxMessage,
     PlatformAccount,
     Reminder,
@@ -364,6 +365,24 @@ async def test_the_family_outside_the_window_gets_template_messages_on_every_pla
     assert [biz["template"]["context"]["keyword2"]["value"] for biz in alipay] == ["取号", "登记", "一验证", "接种"]
     assert CHILD.name not in str(wechat) + str(alipay)
     assert fake.sent_to(world.parent_user) == []  # no customer-service text was tried outside the window
+
+
+async def test_a_mini_program_only_family_is_sent_texts_not_the_official_accounts_template(app_client: Client) -> None:
+    # A template message cannot reach a mini-program user (and the desk template is the Official Account's):
+    # their sender keeps the mini program's own window and turns an outside text into a subscription notice.
+    client = app_client
+    services = client.app[SERVICES]
+    world = await desk_world(client, "wxmini", services.settings.wxmini_appid)  # nobody wrote recently
+    configured = dataclasses.replace(
+        services.settings, wechat_desk_template=DEV_REMINDER_TEMPLATE, alipay_desk_template=DEV_REMINDER_TEMPLATE
+    )
+    teller = FamilyTeller.from_settings(configured, services.catalogue)
+    visit = await queue_visit(client, world, world.parent_id, family=teller)
+    await _step(client, steps.register, world.actor, visit, NO_PROBLEMS, desk="3号台", family=teller)
+    async with client.app[SESSIONS]() as session:
+        rows = (await session.scalars(select(OutboxMessage).where(OutboxMessage.recipient == world.parent_user))).all()
+    assert len(rows) == 2
+    assert {(row.platform, row.kind) for row in rows} == {("wxmini", OutboxKind.TEXT)}
 
 
 async def test_a_fever_at_registration_needs_the_doctors_reason(app_client: Client) -> None:

@@ -18,7 +18,17 @@ from bot.desk.queue import Ticket, take_number
 from bot.desk.steps import DeskActor, StepProblem, StepRefused
 from bot.dev.demo import CHILD, PARENT, demo_id_number
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import AuditEntry, Certificate, FilingRequest, FilingStatus, Guardian, Identity, Vaccinee, utcnow
+from models import (
+    AuditEntry,
+    Certificate,
+    FilingRequest,
+    FilingStatus,
+    Guardian,
+    Identity,
+    ReminderPlan,
+    Vaccinee,
+    utcnow,
+)
 from tests.channels import Channel
 from tests.desk_kit import GIVEN, NO_PROBLEMS, desk_world, queue_visit
 from tests.helpers import Client, outbox_rows
@@ -287,3 +297,39 @@ async def test_a_scanned_certificate_is_compared_with_the_verified_holder(app_cl
         ("name", "take_verified"),
         ("birth_date", "note"),
     ]
+
+
+async def test_taking_the_verified_birth_date_plans_the_childs_reminders_again(
+    app_client: Client, channel: Channel
+) -> None:
+    # The forecast follows from the birth date: a plan computed from the old one must not wait for its date.
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    actor = DeskActor(clinic_id=world.clinic_id, staff_id=2)
+    own = await registry_file(
+        client,
+        ref="F-MOTHER-PLAN",
+        name=PARENT.name,
+        id_number=PARENT.id_number,
+        birth=date(1992, 3, 15),
+        sex=PARENT.sex,
+        stage="adult",
+        doses=[("Flu", 1, date(2025, 10, 1))],
+    )
+    today = china_date(utcnow())
+    async with client.app[SESSIONS]() as session, session.begin():
+        certificate = Certificate(
+            vaccinee_id=own, holder_identity_id=world.parent_id, kind="adult", claimed_via=channel.platform
+        )
+        session.add(certificate)
+        session.add(ReminderPlan(vaccinee_id=own, plan_from=today + timedelta(days=200), next_enc=b"x", generation=3))
+        await session.flush()
+        certificate_id = certificate.id
+    visit = await queue_visit(client, world, world.parent_id, certificate_id=certificate_id)
+    found = await _desk(client, filing.compare_with_verified, actor, visit)
+    assert [m.field for m in found] == ["birth_date"]
+    assert await _desk(client, filing.resolve_mismatches, actor, visit, {"birth_date": "take_verified"}) == []
+    async with client.app[SESSIONS]() as session:
+        plan = await session.get(ReminderPlan, own)
+    assert plan is not None
+    assert (plan.plan_from, plan.next_enc, plan.generation) == (today, None, 4)

@@ -57,6 +57,7 @@ from models import (
     Guardian,
     Identity,
     Relationship,
+    ReminderPlan,
     Stage,
     Vaccinee,
     Visit,
@@ -351,6 +352,9 @@ async def _take_verified(
         file.set_profile(vault, dataclasses.replace(file.profile(vault), sex=details.sex))
     elif field == "guardian" and guardian is not None:
         await _add_guardian_identity(session, file, guardian)
+    if field in ("birth_date", "sex"):
+        # The forecast follows from both: a claimed child's reminders are planned again from today.
+        await session.execute(ReminderPlan.changed([file.id], china_date(utcnow())))
 
 
 async def file_visit(

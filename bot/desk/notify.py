@@ -66,8 +66,13 @@ class FamilyTeller:
         )
 
     def template_id(self, platform: str) -> str:
-        """The desk template of one platform ("" when none is configured)."""
-        return self.alipay_template if platform == "alipay" else self.wechat_template
+        """The desk template of one platform ("" when none is configured).
+
+        The mini programs have none: their sender keeps their own customer-service window and turns a text
+        outside it into a subscription notice when the person consented (a template message cannot reach
+        them, and the Official Account's template id is not theirs).
+        """
+        return {"wechat": self.wechat_template, "alipay": self.alipay_template}.get(platform, "")
 
     def template(self, platform: str, news: DeskNews, now: datetime) -> TemplateMessage:
         """``news`` as this platform's desk template.
