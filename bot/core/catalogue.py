@@ -781,6 +781,11 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
     "desk_confirm_already": "{name}的接种信息您已经确认过了，医生会按确认的内容接种，不用再回复。",
     "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
+    # The mini-program channel (its remaining parts): a grantee who is only in the WeChat mini program and
+    # cannot be messaged now (outside its chat window, no consent to a notice).
+    "grant_added_not_reached": (
+        "TA目前只在微信小程序里使用本服务，我们暂时没法给TA发消息。请告诉TA打开小程序看看，授权已经生效，就能看到了。"
+    ),
 }
 
 

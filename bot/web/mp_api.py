@@ -58,6 +58,7 @@ from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPIError
 from bot.platforms.wxmini.client import BAD_LOGIN_CODE, MiniProgramAPI
 from bot.platforms.wxmini.consents import consents_left, record_consents
+from bot.platforms.wxmini.sender import may_reach
 from bot.reminders.planning import plan_soon
 from bot.showcode.codes import issue_code, qr_svg
 from bot.showcode.page import TokenBuckets, client_address, code_page_url, open_code_page
@@ -558,7 +559,9 @@ class MiniProgramApi:
             )
             raise ApiError(refusal, 409, {"limit": settings.max_grantees})
         told = await tell_grantee(session, self._services.catalogue, vault, identity, visible.file.masked_name, grant)
-        return {**self._grant_view(grant), "notified": bool(told)}
+        notice_template = settings.wxmini_notice_template
+        reached = [account for account in told if await may_reach(session, account, notice_template, now)]
+        return {**self._grant_view(grant), "notified": bool(reached)}
 
     async def grant_revoke(
         self, session: AsyncSession, caller: Caller, _: dict[str, Any], request: web.Request
