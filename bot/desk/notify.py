@@ -25,17 +25,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.core.catalogue import MESSAGES, Catalogue
 from bot.core.chinatime import CHINA
 from bot.core.config import Settings
-from bot.core.update import TemplateMessage, TemplateValue, Text, UpdateKind
+from bot.core.update import TemplateMessage, TemplateValue, Text
 from bot.identity.accounts import reachable_accounts
 from bot.outbox import queue as outbox
 from bot.platforms.wxmini.client import fit_subscription_value, subscription_field_problem
 from bot.platforms.wxmini.consents import queue_subscription
-from bot.platforms.wxmini.sender import ENTER_WINDOW as MINI_ENTER_WINDOW
-from bot.platforms.wxmini.sender import MESSAGE_WINDOW as MINI_MESSAGE_WINDOW
+from bot.platforms.wxmini.sender import in_service_window
 from models import OutboxKind, OutboxMessage, PlatformAccount, utcnow
 
 # How long after a person last wrote a customer-service text still reaches them, per platform.
-SERVICE_WINDOWS = {"wechat": timedelta(hours=48), "alipay": timedelta(minutes=5), "wxmini": MINI_MESSAGE_WINDOW}
+SERVICE_WINDOWS = {"wechat": timedelta(hours=48), "alipay": timedelta(minutes=5)}
 # The order of a desk template's values: the person (masked), the step, what it means, when.
 TEMPLATE_VALUES = ("name", "step", "detail", "time")
 DEFAULT_FIELDS = ("thing1", "thing2", "thing3", "time4")
@@ -197,9 +196,9 @@ class FamilyTeller:
 
 
 def _in_window(account: PlatformAccount, now: datetime) -> bool:
+    if account.platform == "wxmini":  # the mini program's own rule: 48 hours, or a minute after only opening
+        return in_service_window(account.last_inbound_at, account.last_interaction_kind, now)
     window = SERVICE_WINDOWS.get(account.platform, timedelta(0))
-    if account.platform == "wxmini" and account.last_interaction_kind == UpdateKind.ENTER.value:
-        window = MINI_ENTER_WINDOW  # only opened the customer-service chat: a minute
     return account.last_inbound_at is not None and now - account.last_inbound_at <= window
 
 
