@@ -1,0 +1,141 @@
+"""Publishing slots, closing a day or a window, and finding the slots a person could book."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.core.chinatime import CHINA
+from bot.immunization.vaccines import find_vaccine
+from models import Clinic, Slot
+
+
+class Mode(StrEnum):
+    """How places are given: first come, first served (the lottery is not built yet)."""
+
+    FIRST_COME = "first_come"
+    LOTTERY = "lottery"
+
+
+class Funding(StrEnum):
+    """Who pays: the national programme (free) or the family (the price is shown)."""
+
+    PROGRAMME = "programme"
+    SELF_PAID = "self_paid"
+
+
+class SlotRefused(ValueError):
+    """A slot that cannot be published as asked; the message says why (in English, for staff tools)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotSpec:
+    """What staff publish: one vaccine's window on one day, its capacity, when booking opens, and who pays."""
+
+    vaccine_code: str
+    day: date
+    start: time
+    end: time
+    capacity: int
+    opens_at: datetime | None = None
+    mode: Mode = Mode.FIRST_COME
+    funding: Funding = Funding.PROGRAMME
+    price_fen: int | None = None
+
+    def window(self) -> tuple[datetime, datetime]:
+        """The window as instants (the day and times are China time)."""
+        return (
+            datetime.combine(self.day, self.start, tzinfo=CHINA),
+            datetime.combine(self.day, self.end, tzinfo=CHINA),
+        )
+
+
+def check(spec: SlotSpec) -> None:
+    """Refuse a slot staff could not mean: unknown vaccine, empty window, no places, a price on a free dose."""
+    if find_vaccine(spec.vaccine_code) is None:
+        raise SlotRefused(f"unknown vaccine code {spec.vaccine_code!r}")
+    if spec.end <= spec.start:
+        raise SlotRefused("the window must end after it starts")
+    if not 1 <= spec.capacity <= 10_000:
+        raise SlotRefused("capacity must be between 1 and 10000")
+    if spec.mode != Mode.FIRST_COME:
+        raise SlotRefused("only first-come slots can be published for now")
+    if spec.funding == Funding.SELF_PAID and (spec.price_fen is None or spec.price_fen <= 0):
+        raise SlotRefused("a self-paid slot needs its price")
+    if spec.funding == Funding.PROGRAMME and spec.price_fen:
+        raise SlotRefused("a programme dose is free: no price")
+
+
+async def publish(session: AsyncSession, clinic_id: int, spec: SlotSpec) -> Slot:
+    """Add one slot for a clinic (checked first); returns it flushed."""
+    check(spec)
+    starts_at, ends_at = spec.window()
+    slot = Slot(
+        clinic_id=clinic_id,
+        vaccine_code=spec.vaccine_code,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        capacity=spec.capacity,
+        booked=0,
+        mode=spec.mode.value,
+        opens_at=spec.opens_at,
+        funding=spec.funding.value,
+        price_fen=spec.price_fen,
+    )
+    session.add(slot)
+    await session.flush()
+    return slot
+
+
+async def close(session: AsyncSession, clinic_id: int, day: date, now: datetime, *, start: time | None = None) -> int:
+    """Close a clinic's day (or the one window starting at ``start``) to new bookings; how many slots closed.
+
+    Bookings already made stay: telling and moving those families is the notices' work (not built yet).
+    """
+    first = datetime.combine(day, start or time(0), tzinfo=CHINA)
+    last = first + timedelta(seconds=1) if start is not None else first + timedelta(days=1)
+    result = await session.execute(
+        update(Slot)
+        .where(
+            Slot.clinic_id == clinic_id,
+            Slot.starts_at >= first,
+            Slot.starts_at < last,
+            Slot.closed_at.is_(None),
+        )
+        .values(closed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def is_bookable(slot: Slot, now: datetime) -> bool:
+    """Open now: not closed, not started, booking has opened, and a place is left."""
+    return (
+        slot.closed_at is None
+        and slot.starts_at > now
+        and (slot.opens_at is None or slot.opens_at <= now)
+        and slot.booked < slot.capacity
+    )
+
+
+async def upcoming(
+    session: AsyncSession, vaccine_code: str, now: datetime, *, clinic_id: int | None = None
+) -> Sequence[Slot]:
+    """One vaccine's slots not closed and not yet started (open or not yet open), by clinic and time."""
+    query = select(Slot).where(Slot.vaccine_code == vaccine_code, Slot.closed_at.is_(None), Slot.starts_at > now)
+    if clinic_id is not None:
+        query = query.where(Slot.clinic_id == clinic_id)
+    return (await session.scalars(query.order_by(Slot.clinic_id, Slot.starts_at, Slot.id))).all()
+
+
+async def clinic_names(session: AsyncSession, clinic_ids: Sequence[int]) -> dict[int, str]:
+    """The names of these clinics."""
+    if not clinic_ids:
+        return {}
+    rows = await session.execute(select(Clinic.id, Clinic.name).where(Clinic.id.in_(sorted(set(clinic_ids)))))
+    return {clinic_id: name for clinic_id, name in rows}
