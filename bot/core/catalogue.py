@@ -781,6 +781,67 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
     "desk_confirm_already": "{name}的接种信息您已经确认过了，医生会按确认的内容接种，不用再回复。",
     "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
+    # --- booking (预约接种 / 我的预约) ---
+    "booking_need_verify": "预约接种需要先完成实名认证，这样我们才能确认为谁预约。\n回复「实名认证」即可开始。",
+    "booking_none": (
+        "您还没有可以预约的电子预防接种证。\n"
+        "· 本人或孩子的接种证：回复「申领接种证」，申领后就能预约；\n"
+        "· 孩子的接种证已由其他家人申领：请TA在「证照授权」中为您授权。"
+    ),
+    "booking_pick_head": "请回复序号，选择为谁预约：",
+    "booking_when": "{month}月{day}日 {hour}:{minute}",
+    "booking_price_free": "免费（免疫规划）",
+    "booking_price_paid": "自费 {yuan}元",
+    "booking_page": "第{page}/{pages}页，回复「下一页」或「上一页」翻页。",
+    "booking_pick_hint": "请回复序号选择，回复「退出」结束预约。",
+    "booking_pick_invalid": "请回复列表中的序号（例如 1），翻页请回复「下一页」，结束请回复「退出」。",
+    "booking_vaccine_head": "{name}现在可以预约的疫苗（应种、逾期的排在前面）：",
+    "booking_vaccine_line": "{vaccine} 第{number}剂",
+    "booking_no_vaccines": (
+        "{name}现在没有可以预约的疫苗：要么暂时没有到期的针次，要么门诊还没有放出号源。\n"
+        "您可以回复「接种记录」查看下一针的时间，门诊放号后再来预约。"
+    ),
+    "booking_no_slots": "{vaccine}暂时没有门诊放出可预约的号源，请过几天再来看看。",
+    "booking_clinic_head": "{vaccine} 第{number}剂，可预约的门诊：",
+    "booking_clinic_line": "{clinic}（余{free}个）",
+    "booking_clinic_mine": "　← 建档门诊",
+    "booking_day_head": "{clinic}，请选择日期：",
+    "booking_day_line": "{day}（余{free}个）",
+    "booking_day_not_open": "{day}（{opens} 开放预约）",
+    "booking_window_head": "{day}，请选择时段：",
+    "booking_gone_head": "抱歉，您选的时段刚刚约满或已停止预约。{day}现在的情况：",
+    "booking_window_line": "{window}　{state}　{price}",
+    "booking_window_free": "余{free}个",
+    "booking_window_opens": "{opens} 开放预约",
+    "booking_not_open": "这个时段还没有开放预约，将于 {opens} 开放，请到时再来。您也可以选择其他时段。",
+    "booking_confirm": (
+        "请核对预约信息：\n"
+        "接种人：{name}（{id}）\n"
+        "疫苗：{vaccine} 第{number}剂\n"
+        "门诊：{clinic}\n"
+        "时间：{when}（{window}）\n"
+        "费用：{price}\n"
+        "无误请回复「确认」，不预约请回复「退出」。"
+    ),
+    "booking_confirm_hint": "请回复「确认」完成预约，或回复「退出」放弃这次预约。",
+    "booking_done": (
+        "预约成功！预约号：{number}\n"
+        "{name}　{vaccine}\n"
+        "{clinic}\n"
+        "{when}（{window}）\n"
+        "请按时到门诊，出示「亮码接种」中的接种码。如需取消，回复「我的预约」。"
+    ),
+    "booking_already": (
+        "{name}已经预约了{vaccine}（预约号 {number}）：{clinic}，{when}（{window}）。\n"
+        "同一种疫苗一次只能保留一个预约。想换时间，请先回复「我的预约」取消原预约，再重新预约。"
+    ),
+    "booking_mine_none": "您目前没有待接种的预约。回复「预约接种」即可预约。",
+    "booking_mine_head": "您的预约（回复序号可以取消该预约）：",
+    "booking_mine_line": "{name}　{vaccine}　{clinic}　{when}（{window}）预约号 {number}",
+    "booking_cancel_ask": "确定要取消这个预约吗？\n{booking}\n确定请回复「确认取消」，保留预约请回复「退出」。",
+    "booking_cancel_hint": "取消预约请回复「确认取消」；想保留预约，回复「退出」即可。",
+    "booking_cancelled": "已为{name}取消预约，号源已释放。需要时可以回复「预约接种」重新预约。",
+    "booking_cancel_gone": "这个预约已经不在了（可能已取消或已接种），回复「我的预约」查看最新情况。",
 }
 
 

@@ -1,0 +1,130 @@
+"""预约接种 and 我的预约 in chat, on WeChat and Alipay: the whole journey, holder and grantee, and its clear answers."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+
+from sqlalchemy import select
+
+from bot.booking import bookings, slots
+from bot.booking.slots import Funding, SlotSpec
+from bot.core.chinatime import CHINA, china_date
+from bot.dev.demo import CHILD
+from bot.web.appkeys import SESSIONS
+from models import Appointment, AppointmentStatus, Slot, utcnow
+from tests.channels import Channel
+from tests.desk_kit import DeskWorld, desk_world
+from tests.helpers import Client
+from tests.world import registry_file
+
+
+async def _publish(client: Client, clinic_id: int, days_ahead: int, capacity: int = 5, **extra: object) -> int:
+    day = china_date(utcnow()) + timedelta(days=days_ahead)
+    async with client.app[SESSIONS]() as session, session.begin():
+        spec = SlotSpec("HepB", day, time(9), time(10), capacity, **extra)  # type: ignore[arg-type]
+        return (await slots.publish(session, clinic_id, spec)).id
+
+
+async def _appointments(client: Client, world: DeskWorld) -> list[Appointment]:
+    async with client.app[SESSIONS]() as session:
+        query = select(Appointment).where(Appointment.vaccinee_id == world.vaccinee_id).order_by(Appointment.id)
+        return list((await session.scalars(query)).all())
+
+
+async def _booked(client: Client, slot_id: int) -> int:
+    async with client.app[SESSIONS]() as session:
+        slot = await session.get(Slot, slot_id)
+        assert slot is not None
+        return slot.booked
+
+
+async def test_book_then_cancel_holder_and_grantee(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    other = await _publish(client, world.other_clinic_id, 3)
+    mine = await _publish(client, world.clinic_id, 2, funding=Funding.SELF_PAID, price_fen=12000)
+    await _publish(client, world.clinic_id, 4, opens_at=utcnow() + timedelta(days=1))
+    user = world.parent_user
+
+    vaccines = await channel.say(user, "预约接种")
+    assert "林*满" in vaccines and "1. 乙肝疫苗 第2剂" in vaccines and CHILD.name not in vaccines
+    assert "卡介苗" not in vaccines  # overdue too, but no clinic has places for it
+    clinics = await channel.say(user, "1")
+    assert clinics.index("建档门诊") < clinics.index("南京"), clinics  # the file's clinic first
+    days = await channel.say(user, "1")
+    assert "余5个" in days and "开放预约" in days  # the later day opens tomorrow
+    windows = await channel.say(user, "1")
+    assert "09:00–10:00" in windows and "自费 120元" in windows
+    confirmation = await channel.say(user, "1")
+    assert "请核对预约信息" in confirmation and "林*满" in confirmation and CHILD.name not in confirmation
+    assert CHILD.id_number not in confirmation
+    done = await channel.say(user, "确认")
+    assert "预约成功" in done and "预约号：YY" in done
+    await channel.say(user, "确认")  # a double tap after the booking: nothing more is booked
+    booked = await _appointments(client, world)
+    assert len(booked) == 1 and booked[0].slot_id == mine and booked[0].booked_by_identity_id == world.parent_id
+    assert await _booked(client, mine) == 1 and await _booked(client, other) == 0
+    number = bookings.booking_number(booked[0])
+
+    # The grandmother (authorised) tries the same vaccine: she is told it is booked, and where.
+    await channel.say(world.grandma_user, "预约接种")
+    held = await channel.say(world.grandma_user, "1")
+    assert "已经预约了乙肝疫苗" in held and number in held
+
+    listed = await channel.say(world.grandma_user, "我的预约")
+    assert number in listed and "林*满" in listed
+    ask = await channel.say(world.grandma_user, "1")
+    assert "确认取消" in ask and number in ask
+    assert "确认取消" in await channel.say(world.grandma_user, "好的")  # anything else: how to confirm
+    assert "已为林*满取消预约" in await channel.say(world.grandma_user, "确认取消")
+    assert [row.status for row in await _appointments(client, world)] == [AppointmentStatus.CANCELLED]
+    assert await _booked(client, mine) == 0
+    assert "没有待接种的预约" in await channel.say(user, "我的预约")
+
+
+async def test_the_last_place_taken_meanwhile_and_not_yet_open(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    last = await _publish(client, world.clinic_id, 2, capacity=1)
+    opens = utcnow() + timedelta(hours=30)
+    await _publish(client, world.clinic_id, 5, opens_at=opens)
+    user = world.parent_user
+    for answer in ("预约接种", "1", "1", "1", "1"):
+        reply = await channel.say(user, answer)
+    assert "请核对预约信息" in reply
+    # Someone else takes the last place while the parent reads the confirmation.
+    stranger = await registry_file(client, ref="B-OTHER", name="王小明", id_number=None, birth=CHILD.birth)
+    async with client.app[SESSIONS]() as session, session.begin():
+        taken = await bookings.book(session, last, stranger, world.grandma_id, "elsewhere", utcnow())
+        assert taken.outcome == bookings.Outcome.BOOKED
+    gone = await channel.say(user, "确认")
+    assert "刚刚约满" in gone and "余0个" in gone
+    assert await _appointments(client, world) == []
+
+    # Back to the days: the later day says when booking opens, and choosing its window says it again.
+    await channel.say(user, "预约接种")
+    await channel.say(user, "1")
+    days = await channel.say(user, "1")
+    assert "开放预约" in days
+    await channel.say(user, "2")
+    local = opens.astimezone(CHINA)
+    not_open = await channel.say(user, "1")
+    assert "还没有开放预约" in not_open and f"{local.month}月{local.day}日" in not_open
+
+
+async def test_long_lists_are_paged(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    for days_ahead in range(1, 10):
+        await _publish(client, world.clinic_id, days_ahead)
+    user = world.parent_user
+    await channel.say(user, "预约接种")
+    await channel.say(user, "1")
+    first = await channel.say(user, "1")
+    assert "1. " in first and "6. " in first and "7. " not in first and "第1/2页" in first
+    second = await channel.say(user, "下一页")
+    assert "7. " in second and "9. " in second and "第2/2页" in second
+    windows = await channel.say(user, "9")
+    assert "请选择时段" in windows
+    day = china_date(utcnow()) + timedelta(days=9)
+    assert f"{day.month}月{day.day}日" in windows
