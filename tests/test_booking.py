@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import bot.cli
 from bot.booking import bookings, slots
 from bot.booking.bookings import Outcome
 from bot.booking.slots import Funding, SlotRefused, SlotSpec
 from bot.core.chinatime import CHINA
-from bot.core.config import Settings
+from bot.core.config import Settings, load_settings
 from bot.core.db import create_engine, sessionmaker
 from models import Appointment, AppointmentStatus, Clinic, Identity, Slot, Vaccinee
+from tests.test_cli import cli_env
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=CHINA)
 DAY = date(2026, 12, 8)
@@ -169,3 +172,32 @@ async def test_a_cancel_racing_a_booking_keeps_the_count(sessions: async_session
     async with sessions() as session:
         status = await session.scalar(select(Appointment.status).where(Appointment.id == held.appointment.id))
     assert status == AppointmentStatus.CANCELLED
+
+
+def test_slots_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in cli_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    assert bot.cli.main(["init"]) == 0
+    assert bot.cli.main(["clinic", "add", "--code", "T-CLI-01", "--name", "测试门诊", "--region", "320602"]) == 0
+    add = ["clinic", "slot", "add", "--clinic", "T-CLI-01", "--vaccine", "HPV9", "--day", "2030-03-01"]
+    window = ["--start", "09:00", "--end", "10:30", "--capacity", "30"]
+    assert bot.cli.main([*add, *window, "--price", "1318", "--opens", "2030-02-20T08:00"]) == 0
+    assert "30 places" in capsys.readouterr().out
+    assert bot.cli.main([*add, *window, "--price", "-1"]) == 1  # refused, nothing added
+    assert "nothing was changed" in capsys.readouterr().err
+    assert bot.cli.main(["clinic", "slot", "close", "--clinic", "T-CLI-01", "--day", "2030-03-01"]) == 0
+    assert "1 slot(s)" in capsys.readouterr().out
+
+    async def stored() -> list[Slot]:
+        engine = create_engine(load_settings())
+        async with sessionmaker(engine)() as session:
+            rows = list((await session.scalars(select(Slot))).all())
+        await engine.dispose()
+        return rows
+
+    (slot,) = asyncio.run(stored())
+    assert (slot.vaccine_code, slot.capacity, slot.price_fen, slot.funding) == ("HPV9", 30, 131800, "self_paid")
+    assert slot.opens_at == datetime(2030, 2, 20, 8, tzinfo=CHINA) and slot.closed_at is not None
+    assert slot.ends_at == datetime(2030, 3, 1, 10, 30, tzinfo=CHINA)

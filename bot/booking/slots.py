@@ -139,3 +139,8 @@ async def clinic_names(session: AsyncSession, clinic_ids: Sequence[int]) -> dict
         return {}
     rows = await session.execute(select(Clinic.id, Clinic.name).where(Clinic.id.in_(sorted(set(clinic_ids)))))
     return {clinic_id: name for clinic_id, name in rows}
+
+
+async def clinic_by_code(session: AsyncSession, code: str) -> Clinic | None:
+    """The clinic with this registry code."""
+    return (await session.scalars(select(Clinic).where(Clinic.code == code))).first()
