@@ -13,7 +13,7 @@ from bot.dev.demo import CHILD
 from bot.web.appkeys import SESSIONS
 from models import Appointment, AppointmentStatus, Slot, utcnow
 from tests.channels import Channel
-from tests.desk_kit import DeskWorld, desk_world
+from tests.desk_kit import DeskWorld, desk_world, queue_visit
 from tests.helpers import Client
 from tests.world import registry_file
 
@@ -128,3 +128,25 @@ async def test_long_lists_are_paged(app_client: Client, channel: Channel) -> Non
     assert "请选择时段" in windows
     day = china_date(utcnow()) + timedelta(days=9)
     assert f"{day.month}月{day.day}日" in windows
+
+
+async def test_a_booked_childs_code_scanned_at_the_desk_marks_the_booking_attended(
+    app_client: Client, channel: Channel
+) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    today = china_date(utcnow())
+    day_before = utcnow() - timedelta(days=1)
+    async with client.app[SESSIONS]() as session, session.begin():
+        spec = SlotSpec("HepB", today, time(0), time(23, 59), 5)
+        slot = await slots.publish(session, world.clinic_id, spec)
+        elsewhere = await slots.publish(
+            session, world.other_clinic_id, SlotSpec("MMR", today, time(0), time(23, 59), 5)
+        )
+        for target, key in ((slot, "here"), (elsewhere, "there")):
+            made = await bookings.book(session, target.id, world.vaccinee_id, world.parent_id, key, day_before)
+            assert made.outcome == bookings.Outcome.BOOKED
+    await queue_visit(client, world, world.grandma_id)
+    statuses = {row.slot_id: row.status for row in await _appointments(client, world)}
+    # Only the booking at the clinic that scanned the code is attended.
+    assert statuses == {slot.id: AppointmentStatus.ATTENDED, elsewhere.id: AppointmentStatus.BOOKED}

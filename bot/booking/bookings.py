@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, select, update
@@ -158,3 +158,21 @@ async def count_active(session: AsyncSession, slot_id: int) -> int:
     """How many active bookings a slot holds (what ``slots.booked`` must equal)."""
     query = select(func.count()).where(Appointment.slot_id == slot_id, Appointment.status == AppointmentStatus.BOOKED)
     return int((await session.scalar(query)) or 0)
+
+
+async def mark_attended(session: AsyncSession, vaccinee_id: int, clinic_id: int, day_start: datetime) -> int:
+    """The person came to the clinic (their code was scanned): that day's bookings there are attended; how many."""
+    that_day = select(Slot.id).where(
+        Slot.clinic_id == clinic_id, Slot.starts_at >= day_start, Slot.starts_at < day_start + timedelta(days=1)
+    )
+    result = await session.execute(
+        update(Appointment)
+        .where(
+            Appointment.vaccinee_id == vaccinee_id,
+            Appointment.status == AppointmentStatus.BOOKED,
+            Appointment.slot_id.in_(that_day.scalar_subquery()),
+        )
+        .values(status=AppointmentStatus.ATTENDED)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
