@@ -130,6 +130,8 @@ class Appointment(Base):
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the day-before reminder went out (claimed by a conditional UPDATE: one process sends it).
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # The chat's query: one vaccine's slots at a clinic, by time.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import time, timedelta
+import json
+from datetime import datetime, time, timedelta
 
 from sqlalchemy import select
 
@@ -10,11 +11,12 @@ from bot.booking import bookings, slots
 from bot.booking.slots import Funding, SlotSpec
 from bot.core.chinatime import CHINA, china_date
 from bot.dev.demo import CHILD
-from bot.web.appkeys import SESSIONS
-from models import Appointment, AppointmentStatus, Slot, utcnow
+from bot.reminders.appointments import send_appointment_reminders
+from bot.web.appkeys import SERVICES, SESSIONS
+from models import Appointment, AppointmentStatus, OutboxKind, Slot, utcnow
 from tests.channels import Channel
 from tests.desk_kit import DeskWorld, desk_world, queue_visit
-from tests.helpers import Client
+from tests.helpers import Client, outbox_rows
 from tests.world import registry_file
 
 
@@ -150,3 +152,32 @@ async def test_a_booked_childs_code_scanned_at_the_desk_marks_the_booking_attend
     statuses = {row.slot_id: row.status for row in await _appointments(client, world)}
     # Only the booking at the clinic that scanned the code is attended.
     assert statuses == {slot.id: AppointmentStatus.ATTENDED, elsewhere.id: AppointmentStatus.BOOKED}
+
+
+async def test_the_day_before_reminder_reaches_the_holder_and_the_grantee_once(
+    app_client: Client, channel: Channel
+) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    services = client.app[SERVICES]
+    slot_id = await _publish(client, world.clinic_id, 1)
+    later_id = await _publish(client, world.clinic_id, 2)
+    other = await registry_file(client, ref="B-LATER", name="王小明", id_number=None, birth=CHILD.birth)
+    async with client.app[SESSIONS]() as session, session.begin():
+        for target, person, key in ((slot_id, world.vaccinee_id, "tomorrow"), (later_id, other, "later")):
+            made = await bookings.book(session, target, person, world.parent_id, key, utcnow())
+            assert made.outcome == bookings.Outcome.BOOKED
+    morning = datetime.combine(china_date(utcnow()), time(10), tzinfo=CHINA)
+    night = datetime.combine(china_date(utcnow()), time(23), tzinfo=CHINA)
+    remind = send_appointment_reminders
+    args = (client.app[SESSIONS], services.vault, services.catalogue, services.settings)
+    assert await remind(*args, night) == 0  # outside the sending hours
+    assert await remind(*args, morning) == 2  # the parent and the grandmother
+    assert await remind(*args, morning) == 0  # once
+    for user in (world.parent_user, world.grandma_user):
+        (row,) = [row for row in await outbox_rows(client, recipient=user) if row.kind == OutboxKind.TEMPLATE]
+        text = json.dumps(row.payload, ensure_ascii=False)
+        assert "林*满" in text and "乙肝疫苗" in text and "南通" in text and CHILD.name not in text
+    async with client.app[SESSIONS]() as session:
+        reminded = (await session.scalars(select(Appointment).where(Appointment.reminded_at.is_not(None)))).all()
+    assert [row.slot_id for row in reminded] == [slot_id]  # the booking two days out waits

@@ -842,6 +842,12 @@ MESSAGES: Final[dict[str, str]] = {
     "booking_cancel_hint": "取消预约请回复「确认取消」；想保留预约，回复「退出」即可。",
     "booking_cancelled": "已为{name}取消预约，号源已释放。需要时可以回复「预约接种」重新预约。",
     "booking_cancel_gone": "这个预约已经不在了（可能已取消或已接种），回复「我的预约」查看最新情况。",
+    "booking_reminder_first": "{name}明天有接种预约",
+    "booking_reminder_when": "{month}月{day}日 {start}–{end}",
+    "booking_reminder_remark": (
+        "地点：{clinic}。请按预约时段到达，带好身份证（孩子请带上户口本或出生证明），"
+        "到门诊后点菜单「亮码接种」出示接种码。不能前往请回复「我的预约」取消，把名额留给别人。"
+    ),
     "console_nav_slots": "预约号源",
     "console_slots_title": "预约号源",
     "console_slots_hint": "发布某种疫苗某一天某个时段的号源；自费疫苗请填写价格（元），免疫规划疫苗留空。停诊时关闭当天或某个时段，已有预约不会自动取消。",

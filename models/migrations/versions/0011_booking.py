@@ -1,4 +1,4 @@
-"""booking: when slots open, programme or self-paid with a price, closures
+"""booking: when slots open, programme or self-paid with a price, closures; day-before reminders sent
 
 Revision ID: 0011
 Revises: 0010
@@ -25,9 +25,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("price_fen", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_slots_clinic_vaccine_starts", "slots", ["clinic_id", "vaccine_code", "starts_at"], unique=False)
+    with op.batch_alter_table("appointments") as batch:
+        batch.add_column(sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("appointments") as batch:
+        batch.drop_column("reminded_at")
     op.drop_index("ix_slots_clinic_vaccine_starts", table_name="slots")
     with op.batch_alter_table("slots") as batch:
         batch.drop_column("closed_at")
