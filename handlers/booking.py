@@ -264,6 +264,17 @@ async def _offer_windows(ctx: Context, day: date, head_key: str = "booking_windo
     )
 
 
+async def _gone(ctx: Context) -> None:
+    """The chosen place is gone: the day's windows if one still has places, else the clinic's other days."""
+    day = date.fromisoformat(str(ctx.data["day"]))
+    found = [slot for slot in await _day_slots(ctx, int(ctx.data["clinic_id"])) if china_date(slot.starts_at) == day]
+    if any(_free(slot, ctx.now) for slot in found):
+        await _offer_windows(ctx, day, "booking_gone_head")
+        return
+    ctx.say("booking_day_full")
+    await _offer_days(ctx, int(ctx.data["clinic_id"]))
+
+
 async def choose_window(ctx: Context) -> None:
     """A window chosen: not open yet (say when), full (say what is free), or the masked confirmation."""
     slot_id = _chosen(ctx, "windows")
@@ -276,14 +287,14 @@ async def choose_window(ctx: Context) -> None:
     _, visible = seen
     slot = await ctx.session.get(Slot, slot_id, populate_existing=True)
     if slot is None or slot.closed_at is not None or slot.starts_at <= ctx.now:
-        await _offer_windows(ctx, date.fromisoformat(str(ctx.data["day"])), "booking_gone_head")
+        await _gone(ctx)
         return
     if slot.opens_at is not None and slot.opens_at > ctx.now:
         ctx.say("booking_not_open", opens=_when(ctx, slot.opens_at))
         ctx.goto(BookingSteps.window)
         return
     if slot.booked >= slot.capacity:
-        await _offer_windows(ctx, date.fromisoformat(str(ctx.data["day"])), "booking_gone_head")
+        await _gone(ctx)
         return
     names = await slots.clinic_names(ctx.session, [slot.clinic_id])
     ctx.say(
@@ -334,7 +345,7 @@ async def confirm(ctx: Context) -> None:
         ctx.say("booking_not_open", opens=_when(ctx, result.slot.opens_at))
         await _offer_windows(ctx, date.fromisoformat(str(ctx.data["day"])))
         return
-    await _offer_windows(ctx, date.fromisoformat(str(ctx.data["day"])), "booking_gone_head")
+    await _gone(ctx)
 
 
 async def _say_held(ctx: Context, appointment: Appointment, slot: Slot, visible: Visible) -> None:

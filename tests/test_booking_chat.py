@@ -100,7 +100,8 @@ async def test_the_last_place_taken_meanwhile_and_not_yet_open(app_client: Clien
         taken = await bookings.book(session, last, stranger, world.grandma_id, "elsewhere", utcnow())
         assert taken.outcome == bookings.Outcome.BOOKED
     gone = await channel.say(user, "确认")
-    assert "刚刚约满" in gone and "余0个" in gone
+    # That day has no place left: the answer says so and lists the other days (the later one not open yet).
+    assert "刚刚约满" in gone and "其他日期" in gone and "开放预约" in gone
     assert await _appointments(client, world) == []
 
     # Back to the days: the later day says when booking opens, and choosing its window says it again.

@@ -810,6 +810,7 @@ MESSAGES: Final[dict[str, str]] = {
     "booking_day_not_open": "{day}（{opens} 开放预约）",
     "booking_window_head": "{day}，请选择时段：",
     "booking_gone_head": "抱歉，您选的时段刚刚约满或已停止预约。{day}现在的情况：",
+    "booking_day_full": "抱歉，您选的时段刚刚约满，这一天已经没有空余名额了。可以看看其他日期：",
     "booking_window_line": "{window}　{state}　{price}",
     "booking_window_free": "余{free}个",
     "booking_window_opens": "{opens} 开放预约",
