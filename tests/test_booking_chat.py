@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, time, timedelta
 
@@ -11,12 +12,13 @@ from bot.booking import bookings, slots
 from bot.booking.slots import Funding, SlotSpec
 from bot.core.chinatime import CHINA, china_date
 from bot.dev.demo import CHILD
+from bot.dev.fakes.wechat import WeChatClientSim
 from bot.reminders.appointments import send_appointment_reminders
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import Appointment, AppointmentStatus, OutboxKind, Slot, utcnow
 from tests.channels import Channel
 from tests.desk_kit import DeskWorld, desk_world, queue_visit
-from tests.helpers import Client, outbox_rows
+from tests.helpers import Client, outbox_rows, post
 from tests.world import registry_file
 
 
@@ -182,3 +184,17 @@ async def test_the_day_before_reminder_reaches_the_holder_and_the_grantee_once(
     async with client.app[SESSIONS]() as session:
         reminded = (await session.scalars(select(Appointment).where(Appointment.reminded_at.is_not(None)))).all()
     assert [row.slot_id for row in reminded] == [slot_id]  # the booking two days out waits
+
+
+async def test_a_platform_retry_of_the_confirmation_books_once(app_client: Client, wechat: WeChatClientSim) -> None:
+    client = app_client
+    world = await desk_world(client, "wechat", wechat.app_id)
+    slot_id = await _publish(client, world.clinic_id, 2)
+    user = world.parent_user
+    for answer in ("预约接种", "1", "1", "1", "1"):
+        await post(client, wechat.sign(wechat.text(user, answer)))
+    confirmation = wechat.text(user, "确认", msg_id=990001)
+    # WeChat sends the same message again when the first answer is slow; both arrive at once here.
+    await asyncio.gather(post(client, wechat.sign(confirmation)), post(client, wechat.sign(confirmation)))
+    assert len(await _appointments(client, world)) == 1
+    assert await _booked(client, slot_id) == 1
