@@ -34,6 +34,7 @@ NEXT_PAGE = text_in("下一页")
 PREVIOUS_PAGE = text_in("上一页")
 CONFIRM = text_in("确认", "确认预约", "确定")
 CONFIRM_CANCEL = text_in("确认取消", "确定取消")
+RESCHEDULE = text_in("改期", "改约", "更改时间", "改时间")
 
 
 class BookingSteps(StatesGroup):
@@ -104,6 +105,13 @@ async def _still_visible(ctx: Context) -> tuple[Identity, Visible] | None:
         ctx.say("pick_gone")
         return None
     return identity, visible
+
+
+def _dose(ctx: Context, vaccine_code: str, number: object) -> str:
+    """「乙肝疫苗 第2剂」, or the vaccine alone when the dose number is not known."""
+    if isinstance(number, int):
+        return ctx.text("booking_vaccine_line", vaccine=vaccine_name(vaccine_code), number=number)
+    return vaccine_name(vaccine_code)
 
 
 def _free(slot: Slot, now: datetime) -> bool:
@@ -302,11 +310,12 @@ async def choose_window(ctx: Context) -> None:
         name=visible.file.masked_name,
         id=visible.file.masked_id,
         vaccine=vaccine_name(slot.vaccine_code),
-        number=ctx.data["dose"],
+        dose=_dose(ctx, slot.vaccine_code, ctx.data.get("dose")),
         clinic=names.get(slot.clinic_id, ""),
         when=_when(ctx, slot.starts_at),
         window=_window(ctx, slot),
         price=_price(ctx, slot),
+        moving=ctx.text("booking_confirm_moving") if ctx.data.get("replaces") else "",
     )
     ctx.goto(BookingSteps.confirm, slot_id=slot.id, key=secrets.token_hex(16))
 
@@ -317,19 +326,20 @@ async def confirm(ctx: Context) -> None:
     if seen is None:
         return
     identity, visible = seen
-    result = await bookings.book(
-        ctx.session,
-        int(ctx.data["slot_id"]),
-        visible.certificate.vaccinee_id,
-        identity.id,
-        str(ctx.data["key"]),
-        ctx.now,
-    )
+    slot_id, key, replaces = int(ctx.data["slot_id"]), str(ctx.data["key"]), ctx.data.get("replaces")
+    if isinstance(replaces, int):
+        result = await bookings.reschedule(ctx.session, replaces, slot_id, identity.id, key, ctx.now)
+    else:
+        result = await bookings.book(ctx.session, slot_id, visible.certificate.vaccinee_id, identity.id, key, ctx.now)
+    if result.outcome == Outcome.GONE and isinstance(replaces, int) and result.slot is not None:
+        ctx.finish()
+        ctx.say("booking_cancel_gone")  # the booking being moved was cancelled meanwhile
+        return
     if result.outcome == Outcome.BOOKED and result.appointment is not None and result.slot is not None:
         ctx.finish()
         names = await slots.clinic_names(ctx.session, [result.slot.clinic_id])
         ctx.say(
-            "booking_done",
+            "booking_moved" if isinstance(replaces, int) else "booking_done",
             number=bookings.booking_number(result.appointment),
             name=visible.file.masked_name,
             vaccine=vaccine_name(result.slot.vaccine_code),
@@ -424,8 +434,41 @@ async def choose_mine(ctx: Context) -> None:
         return
     lines = [str(line) for line in ctx.data.get("list_lines", [])]
     number = list_number(ctx.update.text) or 1
-    ctx.say("booking_cancel_ask", booking=lines[number - 1])
+    ctx.say("booking_manage_ask", booking=lines[number - 1])
     ctx.goto(MineSteps.cancelling, appointment_id=int(choice[0]), certificate_id=int(choice[1]))
+
+
+async def start_reschedule(ctx: Context) -> None:
+    """「改期」: the same vaccine's days at the same clinic; the old booking is kept until the new one is made."""
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    _, visible = seen
+    appointment_id = int(ctx.data.get("appointment_id", 0))
+    held = {
+        appointment.id: (appointment, slot)
+        for appointment, slot in await bookings.active_of(ctx.session, [visible.certificate.vaccinee_id])
+    }
+    if appointment_id not in held:
+        ctx.finish()
+        ctx.say("booking_cancel_gone")
+        return
+    appointment, slot = held[appointment_id]
+    today = china_date(ctx.now)
+    given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, today)
+    record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
+    forecasts = forecast_next_doses(visible.file.birth_date, visible.file.sex, record, today)
+    due = next((item for item in forecasts if item.vaccine_code == appointment.vaccine_code), None)
+    certificate_id = visible.certificate.id
+    ctx.finish()
+    ctx.data.update(
+        certificate_id=certificate_id,
+        replaces=appointment.id,
+        vaccine=appointment.vaccine_code,
+        dose=due.dose_number if due is not None else None,
+        earliest=(due.earliest if due is not None else today).isoformat(),
+    )
+    await _offer_days(ctx, slot.clinic_id)
 
 
 async def cancel_booking(ctx: Context) -> None:
@@ -504,6 +547,7 @@ MINE = Flow(
         ],
         MineSteps.cancelling: [
             Route(CONFIRM_CANCEL, cancel_booking),
+            Route(RESCHEDULE, start_reschedule),
             Route(MINE_STARTS, list_mine),
             Route(any_text, not_cancel_confirmed),
         ],

@@ -201,3 +201,27 @@ def test_slots_from_the_command_line(
     assert (slot.vaccine_code, slot.capacity, slot.price_fen, slot.funding) == ("HPV9", 30, 131800, "self_paid")
     assert slot.opens_at == datetime(2030, 2, 20, 8, tzinfo=CHINA) and slot.closed_at is not None
     assert slot.ends_at == datetime(2030, 3, 1, 10, 30, tzinfo=CHINA)
+
+
+async def test_reschedule_moves_both_or_neither(sessions: async_sessionmaker[AsyncSession]) -> None:
+    clinic_id, identity_id, (child, other) = await _people(sessions, 2)
+    first = await _slot(sessions, clinic_id, 2)
+    full = await _slot(sessions, clinic_id, 1)
+    free = await _slot(sessions, clinic_id, 3)
+    booked = await _book(sessions, first, child, identity_id, "k1")
+    assert booked.appointment is not None
+    assert (await _book(sessions, full, other, identity_id, "o1")).outcome == Outcome.BOOKED
+
+    async def move(slot_id: int, key: str) -> bookings.Booking:
+        async with sessions() as session, session.begin():
+            return await bookings.reschedule(session, booked.appointment.id, slot_id, identity_id, key, NOW)  # type: ignore[union-attr]
+
+    refused = await move(full, "m1")
+    assert refused.outcome == Outcome.FULL
+    assert await _invariant(sessions, first) == (1, 1) and await _invariant(sessions, full) == (1, 1)
+    moved = await move(free, "m2")
+    assert moved.outcome == Outcome.BOOKED and moved.appointment is not None
+    again = await move(free, "m2")  # a retry of the move
+    assert again.repeated and again.appointment is not None and again.appointment.id == moved.appointment.id
+    assert await _invariant(sessions, first) == (0, 0) and await _invariant(sessions, free) == (1, 1)
+    assert (await move(free, "m3")).outcome == Outcome.GONE  # the old booking is no longer active

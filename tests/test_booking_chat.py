@@ -78,7 +78,7 @@ async def test_book_then_cancel_holder_and_grantee(app_client: Client, channel: 
     listed = await channel.say(world.grandma_user, "我的预约")
     assert number in listed and "林*满" in listed
     ask = await channel.say(world.grandma_user, "1")
-    assert "确认取消" in ask and number in ask
+    assert "确认取消" in ask and "改期" in ask and number in ask
     assert "确认取消" in await channel.say(world.grandma_user, "好的")  # anything else: how to confirm
     assert "已为林*满取消预约" in await channel.say(world.grandma_user, "确认取消")
     assert [row.status for row in await _appointments(client, world)] == [AppointmentStatus.CANCELLED]
@@ -198,3 +198,30 @@ async def test_a_platform_retry_of_the_confirmation_books_once(app_client: Clien
     await asyncio.gather(post(client, wechat.sign(confirmation)), post(client, wechat.sign(confirmation)))
     assert len(await _appointments(client, world)) == 1
     assert await _booked(client, slot_id) == 1
+
+
+async def test_reschedule_in_chat_moves_the_booking(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    first = await _publish(client, world.clinic_id, 2)
+    later = await _publish(client, world.clinic_id, 3)
+    user = world.parent_user
+    for answer in ("预约接种", "1", "1", "1", "1", "确认"):
+        reply = await channel.say(user, answer)
+    assert "预约成功" in reply
+    await channel.say(world.grandma_user, "我的预约")
+    await channel.say(world.grandma_user, "1")
+    days = await channel.say(world.grandma_user, "改期")
+    assert "请选择日期" in days and "2. " in days
+    await channel.say(world.grandma_user, "2")
+    confirmation = await channel.say(world.grandma_user, "1")
+    assert "原预约将同时取消" in confirmation and "乙肝疫苗 第2剂" in confirmation
+    moved = await channel.say(world.grandma_user, "确认")
+    assert "改期成功" in moved and "原预约已取消" in moved
+    rows = await _appointments(client, world)
+    assert [(row.slot_id, row.status) for row in rows] == [
+        (first, AppointmentStatus.CANCELLED),
+        (later, AppointmentStatus.BOOKED),
+    ]
+    assert rows[1].booked_by_identity_id == world.grandma_id
+    assert await _booked(client, first) == 0 and await _booked(client, later) == 1

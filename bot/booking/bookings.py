@@ -141,6 +141,39 @@ async def cancel(session: AsyncSession, appointment_id: int, now: datetime) -> b
     return True
 
 
+async def reschedule(
+    session: AsyncSession, appointment_id: int, slot_id: int, booked_by_identity_id: int, key: str, now: datetime
+) -> Booking:
+    """Move an active booking to another slot of the same vaccine: both places change together, or neither.
+
+    The old booking stays when the new place is gone or not open yet.
+    """
+    earlier = await _by_key(session, key)
+    if earlier is not None:  # a retry of a move that was made
+        return Booking(Outcome.BOOKED, earlier, await session.get(Slot, earlier.slot_id), repeated=True)
+    old = await session.get(Appointment, appointment_id, populate_existing=True)
+    target = await session.get(Slot, slot_id, populate_existing=True)
+    if old is None or old.status != AppointmentStatus.BOOKED or target is None:
+        return Booking(Outcome.GONE, slot=target)
+    if target.vaccine_code != old.vaccine_code:
+        raise ValueError("a booking moved to another vaccine's slot")
+    move = await session.begin_nested()
+    try:
+        if not await cancel(session, appointment_id, now):  # cancelled meanwhile (another tap, another device)
+            await move.rollback()
+            return Booking(Outcome.GONE, slot=target)
+        result = await book(session, slot_id, old.vaccinee_id, booked_by_identity_id, key, now)
+    except BaseException:
+        await move.rollback()
+        raise
+    if result.outcome != Outcome.BOOKED:
+        await move.rollback()
+        await session.refresh(target)
+        return dataclasses.replace(result, slot=target)
+    await move.commit()
+    return result
+
+
 async def active_of(session: AsyncSession, vaccinee_ids: Sequence[int]) -> Sequence[tuple[Appointment, Slot]]:
     """These people's active bookings with their slots, soonest first."""
     if not vaccinee_ids:

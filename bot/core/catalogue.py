@@ -818,11 +818,23 @@ MESSAGES: Final[dict[str, str]] = {
     "booking_confirm": (
         "请核对预约信息：\n"
         "接种人：{name}（{id}）\n"
-        "疫苗：{vaccine} 第{number}剂\n"
+        "疫苗：{dose}\n"
         "门诊：{clinic}\n"
         "时间：{when}（{window}）\n"
         "费用：{price}\n"
+        "{moving}"
         "无误请回复「确认」，不预约请回复「退出」。"
+    ),
+    "booking_confirm_moving": "确认后原预约将同时取消；新时段约不上时，原预约保持不变。\n",
+    "booking_moved": (
+        "改期成功！新的预约号：{number}\n"
+        "{name}　{vaccine}\n"
+        "{clinic}\n"
+        "{when}（{window}）\n"
+        "原预约已取消。请按时到门诊，出示「亮码接种」中的接种码。"
+    ),
+    "booking_manage_ask": (
+        "{booking}\n改到其他时间请回复「改期」；取消这个预约请回复「确认取消」；保留不变请回复「退出」。"
     ),
     "booking_confirm_hint": "请回复「确认」完成预约，或回复「退出」放弃这次预约。",
     "booking_done": (
@@ -837,10 +849,9 @@ MESSAGES: Final[dict[str, str]] = {
         "同一种疫苗一次只能保留一个预约。想换时间，请先回复「我的预约」取消原预约，再重新预约。"
     ),
     "booking_mine_none": "您目前没有待接种的预约。回复「预约接种」即可预约。",
-    "booking_mine_head": "您的预约（回复序号可以取消该预约）：",
+    "booking_mine_head": "您的预约（回复序号可以改期或取消）：",
     "booking_mine_line": "{name}　{vaccine}　{clinic}　{when}（{window}）预约号 {number}",
-    "booking_cancel_ask": "确定要取消这个预约吗？\n{booking}\n确定请回复「确认取消」，保留预约请回复「退出」。",
-    "booking_cancel_hint": "取消预约请回复「确认取消」；想保留预约，回复「退出」即可。",
+    "booking_cancel_hint": "改到其他时间请回复「改期」，取消预约请回复「确认取消」；想保留预约，回复「退出」即可。",
     "booking_cancelled": "已为{name}取消预约，号源已释放。需要时可以回复「预约接种」重新预约。",
     "booking_cancel_gone": "这个预约已经不在了（可能已取消或已接种），回复「我的预约」查看最新情况。",
     "booking_reminder_first": "{name}明天有接种预约",
