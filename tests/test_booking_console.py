@@ -1,4 +1,4 @@
-"""The console's 预约号源 page: registrars and admins publish and close slots at their own clinic; others only look."""
+"""预约号源 in the console (registrars and admins publish and close at their own clinic) and the clinic API."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from bot.core.chinatime import china_date
 from bot.web.appkeys import SESSIONS
 from models import AuditEntry, Slot, StaffRole, utcnow
 from tests.helpers import Client
+from tests.test_clinic_api import API, ClinicSystem, _key
 from tests.test_console import Browser, _staff
-from tests.world import NANJING, clinic
+from tests.world import NANJING, NANTONG, clinic
 
 
 async def _slots(client: Client) -> list[Slot]:
@@ -59,3 +60,30 @@ async def test_an_observer_sees_but_cannot_publish(app_client: Client) -> None:
     status, _, _ = await browser.post("/clinic/slots", form)
     assert status == 403
     assert await _slots(app_client) == []
+
+
+async def test_a_clinic_system_publishes_lists_and_closes_slots_through_the_api(app_client: Client) -> None:
+    await clinic(app_client, *NANTONG)
+    await clinic(app_client, *NANJING)
+    system = ClinicSystem(app_client, await _key(app_client, NANTONG[0]))
+    other = ClinicSystem(app_client, await _key(app_client, NANJING[0]))
+    day = (china_date(utcnow()) + timedelta(days=4)).isoformat()
+    body = {"vaccine_code": "HPV9", "date": day, "start": "14:00", "end": "16:00", "capacity": 100}
+    status, answer = await system.call(
+        "POST", f"{API}/slots", {**body, "price_yuan": "1318", "opens_at": f"{day}T08:00"}
+    )
+    assert status == 200 and answer["slot"]["capacity"] == 100 and answer["slot"]["price_fen"] == 131800
+    status, answer = await system.call("POST", f"{API}/slots", {**body, "end": "13:00"})
+    assert status == 422 and answer["error"] == "slot_refused"
+    status, answer = await system.call("POST", f"{API}/slots", {**body, "capacity": "many"})
+    assert status == 400
+    status, listed = await system.call("GET", f"{API}/slots")
+    assert status == 200 and [slot["vaccine_code"] for slot in listed["slots"]] == ["HPV9"]
+    status, listed = await other.call("GET", f"{API}/slots")  # another clinic's system sees its own only
+    assert status == 200 and listed["slots"] == []
+    status, closed = await other.call("POST", f"{API}/slots/close", {"date": day})
+    assert status == 200 and closed["closed"] == 0
+    status, closed = await system.call("POST", f"{API}/slots/close", {"date": day, "start": "14:00"})
+    assert status == 200 and closed["closed"] == 1
+    (slot,) = await _slots(app_client)
+    assert slot.closed_at is not None

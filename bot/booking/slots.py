@@ -144,3 +144,55 @@ async def clinic_names(session: AsyncSession, clinic_ids: Sequence[int]) -> dict
 async def clinic_by_code(session: AsyncSession, code: str) -> Clinic | None:
     """The clinic with this registry code."""
     return (await session.scalars(select(Clinic).where(Clinic.code == code))).first()
+
+
+def spec_from_fields(
+    *, vaccine: str, day: str, start: str, end: str, capacity: str | int, opens: str = "", price_yuan: str = ""
+) -> SlotSpec:
+    """A slot as staff typed it (a form or a JSON body): dates and times China time, the price in yuan.
+
+    Raises :class:`SlotRefused` (a ValueError) for anything that is not a slot staff could mean.
+    """
+    try:
+        price = round(float(price_yuan) * 100) if price_yuan else None
+        spec = SlotSpec(
+            vaccine_code=vaccine,
+            day=date.fromisoformat(day),
+            start=time.fromisoformat(start),
+            end=time.fromisoformat(end),
+            capacity=int(capacity),
+            opens_at=datetime.fromisoformat(opens).replace(tzinfo=CHINA) if opens else None,
+            funding=Funding.SELF_PAID if price_yuan else Funding.PROGRAMME,
+            price_fen=price,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SlotRefused(str(exc)) from None
+    check(spec)
+    return spec
+
+
+def view(slot: Slot) -> dict[str, object]:
+    """A slot as the clinic's systems read it (no one's data: counts only)."""
+    return {
+        "slot_id": slot.id,
+        "vaccine_code": slot.vaccine_code,
+        "starts_at": slot.starts_at.isoformat(),
+        "ends_at": slot.ends_at.isoformat(),
+        "capacity": slot.capacity,
+        "booked": slot.booked,
+        "opens_at": slot.opens_at.isoformat() if slot.opens_at else None,
+        "mode": slot.mode,
+        "funding": slot.funding,
+        "price_fen": slot.price_fen,
+        "closed": slot.closed_at is not None,
+    }
+
+
+async def coming(session: AsyncSession, clinic_id: int, now: datetime, days: int) -> Sequence[Slot]:
+    """A clinic's slots not yet over and starting within ``days`` days, by time."""
+    query = (
+        select(Slot)
+        .where(Slot.clinic_id == clinic_id, Slot.ends_at > now, Slot.starts_at < now + timedelta(days=days))
+        .order_by(Slot.starts_at, Slot.vaccine_code, Slot.id)
+    )
+    return (await session.scalars(query)).all()

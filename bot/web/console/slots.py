@@ -6,10 +6,9 @@ as the signed-in member's own clinic, and each change is audited with the member
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, time
 
 from aiohttp import web
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.booking import slots
@@ -19,7 +18,6 @@ from bot.core.chinatime import CHINA, china_date
 from bot.immunization.vaccines import VACCINES, vaccine_name
 from bot.staff.roles import Permission
 from bot.web.console.base import Clock, Console, page, staff_page
-from models import Slot
 
 SHOWN_DAYS = 60  # the page lists slots starting within this many days
 
@@ -36,17 +34,7 @@ class SlotPages:
     ) -> web.Response:
         now = self.clock()
         async with self.sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(Slot)
-                    .where(
-                        Slot.clinic_id == console.member.clinic_id,
-                        Slot.ends_at > now,
-                        Slot.starts_at < now + timedelta(days=SHOWN_DAYS),
-                    )
-                    .order_by(Slot.starts_at, Slot.vaccine_code, Slot.id)
-                )
-            ).all()
+            rows = await slots.coming(session, console.member.clinic_id, now, SHOWN_DAYS)
         listed = [
             {
                 "day": slot.starts_at.astimezone(CHINA).strftime("%Y-%m-%d"),
@@ -87,20 +75,15 @@ class SlotPages:
         """Publish one slot at the member's clinic."""
         catalogue = self.services.catalogue
         try:
-            price_text = console.field("price")
-            price = round(float(price_text) * 100) if price_text else None
-            opens_text = console.field("opens")
-            spec = slots.SlotSpec(
-                vaccine_code=console.field("vaccine"),
-                day=date.fromisoformat(console.field("day")),
-                start=time.fromisoformat(console.field("start")),
-                end=time.fromisoformat(console.field("end")),
-                capacity=int(console.field("capacity") or "0"),
-                opens_at=datetime.fromisoformat(opens_text).replace(tzinfo=CHINA) if opens_text else None,
-                funding=slots.Funding.SELF_PAID if price else slots.Funding.PROGRAMME,
-                price_fen=price,
+            spec = slots.spec_from_fields(
+                vaccine=console.field("vaccine"),
+                day=console.field("day"),
+                start=console.field("start"),
+                end=console.field("end"),
+                capacity=console.field("capacity"),
+                opens=console.field("opens"),
+                price_yuan=console.field("price"),
             )
-            slots.check(spec)
         except ValueError:
             return await self._slots_page(console, error=catalogue("console_slots_invalid"), status=400)
         if spec.window()[0] <= self.clock():
