@@ -18,6 +18,7 @@ from bot.booking.slots import Funding, SlotRefused, SlotSpec
 from bot.core.chinatime import CHINA
 from bot.core.config import Settings, load_settings
 from bot.core.db import create_engine, sessionmaker
+from bot.dev.demo import CLINICS, seed_demo_slots
 from models import Appointment, AppointmentStatus, Clinic, Identity, Slot, Vaccinee
 from tests.test_cli import cli_env
 
@@ -225,3 +226,19 @@ async def test_reschedule_moves_both_or_neither(sessions: async_sessionmaker[Asy
     assert again.repeated and again.appointment is not None and again.appointment.id == moved.appointment.id
     assert await _invariant(sessions, first) == (0, 0) and await _invariant(sessions, free) == (1, 1)
     assert (await move(free, "m3")).outcome == Outcome.GONE  # the old booking is no longer active
+
+
+async def test_the_demo_world_gets_slots_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session, session.begin():
+        for code, name, region in CLINICS:
+            session.add(Clinic(code=code, name=name, region_code=region))
+    monday = date(2026, 12, 7)
+    assert await seed_demo_slots(sessions, monday) > 0
+    assert await seed_demo_slots(sessions, monday) == 0  # once
+    async with sessions() as session:
+        rows = (await session.scalars(select(Slot))).all()
+        clinic_codes = {clinic.id: clinic.code for clinic in (await session.scalars(select(Clinic))).all()}
+    assert {clinic_codes[row.clinic_id] for row in rows} == {"NT-CC-01", "WX-LX-01"}
+    assert all(row.starts_at.astimezone(CHINA).weekday() < 5 for row in rows)
+    hpv = [row for row in rows if row.vaccine_code == "HPV9"]
+    assert hpv and all(row.price_fen == 131800 and row.opens_at is not None for row in hpv)
