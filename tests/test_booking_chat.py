@@ -10,12 +10,13 @@ from sqlalchemy import select
 
 from bot.booking import bookings, slots
 from bot.booking.slots import Funding, SlotSpec
+from bot.certificates.rules import revoke_grant
 from bot.core.chinatime import CHINA, china_date
 from bot.dev.demo import CHILD
 from bot.dev.fakes.wechat import WeChatClientSim
 from bot.reminders.appointments import send_appointment_reminders
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import Appointment, AppointmentStatus, OutboxKind, Slot, utcnow
+from models import Appointment, AppointmentStatus, Certificate, Grant, Identity, OutboxKind, Slot, utcnow
 from tests.channels import Channel
 from tests.desk_kit import DeskWorld, desk_world, queue_visit
 from tests.helpers import Client, outbox_rows, post
@@ -225,3 +226,20 @@ async def test_reschedule_in_chat_moves_the_booking(app_client: Client, channel:
     ]
     assert rows[1].booked_by_identity_id == world.grandma_id
     assert await _booked(client, first) == 0 and await _booked(client, later) == 1
+
+
+async def test_a_grant_revoked_before_the_confirmation_books_nothing(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    slot_id = await _publish(client, world.clinic_id, 2)
+    for answer in ("预约接种", "1", "1", "1", "1"):
+        reply = await channel.say(world.grandma_user, answer)
+    assert "请核对预约信息" in reply
+    async with client.app[SESSIONS]() as session, session.begin():
+        holder = await session.get(Identity, world.parent_id)
+        certificate = await session.get(Certificate, world.certificate_id)
+        grant = (await session.scalars(select(Grant).where(Grant.certificate_id == world.certificate_id))).one()
+        assert holder is not None and certificate is not None
+        assert await revoke_grant(session, holder, certificate, grant, channel.platform, utcnow())
+    assert "已无法查看" in await channel.say(world.grandma_user, "确认")
+    assert await _appointments(client, world) == [] and await _booked(client, slot_id) == 0
