@@ -216,6 +216,7 @@ async def _browser_pages(app: web.Application) -> AsyncIterator[None]:
         app.get(ALIPAY_API),
         dev=app.get(DEV_FACE),
         mini_api=app.get(WXMINI_API),
+        alipay_mini_api=app.get(ALIPAY_MINI_API),
     )
     authorisations = web_authorisations(app[WECHAT_API], app.get(ALIPAY_API))
     app[VERIFICATION] = VerificationRoutes(services, sessions, by_provider_name(face), authorisations)

@@ -42,6 +42,7 @@ from bot.core.pii import Vault, mask_id_number, mask_name, mask_phone
 from bot.core.update import Text, Update, UpdateKind
 from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
 from bot.identity.accounts import tell_grantee
+from bot.platforms.wxmini.sender import may_reach
 from handlers.common import id_number_problem, is_choice, lines, name_problem
 from handlers.picking import record_refusal
 from models import CertificateKind, Grant, Identity
@@ -460,6 +461,9 @@ async def confirm_grant(ctx: Context) -> None:
         await _manage(ctx, identity, visible, before=ctx.text(refusal, limit=limit))
         return
     told = await tell_grantee(ctx.session, ctx.services.catalogue, vault, identity, visible.file.masked_name, grant)
+    notice_template = ctx.services.settings.wxmini_notice_template
+    # A mini-program-only grantee outside its window and without a consent hears nothing: say so, not "told".
+    reached = [account for account in told if await may_reach(ctx.session, account, notice_template, ctx.now)]
     count = len(await active_grants(ctx.session, visible.certificate.id))
     lines(
         ctx,
@@ -471,7 +475,7 @@ async def confirm_grant(ctx: Context) -> None:
             count=count,
             limit=limit,
         ),
-        ctx.text("grant_added_notified" if told else "grant_added_not_yet"),
+        ctx.text("grant_added_notified" if reached else "grant_added_not_reached" if told else "grant_added_not_yet"),
         ctx.text("grant_added_more"),
     )
     ctx.data.pop("draft", None)

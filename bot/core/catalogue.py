@@ -881,6 +881,11 @@ MESSAGES: Final[dict[str, str]] = {
     "console_slots_booked": "已约",
     "console_slots_free": "免费",
     "console_slots_is_closed": "已关闭",
+    # The mini-program channel (its remaining parts): a grantee who is only in the WeChat mini program and
+    # cannot be messaged now (outside its chat window, no consent to a notice).
+    "grant_added_not_reached": (
+        "TA目前只在微信小程序里使用本服务，我们暂时没法给TA发消息。请告诉TA打开小程序看看，授权已经生效，就能看到了。"
+    ),
 }
 
 

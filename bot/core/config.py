@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -138,6 +139,18 @@ class Settings:
     # finds a mini-program user outside the chat's window goes out this way when they consented; empty: never.
     wxmini_notice_template: str = ""
     wxmini_notice_page: str = "pages/index/index"
+    # The clinic desk's news (a queue number, a step, the dose recorded) as a subscription message with typed
+    # fields, for a mini-program user outside the chat's window who consented to this template; each field is
+    # role=field (roles: name, step, detail, number, time). Empty: a text, as for any other notice.
+    wxmini_desk_template: str = ""
+    wxmini_desk_fields: tuple[str, ...] = (
+        "name=thing1",
+        "step=phrase2",
+        "detail=thing3",
+        "number=character_string4",
+        "time=time5",
+    )
+    wxmini_desk_page: str = "pages/records/index"
     # The Alipay mini program's app id (login via alipay.system.oauth.token with the Alipay keys); unset: the
     # development one in development and test, off in production.
     alipay_mini_appid: str = ""
@@ -482,6 +495,9 @@ def _convert(field: dataclasses.Field[Any], raw: str) -> Any:
     return raw
 
 
+_DESK_FIELD = re.compile(r"^(name|step|detail|number|time)=[a-z_]+\d+$")
+
+
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from ``VAXBOT_*`` variables; a ``.env`` file fills what the environment lacks."""
     source = dict(os.environ if environ is None else environ)
@@ -518,6 +534,16 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             raise ConfigError(f"{PREFIX}{burst.upper()} must be at least 1 and {PREFIX}{rate.upper()} positive")
     if settings.body_read_timeout_seconds <= 0:
         raise ConfigError(f"{PREFIX}BODY_READ_TIMEOUT_SECONDS must be positive")
+    desk_roles = [item.partition("=")[0] for item in settings.wxmini_desk_fields]
+    if (
+        not all(_DESK_FIELD.match(item) for item in settings.wxmini_desk_fields)
+        or len(set(desk_roles)) != len(desk_roles)
+        or not {"name", "step"} <= set(desk_roles)
+    ):
+        raise ConfigError(
+            f"{PREFIX}WXMINI_DESK_FIELDS must be role=field items (roles name, step, detail, number, time; name and"
+            " step at least, each once; fields typed like thing1, phrase2, character_string4, time5)"
+        )
     if settings.code_page_code_seconds > settings.code_page_ttl_seconds:
         raise ConfigError(f"{PREFIX}CODE_PAGE_CODE_SECONDS must not exceed {PREFIX}CODE_PAGE_TTL_SECONDS")
     return settings

@@ -5,6 +5,12 @@ is a plain text; outside it (WeChat: 48 hours since the person last wrote; Alipa
 template message when a desk template is configured, so a family that has not written for days still
 hears that the dose was recorded. The template's typed field names (WeChat's current templates name
 their fields ``thing1``, ``character_string2``, ``time3``…) come from a field mapping in the settings.
+
+A mini-program user cannot receive a template message: outside the mini program's own window (48 hours after
+a message, a minute after only opening the chat) the news goes as a subscription message of the mini program's
+desk template (``VAXBOT_WXMINI_DESK_TEMPLATE``, typed fields, the queue number among them) when a consent to
+it can be spent; otherwise as a text, which the mini program's sender sends inside the window, turns into its
+general notice with that notice's consent, or drops.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.catalogue import MESSAGES, Catalogue
@@ -21,7 +28,10 @@ from bot.core.config import Settings
 from bot.core.update import TemplateMessage, TemplateValue, Text
 from bot.identity.accounts import reachable_accounts
 from bot.outbox import queue as outbox
-from models import OutboxKind, PlatformAccount, utcnow
+from bot.platforms.wxmini.client import fit_subscription_value, subscription_field_problem
+from bot.platforms.wxmini.consents import queue_subscription
+from bot.platforms.wxmini.sender import in_service_window
+from models import OutboxKind, OutboxMessage, PlatformAccount, utcnow
 
 # How long after a person last wrote a customer-service text still reaches them, per platform.
 SERVICE_WINDOWS = {"wechat": timedelta(hours=48), "alipay": timedelta(minutes=5)}
@@ -29,6 +39,8 @@ SERVICE_WINDOWS = {"wechat": timedelta(hours=48), "alipay": timedelta(minutes=5)
 TEMPLATE_VALUES = ("name", "step", "detail", "time")
 DEFAULT_FIELDS = ("thing1", "thing2", "thing3", "time4")
 THING_LIMIT = 20  # WeChat's ``thing`` fields take at most 20 characters
+# The mini program's desk subscription template: which typed field carries which value (see the settings).
+DEFAULT_MINI_FIELDS = ("name=thing1", "step=phrase2", "detail=thing3", "number=character_string4", "time=time5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +51,7 @@ class DeskNews:
     name: str  # masked
     step: str
     detail: str
+    number: str = ""  # the queue number, when the news is about one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +62,9 @@ class FamilyTeller:
     wechat_template: str = ""
     alipay_template: str = ""
     fields: tuple[str, ...] = DEFAULT_FIELDS
+    mini_template: str = ""  # the WeChat mini program's desk subscription template ("" = texts only)
+    mini_fields: tuple[str, ...] = DEFAULT_MINI_FIELDS  # role=field items
+    mini_page: str = ""
 
     @classmethod
     def plain(cls) -> FamilyTeller:
@@ -63,6 +79,9 @@ class FamilyTeller:
             wechat_template=settings.wechat_desk_template,
             alipay_template=settings.alipay_desk_template,
             fields=settings.desk_template_fields,
+            mini_template=settings.wxmini_desk_template,
+            mini_fields=settings.wxmini_desk_fields,
+            mini_page=settings.wxmini_desk_page,
         )
 
     def template_id(self, platform: str) -> str:
@@ -98,6 +117,39 @@ class FamilyTeller:
             field_names=self.fields,
         )
 
+    def subscription_data(self, news: DeskNews, now: datetime) -> dict[str, str] | None:
+        """``news`` as the mini program's desk template's typed fields; None when a value cannot fit its type."""
+        local = now.astimezone(CHINA)
+        values = {
+            "name": news.name,
+            "step": news.step,
+            "detail": news.detail,
+            "number": news.number or "-",
+            "time": f"{local.year}年{local.month}月{local.day}日 {local.hour:02d}:{local.minute:02d}",
+        }
+        data: dict[str, str] = {}
+        for item in self.mini_fields:
+            role, _, field = item.partition("=")
+            value = fit_subscription_value(field, values.get(role, ""))
+            if subscription_field_problem(field, value) is not None:
+                return None  # WeChat would refuse it (47003): tell them by text instead
+            data[field] = value
+        return data
+
+    async def _tell_in_mini_program(
+        self, session: AsyncSession, account: PlatformAccount, news: DeskNews, key: str, now: datetime
+    ) -> bool:
+        """Queue ``news`` as a subscription message, spending one consent; False when it cannot be (no consent)."""
+        if await session.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)) is not None:
+            return True  # told already: neither a second message nor a second consent
+        data = self.subscription_data(news, now)
+        if data is None:
+            return False
+        queued = await queue_subscription(
+            session, account, template_id=self.mini_template, data=data, page=self.mini_page, key=key, now=now
+        )
+        return queued is not None
+
     async def tell(
         self,
         session: AsyncSession,
@@ -114,6 +166,13 @@ class FamilyTeller:
         for account in told:
             template = self.template_id(account.platform)
             idempotency_key = f"{key}:{account.id}"
+            if (
+                account.platform == "wxmini"
+                and self.mini_template
+                and not _in_window(account, moment)
+                and await self._tell_in_mini_program(session, account, news, idempotency_key, moment)
+            ):
+                continue
             if template and not _in_window(account, moment):
                 outbox.enqueue(
                     session,
@@ -137,6 +196,8 @@ class FamilyTeller:
 
 
 def _in_window(account: PlatformAccount, now: datetime) -> bool:
+    if account.platform == "wxmini":  # the mini program's own rule: 48 hours, or a minute after only opening
+        return in_service_window(account.last_inbound_at, account.last_interaction_kind, now)
     window = SERVICE_WINDOWS.get(account.platform, timedelta(0))
     return account.last_inbound_at is not None and now - account.last_inbound_at <= window
 

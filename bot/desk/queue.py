@@ -248,6 +248,7 @@ async def _take_filing_number(
             name,
             teller.catalogue("desk_step_queued"),
             teller.catalogue("desk_queued_short", number=visit.queue_number),
+            number=str(visit.queue_number),
         )
         await teller.tell(session, news, f"desk_queue:{visit.id}", identity_ids=[identity.id], now=now)
     birth = details.birth_date
@@ -337,7 +338,8 @@ async def take_number(
         name = visible.file.masked_name
         text = teller.catalogue("desk_queued", name=name, clinic=clinic.name, number=visit.queue_number)
         step = teller.catalogue("desk_step_queued")
-        news = DeskNews(text, name, step, teller.catalogue("desk_queued_short", number=visit.queue_number))
+        short = teller.catalogue("desk_queued_short", number=visit.queue_number)
+        news = DeskNews(text, name, step, short, number=str(visit.queue_number))
         # The person who showed the code and, when that was a family member, the holder too.
         people = [identity.id, visible.certificate.holder_identity_id]
         await teller.tell(session, news, f"desk_queue:{visit.id}", identity_ids=people, now=now)

@@ -37,8 +37,8 @@ from bot.core.config import Settings
 from bot.core.pages import simple_page
 from bot.core.pii import Vault, mask_id_number, mask_name
 from bot.core.update import Text
-from bot.identity.accounts import bind_verified, notify, record_union, tell_earlier_accounts
-from bot.identity.face.base import FaceError, FaceProvider, Outcome, StartRequest, Subject
+from bot.identity.accounts import UNWRITABLE_PLATFORMS, bind_verified, notify, record_union, tell_earlier_accounts
+from bot.identity.face.base import FaceError, FaceProvider, Outcome, Started, StartRequest, Subject
 from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPI, WeChatAPIError
 from models import PlatformAccount, Verification, VerificationStatus, utcnow
@@ -49,7 +49,10 @@ VERIFY_PATH = "/verify/{handle}"
 DONE_PATH = "/verify/{handle}/done"
 AUTHORISED_PATH = "/verify/{handle}/authorised"
 # Providers that know the user already: WeChat runs the mini program's face for the openid we name.
-KNOWS_ITS_USER = frozenset({"wechat_mini", "wxmini"})
+KNOWS_ITS_USER = frozenset({"wechat_mini", "wxmini", "alipaymini"})
+# Alipay's query answers passed "F" both before and after a failed face: in the app, a failure is final only
+# once the page says the certify flow ended (its word can end an attempt as failed, never pass one).
+NOT_PASSED_YET = "alipay_not_passed"
 FINAL_STATUSES = frozenset(
     {VerificationStatus.PASSED, VerificationStatus.FAILED, VerificationStatus.MISMATCH, VerificationStatus.EXPIRED}
 )
@@ -473,42 +476,44 @@ class VerificationRoutes:
 
     # --- the mini program's face, driven by its page through the JSON API (no browser link) ---
 
-    async def start_in_app(self, handle: str, account_id: int) -> tuple[str, str]:
-        """Start an attempt of ``account_id`` whose provider knows its user (the mini program's face).
+    async def start_in_app(self, handle: str, account_id: int) -> tuple[str, Started | None]:
+        """Start an attempt of ``account_id`` whose provider knows its user (the mini programs' face).
 
-        Returns ("started", the provider's reference the page hands to ``wx.requestFacialVerify``), or
-        (why not, ""): ``not_found`` (no such attempt of this account), ``used``, ``expired`` or ``unavailable``.
+        Returns ("started", what the page needs: the provider's reference for ``wx.requestFacialVerify`` or
+        Alipay's ``certifyId``, and the certify URL), or (why not, None): ``not_found`` (no such attempt of this
+        account), ``used``, ``expired`` or ``unavailable``.
         """
         now = utcnow()
         async with self._sessions() as session:
             attempt = await self._load(session, handle)
             account = await session.get(PlatformAccount, attempt.account_id) if attempt is not None else None
         if attempt is None or account is None or account.id != account_id or attempt.provider not in KNOWS_ITS_USER:
-            return "not_found", ""
+            return "not_found", None
         if attempt.expires_at <= now:
             await self._move(attempt.id, VerificationStatus.PENDING, VerificationStatus.EXPIRED, completed_at=now)
-            return "expired", ""
+            return "expired", None
         provider = self._providers.get(attempt.provider)
         if provider is None or not await self._move(
             attempt.id, VerificationStatus.PENDING, VerificationStatus.STARTING
         ):
-            return "used", ""
+            return "used", None
         try:
             started = await provider.start(self._request(attempt, account, handle))
         except FaceError as exc:
             log.warning("face provider could not start", extra={"provider": attempt.provider, "code": exc.code})
             await self._move(attempt.id, VerificationStatus.STARTING, VerificationStatus.PENDING)
-            return "unavailable", ""
+            return "unavailable", None
         await self._move(
             attempt.id, VerificationStatus.STARTING, VerificationStatus.STARTED, provider_ref=started.provider_ref
         )
-        return "started", started.provider_ref
+        return "started", started
 
-    async def finish_in_app(self, handle: str, account_id: int) -> str:
+    async def finish_in_app(self, handle: str, account_id: int, *, page_done: bool = True) -> str:
         """Ask the provider how the account's in-app attempt ended, as :meth:`done` does; the attempt's status.
 
         ``passed``, ``failed``, ``mismatch`` or ``expired`` once decided; ``pending`` while the provider has no
-        result yet (or could not be asked); ``not_found`` for no such attempt of this account.
+        result yet (or could not be asked); ``not_found`` for no such attempt of this account. ``page_done``:
+        the page says the provider's flow ended (only then is Alipay's "not passed" a failure).
         """
         now = utcnow()
         async with self._sessions() as session:
@@ -530,7 +535,9 @@ class VerificationRoutes:
                 await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
                 return "pending"
             outcome = Outcome(passed=False, reason=exc.code)
-        if not outcome.passed and outcome.reason == "not_completed":
+        if not outcome.passed and (
+            outcome.reason == "not_completed" or (outcome.reason == NOT_PASSED_YET and not page_done)
+        ):
             # The user has not faced the camera yet: the attempt stays open for the page to ask again.
             await self._move(attempt.id, VerificationStatus.CHECKING, VerificationStatus.STARTED)
             return "pending"
@@ -581,8 +588,10 @@ class VerificationRoutes:
                     text = catalogue("verify_passed", **masked)
             else:
                 text = catalogue("verify_failed" if status == VerificationStatus.FAILED else "verify_mismatch")
-            # The answer to her own attempt: told on the account that asked, not on her other platforms.
-            await notify(session, Text(text), f"verify:{attempt.id}", accounts=[fresh])
+            # The answer to her own attempt: told on the account that asked, not on her other platforms (an
+            # Alipay mini-program account cannot be written to: its page shows the answer).
+            if fresh.platform not in UNWRITABLE_PLATFORMS:
+                await notify(session, Text(text), f"verify:{attempt.id}", accounts=[fresh])
         log.info("verification finished", extra={"provider": attempt.provider, "status": status})
         return self._page(f"page_verify_{status}")
 

@@ -46,6 +46,6 @@ CODE_PAGES = web.AppKey("code_pages", CodePageRoutes)
 # The WeChat mini program (present when it is configured).
 WXMINI = web.AppKey("wxmini", MiniProgramGateway)
 WXMINI_API = web.AppKey("wxmini_api", MiniProgramAPI)
-ALIPAY_MINI_API = web.AppKey("alipay_mini_api", AlipayAPI)  # the Alipay mini program's app (login only)
+ALIPAY_MINI_API = web.AppKey("alipay_mini_api", AlipayAPI)  # the Alipay mini program's app (login, certify)
 MP_API = web.AppKey("mp_api", MiniProgramApi)  # the mini programs' JSON API
 CONSOLE = web.AppKey("console", ConsoleRoutes)

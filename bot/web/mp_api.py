@@ -58,6 +58,7 @@ from bot.platforms.alipay.client import AlipayAPI, AlipayAPIError
 from bot.platforms.wechat.client import WeChatAPIError
 from bot.platforms.wxmini.client import BAD_LOGIN_CODE, MiniProgramAPI
 from bot.platforms.wxmini.consents import consents_left, record_consents
+from bot.platforms.wxmini.sender import may_reach
 from bot.reminders.planning import plan_soon
 from bot.showcode.codes import issue_code, qr_svg
 from bot.showcode.page import TokenBuckets, client_address, code_page_url, open_code_page
@@ -68,6 +69,10 @@ log = logging.getLogger("vaxbot.mp_api")
 
 PREFIX = "/mp/api/v1"
 MAX_BODY = 8 * 1024
+# The platforms whose accounts verify through the API (the WeChat mini program's face, Alipay's certify).
+FACE_PLATFORMS = frozenset({"wxmini", "alipaymini"})
+# ``startBizService``'s result statuses that end Alipay's certify flow (passed or a business failure).
+ALIPAY_FLOW_ENDED = frozenset({"9000", "4000"})
 _PRIVATE = {"Cache-Control": "no-store"}
 
 
@@ -298,9 +303,13 @@ class MiniProgramApi:
     async def verify_start(
         self, session: AsyncSession, caller: Caller, body: dict[str, Any], _: web.Request
     ) -> dict[str, Any]:
-        """``{"name", "id_number"}`` → ``{"attempt", "verify_id"}`` for ``wx.requestFacialVerify``."""
+        """``{"name", "id_number"}`` → ``{"attempt", "verify_id"}`` for ``wx.requestFacialVerify``.
+
+        In the Alipay mini program: ``{"attempt", "certify_id", "url"}`` for Alipay's certify (``startBizService``).
+        """
         settings = self._services.settings
-        if caller.account.platform != "wxmini":
+        platform = caller.account.platform
+        if platform not in FACE_PLATFORMS or (platform == "alipaymini" and self._alipay_mini is None):
             raise ApiError("channel_off", 404)
         name = normalize_name(str(body.get("name") or ""))
         if name is None:
@@ -319,17 +328,32 @@ class MiniProgramApi:
             session, self._services.vault, caller.account, Subject(name, parsed.value), provider, now, ttl
         )
         await session.commit()  # the attempt exists before the provider is asked
-        outcome, verify_id = await self._verification.start_in_app(handle, caller.account.id)
-        if outcome != "started":
+        outcome, started = await self._verification.start_in_app(handle, caller.account.id)
+        if outcome != "started" or started is None:
             raise ApiError("face_unavailable", 503)
-        return {"attempt": handle, "verify_id": verify_id, "expires_in": settings.face_link_ttl_seconds}
+        if platform == "alipaymini":
+            return {
+                "attempt": handle,
+                "certify_id": started.provider_ref,
+                "url": started.url,  # the signed certify page: carries the certify_id, nothing personal
+                "expires_in": settings.face_link_ttl_seconds,
+            }
+        return {"attempt": handle, "verify_id": started.provider_ref, "expires_in": settings.face_link_ttl_seconds}
 
     async def verify_result(
-        self, session: AsyncSession, caller: Caller, _: dict[str, Any], request: web.Request
+        self, session: AsyncSession, caller: Caller, body: dict[str, Any], request: web.Request
     ) -> dict[str, Any]:
-        """After ``wx.requestFacialVerify``: ask WeChat (never the page) how it ended; bind only on a pass."""
+        """After the face: ask the platform (never the page) how it ended; bind only on a pass.
+
+        ``{"result_status"}`` (optional, Alipay): what ``startBizService`` answered. Alipay's query cannot tell
+        "not yet" from "failed", so a "not passed" ends the attempt only when the page says the flow ended
+        (``9000`` or ``4000``); a cancelled or interrupted flow (``6001``, ``6002``) stays open.
+        """
         await session.commit()  # the attempt moves in its own transactions (SQLite has one writer)
-        status = await self._verification.finish_in_app(request.match_info["attempt"], caller.account.id)
+        page_done = str(body.get("result_status", "")) in ALIPAY_FLOW_ENDED
+        status = await self._verification.finish_in_app(
+            request.match_info["attempt"], caller.account.id, page_done=page_done
+        )
         if status == "not_found":
             raise ApiError("face_not_found", 404)
         if status == "pending":
@@ -535,7 +559,9 @@ class MiniProgramApi:
             )
             raise ApiError(refusal, 409, {"limit": settings.max_grantees})
         told = await tell_grantee(session, self._services.catalogue, vault, identity, visible.file.masked_name, grant)
-        return {**self._grant_view(grant), "notified": bool(told)}
+        notice_template = settings.wxmini_notice_template
+        reached = [account for account in told if await may_reach(session, account, notice_template, now)]
+        return {**self._grant_view(grant), "notified": bool(reached)}
 
     async def grant_revoke(
         self, session: AsyncSession, caller: Caller, _: dict[str, Any], request: web.Request

@@ -128,6 +128,7 @@ class Certification:
     return_url: str
     created: datetime
     result: str | None = None  # pass | fail | other
+    app_id: str = ""  # the app that initialised it: only that app may query it
 
 
 @dataclasses.dataclass
@@ -491,7 +492,7 @@ class FakeAlipayGateway:
         biz = parse_biz(params)
         if method in (CERTIFY_INITIALIZE, CERTIFY_QUERY):
             certify = self._certify_initialize if method == CERTIFY_INITIALIZE else self._certify_query
-            answer = certify(biz, now)
+            answer = certify(biz, now, params.get("app_id", self.app_id))
             self.received.append(Received(method, biz, params, now))
             return answer
         if method == CUSTOM_SEND:
@@ -536,16 +537,20 @@ class FakeAlipayGateway:
         if now - last.at > WINDOW:
             raise Refusal("40004", "PUB.MSG_SD_OVER_TIME", "超过可发送消息的时间")
 
-    def _certify_initialize(self, biz: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def _certify_initialize(self, biz: dict[str, Any], now: datetime, app_id: str) -> dict[str, Any]:
         order_no, cert_name, cert_no, return_url = check_certify_initialize(biz)
-        if any(item.outer_order_no == order_no for item in self.certifications.values()):
+        if any(item.outer_order_no == order_no and item.app_id == app_id for item in self.certifications.values()):
             raise Refusal("40004", "OUTER_ORDER_NO_REPEATED", "商户请求唯一标识重复")
         certify_id = secrets.token_hex(16)
-        self.certifications[certify_id] = Certification(certify_id, order_no, cert_name, cert_no, return_url, now)
+        self.certifications[certify_id] = Certification(
+            certify_id, order_no, cert_name, cert_no, return_url, now, app_id=app_id
+        )
         return {"certify_id": certify_id}
 
-    def _certify_query(self, biz: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def _certify_query(self, biz: dict[str, Any], now: datetime, app_id: str) -> dict[str, Any]:
         certification = self.certifications.get(str(biz.get("certify_id", "")))
+        if certification is not None and certification.app_id != app_id:
+            certification = None  # another app's certify_id is unknown to this one
         if certification is None or (certification.result is None and now - certification.created > CERTIFY_TTL):
             raise Refusal("40004", "OPEN_CERTIFY_BILL_NOT_EXIST", "无效的certify_id")
         # CERT_INFO names the person: someone else's face does not pass, and "F" also means "not yet".

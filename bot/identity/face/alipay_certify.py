@@ -4,6 +4,10 @@
 23 hours); ``certify`` is a page API, so its signed gateway URL is built here and opened by the user's
 browser, no call made. Alipay sends the browser back to ``return_url`` whether the face passed or not,
 so only ``query`` decides: ``passed == "T"``. ``passed == "F"`` also means "not (yet) certified".
+
+The Alipay mini program runs the same calls with its own app id (``api`` signs as the mini program), and its
+page opens the certify URL with the ``certifyId`` through ``my.call('startBizService', {name: 'open-certify'})``;
+the page's ``resultStatus`` proves nothing either, so ``query`` decides there too.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ class AlipayCertify:
 
     name = "alipay"
 
-    def __init__(self, api: AlipayAPI) -> None:
+    def __init__(self, api: AlipayAPI, *, name: str = "alipay") -> None:
         self._api = api
+        self.name = name  # "alipaymini" when run for the Alipay mini program's users with its app id
 
     async def start(self, request: StartRequest) -> Started:
         """Register the subject (``outer_order_no`` = our reference); the page URL and the ``certify_id``."""

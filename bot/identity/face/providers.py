@@ -33,6 +33,8 @@ PROVIDERS = {"wechat": ("tencent", "wechat_mini", "dev"), "alipay": ("alipay", "
 # The face of the mini program's own users: WeChat's face with the mini program's app id, secret, token and
 # their openid in it (``wechat_mini`` is the same face run from the Official Account's credentials).
 MINI_PROGRAM_FACE = "wxmini"
+# The Alipay mini program's users certify with Alipay's identity verification signed as the mini program.
+ALIPAY_MINI_PROGRAM_FACE = "alipaymini"
 _TIER = re.compile(r"^(\d+)-(\d*):([a-z_]+)$")
 
 
@@ -109,6 +111,8 @@ def provider_name_for(settings: Settings, platform: str) -> str:
     """
     if platform == "wxmini":
         return MINI_PROGRAM_FACE  # the mini program's own face, with its own credentials and openid
+    if platform == "alipaymini":
+        return ALIPAY_MINI_PROGRAM_FACE  # Alipay's certify, signed with the Alipay mini program's app id
     variable = f"VAXBOT_FACE_PROVIDER_{platform.upper()}"
     configured = settings.face_provider_wechat if platform == "wechat" else settings.face_provider_alipay
     if configured:
@@ -125,8 +129,9 @@ def build_face_providers(
     alipay_api: AlipayAPI | None,
     dev: DevFace | None = None,
     mini_api: WeChatAPI | None = None,
+    alipay_mini_api: AlipayAPI | None = None,
 ) -> dict[str, FaceProvider]:
-    """One provider per platform (keyed ``wechat``, ``alipay`` when that channel is on, ``wxmini`` with ``mini_api``).
+    """One provider per platform (``wechat``, ``alipay`` when on, ``wxmini`` / ``alipaymini`` with their APIs).
 
     Both platforms on ``dev`` share one :class:`DevFace` (its page is mounted once, see :func:`dev_face`);
     pass ``dev`` when its page was mounted before the providers could be built.
@@ -164,6 +169,9 @@ def build_face_providers(
     if mini_api is not None:
         # Users of the mini program verify there, with its credentials (``mini_api``) and their openid in it.
         providers["wxmini"] = WeChatMiniFace(mini_api, page=settings.wechat_face_page, name=MINI_PROGRAM_FACE)
+    if alipay_mini_api is not None:
+        # The Alipay mini program's users certify with its app id (``alipay_mini_api`` signs as the mini program).
+        providers["alipaymini"] = AlipayCertify(alipay_mini_api, name=ALIPAY_MINI_PROGRAM_FACE)
     return providers
 
 

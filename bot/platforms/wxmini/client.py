@@ -72,6 +72,20 @@ def subscription_field_problem(name: str, value: str) -> str | None:
     return None
 
 
+def fit_subscription_value(name: str, value: str) -> str:
+    """``value`` on one line, and a ``thing`` cut to its 20 characters (ending in "…").
+
+    Other types are not cut (half a phrase or a queue number misleads): check the result with
+    :func:`subscription_field_problem`.
+    """
+    text = " ".join(value.split())  # no control characters, no line breaks
+    match = _FIELD.match(name)
+    if match is None or match[1] != "thing":
+        return text
+    limit = SUBSCRIPTION_FIELD_RULES["thing"][0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class MiniProgramAPI(WeChatAPI):
     """Typed calls to WeChat's API as the mini program."""
 

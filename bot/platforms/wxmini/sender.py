@@ -21,13 +21,32 @@ from bot.outbox.queue import SendError, addressee
 from bot.platforms.wechat.client import WeChatAPIError
 from bot.platforms.wechat.sender import classify, image_bytes
 from bot.platforms.wxmini.client import MiniProgramAPI
-from bot.platforms.wxmini.consents import spend_consent
+from bot.platforms.wxmini.consents import consents_left, spend_consent
 from models import OutboxKind, OutboxMessage, PlatformAccount, utcnow
 
 MESSAGE_WINDOW = timedelta(hours=48)  # after a message the user sent
 ENTER_WINDOW = timedelta(minutes=1)  # after the user only opened the customer-service chat
 CUSTOMER_SERVICE_KINDS = frozenset({OutboxKind.TEXT, OutboxKind.IMAGE, OutboxKind.NEWS})
 NOTICE_LIMIT = 20  # a thing value
+
+
+def in_service_window(last_inbound_at: datetime | None, last_kind: str | None, now: datetime) -> bool:
+    """Whether a customer-service message may follow the user's last contact (48 hours, or a minute after enter)."""
+    window = ENTER_WINDOW if last_kind == UpdateKind.ENTER.value else MESSAGE_WINDOW
+    return last_inbound_at is not None and now - last_inbound_at <= window
+
+
+async def may_reach(session: AsyncSession, account: PlatformAccount, notice_template: str, now: datetime) -> bool:
+    """Whether a text queued now for ``account`` will likely reach them (other platforms: yes).
+
+    A mini-program user is reached inside the window, or outside it with a consent to the notice template
+    (a consent someone else spends first may still leave them unreached: this is the best knowledge now).
+    """
+    if account.platform != "wxmini":
+        return True
+    if in_service_window(account.last_inbound_at, account.last_interaction_kind, now):
+        return True
+    return bool(notice_template) and await consents_left(session, account.id, notice_template) > 0
 
 
 class MiniProgramSender:
@@ -66,8 +85,7 @@ class MiniProgramSender:
                 )
             ).first()
         last, last_kind = (found[0], found[1]) if found is not None else (None, None)
-        window = ENTER_WINDOW if last_kind == UpdateKind.ENTER.value else MESSAGE_WINDOW
-        return last is not None and utcnow() - last <= window
+        return in_service_window(last, last_kind, utcnow())
 
     async def _send_as_notice(self, row: OutboxMessage) -> None:
         """Outside the chat's window a text reaches the user only as a subscription notice, with a consent."""
