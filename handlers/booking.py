@@ -126,19 +126,8 @@ async def offer_vaccines(ctx: Context, identity: Identity, visible: Visible) -> 
     today = china_date(ctx.now)
     given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, today)
     record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
-    forecasts = forecast_next_doses(visible.file.birth_date, visible.file.sex, record, today)
-    order = {"overdue": 0, "due": 1, "upcoming": 2}
-    soon = [item for item in forecasts if item.status != "upcoming" or item.earliest <= today + timedelta(days=31)]
-    soon.sort(key=lambda item: (order.get(item.status, 3), item.earliest))
-    options: list[list[object]] = []
-    for item in soon:
-        found = [
-            slot
-            for slot in await slots.upcoming(ctx.session, item.vaccine_code, ctx.now)
-            if china_date(slot.starts_at) >= item.earliest
-        ]
-        if found and all(option[0] != item.vaccine_code for option in options):
-            options.append([item.vaccine_code, item.dose_number, item.earliest.isoformat()])
+    found = await slots.offers(ctx.session, visible.file.birth_date, visible.file.sex, record, ctx.now)
+    options: list[list[object]] = [[item.vaccine_code, item.dose_number, item.earliest.isoformat()] for item in found]
     if not options:
         ctx.finish()
         ctx.say("booking_no_vaccines", name=visible.file.masked_name)

@@ -10,7 +10,8 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core.chinatime import CHINA
+from bot.core.chinatime import CHINA, china_date
+from bot.immunization.forecast import GivenDose, forecast_next_doses
 from bot.immunization.vaccines import find_vaccine
 from models import Clinic, Slot
 
@@ -196,3 +197,37 @@ async def coming(session: AsyncSession, clinic_id: int, now: datetime, days: int
         .order_by(Slot.starts_at, Slot.vaccine_code, Slot.id)
     )
     return (await session.scalars(query)).all()
+
+
+@dataclasses.dataclass(frozen=True)
+class Offer:
+    """A vaccine a person may book: the dose the forecast expects next and the first day it may be given."""
+
+    vaccine_code: str
+    dose_number: int
+    earliest: date
+    status: str
+
+
+def offered(offer: Offer, slot: Slot) -> bool:
+    """Whether this slot may be booked for this offer (the same vaccine, on or after the earliest day)."""
+    return slot.vaccine_code == offer.vaccine_code and china_date(slot.starts_at) >= offer.earliest
+
+
+async def offers(
+    session: AsyncSession, birth: date, sex: str, given: Sequence[GivenDose], now: datetime
+) -> list[Offer]:
+    """What a person may book: due and late doses first, then those within a month, each only if a slot exists."""
+    today = china_date(now)
+    order = {"overdue": 0, "due": 1, "upcoming": 2}
+    forecasts = forecast_next_doses(birth, sex, given, today)
+    soon = [item for item in forecasts if item.status != "upcoming" or item.earliest <= today + timedelta(days=31)]
+    soon.sort(key=lambda item: (order.get(item.status, 3), item.earliest))
+    found: list[Offer] = []
+    for item in soon:
+        offer = Offer(item.vaccine_code, item.dose_number, item.earliest, item.status)
+        if any(each.vaccine_code == offer.vaccine_code for each in found):
+            continue
+        if any(offered(offer, slot) for slot in await upcoming(session, offer.vaccine_code, now)):
+            found.append(offer)
+    return found
