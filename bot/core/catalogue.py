@@ -886,6 +886,16 @@ MESSAGES: Final[dict[str, str]] = {
     "grant_added_not_reached": (
         "TA目前只在微信小程序里使用本服务，我们暂时没法给TA发消息。请告诉TA打开小程序看看，授权已经生效，就能看到了。"
     ),
+    # Booking in the mini programs' JSON API: its refusals (the chat's booking journey says the same in its own steps).
+    "mp_error_booking_full": "抱歉，这个时段刚刚约满了。请刷新后选择其他时段或日期。",
+    "mp_error_booking_not_open": "这个时段还没有开放预约，将于 {opens} 开放，请到时再来，或选择其他时段。",
+    "mp_error_booking_closed": "这个时段已经停止预约了（门诊已关闭或时间已过）。请刷新后选择其他时段。",
+    "mp_error_booking_held": "已经为TA预约过这种疫苗了（预约号 {number}）。如需改时间，请先在「我的预约」里取消原预约。",
+    "mp_error_booking_slot_not_found": "没有找到这个时段，请刷新后重新选择。",
+    "mp_error_booking_not_offered": "这个时段的疫苗现在还不能为TA预约（不在待接种的疫苗里，或日期早于可接种的日子）。请刷新后重新选择。",
+    "mp_error_booking_key_reused": "这次预约请求已经用于另一位家人了。请返回上一页重新预约。",
+    "mp_error_booking_not_found": "没有找到这个预约，或您没有管理它的权限。请刷新「我的预约」。",
+    "mp_error_booking_not_active": "这个预约已经取消了（或已经接种），不需要再取消。请刷新「我的预约」。",
 }
 
 
