@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import time, timedelta
 from typing import Any
 
@@ -215,3 +216,19 @@ async def test_someone_elses_booking_and_certificate_are_refused(
     )
     assert _code(not_verified) == (403, "not_verified")
     assert await _booked(client, slot) == (1, 1)
+
+
+async def test_a_double_submit_at_the_same_moment_books_once(
+    app_client: Client, fake_mini: tuple[FakeMiniProgramAPI, str, Gate]
+) -> None:
+    client = app_client
+    parent, _, certificate = await _family(client, fake_mini[0])
+    slot = await _publish(client, await clinic(client, *NANTONG), 2, 5)
+    body = {"slot": slot, "key": "tap-twice-01"}
+    path = f"/certificates/{certificate}/bookings"
+    answers = await asyncio.gather(*(parent.call("POST", path, body) for _ in range(3)))
+    assert [status for status, _ in answers] == [200, 200, 200], answers
+    assert len({answer["booking"] for _, answer in answers}) == 1
+    assert sorted(answer["repeated"] for _, answer in answers) == [False, True, True]
+    assert await _booked(client, slot) == (1, 1)
+    assert len(await _audit(client, "booking_made")) == 1
