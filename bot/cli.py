@@ -566,6 +566,57 @@ def cmd_clinic_key(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _china_moment(text: str) -> datetime:
+    """A China date and time (YYYY-MM-DDTHH:MM) as an instant."""
+    from bot.core.chinatime import CHINA
+
+    return datetime.fromisoformat(text).replace(tzinfo=CHINA)
+
+
+def cmd_clinic_slot(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish a bookable slot (预约号源), or close a day or one window of it to new bookings."""
+    from datetime import date, time
+
+    from bot.booking import slots
+    from models import utcnow
+
+    async def main() -> str:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                clinic = await slots.clinic_by_code(session, args.clinic)
+                if clinic is None:
+                    raise slots.SlotRefused(f"no clinic {args.clinic}")
+                day = date.fromisoformat(args.day)
+                if args.slot_action == "close":
+                    start = time.fromisoformat(args.start) if args.start else None
+                    closed = await slots.close(session, clinic.id, day, utcnow(), start=start)
+                    return f"{closed} slot(s) at {clinic.code} on {day} closed to new bookings"
+                price = round(float(args.price) * 100) if args.price else None
+                spec = slots.SlotSpec(
+                    vaccine_code=args.vaccine,
+                    day=day,
+                    start=time.fromisoformat(args.start),
+                    end=time.fromisoformat(args.end),
+                    capacity=args.capacity,
+                    opens_at=_china_moment(args.opens) if args.opens else None,
+                    funding=slots.Funding.SELF_PAID if price else slots.Funding.PROGRAMME,
+                    price_fen=price,
+                )
+                slot = await slots.publish(session, clinic.id, spec)
+                window = f"{args.vaccine} {day} {args.start}-{args.end}"
+                return f"slot {slot.id} published at {clinic.code}: {window}, {args.capacity} places"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(main()))
+    except (slots.SlotRefused, ValueError) as exc:
+        print(f"vaxbot: {exc}; nothing was changed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _read_new_password() -> str | None:
     """A new staff password: asked twice at a terminal (not echoed), else the first line of standard input."""
     import getpass
@@ -777,6 +828,25 @@ def build_parser() -> argparse.ArgumentParser:
     clinic_key.add_argument("--clinic", help="add: the clinic's registry code")
     clinic_key.add_argument("--label", default="", help="what the key is for (the clinic's system)")
     clinic_key.set_defaults(func=cmd_clinic_key)
+    clinic_slot = clinic_actions.add_parser("slot", help="bookable slots (预约号源): publish one, or close a day")
+    slot_actions = clinic_slot.add_subparsers(dest="slot_action", required=True)
+    slot_add = slot_actions.add_parser("add", help="publish one vaccine's window on one day")
+    slot_add.add_argument("--clinic", required=True, help="the clinic's registry code")
+    slot_add.add_argument("--vaccine", required=True, help="the vaccine code (HepB, HPV9…)")
+    slot_add.add_argument("--day", required=True, help="the China date, YYYY-MM-DD")
+    slot_add.add_argument("--start", required=True, help="the window's start, HH:MM (China time)")
+    slot_add.add_argument("--end", required=True, help="the window's end, HH:MM (China time)")
+    slot_add.add_argument("--capacity", required=True, type=int, help="how many places")
+    slot_add.add_argument("--opens", help="when booking opens, YYYY-MM-DDTHH:MM China time (default: now)")
+    slot_add.add_argument("--price", help="self-paid: the price in yuan shown to families (default: programme, free)")
+    slot_add.set_defaults(func=cmd_clinic_slot)
+    slot_close = slot_actions.add_parser(
+        "close", help="close a day (or the window starting at --start) to new bookings"
+    )
+    slot_close.add_argument("--clinic", required=True, help="the clinic's registry code")
+    slot_close.add_argument("--day", required=True, help="the China date, YYYY-MM-DD")
+    slot_close.add_argument("--start", help="only the window starting at HH:MM")
+    slot_close.set_defaults(func=cmd_clinic_slot)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
     audit.add_argument("--certificate", type=int, help="the certificate's id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.chat.conversation import Context, Router
 from handlers import (
     accounts,
+    booking,
     claim,
     coming_soon,
     common,
@@ -39,6 +40,7 @@ def build_router(*first: Router) -> Router:
         grant.router,
         records.router,
         show_code.router,
+        booking.router,
         my_code.router,
         desk_confirm.router,
         accounts.router,

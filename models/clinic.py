@@ -108,6 +108,12 @@ class Slot(Base):
     capacity: Mapped[int] = mapped_column(Integer)
     booked: Mapped[int] = mapped_column(Integer, default=0)
     mode: Mapped[str] = mapped_column(String(16), default="first_come")  # first_come | lottery
+    # When booking opens (None: as soon as published); the chat says when if asked too early.
+    opens_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    funding: Mapped[str] = mapped_column(String(16), default="programme")  # programme | self_paid
+    price_fen: Mapped[int | None] = mapped_column(Integer)  # self-paid vaccines: the price shown, in fen
+    # A closed slot takes no new bookings (a day or a window the clinic closed).
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Appointment(Base):
@@ -124,7 +130,12 @@ class Appointment(Base):
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the day-before reminder went out (claimed by a conditional UPDATE: one process sends it).
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+
+# The chat's query: one vaccine's slots at a clinic, by time.
+Index("ix_slots_clinic_vaccine_starts", Slot.clinic_id, Slot.vaccine_code, Slot.starts_at)
 
 # One live booking per person per vaccine, enforced by the database.
 Index(

@@ -7,7 +7,6 @@ signatures and enforces its windows. What the user reads must be the same on bot
 
 from __future__ import annotations
 
-from bot.chat.menu import LABELS
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
@@ -23,7 +22,7 @@ SCRIPT: list[tuple[Step, list[str]]] = [
     (("text", "退出"), ["已退出"]),
     (("text", "客服电话是多少"), ["400-101-6588"]),
     (("click", "CERT_CLAIM"), ["需要先完成实名认证"]),
-    (("click", "BOOK_MINE"), [f"「{LABELS['BOOK_MINE']}」功能正在建设中"]),
+    (("click", "BOOK_MINE"), ["预约接种需要先完成实名认证"]),
     (("text", "随便说点什么"), ["没太明白"]),
     (("enter", "CLINIC-NT-CC-01"), []),
     (("unfollow", ""), []),

@@ -268,7 +268,18 @@ async def _nothing(ctx: Context) -> None:
 def test_routers_include_each_other_once_and_in_order() -> None:
     root = build_router()
     names = [flow.name for flow in root.flows()]
-    assert names == ["verify", "claim", "grant", "records", "show_code", "add_child", "accounts", "faq"]
+    assert names == [
+        "verify",
+        "claim",
+        "grant",
+        "records",
+        "show_code",
+        "booking",
+        "my_bookings",
+        "add_child",
+        "accounts",
+        "faq",
+    ]
     feature = Router("x")
     root.include_router(feature)
     with pytest.raises(ValueError, match="already included"):
@@ -335,7 +346,7 @@ async def test_typed_menu_words_leave_each_flow_and_start_the_named_journey(
 
     await channel.say(user, "证照授权")
     answer = await channel.say(user, "预约接种")
-    assert answer.startswith("已退出证照授权。\n") and "「预约接种」功能正在建设中" in answer
+    assert answer.startswith("已退出证照授权。\n") and "请回复序号，选择为谁预约" in answer
 
     await channel.say(user, "接种记录")
     answer = await channel.say(user, "联系客服")

@@ -781,11 +781,121 @@ MESSAGES: Final[dict[str, str]] = {
     "desk_confirm_line": "{number}号　{name}：{vaccine} 第{number_dose}剂，批号 {lot}",
     "desk_confirm_already": "{name}的接种信息您已经确认过了，医生会按确认的内容接种，不用再回复。",
     "desk_confirm_stale": "这次核对的内容已经变了（医生可能更换了批号），请以最新收到的消息为准，核对后再回复「确认」。",
+    # --- booking (预约接种 / 我的预约) ---
+    "booking_need_verify": "预约接种需要先完成实名认证，这样我们才能确认为谁预约。\n回复「实名认证」即可开始。",
+    "booking_none": (
+        "您还没有可以预约的电子预防接种证。\n"
+        "· 本人或孩子的接种证：回复「申领接种证」，申领后就能预约；\n"
+        "· 孩子的接种证已由其他家人申领：请TA在「证照授权」中为您授权。"
+    ),
+    "booking_pick_head": "请回复序号，选择为谁预约：",
+    "booking_when": "{month}月{day}日 {hour}:{minute}",
+    "booking_price_free": "免费（免疫规划）",
+    "booking_price_paid": "自费 {yuan}元",
+    "booking_page": "第{page}/{pages}页，回复「下一页」或「上一页」翻页。",
+    "booking_pick_hint": "请回复序号选择，回复「退出」结束预约。",
+    "booking_pick_invalid": "请回复列表中的序号（例如 1），翻页请回复「下一页」，结束请回复「退出」。",
+    "booking_vaccine_head": "{name}现在可以预约的疫苗（应种、逾期的排在前面）：",
+    "booking_vaccine_line": "{vaccine} 第{number}剂",
+    "booking_no_vaccines": (
+        "{name}现在没有可以预约的疫苗：要么暂时没有到期的针次，要么门诊还没有放出号源。\n"
+        "您可以回复「接种记录」查看下一针的时间，门诊放号后再来预约。"
+    ),
+    "booking_no_slots": "{vaccine}暂时没有门诊放出可预约的号源，请过几天再来看看。",
+    "booking_clinic_head": "{vaccine} 第{number}剂，可预约的门诊：",
+    "booking_clinic_line": "{clinic}（余{free}个）",
+    "booking_clinic_mine": "　← 建档门诊",
+    "booking_day_head": "{clinic}，请选择日期：",
+    "booking_day_line": "{day}（余{free}个）",
+    "booking_day_not_open": "{day}（{opens} 开放预约）",
+    "booking_window_head": "{day}，请选择时段：",
+    "booking_gone_head": "抱歉，您选的时段刚刚约满或已停止预约。{day}现在的情况：",
+    "booking_day_full": "抱歉，您选的时段刚刚约满，这一天已经没有空余名额了。可以看看其他日期：",
+    "booking_window_line": "{window}　{state}　{price}",
+    "booking_window_free": "余{free}个",
+    "booking_window_opens": "{opens} 开放预约",
+    "booking_not_open": "这个时段还没有开放预约，将于 {opens} 开放，请到时再来。您也可以选择其他时段。",
+    "booking_confirm": (
+        "请核对预约信息：\n"
+        "接种人：{name}（{id}）\n"
+        "疫苗：{dose}\n"
+        "门诊：{clinic}\n"
+        "时间：{when}（{window}）\n"
+        "费用：{price}\n"
+        "{moving}"
+        "无误请回复「确认」，不预约请回复「退出」。"
+    ),
+    "booking_confirm_moving": "确认后原预约将同时取消；新时段约不上时，原预约保持不变。\n",
+    "booking_moved": (
+        "改期成功！新的预约号：{number}\n"
+        "{name}　{vaccine}\n"
+        "{clinic}\n"
+        "{when}（{window}）\n"
+        "原预约已取消。请按时到门诊，出示「亮码接种」中的接种码。"
+    ),
+    "booking_manage_ask": (
+        "{booking}\n改到其他时间请回复「改期」；取消这个预约请回复「确认取消」；保留不变请回复「退出」。"
+    ),
+    "booking_confirm_hint": "请回复「确认」完成预约，或回复「退出」放弃这次预约。",
+    "booking_done": (
+        "预约成功！预约号：{number}\n"
+        "{name}　{vaccine}\n"
+        "{clinic}\n"
+        "{when}（{window}）\n"
+        "请按时到门诊，出示「亮码接种」中的接种码。如需取消，回复「我的预约」。"
+    ),
+    "booking_already": (
+        "{name}已经预约了{vaccine}（预约号 {number}）：{clinic}，{when}（{window}）。\n"
+        "同一种疫苗一次只能保留一个预约。想换时间，请先回复「我的预约」取消原预约，再重新预约。"
+    ),
+    "booking_mine_none": "您目前没有待接种的预约。回复「预约接种」即可预约。",
+    "booking_mine_head": "您的预约（回复序号可以改期或取消）：",
+    "booking_mine_line": "{name}　{vaccine}　{clinic}　{when}（{window}）预约号 {number}",
+    "booking_cancel_hint": "改到其他时间请回复「改期」，取消预约请回复「确认取消」；想保留预约，回复「退出」即可。",
+    "booking_cancelled": "已为{name}取消预约，号源已释放。需要时可以回复「预约接种」重新预约。",
+    "booking_cancel_gone": "这个预约已经不在了（可能已取消或已接种），回复「我的预约」查看最新情况。",
+    "booking_reminder_first": "{name}明天有接种预约",
+    "booking_reminder_when": "{month}月{day}日 {start}–{end}",
+    "booking_reminder_remark": (
+        "地点：{clinic}。请按预约时段到达，带好身份证（孩子请带上户口本或出生证明），"
+        "到门诊后点菜单「亮码接种」出示接种码。不能前往请回复「我的预约」取消，把名额留给别人。"
+    ),
+    "console_nav_slots": "预约号源",
+    "console_slots_title": "预约号源",
+    "console_slots_hint": "发布某种疫苗某一天某个时段的号源；自费疫苗请填写价格（元），免疫规划疫苗留空。停诊时关闭当天或某个时段，已有预约不会自动取消。",
+    "console_slots_none": "近期没有发布号源。",
+    "console_slots_invalid": "填写有误：请检查疫苗、日期、时段（结束晚于开始）、名额（1–10000）和价格。没有发布任何号源。",
+    "console_slots_past": "这个时段已经开始或已过去，不能再发布。",
+    "console_slots_added": "号源已发布。",
+    "console_slots_closed": "已关闭 {count} 个时段，不再接受新的预约。",
+    "console_slots_publish": "发布号源",
+    "console_slots_close": "关闭（停诊）",
+    "console_slots_vaccine": "疫苗",
+    "console_slots_day": "日期",
+    "console_slots_start": "开始",
+    "console_slots_end": "结束",
+    "console_slots_capacity": "名额",
+    "console_slots_opens": "开放预约时间（留空则立即开放）",
+    "console_slots_price": "自费价格（元）",
+    "console_slots_close_start": "只关闭此开始时间的时段（留空关闭全天）",
+    "console_slots_booked": "已约",
+    "console_slots_free": "免费",
+    "console_slots_is_closed": "已关闭",
     # The mini-program channel (its remaining parts): a grantee who is only in the WeChat mini program and
     # cannot be messaged now (outside its chat window, no consent to a notice).
     "grant_added_not_reached": (
         "TA目前只在微信小程序里使用本服务，我们暂时没法给TA发消息。请告诉TA打开小程序看看，授权已经生效，就能看到了。"
     ),
+    # Booking in the mini programs' JSON API: its refusals (the chat's booking journey says the same in its own steps).
+    "mp_error_booking_full": "抱歉，这个时段刚刚约满了。请刷新后选择其他时段或日期。",
+    "mp_error_booking_not_open": "这个时段还没有开放预约，将于 {opens} 开放，请到时再来，或选择其他时段。",
+    "mp_error_booking_closed": "这个时段已经停止预约了（门诊已关闭或时间已过）。请刷新后选择其他时段。",
+    "mp_error_booking_held": "已经为TA预约过这种疫苗了（预约号 {number}）。如需改时间，请先在「我的预约」里取消原预约。",
+    "mp_error_booking_slot_not_found": "没有找到这个时段，请刷新后重新选择。",
+    "mp_error_booking_not_offered": "这个时段的疫苗现在还不能为TA预约（不在待接种的疫苗里，或日期早于可接种的日子）。请刷新后重新选择。",
+    "mp_error_booking_key_reused": "这次预约请求已经用于另一位家人了。请返回上一页重新预约。",
+    "mp_error_booking_not_found": "没有找到这个预约，或您没有管理它的权限。请刷新「我的预约」。",
+    "mp_error_booking_not_active": "这个预约已经取消了（或已经接种），不需要再取消。请刷新「我的预约」。",
 }
 
 

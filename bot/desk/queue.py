@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection
-from datetime import date, datetime
+from datetime import date, datetime, time
 from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.booking.bookings import mark_attended
 from bot.certificates.rules import Visible, in_pilot_region, open_visible
 from bot.core.audit import record_about_certificate, record_access
 from bot.core.catalogue import Catalogue
-from bot.core.chinatime import china_date
+from bot.core.chinatime import CHINA, china_date
 from bot.core.db import dialect_insert
 from bot.core.pii import Vault
 from bot.desk.filing import open_details
@@ -314,6 +315,9 @@ async def take_number(
         )
         raise CodeRejected(CodeProblem.NO_ACCESS, token)
     visit, already = await _queue(session, visible, clinic, identity.id, now)
+    # A booking for today at this clinic is kept: the person came (no-show marking leaves it alone).
+    today = datetime.combine(china_date(now), time(0), tzinfo=CHINA)
+    attended = await mark_attended(session, visible.certificate.vaccinee_id, clinic.id, today)
     record_access(
         session,
         actor_kind="staff",
@@ -322,7 +326,12 @@ async def take_number(
         reason=visible.role,
         certificate_id=visible.certificate.id,
         vaccinee_id=visible.certificate.vaccinee_id,
-        detail={"visit": visit.id, "queue_number": visit.queue_number, "repeat": already},
+        detail={
+            "visit": visit.id,
+            "queue_number": visit.queue_number,
+            "repeat": already,
+            "bookings_attended": attended,
+        },
     )
     if not already:
         teller = family or FamilyTeller(catalogue)

@@ -16,14 +16,15 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from alembic import command
 from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.core.chinatime import china_today
+from bot.booking import slots as booking_slots
+from bot.core.chinatime import CHINA, china_today
 from bot.core.db import alembic_config, sessionmaker
 from bot.core.pii import Vault
 from bot.core.validators import id_check_char
@@ -32,7 +33,7 @@ from bot.registry.staging import stage_registry
 from bot.registry.validate import parse_registry
 from bot.staff.auth import add_staff
 from bot.staff.passwords import hash_password_async
-from models import Clinic, ClinicStaff, RegistryBatch, StaffRole
+from models import Clinic, ClinicStaff, RegistryBatch, Slot, StaffRole
 
 DEMO_SOURCE = "demo-registry.json"
 # The demo clinic's staff, one per role, for the clinic console (development only: the password is public).
@@ -262,11 +263,13 @@ async def seed_demo(sessions: async_sessionmaker[AsyncSession], vault: Vault, *,
     if seeded is not None:
         await apply_due_batches(sessions, vault, today)  # in case a crash came between import and apply
         await seed_demo_staff(sessions)
+        await seed_demo_slots(sessions, today)
         return False
     parsed = parse_registry(DEMO_SOURCE, demo_registry_json(), today=today)
     await stage_registry(sessions, vault, parsed, source=DEMO_SOURCE, effective_from=today)
     await apply_due_batches(sessions, vault, today)
     await seed_demo_staff(sessions)
+    await seed_demo_slots(sessions, today)
     return True
 
 
@@ -295,6 +298,47 @@ async def seed_demo_staff(sessions: async_sessionmaker[AsyncSession]) -> int:
                 hashed=shared,
             )
         return len(missing)
+
+
+# Bookable slots of the demo world: the programme doses the demo children are due for, on the coming
+# weekdays' mornings at the Nantong and Wuxi clinics; and 9-valent HPV (self-paid) in Wuxi, whose booking opens
+# tomorrow morning, to show what a family is told before a release.
+DEMO_SLOT_CLINICS = ("NT-CC-01", "WX-LX-01")
+DEMO_SLOT_VACCINES = ("HepB", "IPV", "DTaP", "MMR", "JE-L", "HepA-L", "MPSV-AC", "MPSV-A", "bOPV", "DT", "HPV2")
+DEMO_SLOT_DAYS = 7
+DEMO_WINDOWS = ((time(8, 30), time(10)), (time(10), time(11, 30)))
+
+
+async def seed_demo_slots(sessions: async_sessionmaker[AsyncSession], today: date) -> int:
+    """Slots for the demo clinics' coming weekdays, once (none are added when any exist); how many were added."""
+    async with sessions() as session, session.begin():
+        if (await session.scalars(select(Slot.id).limit(1))).first() is not None:
+            return 0
+        clinics = (await session.scalars(select(Clinic).where(Clinic.code.in_(DEMO_SLOT_CLINICS)))).all()
+        added = 0
+        days = [today + timedelta(days=n) for n in range(1, DEMO_SLOT_DAYS + 1)]
+        for clinic in clinics:
+            for day in (day for day in days if day.weekday() < 5):
+                for code in DEMO_SLOT_VACCINES:
+                    for start, end in DEMO_WINDOWS:
+                        spec = booking_slots.SlotSpec(code, day, start, end, 20)
+                        await booking_slots.publish(session, clinic.id, spec)
+                        added += 1
+                if clinic.code == "WX-LX-01":
+                    opens = datetime.combine(today + timedelta(days=1), time(8), tzinfo=CHINA)
+                    hpv = booking_slots.SlotSpec(
+                        "HPV9",
+                        day,
+                        time(14),
+                        time(16),
+                        30,
+                        opens_at=opens,
+                        funding=booking_slots.Funding.SELF_PAID,
+                        price_fen=131800,
+                    )
+                    await booking_slots.publish(session, clinic.id, hpv)
+                    added += 1
+        return added
 
 
 async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = None) -> None:

@@ -33,6 +33,7 @@ from bot.immunization.forecast import Forecast, GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
 from bot.outbox import queue as outbox
 from bot.platforms.wxmini.consents import queue_subscription
+from bot.reminders.appointments import send_appointment_reminders
 from bot.reminders.planning import next_reminder_time as next_reminder_time
 from bot.reminders.planning import plan_reminders as plan_reminders
 from bot.reminders.planning import wanted
@@ -273,10 +274,18 @@ def register_jobs(
     catalogue: Catalogue,
     settings: Settings,
 ) -> None:
-    """The reminders' jobs: plan every hour (incrementally), send every 5 minutes (sending waits for the morning)."""
+    """The reminders' jobs: plan every hour (incrementally), send dose and day-before booking reminders every 5 minutes.
+
+    Sending waits for the morning.
+    """
     scheduler.every("reminders-plan", timedelta(hours=1), lambda: plan_reminders(sessions, vault, settings, utcnow()))
     scheduler.every(
         "reminders-send",
         timedelta(minutes=5),
         lambda: send_due_reminders(sessions, vault, catalogue, settings, utcnow()),
+    )
+    scheduler.every(
+        "reminders-appointments",
+        timedelta(minutes=5),
+        lambda: send_appointment_reminders(sessions, vault, catalogue, settings, utcnow()),
     )

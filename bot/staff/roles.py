@@ -26,11 +26,12 @@ class Permission(StrEnum):
     CONFIRM = "confirm"  # 一验证: ask the family, or record an in-person confirmation
     VACCINATE = "vaccinate"  # 接种
     FINISH = "finish"  # 留观结束
+    SLOTS = "slots"  # 预约号源: publish slots, close a day or a window
 
 
 ALLOWED: Final[dict[StaffRole, frozenset[Permission]]] = {
     StaffRole.REGISTRAR: frozenset(
-        {Permission.VIEW, Permission.SCAN, Permission.CALL, Permission.REGISTER, Permission.CONFIRM}
+        {Permission.VIEW, Permission.SCAN, Permission.CALL, Permission.REGISTER, Permission.CONFIRM, Permission.SLOTS}
     ),
     StaffRole.VACCINATOR: frozenset(
         {Permission.VIEW, Permission.CALL, Permission.CONFIRM, Permission.VACCINATE, Permission.FINISH}

@@ -12,11 +12,13 @@ import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 
 from aiohttp import web
 
+from bot.booking import slots as booking_slots
+from bot.core.audit import record_access
 from bot.core.chinatime import china_date
 from bot.desk import filing, steps
 from bot.desk.clinics import (
@@ -325,6 +327,71 @@ async def get_summary(request: web.Request, actor: DeskActor, _data: dict[str, A
         return await steps.day_summary(session, actor, _day(request), vault=services.vault)
 
 
+SLOT_DAYS = 60  # GET /slots lists the slots starting within this many days
+
+
+async def get_slots(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /slots: the clinic's slots not yet over, starting within the coming weeks."""
+    async with request.app[SESSIONS]() as session:
+        return {
+            "slots": [
+                booking_slots.view(slot)
+                for slot in await booking_slots.coming(session, actor.clinic_id, utcnow(), SLOT_DAYS)
+            ]
+        }
+
+
+async def add_slot(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /slots {vaccine_code, date, start, end, capacity, opens_at?, price_yuan?}: publish a slot."""
+    capacity = data.get("capacity")
+    if not isinstance(capacity, int) or isinstance(capacity, bool):
+        raise BadRequest("capacity")
+    try:
+        spec = booking_slots.spec_from_fields(
+            vaccine=_text(data, "vaccine_code"),
+            day=_text(data, "date"),
+            start=_text(data, "start"),
+            end=_text(data, "end"),
+            capacity=capacity,
+            opens=_text(data, "opens_at", required=False),
+            price_yuan=_text(data, "price_yuan", required=False),
+        )
+    except booking_slots.SlotRefused as exc:
+        return _error(422, "slot_refused", f"号源填写有误：{exc}")
+    if spec.window()[0] <= utcnow():
+        return _error(422, "slot_in_the_past", "这个时段已经开始或已过去，不能再发布。")
+    async with request.app[SESSIONS]() as session, session.begin():
+        slot = await booking_slots.publish(session, actor.clinic_id, spec)
+        record_access(
+            session,
+            actor_kind="clinic_api",
+            actor_ref=actor.audit_actor(),
+            action="slot_published",
+            detail={"slot": slot.id, "vaccine": spec.vaccine_code, "capacity": spec.capacity},
+        )
+        return {"slot": booking_slots.view(slot)}
+
+
+async def close_slots(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
+    """POST /slots/close {date, start?}: close a day (or the window starting at ``start``) to new bookings."""
+    day = _parse_date(_text(data, "date"), "date")
+    start_text = _text(data, "start", required=False)
+    try:
+        start = time.fromisoformat(start_text) if start_text else None
+    except ValueError:
+        raise BadRequest("start") from None
+    async with request.app[SESSIONS]() as session, session.begin():
+        closed = await booking_slots.close(session, actor.clinic_id, day, utcnow(), start=start)
+        record_access(
+            session,
+            actor_kind="clinic_api",
+            actor_ref=actor.audit_actor(),
+            action="slots_closed",
+            detail={"day": day.isoformat(), "start": start_text, "closed": closed},
+        )
+        return {"closed": closed}
+
+
 def setup_routes(app: web.Application) -> None:
     """Mount the clinic API's routes on ``app`` (plain routes under ``/clinic/api/v1``)."""
     app.router.add_get(f"{PREFIX}/visits", endpoint(get_queue))
@@ -342,3 +409,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/visits/{{visit_id:\\d+}}/finish", endpoint(finish))
     app.router.add_get(f"{PREFIX}/observing", endpoint(get_observing))
     app.router.add_get(f"{PREFIX}/summary", endpoint(get_summary))
+    app.router.add_get(f"{PREFIX}/slots", endpoint(get_slots))
+    app.router.add_post(f"{PREFIX}/slots", endpoint(add_slot))
+    app.router.add_post(f"{PREFIX}/slots/close", endpoint(close_slots))

@@ -23,6 +23,9 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.booking import bookings as booking_rules
+from bot.booking import slots as booking_slots
+from bot.booking.bookings import Outcome
 from bot.certificates.rules import (
     GRANT_REFUSAL_REASONS,
     GRANT_REFUSED,
@@ -44,7 +47,7 @@ from bot.certificates.rules import (
 )
 from bot.chat.conversation import Services
 from bot.core.audit import record_about_certificate
-from bot.core.chinatime import china_date
+from bot.core.chinatime import CHINA, china_date
 from bot.core.pii import mask_id_number, mask_name, mask_phone
 from bot.core.validators import InvalidIdNumber, normalize_mobile, normalize_name, parse_id_number
 from bot.identity.accounts import tell_grantee
@@ -63,7 +66,18 @@ from bot.reminders.planning import plan_soon
 from bot.showcode.codes import issue_code, qr_svg
 from bot.showcode.page import TokenBuckets, client_address, code_page_url, open_code_page
 from handlers.grant import RELATIONSHIPS
-from models import CertificateKind, Clinic, ConsentSource, Grant, Identity, PlatformAccount, utcnow
+from models import (
+    Appointment,
+    AppointmentStatus,
+    CertificateKind,
+    Clinic,
+    ConsentSource,
+    Grant,
+    Identity,
+    PlatformAccount,
+    Slot,
+    utcnow,
+)
 
 log = logging.getLogger("vaxbot.mp_api")
 
@@ -71,6 +85,14 @@ PREFIX = "/mp/api/v1"
 MAX_BODY = 8 * 1024
 # The platforms whose accounts verify through the API (the WeChat mini program's face, Alipay's certify).
 FACE_PLATFORMS = frozenset({"wxmini", "alipaymini"})
+# A booking attempt's outcome that is a refusal: its stable code and HTTP status.
+BOOKING_REFUSALS = {
+    Outcome.HELD: ("booking_held", 409),
+    Outcome.FULL: ("booking_full", 409),
+    Outcome.NOT_OPEN: ("booking_not_open", 409),
+    Outcome.CLOSED: ("booking_closed", 409),
+    Outcome.GONE: ("booking_slot_not_found", 404),
+}
 # ``startBizService``'s result statuses that end Alipay's certify flow (passed or a business failure).
 ALIPAY_FLOW_ENDED = frozenset({"9000", "4000"})
 _PRIVATE = {"Cache-Control": "no-store"}
@@ -141,6 +163,10 @@ class MiniProgramApi:
             ("DELETE", "/certificates/{certificate}/grants/{grant}", "grant_revoke", True),
             ("GET", "/certificates/{certificate}/records", "records", True),
             ("POST", "/certificates/{certificate}/code", "code", True),
+            ("GET", "/certificates/{certificate}/booking", "booking_options", True),
+            ("POST", "/certificates/{certificate}/bookings", "book", True),
+            ("GET", "/bookings", "my_bookings", True),
+            ("DELETE", "/bookings/{booking}", "booking_cancel", True),
         ]
         for method, path, name, authenticated in routes:
 
@@ -662,12 +688,231 @@ class MiniProgramApi:
             "page": code_page_url(settings, handle),
         }
 
+    # --- booking (预约接种, 我的预约): the chat's rules in bot.booking ---
+
+    async def _booking_audit(
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        identity: Identity,
+        certificate_id: int | None,
+        action: str,
+        reason: str = "",
+        **detail: Any,
+    ) -> None:
+        await record_about_certificate(
+            session,
+            certificate_id,
+            actor_kind="identity",
+            actor_ref=f"identity:{identity.id}/account:{caller.account.id}",
+            action=action,
+            reason=reason,
+            platform=caller.account.platform,
+            detail={**detail, "via": "mp_api"},
+        )
+
+    async def _offers(self, session: AsyncSession, visible: Visible, now: datetime) -> list[booking_slots.Offer]:
+        today = china_date(now)
+        doses = await doses_of(session, self._services.vault, visible.certificate.vaccinee_id, today)
+        given = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in doses]
+        return await booking_slots.offers(session, visible.file.birth_date, visible.file.sex, given, now)
+
+    async def booking_options(
+        self, session: AsyncSession, caller: Caller, _: dict[str, Any], request: web.Request
+    ) -> dict[str, Any]:
+        """What this certificate's person can book: vaccines (due first), clinics (the file's first), days, windows."""
+        identity, visible = await self._visible(session, caller, request, "booking")
+        now = utcnow()
+        offers = await self._offers(session, visible, now)
+        await self._booking_audit(session, caller, identity, visible.certificate.id, "booking_options_view")
+        held = {
+            appointment.vaccine_code: (appointment, slot)
+            for appointment, slot in await booking_rules.active_of(session, [visible.certificate.vaccinee_id])
+        }
+        vaccines = []
+        for offer in offers:
+            found = [
+                slot
+                for slot in await booking_slots.upcoming(session, offer.vaccine_code, now)
+                if booking_slots.offered(offer, slot)
+            ]
+            names = await booking_slots.clinic_names(session, [slot.clinic_id for slot in found])
+            clinic_ids = sorted(
+                {slot.clinic_id for slot in found},
+                key=lambda cid: (names.get(cid) != visible.file.clinic_name, names.get(cid, "")),
+            )
+            clinics = []
+            for clinic_id in clinic_ids:
+                days: dict[str, list[dict[str, Any]]] = {}
+                for slot in found:
+                    if slot.clinic_id == clinic_id:
+                        days.setdefault(china_date(slot.starts_at).isoformat(), []).append(_slot_view(slot, now))
+                clinics.append(
+                    {
+                        "clinic": clinic_id,
+                        "name": names.get(clinic_id, ""),
+                        "mine": names.get(clinic_id) == visible.file.clinic_name,
+                        "days": [{"day": day, "windows": windows} for day, windows in sorted(days.items())],
+                    }
+                )
+            booked = held.get(offer.vaccine_code)
+            vaccines.append(
+                {
+                    "code": offer.vaccine_code,
+                    "vaccine": vaccine_name(offer.vaccine_code),
+                    "dose": offer.dose_number,
+                    "status": offer.status,
+                    "earliest": offer.earliest.isoformat(),
+                    "booked": self._booking_view(booked[0], booked[1], visible, names) if booked else None,
+                    "clinics": clinics,
+                }
+            )
+        return {"certificate": visible.certificate.id, "name": visible.file.masked_name, "vaccines": vaccines}
+
+    def _booking_view(
+        self, appointment: Appointment, slot: Slot, visible: Visible, names: dict[int, str]
+    ) -> dict[str, Any]:
+        return {
+            "booking": appointment.id,
+            "number": booking_rules.booking_number(appointment),
+            "certificate": visible.certificate.id,
+            "name": visible.file.masked_name,
+            "code": appointment.vaccine_code,
+            "vaccine": vaccine_name(appointment.vaccine_code),
+            "clinic": names.get(slot.clinic_id, ""),
+            "starts_at": slot.starts_at.astimezone(CHINA).isoformat(),
+            "ends_at": slot.ends_at.astimezone(CHINA).isoformat(),
+            "price_fen": slot.price_fen if slot.funding == booking_slots.Funding.SELF_PAID else 0,
+        }
+
+    async def book(
+        self, session: AsyncSession, caller: Caller, body: dict[str, Any], request: web.Request
+    ) -> dict[str, Any]:
+        """``{"slot", "key"}``: book a place for this certificate's person, once per key (a retry answers the same)."""
+        slot_id, key = body.get("slot"), body.get("key")
+        if not isinstance(slot_id, int) or isinstance(slot_id, bool) or not isinstance(key, str):
+            raise ApiError("bad_request")
+        if not 8 <= len(key) <= 128 or not key.isprintable():
+            raise ApiError("bad_request")
+        identity, visible = await self._visible(session, caller, request, "book")
+        now = utcnow()
+        certificate_id = visible.certificate.id
+        # The key is the page's, scoped to this account: two accounts' keys never meet.
+        stored_key = "mp:" + self._services.vault.digest("mp_booking", f"{caller.account.id}:{key}")[:60]
+        slot = await session.get(Slot, slot_id)
+        offers = await self._offers(session, visible, now)
+        retry = (await session.scalars(select(Appointment).where(Appointment.idempotency_key == stored_key))).first()
+        if retry is None and (slot is None or not any(booking_slots.offered(offer, slot) for offer in offers)):
+            # Only what the chat would list: a vaccine due (or soon) for this person, on or after its day.
+            reason = "no_such_slot" if slot is None else "not_offered"
+            await self._booking_audit(session, caller, identity, certificate_id, "booking_refused", reason)
+            raise ApiError(
+                "booking_slot_not_found" if slot is None else "booking_not_offered", 404 if slot is None else 409
+            )
+        try:
+            result = await booking_rules.book(
+                session, slot_id, visible.certificate.vaccinee_id, identity.id, stored_key, now
+            )
+        except ValueError as exc:  # the same key sent for another person
+            await self._booking_audit(session, caller, identity, certificate_id, "booking_refused", "key_reused")
+            raise ApiError("booking_key_reused", 409) from exc
+        if result.outcome in BOOKING_REFUSALS:
+            code, status = BOOKING_REFUSALS[result.outcome]
+            await self._booking_audit(
+                session, caller, identity, certificate_id, "booking_refused", result.outcome.value
+            )
+            values: dict[str, Any] = {}
+            if result.outcome == Outcome.NOT_OPEN and result.slot is not None and result.slot.opens_at is not None:
+                opens = result.slot.opens_at.astimezone(CHINA)
+                values["opens"] = f"{opens.month}月{opens.day}日 {opens.hour}:{opens.minute:02d}"
+            if result.outcome == Outcome.HELD and result.appointment is not None:
+                values["number"] = booking_rules.booking_number(result.appointment)
+            raise ApiError(code, status, values)
+        assert result.appointment is not None and result.slot is not None
+        if not result.repeated:
+            await self._booking_audit(
+                session,
+                caller,
+                identity,
+                certificate_id,
+                "booking_made",
+                slot=result.slot.id,
+                booking=result.appointment.id,
+            )
+        names = await booking_slots.clinic_names(session, [result.slot.clinic_id])
+        return {
+            **self._booking_view(result.appointment, result.slot, visible, names),
+            "repeated": result.repeated,
+        }
+
+    async def my_bookings(
+        self, session: AsyncSession, caller: Caller, _: dict[str, Any], __: web.Request
+    ) -> dict[str, Any]:
+        """The active bookings of everyone this person may see (masked), soonest first, as 我的预约."""
+        identity = caller.person()
+        visible = await visible_certificates(session, self._services.vault, identity)
+        files = {item.certificate.vaccinee_id: item for item in visible}
+        held = await booking_rules.active_of(session, list(files))
+        names = await booking_slots.clinic_names(session, [slot.clinic_id for _, slot in held])
+        for certificate_id in sorted({files[appointment.vaccinee_id].certificate.id for appointment, _ in held}):
+            await self._booking_audit(session, caller, identity, certificate_id, "bookings_view")
+        return {
+            "items": [
+                self._booking_view(appointment, slot, files[appointment.vaccinee_id], names)
+                for appointment, slot in held
+            ]
+        }
+
+    async def booking_cancel(
+        self, session: AsyncSession, caller: Caller, _: dict[str, Any], request: web.Request
+    ) -> dict[str, Any]:
+        """Cancel one booking of someone this person may see; refused if not theirs to see or no longer active."""
+        identity = caller.person()
+        raw = request.match_info.get("booking", "")
+        appointment = await session.get(Appointment, int(raw)) if raw.isdigit() and len(raw) < 19 else None
+        visible = await visible_certificates(session, self._services.vault, identity)
+        mine = next(
+            (
+                item
+                for item in visible
+                if appointment is not None and item.certificate.vaccinee_id == appointment.vaccinee_id
+            ),
+            None,
+        )
+        if appointment is None or mine is None:
+            await self._booking_audit(session, caller, identity, None, "booking_refused", "not_visible", step="cancel")
+            raise ApiError("booking_not_found", 404)
+        certificate_id = mine.certificate.id
+        if appointment.status != AppointmentStatus.BOOKED or not await booking_rules.cancel(
+            session, appointment.id, utcnow()
+        ):
+            await self._booking_audit(session, caller, identity, certificate_id, "booking_refused", "not_active")
+            raise ApiError("booking_not_active", 409)
+        await self._booking_audit(
+            session, caller, identity, certificate_id, "booking_cancelled", booking=appointment.id
+        )
+        return {"booking": appointment.id, "cancelled": True}
+
 
 @dataclasses.dataclass(frozen=True)
 class _SvgLater:
     """A QR code to draw as SVG once the action's transaction has ended (never inside it, never on the loop)."""
 
     text: str
+
+
+def _slot_view(slot: Slot, now: datetime) -> dict[str, Any]:
+    """One window as the booking page shows it: China time, places left, open or when it opens, and the price."""
+    not_yet = slot.opens_at is not None and slot.opens_at > now
+    return {
+        "slot": slot.id,
+        "starts_at": slot.starts_at.astimezone(CHINA).isoformat(),
+        "ends_at": slot.ends_at.astimezone(CHINA).isoformat(),
+        "left": max(0, slot.capacity - slot.booked),
+        "bookable": booking_slots.is_bookable(slot, now),
+        "opens_at": slot.opens_at.astimezone(CHINA).isoformat() if not_yet and slot.opens_at else None,
+        "price_fen": slot.price_fen if slot.funding == booking_slots.Funding.SELF_PAID else 0,
+    }
 
 
 async def _drawn(answer: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from bot.web.console.base import (
     templates,
 )
 from bot.web.console.desk import DeskPages
+from bot.web.console.slots import SlotPages
 
 # Sign-in attempts from one client address: each costs an argon2 check, and an unknown login locks nothing.
 SIGN_IN_ATTEMPTS = 20
@@ -49,7 +50,7 @@ MAX_SCAN_LENGTH = 512  # a shown code is about 60 characters; a scanner's runawa
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
-class ConsoleRoutes(DeskPages):
+class ConsoleRoutes(DeskPages, SlotPages):
     """The console's handlers, with the services, database sessions and clock they use."""
 
     def __init__(self, services: Services, sessions: async_sessionmaker[AsyncSession], clock: Clock = now_utc) -> None:
@@ -107,6 +108,9 @@ class ConsoleRoutes(DeskPages):
             ("POST", "/visits/{visit_id}/finish", "finish"),
             ("GET", "/observing", "observing"),
             ("GET", "/summary", "summary"),
+            ("GET", "/slots", "slots_page"),
+            ("POST", "/slots", "slot_add"),
+            ("POST", "/slots/close", "slot_close"),
         ]
         for method, path, name in routes:
             app.router.add_route(method, PREFIX + path, bind(name))

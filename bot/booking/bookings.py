@@ -1,0 +1,211 @@
+"""Booking a place, cancelling it, and listing a person's bookings: correct when many try at once.
+
+A place is taken by one conditional UPDATE (``booked = booked + 1 WHERE booked < capacity``), so two
+bookings of the last place cannot both succeed on any backend; the schema's CHECK is the last guard. One
+active booking per person per vaccine is a partial unique index, and the idempotency key is unique, so a
+double tap or a platform retry books once. Each attempt runs in a savepoint: a conflict undoes the taken
+place with it and becomes an outcome, never a database error shown to anyone. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import Appointment, AppointmentStatus, Slot
+
+
+class Outcome(StrEnum):
+    """What an attempt to book came to."""
+
+    BOOKED = "booked"  # this attempt (or an earlier one with the same key) holds the place
+    HELD = "held"  # the person already holds another active booking for this vaccine
+    FULL = "full"  # the last place went to someone else
+    NOT_OPEN = "not_open"  # booking opens later (``slot.opens_at``)
+    CLOSED = "closed"  # the clinic closed it, or it has started
+    GONE = "gone"  # no such slot
+
+
+@dataclasses.dataclass(frozen=True)
+class Booking:
+    """An attempt's outcome, the booking it concerns (booked or held) and the slot."""
+
+    outcome: Outcome
+    appointment: Appointment | None = None
+    slot: Slot | None = None
+    repeated: bool = False  # the same key had booked already: nothing new was taken
+
+
+def booking_number(appointment: Appointment) -> str:
+    """The number the family quotes at the clinic (not a secret: the booking is found by it and the code)."""
+    return f"YY{appointment.id:08d}"
+
+
+async def _by_key(session: AsyncSession, key: str) -> Appointment | None:
+    return (await session.scalars(select(Appointment).where(Appointment.idempotency_key == key))).first()
+
+
+async def _held(session: AsyncSession, vaccinee_id: int, vaccine_code: str) -> Appointment | None:
+    query = select(Appointment).where(
+        Appointment.vaccinee_id == vaccinee_id,
+        Appointment.vaccine_code == vaccine_code,
+        Appointment.status == AppointmentStatus.BOOKED,
+    )
+    return (await session.scalars(query)).first()
+
+
+async def _known(session: AsyncSession, key: str, vaccinee_id: int, vaccine_code: str) -> Booking | None:
+    """The same key booked already (a retry), or the person holds this vaccine elsewhere."""
+    earlier = await _by_key(session, key)
+    if earlier is not None:
+        if earlier.vaccinee_id != vaccinee_id:
+            raise ValueError("an idempotency key reused for another person")
+        return Booking(Outcome.BOOKED, earlier, await session.get(Slot, earlier.slot_id), repeated=True)
+    held = await _held(session, vaccinee_id, vaccine_code)
+    if held is not None:
+        return Booking(Outcome.HELD, held, await session.get(Slot, held.slot_id))
+    return None
+
+
+async def book(
+    session: AsyncSession, slot_id: int, vaccinee_id: int, booked_by_identity_id: int, key: str, now: datetime
+) -> Booking:
+    """Take a place in a slot for a person, once per ``key``; the outcome says what happened."""
+    earlier = await _by_key(session, key)
+    slot = await session.get(Slot, earlier.slot_id if earlier else slot_id, populate_existing=True)
+    if slot is None:
+        return Booking(Outcome.GONE)
+    known = await _known(session, key, vaccinee_id, slot.vaccine_code)
+    if known is not None:
+        return known
+    if slot.closed_at is not None or slot.starts_at <= now:
+        return Booking(Outcome.CLOSED, slot=slot)
+    if slot.opens_at is not None and slot.opens_at > now:
+        return Booking(Outcome.NOT_OPEN, slot=slot)
+    try:
+        async with session.begin_nested():
+            taken = await session.execute(
+                update(Slot)
+                .where(Slot.id == slot_id, Slot.booked < Slot.capacity, Slot.closed_at.is_(None))
+                .values(booked=Slot.booked + 1)
+                .execution_options(synchronize_session=False)
+            )
+            if not getattr(taken, "rowcount", 0):
+                await session.refresh(slot)
+                return Booking(Outcome.FULL, slot=slot)
+            appointment = Appointment(
+                slot_id=slot_id,
+                vaccinee_id=vaccinee_id,
+                vaccine_code=slot.vaccine_code,
+                booked_by_identity_id=booked_by_identity_id,
+                status=AppointmentStatus.BOOKED,
+                idempotency_key=key,
+                created_at=now,
+            )
+            session.add(appointment)
+            await session.flush()
+    except IntegrityError:
+        # Another transaction booked with this key or for this person and vaccine meanwhile (the savepoint
+        # gave the place back), or the CHECK refused a place that was not there.
+        known = await _known(session, key, vaccinee_id, slot.vaccine_code)
+        await session.refresh(slot)
+        return known if known is not None else Booking(Outcome.FULL, slot=slot)
+    await session.refresh(slot)
+    return Booking(Outcome.BOOKED, appointment, slot)
+
+
+async def cancel(session: AsyncSession, appointment_id: int, now: datetime) -> bool:
+    """Cancel an active booking and give its place back; False if it was not active (cancelled twice, say)."""
+    done = await session.execute(
+        update(Appointment)
+        .where(Appointment.id == appointment_id, Appointment.status == AppointmentStatus.BOOKED)
+        .values(status=AppointmentStatus.CANCELLED, cancelled_at=now)
+        .returning(Appointment.slot_id)
+        .execution_options(synchronize_session=False)
+    )
+    slot_id = done.scalar_one_or_none()
+    if slot_id is None:
+        return False
+    await session.execute(
+        update(Slot)
+        .where(Slot.id == slot_id, Slot.booked > 0)
+        .values(booked=Slot.booked - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+async def reschedule(
+    session: AsyncSession, appointment_id: int, slot_id: int, booked_by_identity_id: int, key: str, now: datetime
+) -> Booking:
+    """Move an active booking to another slot of the same vaccine: both places change together, or neither.
+
+    The old booking stays when the new place is gone or not open yet.
+    """
+    earlier = await _by_key(session, key)
+    if earlier is not None:  # a retry of a move that was made
+        return Booking(Outcome.BOOKED, earlier, await session.get(Slot, earlier.slot_id), repeated=True)
+    old = await session.get(Appointment, appointment_id, populate_existing=True)
+    target = await session.get(Slot, slot_id, populate_existing=True)
+    if old is None or old.status != AppointmentStatus.BOOKED or target is None:
+        return Booking(Outcome.GONE, slot=target)
+    if target.vaccine_code != old.vaccine_code:
+        raise ValueError("a booking moved to another vaccine's slot")
+    move = await session.begin_nested()
+    try:
+        if not await cancel(session, appointment_id, now):  # cancelled meanwhile (another tap, another device)
+            await move.rollback()
+            return Booking(Outcome.GONE, slot=target)
+        result = await book(session, slot_id, old.vaccinee_id, booked_by_identity_id, key, now)
+    except BaseException:
+        await move.rollback()
+        raise
+    if result.outcome != Outcome.BOOKED:
+        await move.rollback()
+        await session.refresh(target)
+        return dataclasses.replace(result, slot=target)
+    await move.commit()
+    return result
+
+
+async def active_of(session: AsyncSession, vaccinee_ids: Sequence[int]) -> Sequence[tuple[Appointment, Slot]]:
+    """These people's active bookings with their slots, soonest first."""
+    if not vaccinee_ids:
+        return []
+    rows = await session.execute(
+        select(Appointment, Slot)
+        .join(Slot, Slot.id == Appointment.slot_id)
+        .where(Appointment.vaccinee_id.in_(sorted(set(vaccinee_ids))), Appointment.status == AppointmentStatus.BOOKED)
+        .order_by(Slot.starts_at, Appointment.id)
+    )
+    return [(appointment, slot) for appointment, slot in rows.all()]
+
+
+async def count_active(session: AsyncSession, slot_id: int) -> int:
+    """How many active bookings a slot holds (what ``slots.booked`` must equal)."""
+    query = select(func.count()).where(Appointment.slot_id == slot_id, Appointment.status == AppointmentStatus.BOOKED)
+    return int((await session.scalar(query)) or 0)
+
+
+async def mark_attended(session: AsyncSession, vaccinee_id: int, clinic_id: int, day_start: datetime) -> int:
+    """The person came to the clinic (their code was scanned): that day's bookings there are attended; how many."""
+    that_day = select(Slot.id).where(
+        Slot.clinic_id == clinic_id, Slot.starts_at >= day_start, Slot.starts_at < day_start + timedelta(days=1)
+    )
+    result = await session.execute(
+        update(Appointment)
+        .where(
+            Appointment.vaccinee_id == vaccinee_id,
+            Appointment.status == AppointmentStatus.BOOKED,
+            Appointment.slot_id.in_(that_day.scalar_subquery()),
+        )
+        .values(status=AppointmentStatus.ATTENDED)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

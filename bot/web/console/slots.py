@@ -1,0 +1,121 @@
+"""The console's 预约号源 page: a clinic's upcoming slots, publishing one, closing a day or a window.
+
+Registrars and admins publish and close (``Permission.SLOTS``); everything goes through :mod:`bot.booking`
+as the signed-in member's own clinic, and each change is audited with the member as actor.
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.booking import slots
+from bot.chat.conversation import Services
+from bot.core.audit import record_access
+from bot.core.chinatime import CHINA, china_date
+from bot.immunization.vaccines import VACCINES, vaccine_name
+from bot.staff.roles import Permission
+from bot.web.console.base import Clock, Console, page, staff_page
+
+SHOWN_DAYS = 60  # the page lists slots starting within this many days
+
+
+class SlotPages:
+    """The slot page's handlers (mixed into the console's routes object)."""
+
+    services: Services
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+
+    async def _slots_page(
+        self, console: Console, *, error: str = "", notice: str = "", status: int = 200
+    ) -> web.Response:
+        now = self.clock()
+        async with self.sessions() as session:
+            rows = await slots.coming(session, console.member.clinic_id, now, SHOWN_DAYS)
+        listed = [
+            {
+                "day": slot.starts_at.astimezone(CHINA).strftime("%Y-%m-%d"),
+                "window": f"{slot.starts_at.astimezone(CHINA):%H:%M}–{slot.ends_at.astimezone(CHINA):%H:%M}",
+                "vaccine": vaccine_name(slot.vaccine_code),
+                "booked": slot.booked,
+                "capacity": slot.capacity,
+                "opens": slot.opens_at.astimezone(CHINA).strftime("%m-%d %H:%M") if slot.opens_at else "",
+                "price": f"{slot.price_fen / 100:.2f}" if slot.price_fen else "",
+                "closed": slot.closed_at is not None,
+            }
+            for slot in rows
+        ]
+        values = {
+            "slots": listed,
+            "vaccines": [(vaccine.code, vaccine.name) for vaccine in VACCINES.values()],
+            "today": china_date(now).isoformat(),
+            "error": error,
+            "notice": notice,
+        }
+        return page(
+            console.request,
+            self.services,
+            "slots.html",
+            values,
+            status=status,
+            member=console.member,
+            token=console.token,
+        )
+
+    @staff_page(Permission.VIEW)
+    async def slots_page(self, console: Console) -> web.StreamResponse:
+        """The clinic's slots of the coming weeks, with the forms to publish and close."""
+        return await self._slots_page(console)
+
+    @staff_page(Permission.SLOTS)
+    async def slot_add(self, console: Console) -> web.StreamResponse:
+        """Publish one slot at the member's clinic."""
+        catalogue = self.services.catalogue
+        try:
+            spec = slots.spec_from_fields(
+                vaccine=console.field("vaccine"),
+                day=console.field("day"),
+                start=console.field("start"),
+                end=console.field("end"),
+                capacity=console.field("capacity"),
+                opens=console.field("opens"),
+                price_yuan=console.field("price"),
+            )
+        except ValueError:
+            return await self._slots_page(console, error=catalogue("console_slots_invalid"), status=400)
+        if spec.window()[0] <= self.clock():
+            return await self._slots_page(console, error=catalogue("console_slots_past"), status=400)
+        async with self.sessions() as session, session.begin():
+            slot = await slots.publish(session, console.member.clinic_id, spec)
+            record_access(
+                session,
+                actor_kind="staff",
+                actor_ref=console.member.audit_actor(),
+                action="slot_published",
+                detail={"slot": slot.id, "vaccine": spec.vaccine_code, "capacity": spec.capacity},
+            )
+        return await self._slots_page(console, notice=catalogue("console_slots_added"))
+
+    @staff_page(Permission.SLOTS)
+    async def slot_close(self, console: Console) -> web.StreamResponse:
+        """Close a day (or one window of it) at the member's clinic to new bookings."""
+        catalogue = self.services.catalogue
+        try:
+            day = date.fromisoformat(console.field("day"))
+            start_text = console.field("start")
+            start = time.fromisoformat(start_text) if start_text else None
+        except ValueError:
+            return await self._slots_page(console, error=catalogue("console_slots_invalid"), status=400)
+        async with self.sessions() as session, session.begin():
+            closed = await slots.close(session, console.member.clinic_id, day, self.clock(), start=start)
+            record_access(
+                session,
+                actor_kind="staff",
+                actor_ref=console.member.audit_actor(),
+                action="slots_closed",
+                detail={"day": day.isoformat(), "start": start_text, "closed": closed},
+            )
+        return await self._slots_page(console, notice=catalogue("console_slots_closed", count=closed))

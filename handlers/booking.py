@@ -1,0 +1,549 @@
+"""Journey: 预约接种 and 我的预约 — booking a dose for oneself or a child one may see, and cancelling it.
+
+certificate → vaccine (the forecaster's due doses first; only what the person may have now or soon) →
+clinic (the file's clinic first; only clinics with slots) → day → window → masked confirmation → 「预约成功」
+with a booking number. The confirmation carries a key made when it was shown, so a double tap or a
+platform retry books once. Every choice is checked again when it is answered (a grant may have been
+revoked, a place taken). Long lists are paged (「下一页」/「上一页」).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from bot.booking import bookings, slots
+from bot.booking.bookings import Outcome
+from bot.certificates.rules import Visible, bound_identity, doses_of, open_visible, visible_certificates
+from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, any_text, list_number, menu, text_in
+from bot.chat.menu import LABELS, MenuKey
+from bot.core.chinatime import CHINA, china_date
+from bot.core.update import Text
+from bot.immunization.forecast import GivenDose, forecast_next_doses
+from bot.immunization.vaccines import vaccine_name
+from handlers.common import is_choice
+from handlers.picking import Picker
+from models import Appointment, Identity, Slot
+
+BOOK_WORDS = ("预约接种", "我要预约", "预约")
+MINE_WORDS = ("我的预约", "查看预约", "取消预约")
+PAGE_SIZE = 6
+STEP_TIMEOUT = timedelta(minutes=15)
+NEXT_PAGE = text_in("下一页")
+PREVIOUS_PAGE = text_in("上一页")
+CONFIRM = text_in("确认", "确认预约", "确定")
+CONFIRM_CANCEL = text_in("确认取消", "确定取消")
+RESCHEDULE = text_in("改期", "改约", "更改时间", "改时间")
+
+
+class BookingSteps(StatesGroup):
+    """The booking journey's steps."""
+
+    certificate = State()
+    vaccine = State()
+    clinic = State()
+    day = State()
+    window = State()
+    confirm = State()
+
+
+class MineSteps(StatesGroup):
+    """Listing one's bookings and cancelling one."""
+
+    choosing = State()
+    cancelling = State()
+
+
+# --- shared helpers --------------------------------------------------------------------------
+
+
+def _when(ctx: Context, moment: datetime) -> str:
+    local = moment.astimezone(CHINA)
+    return ctx.text("booking_when", month=local.month, day=local.day, hour=local.hour, minute=f"{local.minute:02d}")
+
+
+def _window(ctx: Context, slot: Slot) -> str:
+    start, end = slot.starts_at.astimezone(CHINA), slot.ends_at.astimezone(CHINA)
+    return f"{start:%H:%M}–{end:%H:%M}"
+
+
+def _price(ctx: Context, slot: Slot) -> str:
+    if slot.funding == slots.Funding.SELF_PAID and slot.price_fen:
+        return ctx.text("booking_price_paid", yuan=f"{slot.price_fen / 100:.2f}".removesuffix(".00"))
+    return ctx.text("booking_price_free")
+
+
+def _show_page(ctx: Context, state: State, head: str, lines: Sequence[str], page: int, **data: object) -> None:
+    """One page of a numbered list (numbers run on across pages) and how to turn the page."""
+    pages = max(1, (len(lines) + PAGE_SIZE - 1) // PAGE_SIZE)
+    page = min(max(page, 0), pages - 1)
+    start = page * PAGE_SIZE
+    shown = [f"{number}. {line}" for number, line in enumerate(lines[start : start + PAGE_SIZE], start + 1)]
+    footer = ctx.text("booking_page", page=page + 1, pages=pages) if pages > 1 else ""
+    ctx.reply(Text("\n".join([head, *shown, *([footer] if footer else []), ctx.text("booking_pick_hint")])))
+    # The list's masked lines are kept so 「下一页」 shows the same list, not one that moved meanwhile.
+    ctx.goto(state, page=page, list_head=head, list_lines=list(lines), **data)
+
+
+def _chosen(ctx: Context, key: str) -> object | None:
+    number = list_number(ctx.update.text)
+    options: list[object] = list(ctx.data.get(key, []))
+    if number is None or not 1 <= number <= len(options):
+        return None
+    return options[number - 1]
+
+
+async def _still_visible(ctx: Context) -> tuple[Identity, Visible] | None:
+    """The person and the chosen certificate, if they may still see it (else say so and end)."""
+    identity = await bound_identity(ctx.session, await ctx.account())
+    visible = None
+    if identity is not None:
+        visible = await open_visible(ctx.session, ctx.services.vault, identity, int(ctx.data["certificate_id"]))
+    if identity is None or visible is None:
+        ctx.finish()
+        ctx.say("pick_gone")
+        return None
+    return identity, visible
+
+
+def _dose(ctx: Context, vaccine_code: str, number: object) -> str:
+    """「乙肝疫苗 第2剂」, or the vaccine alone when the dose number is not known."""
+    if isinstance(number, int):
+        return ctx.text("booking_vaccine_line", vaccine=vaccine_name(vaccine_code), number=number)
+    return vaccine_name(vaccine_code)
+
+
+def _free(slot: Slot, now: datetime) -> bool:
+    return slots.is_bookable(slot, now)
+
+
+# --- booking ---------------------------------------------------------------------------------
+
+
+async def offer_vaccines(ctx: Context, identity: Identity, visible: Visible) -> None:
+    """The vaccines this person may book: due and late doses first, then those coming within a month."""
+    today = china_date(ctx.now)
+    given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, today)
+    record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
+    found = await slots.offers(ctx.session, visible.file.birth_date, visible.file.sex, record, ctx.now)
+    options: list[list[object]] = [[item.vaccine_code, item.dose_number, item.earliest.isoformat()] for item in found]
+    if not options:
+        ctx.finish()
+        ctx.say("booking_no_vaccines", name=visible.file.masked_name)
+        return
+    lines = [
+        ctx.text("booking_vaccine_line", vaccine=vaccine_name(str(code)), number=number) for code, number, _ in options
+    ]
+    head = ctx.text("booking_vaccine_head", name=visible.file.masked_name)
+    _show_page(ctx, BookingSteps.vaccine, head, lines, 0, certificate_id=visible.certificate.id, vaccines=options)
+
+
+async def choose_vaccine(ctx: Context) -> None:
+    """A vaccine chosen: already booked for it? else the clinics with slots for it, the file's clinic first."""
+    option = _chosen(ctx, "vaccines")
+    if not isinstance(option, list):
+        await not_a_choice(ctx)
+        return
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    _, visible = seen
+    code, number, earliest = str(option[0]), int(option[1]), date.fromisoformat(str(option[2]))
+    held = await bookings.active_of(ctx.session, [visible.certificate.vaccinee_id])
+    for appointment, slot in held:
+        if appointment.vaccine_code == code:
+            await _say_held(ctx, appointment, slot, visible)
+            return
+    found = [
+        slot for slot in await slots.upcoming(ctx.session, code, ctx.now) if china_date(slot.starts_at) >= earliest
+    ]
+    names = await slots.clinic_names(ctx.session, [slot.clinic_id for slot in found])
+    clinic_ids = sorted(
+        {slot.clinic_id for slot in found},
+        key=lambda cid: (names.get(cid) != visible.file.clinic_name, names.get(cid, "")),
+    )
+    if not clinic_ids:
+        ctx.finish()
+        ctx.say("booking_no_slots", vaccine=vaccine_name(code))
+        return
+    lines = []
+    for clinic_id in clinic_ids:
+        free = sum(
+            slot.capacity - slot.booked for slot in found if slot.clinic_id == clinic_id and _free(slot, ctx.now)
+        )
+        mine = names.get(clinic_id) == visible.file.clinic_name
+        lines.append(
+            ctx.text("booking_clinic_line", clinic=names.get(clinic_id, ""), free=free)
+            + (ctx.text("booking_clinic_mine") if mine else "")
+        )
+    head = ctx.text("booking_clinic_head", vaccine=vaccine_name(code), number=number)
+    _show_page(
+        ctx,
+        BookingSteps.clinic,
+        head,
+        lines,
+        0,
+        vaccine=code,
+        dose=number,
+        earliest=earliest.isoformat(),
+        clinics=clinic_ids,
+    )
+
+
+async def _day_slots(ctx: Context, clinic_id: int) -> list[Slot]:
+    earliest = date.fromisoformat(str(ctx.data["earliest"]))
+    found = await slots.upcoming(ctx.session, str(ctx.data["vaccine"]), ctx.now, clinic_id=clinic_id)
+    return [slot for slot in found if china_date(slot.starts_at) >= earliest]
+
+
+async def choose_clinic(ctx: Context) -> None:
+    """A clinic chosen: its days with slots, with the places left (or when booking opens)."""
+    clinic_id = _chosen(ctx, "clinics")
+    if not isinstance(clinic_id, int):
+        await not_a_choice(ctx)
+        return
+    await _offer_days(ctx, clinic_id)
+
+
+async def _offer_days(ctx: Context, clinic_id: int) -> None:
+    found = await _day_slots(ctx, clinic_id)
+    days = sorted({china_date(slot.starts_at) for slot in found})
+    if not days:
+        ctx.finish()
+        ctx.say("booking_no_slots", vaccine=vaccine_name(str(ctx.data["vaccine"])))
+        return
+    lines = []
+    for day in days:
+        that_day = [slot for slot in found if china_date(slot.starts_at) == day]
+        free = sum(slot.capacity - slot.booked for slot in that_day if _free(slot, ctx.now))
+        label = ctx.text("records_date", year=day.year, month=day.month, day=day.day)
+        opens = [slot.opens_at for slot in that_day if slot.opens_at is not None and slot.opens_at > ctx.now]
+        if free == 0 and opens:
+            lines.append(ctx.text("booking_day_not_open", day=label, opens=_when(ctx, min(opens))))
+        else:
+            lines.append(ctx.text("booking_day_line", day=label, free=free))
+    names = await slots.clinic_names(ctx.session, [clinic_id])
+    head = ctx.text("booking_day_head", clinic=names.get(clinic_id, ""))
+    _show_page(ctx, BookingSteps.day, head, lines, 0, clinic_id=clinic_id, days=[day.isoformat() for day in days])
+
+
+async def choose_day(ctx: Context) -> None:
+    """A day chosen: its windows, each with the places left and the price."""
+    day = _chosen(ctx, "days")
+    if not isinstance(day, str):
+        await not_a_choice(ctx)
+        return
+    await _offer_windows(ctx, date.fromisoformat(day))
+
+
+async def _offer_windows(ctx: Context, day: date, head_key: str = "booking_window_head") -> None:
+    found = [slot for slot in await _day_slots(ctx, int(ctx.data["clinic_id"])) if china_date(slot.starts_at) == day]
+    if not found:
+        await _offer_days(ctx, int(ctx.data["clinic_id"]))
+        return
+    lines = []
+    for slot in found:
+        if slot.opens_at is not None and slot.opens_at > ctx.now:
+            state = ctx.text("booking_window_opens", opens=_when(ctx, slot.opens_at))
+        else:
+            state = ctx.text("booking_window_free", free=slot.capacity - slot.booked)
+        lines.append(ctx.text("booking_window_line", window=_window(ctx, slot), state=state, price=_price(ctx, slot)))
+    label = ctx.text("records_date", year=day.year, month=day.month, day=day.day)
+    _show_page(
+        ctx,
+        BookingSteps.window,
+        ctx.text(head_key, day=label),
+        lines,
+        0,
+        day=day.isoformat(),
+        windows=[slot.id for slot in found],
+    )
+
+
+async def _gone(ctx: Context) -> None:
+    """The chosen place is gone: the day's windows if one still has places, else the clinic's other days."""
+    day = date.fromisoformat(str(ctx.data["day"]))
+    found = [slot for slot in await _day_slots(ctx, int(ctx.data["clinic_id"])) if china_date(slot.starts_at) == day]
+    if any(_free(slot, ctx.now) for slot in found):
+        await _offer_windows(ctx, day, "booking_gone_head")
+        return
+    ctx.say("booking_day_full")
+    await _offer_days(ctx, int(ctx.data["clinic_id"]))
+
+
+async def choose_window(ctx: Context) -> None:
+    """A window chosen: not open yet (say when), full (say what is free), or the masked confirmation."""
+    slot_id = _chosen(ctx, "windows")
+    if not isinstance(slot_id, int):
+        await not_a_choice(ctx)
+        return
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    _, visible = seen
+    slot = await ctx.session.get(Slot, slot_id, populate_existing=True)
+    if slot is None or slot.closed_at is not None or slot.starts_at <= ctx.now:
+        await _gone(ctx)
+        return
+    if slot.opens_at is not None and slot.opens_at > ctx.now:
+        ctx.say("booking_not_open", opens=_when(ctx, slot.opens_at))
+        ctx.goto(BookingSteps.window)
+        return
+    if slot.booked >= slot.capacity:
+        await _gone(ctx)
+        return
+    names = await slots.clinic_names(ctx.session, [slot.clinic_id])
+    ctx.say(
+        "booking_confirm",
+        name=visible.file.masked_name,
+        id=visible.file.masked_id,
+        vaccine=vaccine_name(slot.vaccine_code),
+        dose=_dose(ctx, slot.vaccine_code, ctx.data.get("dose")),
+        clinic=names.get(slot.clinic_id, ""),
+        when=_when(ctx, slot.starts_at),
+        window=_window(ctx, slot),
+        price=_price(ctx, slot),
+        moving=ctx.text("booking_confirm_moving") if ctx.data.get("replaces") else "",
+    )
+    ctx.goto(BookingSteps.confirm, slot_id=slot.id, key=secrets.token_hex(16))
+
+
+async def confirm(ctx: Context) -> None:
+    """「确认」: book (once per confirmation shown), and say how it went."""
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    identity, visible = seen
+    slot_id, key, replaces = int(ctx.data["slot_id"]), str(ctx.data["key"]), ctx.data.get("replaces")
+    if isinstance(replaces, int):
+        result = await bookings.reschedule(ctx.session, replaces, slot_id, identity.id, key, ctx.now)
+    else:
+        result = await bookings.book(ctx.session, slot_id, visible.certificate.vaccinee_id, identity.id, key, ctx.now)
+    if result.outcome == Outcome.GONE and isinstance(replaces, int) and result.slot is not None:
+        ctx.finish()
+        ctx.say("booking_cancel_gone")  # the booking being moved was cancelled meanwhile
+        return
+    if result.outcome == Outcome.BOOKED and result.appointment is not None and result.slot is not None:
+        ctx.finish()
+        names = await slots.clinic_names(ctx.session, [result.slot.clinic_id])
+        ctx.say(
+            "booking_moved" if isinstance(replaces, int) else "booking_done",
+            number=bookings.booking_number(result.appointment),
+            name=visible.file.masked_name,
+            vaccine=vaccine_name(result.slot.vaccine_code),
+            clinic=names.get(result.slot.clinic_id, ""),
+            when=_when(ctx, result.slot.starts_at),
+            window=_window(ctx, result.slot),
+        )
+        return
+    if result.outcome == Outcome.HELD and result.appointment is not None and result.slot is not None:
+        await _say_held(ctx, result.appointment, result.slot, visible)
+        return
+    if result.outcome == Outcome.NOT_OPEN and result.slot is not None and result.slot.opens_at is not None:
+        ctx.say("booking_not_open", opens=_when(ctx, result.slot.opens_at))
+        await _offer_windows(ctx, date.fromisoformat(str(ctx.data["day"])))
+        return
+    await _gone(ctx)
+
+
+async def _say_held(ctx: Context, appointment: Appointment, slot: Slot, visible: Visible) -> None:
+    ctx.finish()
+    names = await slots.clinic_names(ctx.session, [slot.clinic_id])
+    ctx.say(
+        "booking_already",
+        name=visible.file.masked_name,
+        vaccine=vaccine_name(slot.vaccine_code),
+        clinic=names.get(slot.clinic_id, ""),
+        when=_when(ctx, slot.starts_at),
+        window=_window(ctx, slot),
+        number=bookings.booking_number(appointment),
+    )
+
+
+async def not_a_choice(ctx: Context) -> None:
+    """Anything else in a list: say how to answer, and keep the list open."""
+    ctx.say("booking_pick_invalid")
+
+
+async def not_confirmed(ctx: Context) -> None:
+    """Anything but 「确认」 at the confirmation: say how to confirm or leave."""
+    ctx.say("booking_confirm_hint")
+
+
+def _turn(step: State) -> Route:
+    """「下一页」/「上一页」 on a list step: the same list one page on or back."""
+
+    async def turn(ctx: Context) -> None:
+        page = int(ctx.data.get("page", 0)) + (1 if NEXT_PAGE(ctx.update) else -1)
+        lines = [str(line) for line in ctx.data.get("list_lines", [])]
+        _show_page(ctx, step, str(ctx.data.get("list_head", "")), lines, page)
+
+    return Route(NEXT_PAGE | PREVIOUS_PAGE, turn)
+
+
+# --- my bookings -----------------------------------------------------------------------------
+
+
+async def list_mine(ctx: Context) -> None:
+    """The active bookings of everyone this person may see, soonest first; a number cancels one."""
+    ctx.finish()
+    identity = await bound_identity(ctx.session, await ctx.account())
+    if identity is None:
+        ctx.say("booking_need_verify")
+        return
+    visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
+    files = {item.certificate.vaccinee_id: item for item in visible}
+    held = await bookings.active_of(ctx.session, list(files))
+    if not held:
+        ctx.say("booking_mine_none")
+        return
+    names = await slots.clinic_names(ctx.session, [slot.clinic_id for _, slot in held])
+    lines = [
+        ctx.text(
+            "booking_mine_line",
+            name=files[appointment.vaccinee_id].file.masked_name,
+            vaccine=vaccine_name(appointment.vaccine_code),
+            clinic=names.get(slot.clinic_id, ""),
+            when=_when(ctx, slot.starts_at),
+            window=_window(ctx, slot),
+            number=bookings.booking_number(appointment),
+        )
+        for appointment, slot in held
+    ]
+    choices = [[appointment.id, files[appointment.vaccinee_id].certificate.id] for appointment, _ in held]
+    _show_page(ctx, MineSteps.choosing, ctx.text("booking_mine_head"), lines, 0, bookings=choices)
+
+
+async def choose_mine(ctx: Context) -> None:
+    """A booking chosen: ask to confirm its cancellation."""
+    choice = _chosen(ctx, "bookings")
+    if not isinstance(choice, list):
+        await not_a_choice(ctx)
+        return
+    lines = [str(line) for line in ctx.data.get("list_lines", [])]
+    number = list_number(ctx.update.text) or 1
+    ctx.say("booking_manage_ask", booking=lines[number - 1])
+    ctx.goto(MineSteps.cancelling, appointment_id=int(choice[0]), certificate_id=int(choice[1]))
+
+
+async def start_reschedule(ctx: Context) -> None:
+    """「改期」: the same vaccine's days at the same clinic; the old booking is kept until the new one is made."""
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    _, visible = seen
+    appointment_id = int(ctx.data.get("appointment_id", 0))
+    held = {
+        appointment.id: (appointment, slot)
+        for appointment, slot in await bookings.active_of(ctx.session, [visible.certificate.vaccinee_id])
+    }
+    if appointment_id not in held:
+        ctx.finish()
+        ctx.say("booking_cancel_gone")
+        return
+    appointment, slot = held[appointment_id]
+    today = china_date(ctx.now)
+    given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, today)
+    record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
+    forecasts = forecast_next_doses(visible.file.birth_date, visible.file.sex, record, today)
+    due = next((item for item in forecasts if item.vaccine_code == appointment.vaccine_code), None)
+    certificate_id = visible.certificate.id
+    ctx.finish()
+    ctx.data.update(
+        certificate_id=certificate_id,
+        replaces=appointment.id,
+        vaccine=appointment.vaccine_code,
+        dose=due.dose_number if due is not None else None,
+        earliest=(due.earliest if due is not None else today).isoformat(),
+    )
+    await _offer_days(ctx, slot.clinic_id)
+
+
+async def cancel_booking(ctx: Context) -> None:
+    """「确认取消」: cancel it if the person may still see the certificate and it is still active."""
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    _, visible = seen
+    appointment_id = int(ctx.data.get("appointment_id", 0))
+    ctx.finish()
+    held = {
+        appointment.id for appointment, _ in await bookings.active_of(ctx.session, [visible.certificate.vaccinee_id])
+    }
+    if appointment_id not in held or not await bookings.cancel(ctx.session, appointment_id, ctx.now):
+        ctx.say("booking_cancel_gone")
+        return
+    ctx.say("booking_cancelled", name=visible.file.masked_name)
+
+
+async def not_cancel_confirmed(ctx: Context) -> None:
+    """Anything but 「确认取消」: say how to confirm, or that leaving keeps the booking."""
+    ctx.say("booking_cancel_hint")
+
+
+# --- flows -----------------------------------------------------------------------------------
+
+PICKER = Picker(
+    state=BookingSteps.certificate,
+    act=offer_vaccines,
+    need_verify="booking_need_verify",
+    none="booking_none",
+    head="booking_pick_head",
+)
+
+BOOK_STARTS = menu(MenuKey.BOOK) | text_in(*BOOK_WORDS)
+MINE_STARTS = menu(MenuKey.MY_BOOKINGS) | text_in(*MINE_WORDS)
+
+
+def _list_step(step: State, choose: Route) -> list[Route]:
+    return [choose, _turn(step), Route(BOOK_STARTS, PICKER.start), Route(any_text, not_a_choice)]
+
+
+BOOKING = Flow(
+    name="booking",
+    title=LABELS[MenuKey.BOOK],
+    entry_points=[Route(BOOK_STARTS, PICKER.start)],
+    states={
+        BookingSteps.certificate: [
+            Route(is_choice, PICKER.choose),
+            Route(BOOK_STARTS, PICKER.start),
+            Route(any_text, PICKER.not_a_choice),
+        ],
+        BookingSteps.vaccine: _list_step(BookingSteps.vaccine, Route(is_choice, choose_vaccine)),
+        BookingSteps.clinic: _list_step(BookingSteps.clinic, Route(is_choice, choose_clinic)),
+        BookingSteps.day: _list_step(BookingSteps.day, Route(is_choice, choose_day)),
+        BookingSteps.window: _list_step(BookingSteps.window, Route(is_choice, choose_window)),
+        BookingSteps.confirm: [
+            Route(CONFIRM, confirm),
+            Route(BOOK_STARTS, PICKER.start),
+            Route(any_text, not_confirmed),
+        ],
+    },
+    timeout=STEP_TIMEOUT,
+)
+
+MINE = Flow(
+    name="my_bookings",
+    title=LABELS[MenuKey.MY_BOOKINGS],
+    entry_points=[Route(MINE_STARTS, list_mine)],
+    states={
+        MineSteps.choosing: [
+            Route(is_choice, choose_mine),
+            _turn(MineSteps.choosing),
+            Route(MINE_STARTS, list_mine),
+            Route(any_text, not_a_choice),
+        ],
+        MineSteps.cancelling: [
+            Route(CONFIRM_CANCEL, cancel_booking),
+            Route(RESCHEDULE, start_reschedule),
+            Route(MINE_STARTS, list_mine),
+            Route(any_text, not_cancel_confirmed),
+        ],
+    },
+    timeout=STEP_TIMEOUT,
+)
+
+router = Router("booking")
+router.include(BOOKING)
+router.include(MINE)
