@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -74,6 +75,23 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that reaches beyond loopback (connect or name resolution)."""
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_found() -> Iterator[None]:
+    """Put the root logger's handlers and level back after each test.
+
+    ``vaxbot`` commands run in-process call ``configure_logging``, which points the root logger at the
+    ``sys.stderr`` of that moment (pytest's capture of that test). Left in place, a later test's warning
+    goes to a closed stream and "--- Logging error ---" lands in whatever that test reads from stderr.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _run_blocking(coroutine: Any) -> None:
