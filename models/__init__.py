@@ -10,8 +10,6 @@ from models.clinic import (
     ClinicApiNonce,
     FilingRequest,
     FilingStatus,
-    Notice,
-    NoticeKind,
     QueueCounter,
     Reminder,
     ReminderDetail,
@@ -24,6 +22,7 @@ from models.clinic import (
 )
 from models.identity import Consent, Identity, PlatformAccount
 from models.miniprogram import AccountUnion, ConsentSource, MiniSession, SubscriptionConsent
+from models.notice import Notice, NoticeAction, NoticeAudience, NoticeDelivery, NoticeKind
 from models.ops import (
     AuditEntry,
     ConversationState,
@@ -80,6 +79,9 @@ __all__ = [
     "InboxUpdate",
     "MiniSession",
     "Notice",
+    "NoticeAction",
+    "NoticeAudience",
+    "NoticeDelivery",
     "NoticeKind",
     "OutboxKind",
     "OutboxMessage",

@@ -1,4 +1,4 @@
-"""Booking slots and appointments, desk visits (亮码 flow), clinic notices and reminders."""
+"""Booking slots and appointments, desk visits (亮码 flow) and reminders (clinic notices: models.notice)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Text,
     UniqueConstraint,
     Update,
     case,
@@ -68,14 +67,6 @@ OPEN_VISIT_STATUSES: tuple[VisitStatus, ...] = (
     VisitStatus.VACCINATED,
     VisitStatus.OBSERVING,
 )
-
-
-class NoticeKind(StrEnum):
-    """Why a clinic writes to its families."""
-
-    CLOSURE = "closure"
-    RESCHEDULE = "reschedule"
-    STOCK = "stock"
 
 
 class ReminderKind(StrEnum):
@@ -207,21 +198,6 @@ class QueueCounter(Base):
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     last_number: Mapped[int] = mapped_column(Integer)
-
-
-class Notice(Base):
-    """A clinic's notice to the families booked or registered with it."""
-
-    __tablename__ = "notices"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), index=True)
-    kind: Mapped[NoticeKind] = mapped_column(StrEnumType(NoticeKind))
-    title: Mapped[str] = mapped_column(String(64))
-    body: Mapped[str] = mapped_column(Text)
-    audience: Mapped[str] = mapped_column(String(16), default="booked")  # booked | registered
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 @dataclasses.dataclass(frozen=True)

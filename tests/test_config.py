@@ -133,6 +133,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini",
             "VAXBOT_FACE_PROVIDER_ALIPAY": "alipay",
             "VAXBOT_ALIPAY_REMINDER_TEMPLATE": "alipay-dose-reminder-0001",
+            "VAXBOT_ALIPAY_NOTICE_TEMPLATE": "alipay-clinic-notice-0001",
         }
     settings = load_settings(
         environ={
@@ -145,6 +146,7 @@ def test_production_with_real_material_starts(tmp_path: Path, alipay: str) -> No
             "VAXBOT_WECHAT_AES_KEY": base64.b64encode(secrets.token_bytes(32)).decode()[:43],
             "VAXBOT_PUBLIC_URL": "https://vaxbot.example.org",
             "VAXBOT_WECHAT_REMINDER_TEMPLATE": "wechat-dose-reminder-0001",
+            "VAXBOT_WECHAT_NOTICE_TEMPLATE": "wechat-clinic-notice-0001",
         },
         env_file=tmp_path / "x",
     )

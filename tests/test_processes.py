@@ -545,6 +545,7 @@ PRODUCTION_MATERIAL = {
     "VAXBOT_ALIPAY_APPID": "",  # a WeChat-only deployment
     "VAXBOT_FACE_PROVIDER_WECHAT": "wechat_mini",
     "VAXBOT_WECHAT_REMINDER_TEMPLATE": "Jx0bN4kR-dose-reminder",
+    "VAXBOT_WECHAT_NOTICE_TEMPLATE": "Jx0bN4kR-clinic-notice",
 }
 
 

@@ -33,6 +33,7 @@ DEV_ALIPAY_APP_KEY = "alipay_app"
 DEV_ALIPAY_PLATFORM_KEY = "alipay_platform"
 # Dose reminders are template messages; the development fakes accept this id, real platforms do not.
 DEV_REMINDER_TEMPLATE = "dev-dose-reminder"
+DEV_NOTICE_TEMPLATE = "dev-clinic-notice"
 
 # --- fail closed: where development's tools live, and where outbound calls go ---------------------
 # The environments; an unset (or empty) VAXBOT_ENV is none of them and gets production's rules.
@@ -226,6 +227,11 @@ class Settings:
     wechat_desk_template: str = ""
     alipay_desk_template: str = ""
     desk_template_fields: tuple[str, ...] = ("thing1", "thing2", "thing3", "time4")
+    # Clinic notices (a closure, a rescheduling, stock, free text): template messages (first, keyword1 who,
+    # keyword2 what happened, keyword3 when, remark the clinic's words); the WeChat mini program's go as its
+    # general subscription notice (VAXBOT_WXMINI_NOTICE_TEMPLATE) to those who consented.
+    wechat_notice_template: str = DEV_NOTICE_TEMPLATE
+    alipay_notice_template: str = DEV_NOTICE_TEMPLATE
 
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")
@@ -420,6 +426,10 @@ class Settings:
             problems.append("VAXBOT_WECHAT_REMINDER_TEMPLATE is not set (the development template id)")
         if self.alipay_enabled and self.alipay_reminder_template in (DEV_REMINDER_TEMPLATE, ""):
             problems.append("VAXBOT_ALIPAY_REMINDER_TEMPLATE is not set (the development template id)")
+        if self.wechat_notice_template in (DEV_NOTICE_TEMPLATE, ""):
+            problems.append("VAXBOT_WECHAT_NOTICE_TEMPLATE is not set (the development template id)")
+        if self.alipay_enabled and self.alipay_notice_template in (DEV_NOTICE_TEMPLATE, ""):
+            problems.append("VAXBOT_ALIPAY_NOTICE_TEMPLATE is not set (the development template id)")
         if not self.public_url.startswith("https://"):
             problems.append("VAXBOT_PUBLIC_URL must be https in production (the address users' browsers reach)")
         if not self.face_provider_wechat:
