@@ -96,7 +96,7 @@ async def publish(session: AsyncSession, clinic_id: int, spec: SlotSpec) -> Slot
 async def close(session: AsyncSession, clinic_id: int, day: date, now: datetime, *, start: time | None = None) -> int:
     """Close a clinic's day (or the one window starting at ``start``) to new bookings; how many slots closed.
 
-    Bookings already made stay: telling and moving those families is the notices' work (not built yet).
+    Bookings already made stay: a closure notice (``bot.notices``) cancels or moves them and tells the families.
     """
     first = datetime.combine(day, start or time(0), tzinfo=CHINA)
     last = first + timedelta(seconds=1) if start is not None else first + timedelta(days=1)

@@ -27,11 +27,20 @@ class Permission(StrEnum):
     VACCINATE = "vaccinate"  # 接种
     FINISH = "finish"  # 留观结束
     SLOTS = "slots"  # 预约号源: publish slots, close a day or a window
+    NOTICES = "notices"  # 通知: notices to families, closures that cancel or move bookings, delivery reports
 
 
 ALLOWED: Final[dict[StaffRole, frozenset[Permission]]] = {
     StaffRole.REGISTRAR: frozenset(
-        {Permission.VIEW, Permission.SCAN, Permission.CALL, Permission.REGISTER, Permission.CONFIRM, Permission.SLOTS}
+        {
+            Permission.VIEW,
+            Permission.SCAN,
+            Permission.CALL,
+            Permission.REGISTER,
+            Permission.CONFIRM,
+            Permission.SLOTS,
+            Permission.NOTICES,
+        }
     ),
     StaffRole.VACCINATOR: frozenset(
         {Permission.VIEW, Permission.CALL, Permission.CONFIRM, Permission.VACCINATE, Permission.FINISH}

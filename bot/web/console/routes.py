@@ -40,6 +40,7 @@ from bot.web.console.base import (
     templates,
 )
 from bot.web.console.desk import DeskPages
+from bot.web.console.notices import NoticePages
 from bot.web.console.slots import SlotPages
 
 # Sign-in attempts from one client address: each costs an argon2 check, and an unknown login locks nothing.
@@ -50,7 +51,7 @@ MAX_SCAN_LENGTH = 512  # a shown code is about 60 characters; a scanner's runawa
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
-class ConsoleRoutes(DeskPages, SlotPages):
+class ConsoleRoutes(DeskPages, SlotPages, NoticePages):
     """The console's handlers, with the services, database sessions and clock they use."""
 
     def __init__(self, services: Services, sessions: async_sessionmaker[AsyncSession], clock: Clock = now_utc) -> None:
@@ -111,6 +112,10 @@ class ConsoleRoutes(DeskPages, SlotPages):
             ("GET", "/slots", "slots_page"),
             ("POST", "/slots", "slot_add"),
             ("POST", "/slots/close", "slot_close"),
+            ("GET", "/notices", "notices_page"),
+            ("POST", "/notices/preview", "notice_preview"),
+            ("POST", "/notices", "notice_send"),
+            ("GET", "/notices/{notice_id}", "notice_report"),
         ]
         for method, path, name in routes:
             app.router.add_route(method, PREFIX + path, bind(name))

@@ -1,5 +1,8 @@
 """The console's 预约号源 page: a clinic's upcoming slots, publishing one, closing a day or a window.
 
+A day or a window with bookings is not closed here: that is a closure notice (:mod:`bot.web.console.notices`),
+which cancels or moves the bookings and tells the families.
+
 Registrars and admins publish and close (``Permission.SLOTS``); everything goes through :mod:`bot.booking`
 as the signed-in member's own clinic, and each change is audited with the member as actor.
 """
@@ -16,10 +19,19 @@ from bot.chat.conversation import Services
 from bot.core.audit import record_access
 from bot.core.chinatime import CHINA, china_date
 from bot.immunization.vaccines import VACCINES, vaccine_name
+from bot.notices.compose import Window, count_booked
 from bot.staff.roles import Permission
 from bot.web.console.base import Clock, Console, page, staff_page
 
 SHOWN_DAYS = 60  # the page lists slots starting within this many days
+
+
+class _Booked(Exception):
+    """A closure found bookings: undone, and staff are sent to the notice page."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
 
 
 class SlotPages:
@@ -101,7 +113,10 @@ class SlotPages:
 
     @staff_page(Permission.SLOTS)
     async def slot_close(self, console: Console) -> web.StreamResponse:
-        """Close a day (or one window of it) at the member's clinic to new bookings."""
+        """Close a day (or one window of it) at the member's clinic to new bookings, if nobody is booked there.
+
+        Bookings there need a closure notice (the 通知 page): it cancels or moves them and tells the families.
+        """
         catalogue = self.services.catalogue
         try:
             day = date.fromisoformat(console.field("day"))
@@ -109,13 +124,21 @@ class SlotPages:
             start = time.fromisoformat(start_text) if start_text else None
         except ValueError:
             return await self._slots_page(console, error=catalogue("console_slots_invalid"), status=400)
-        async with self.sessions() as session, session.begin():
-            closed = await slots.close(session, console.member.clinic_id, day, self.clock(), start=start)
-            record_access(
-                session,
-                actor_kind="staff",
-                actor_ref=console.member.audit_actor(),
-                action="slots_closed",
-                detail={"day": day.isoformat(), "start": start_text, "closed": closed},
-            )
+        try:
+            async with self.sessions() as session, session.begin():
+                # Closed first, then counted: a booking that raced in is seen, and the closure undone with it.
+                closed = await slots.close(session, console.member.clinic_id, day, self.clock(), start=start)
+                booked = await count_booked(session, console.member.clinic_id, [Window(day, start)])
+                if booked:
+                    raise _Booked(booked)
+                record_access(
+                    session,
+                    actor_kind="staff",
+                    actor_ref=console.member.audit_actor(),
+                    action="slots_closed",
+                    detail={"day": day.isoformat(), "start": start_text, "closed": closed},
+                )
+        except _Booked as booked:
+            error = catalogue("console_slots_close_booked", count=booked.count)
+            return await self._slots_page(console, error=error, status=409)
         return await self._slots_page(console, notice=catalogue("console_slots_closed", count=closed))
