@@ -16,6 +16,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import func, select
 
 from bot.booking import slots as booking_slots
 from bot.core.audit import record_access
@@ -33,9 +34,13 @@ from bot.desk.clinics import (
 from bot.desk.notify import FamilyTeller
 from bot.desk.queue import ClinicRefused, take_number
 from bot.desk.steps import DeskActor, DosePlan, GivenDose, HealthAnswers, StepProblem, StepRefused
+from bot.notices.compose import Composer, Draft, NoticeRefused, Window, count_booked
+from bot.notices.compose import send as send_notice
+from bot.notices.report import DeliveryState
+from bot.notices.report import report as notice_report
 from bot.showcode.codes import CodeRejected
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import Clinic, utcnow
+from models import Clinic, NoticeAction, NoticeAudience, NoticeDelivery, NoticeKind, utcnow
 
 log = logging.getLogger("vaxbot.clinic_api")
 
@@ -373,23 +378,126 @@ async def add_slot(request: web.Request, actor: DeskActor, data: dict[str, Any])
 
 
 async def close_slots(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
-    """POST /slots/close {date, start?}: close a day (or the window starting at ``start``) to new bookings."""
+    """POST /slots/close {date, start?, notice?}: close a day (or the window starting at ``start``).
+
+    Where families are booked, the closure needs ``notice`` {text, action: cancel | move, move_to?, key}: the
+    bookings are cancelled or moved and every family told (once per key). Without it the answer is 409 with
+    how many bookings are affected, and nothing is closed.
+    """
     day = _parse_date(_text(data, "date"), "date")
     start_text = _text(data, "start", required=False)
     try:
         start = time.fromisoformat(start_text) if start_text else None
     except ValueError:
         raise BadRequest("start") from None
-    async with request.app[SESSIONS]() as session, session.begin():
-        closed = await booking_slots.close(session, actor.clinic_id, day, utcnow(), start=start)
-        record_access(
-            session,
-            actor_kind="clinic_api",
-            actor_ref=actor.audit_actor(),
-            action="slots_closed",
-            detail={"day": day.isoformat(), "start": start_text, "closed": closed},
-        )
-        return {"closed": closed}
+    notice = data.get("notice")
+    if notice is not None:
+        if not isinstance(notice, dict):
+            raise BadRequest("notice")
+        return await _close_with_notice(request, actor, Window(day, start), notice)
+    services = request.app[SERVICES]
+    try:
+        async with request.app[SESSIONS]() as session, session.begin():
+            # Closed first, then counted: a booking that raced in is seen, and the closure undone with it.
+            closed = await booking_slots.close(session, actor.clinic_id, day, utcnow(), start=start)
+            booked = await count_booked(session, actor.clinic_id, [Window(day, start)])
+            if booked:
+                raise _Booked(booked)
+            record_access(
+                session,
+                actor_kind="clinic_api",
+                actor_ref=actor.audit_actor(),
+                action="slots_closed",
+                detail={"day": day.isoformat(), "start": start_text, "closed": closed},
+            )
+            return {"closed": closed}
+    except _Booked as exc:
+        message = services.catalogue("console_slots_close_booked", count=exc.count)
+        return web.json_response({"error": "bookings_affected", "message": message, "bookings": exc.count}, status=409)
+
+
+class _Booked(Exception):
+    """A closure without a notice found bookings: undone."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
+API_KEY_LENGTH = 48  # a notice's key as the clinic system gives it (scoped by the clinic when stored)
+
+
+async def _close_with_notice(request: web.Request, actor: DeskActor, window: Window, data: dict[str, Any]) -> Any:
+    services = request.app[SERVICES]
+    key = _text(data, "key")
+    if not 8 <= len(key) <= API_KEY_LENGTH:
+        raise BadRequest("notice.key")
+    move_text = _text(data, "move_to", required=False)
+    try:
+        action = NoticeAction(_text(data, "action"))
+        move_to = Window.parse(move_text) if move_text else None
+    except ValueError:
+        raise BadRequest("notice.action / notice.move_to") from None
+    draft = Draft(
+        NoticeKind.CLOSURE, _text(data, "text", required=False), NoticeAudience.BOOKED, (window,), action, move_to
+    )
+    composer = Composer(actor.clinic_id, "clinic_api", actor.audit_actor())
+    try:
+        async with request.app[SESSIONS]() as session, session.begin():
+            sent = await send_notice(
+                session,
+                services.vault,
+                services.catalogue,
+                services.settings,
+                composer,
+                draft,
+                f"api:{actor.clinic_id}:{key}",
+                utcnow(),
+            )
+            notice = sent.notice
+            told = await session.scalar(
+                select(func.count()).select_from(NoticeDelivery).where(NoticeDelivery.notice_id == notice.id)
+            )
+            return {
+                "closed": notice.slots_closed,
+                "notice": {
+                    "id": notice.id,
+                    "repeated": sent.repeated,
+                    "bookings_cancelled": notice.bookings_cancelled,
+                    "bookings_moved": notice.bookings_moved,
+                    "move_failed": notice.move_failed,
+                    "accounts": int(told or 0),
+                },
+            }
+    except NoticeRefused as exc:
+        return _error(422, "notice_refused", services.catalogue(exc.reason))
+
+
+async def get_notice(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
+    """GET /notices/{id}: a notice's delivery report (sent, waiting, failed with the reason; recipients masked)."""
+    async with request.app[SESSIONS]() as session:
+        found = await notice_report(session, actor.clinic_id, int(request.match_info["notice_id"]))
+    if found is None:
+        return _error(404, "not_found", "没有找到这条通知")
+    return {
+        "notice": {
+            "id": found.notice.id,
+            "kind": found.notice.kind.value,
+            "text": found.notice.text,
+            "created_at": found.notice.created_at.isoformat(),
+            "windows": found.notice.windows,
+        },
+        **{state.value: found.count(state) for state in DeliveryState},
+        "deliveries": [
+            {
+                "platform": line.platform,
+                "recipient": line.recipient,
+                "state": line.state.value,
+                "reason": line.reason or line.problem,
+            }
+            for line in found.lines
+        ],
+    }
 
 
 def setup_routes(app: web.Application) -> None:
@@ -412,3 +520,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/slots", endpoint(get_slots))
     app.router.add_post(f"{PREFIX}/slots", endpoint(add_slot))
     app.router.add_post(f"{PREFIX}/slots/close", endpoint(close_slots))
+    app.router.add_get(f"{PREFIX}/notices/{{notice_id:\\d+}}", endpoint(get_notice))
