@@ -578,6 +578,7 @@ def cmd_clinic_slot(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import date, time
 
     from bot.booking import slots
+    from bot.notices.compose import Window, count_booked
     from models import utcnow
 
     async def main() -> str:
@@ -591,6 +592,10 @@ def cmd_clinic_slot(args: argparse.Namespace, settings: Settings) -> int:
                 if args.slot_action == "close":
                     start = time.fromisoformat(args.start) if args.start else None
                     closed = await slots.close(session, clinic.id, day, utcnow(), start=start)
+                    booked = await count_booked(session, clinic.id, [Window(day, start)])
+                    if booked:  # undone with the transaction: those families must be told, their bookings handled
+                        notice = "a closure notice (the console's 通知 page, or the clinic API)"
+                        raise slots.SlotRefused(f"{booked} booking(s) there: close it with {notice}")
                     return f"{closed} slot(s) at {clinic.code} on {day} closed to new bookings"
                 price = round(float(args.price) * 100) if args.price else None
                 spec = slots.SlotSpec(

@@ -3,14 +3,18 @@ all), cancels or moves the bookings, and its delivery report follows the outbox 
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
+import bot.cli
 from bot.booking import bookings
-from bot.core.config import DEV_NOTICE_TEMPLATE
+from bot.core.config import DEV_NOTICE_TEMPLATE, load_settings
+from bot.core.db import create_engine, sessionmaker
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
@@ -21,6 +25,7 @@ from models import (
     Appointment,
     AppointmentStatus,
     AuditEntry,
+    Identity,
     NoticeAction,
     NoticeAudience,
     NoticeDelivery,
@@ -28,6 +33,7 @@ from models import (
     OutboxMessage,
     OutboxStatus,
     Slot,
+    Vaccinee,
     utcnow,
 )
 from tests.channels import Alipay, WeChat
@@ -43,6 +49,7 @@ from tests.notice_kit import (
     publish,
     send_notice,
 )
+from tests.test_cli import cli_env
 from tests.world import registry_file
 
 
@@ -203,6 +210,51 @@ async def test_the_delivery_report_reads_sent_waiting_and_failed_from_the_outbox
     async with client.app[SESSIONS]() as session:
         deliveries = (await session.scalars(select(NoticeDelivery))).all()
     assert len(deliveries) == 4  # two notices, two accounts each, never the revoked uncle
+
+
+def test_the_command_line_does_not_close_a_booked_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in cli_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    assert bot.cli.main(["init"]) == 0
+    assert bot.cli.main(["clinic", "add", "--code", "T-CLI-02", "--name", "测试门诊", "--region", "320602"]) == 0
+    add = ["clinic", "slot", "add", "--clinic", "T-CLI-02", "--vaccine", "HepB", "--day", "2030-03-01"]
+    assert bot.cli.main([*add, "--start", "09:00", "--end", "10:00", "--capacity", "3"]) == 0
+
+    async def book_one() -> None:
+        engine = create_engine(load_settings())
+        async with sessionmaker(engine)() as session, session.begin():
+            identity = Identity(
+                id_number_hash="h-cli", id_number_enc=b"x", name_enc=b"x", verified_at=utcnow(), verification_method="t"
+            )
+            file = Vaccinee(
+                registry_ref="R-CLI",
+                name_enc=b"x",
+                birth_date_enc=b"x",
+                profile_enc=b"x",
+                effective_from=date(2020, 1, 1),
+            )
+            session.add_all([identity, file])
+            await session.flush()
+            slot = (await session.scalars(select(Slot))).one()
+            made = await bookings.book(session, slot.id, file.id, identity.id, "cli-key", utcnow())
+            assert made.outcome == bookings.Outcome.BOOKED
+        await engine.dispose()
+
+    asyncio.run(book_one())
+    capsys.readouterr()
+    assert bot.cli.main(["clinic", "slot", "close", "--clinic", "T-CLI-02", "--day", "2030-03-01"]) == 1
+    assert "closure notice" in capsys.readouterr().err
+
+    async def closed() -> list[object]:
+        engine = create_engine(load_settings())
+        async with sessionmaker(engine)() as session:
+            found = list((await session.scalars(select(Slot.closed_at))).all())
+        await engine.dispose()
+        return found
+
+    assert asyncio.run(closed()) == [None]  # nothing was closed
 
 
 def test_notices_staff_could_not_mean_are_refused() -> None:
