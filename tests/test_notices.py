@@ -13,31 +13,40 @@ from sqlalchemy import select, update
 
 import bot.cli
 from bot.booking import bookings
+from bot.certificates.rules import Grantee, add_grant
 from bot.core.config import DEV_NOTICE_TEMPLATE, load_settings
 from bot.core.db import create_engine, sessionmaker
+from bot.dev.demo import demo_id_number
 from bot.dev.fakes.alipay import AlipayClientSim
 from bot.dev.fakes.alipay_gateway import SINGLE_SEND, FakeAlipayGateway
 from bot.dev.fakes.wechat import FakeWeChatAPI, WeChatClientSim
-from bot.notices.compose import Draft, NoticeRefused, Window, check, preview
+from bot.notices.compose import Composer, Draft, NoticeRefused, Window, check, preview, send
 from bot.notices.report import DeliveryState, report
+from bot.platforms.wxmini.consents import record_consents
 from bot.web.appkeys import SERVICES, SESSIONS
 from models import (
     Appointment,
     AppointmentStatus,
     AuditEntry,
+    Certificate,
+    ConsentSource,
     Identity,
+    Notice,
     NoticeAction,
     NoticeAudience,
     NoticeDelivery,
     NoticeKind,
+    OutboxKind,
     OutboxMessage,
     OutboxStatus,
+    PlatformAccount,
     Slot,
     Vaccinee,
     utcnow,
 )
 from tests.channels import Alipay, WeChat
-from tests.helpers import Client, drain_outbox, outbox_rows
+from tests.conftest import Serve
+from tests.helpers import Client, count, drain_outbox, outbox_rows
 from tests.notice_kit import (
     GRANDMA_USER,
     PARENT_USER,
@@ -50,7 +59,7 @@ from tests.notice_kit import (
     send_notice,
 )
 from tests.test_cli import cli_env
-from tests.world import registry_file
+from tests.world import registry_file, verified
 
 
 @pytest.fixture
@@ -296,3 +305,85 @@ def test_notices_staff_could_not_mean_are_refused() -> None:
     check(
         Draft(NoticeKind.CLOSURE, "停诊", NoticeAudience.BOOKED, (day,), NoticeAction.MOVE, Window.parse("2026-12-09"))
     )
+
+
+class _Crash(Exception):
+    """The process dies before the notice's transaction commits."""
+
+
+async def test_a_crash_before_the_commit_leaves_nothing_half_told(
+    app_client: Client, family: tuple[WeChat, Alipay], fake: FakeWeChatAPI
+) -> None:
+    client = app_client
+    world = await notice_world(client, *family)
+    services = client.app[SERVICES]
+    draft = _closure(world)
+    composer = Composer(clinic_id=world.clinic_id, actor_kind="clinic_api", actor_ref="clinic_api:test")
+    with pytest.raises(_Crash):
+        async with client.app[SESSIONS]() as session, session.begin():
+            await send(
+                session, services.vault, services.catalogue, services.settings, composer, draft, "k-crash", utcnow()
+            )
+            raise _Crash
+    ((appointment, slot),) = await _appointments(client)
+    assert appointment.status == AppointmentStatus.BOOKED and slot.closed_at is None and slot.booked == 1
+    assert await outbox_rows(client, kind=OutboxKind.TEMPLATE) == [] and await count(client, Notice) == 0
+    # Sent again with the same key after the restart: everything happens once.
+    sent = await send_notice(client, world.clinic_id, draft, "k-crash")
+    assert not sent.repeated and sent.notice.bookings_cancelled == 1
+    await drain_outbox(client)
+    assert len(_templates_to(fake, PARENT_USER)) == 1
+
+
+async def test_a_mini_program_family_member_hears_only_with_a_consent(
+    serve: Serve,
+    make_settings: Any,
+    wechat: WeChatClientSim,
+    fake: FakeWeChatAPI,
+    alipay: AlipayClientSim,
+    fake_alipay: tuple[FakeAlipayGateway, str],
+) -> None:
+    settings = make_settings(wxmini_notice_template="tpl-clinic-notice")
+    client = await serve(settings)
+    world = await notice_world(client, WeChat(client, wechat, fake), Alipay(client, alipay, fake_alipay[0]))
+    services = client.app[SERVICES]
+    people = [
+        ("o-mini-aunt", "林小芳", demo_id_number("320602", date(1990, 2, 3), 402)),
+        ("o-mini-uncle", "林小刚", demo_id_number("320602", date(1991, 7, 8), 413)),
+    ]
+    async with client.app[SESSIONS]() as session, session.begin():
+        certificate = await session.get(Certificate, world.certificate_id)
+        holder = await session.get(Identity, world.parent_id)
+        assert certificate is not None and holder is not None
+        for _, name, id_number in people:
+            grant, problem = await add_grant(
+                session,
+                services.vault,
+                holder,
+                certificate,
+                Grantee(id_number, name, "other", ""),
+                settings,
+                "wechat",
+                utcnow(),
+            )
+            assert grant is not None, problem
+    accounts = {}
+    for user, name, id_number in people:
+        await verified(client, "wxmini", user, name, id_number, settings.wxmini_appid)
+        async with client.app[SESSIONS]() as session:
+            accounts[user] = (
+                await session.scalars(select(PlatformAccount).where(PlatformAccount.user_id == user))
+            ).one()
+    async with client.app[SESSIONS]() as session, session.begin():
+        await record_consents(session, accounts["o-mini-aunt"], ["tpl-clinic-notice"], ConsentSource.PAGE, utcnow())
+    sent = await send_notice(client, world.clinic_id, _closure(world), "k-mini")
+    await send_notice(client, world.clinic_id, _closure(world), "k-mini")  # a retry spends no second consent
+    (row,) = await outbox_rows(client, kind=OutboxKind.SUBSCRIBE)
+    assert row.recipient == "o-mini-aunt" and row.payload["template_id"] == "tpl-clinic-notice"
+    assert "预约已取消" in row.payload["data"]["thing1"]
+    async with client.app[SESSIONS]() as session:
+        found = await report(session, world.clinic_id, sent.notice.id)
+    assert found is not None
+    mini = sorted((line.state, line.problem) for line in found.lines if line.platform == "wxmini")
+    assert mini == [(DeliveryState.FAILED, "no_consent"), (DeliveryState.WAITING, "")]
+    assert len(found.lines) == 4  # the parent, the grandmother, the two in the mini program; not the uncle

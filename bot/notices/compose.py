@@ -208,15 +208,18 @@ class Sent:
     repeated: bool = False
 
 
-async def _move_target(session: AsyncSession, clinic_id: int, vaccine_code: str, target: Window) -> Slot | None:
-    """The slot of this vaccine in the target window: the one with most room left."""
+async def _move_target(
+    session: AsyncSession, clinic_id: int, vaccine_code: str, target: Window, now: datetime
+) -> Slot | None:
+    """The open slot of this vaccine in the target window: the one with most room left."""
     first, last = target.bounds()
     query = select(Slot).where(
         Slot.clinic_id == clinic_id,
         Slot.vaccine_code == vaccine_code,
-        Slot.starts_at >= first,
+        Slot.starts_at >= max(first, now),
         Slot.starts_at < last,
         Slot.closed_at.is_(None),
+        Slot.opens_at.is_(None) | (Slot.opens_at <= now),
     )
     found = (await session.scalars(query.order_by((Slot.capacity - Slot.booked).desc(), Slot.starts_at))).first()
     return found
@@ -240,7 +243,7 @@ async def _apply(
             outcomes.append(_Outcome(appointment.vaccinee_id, "none", slot))
             continue
         if draft.action == NoticeAction.MOVE and draft.move_to is not None:
-            target = await _move_target(session, notice.clinic_id, appointment.vaccine_code, draft.move_to)
+            target = await _move_target(session, notice.clinic_id, appointment.vaccine_code, draft.move_to, now)
             if target is not None:
                 key = f"notice:{notice.id}:move:{appointment.id}"
                 moved = await bookings.reschedule(
