@@ -22,6 +22,7 @@ from bot.core.chinatime import CHINA, china_date
 from bot.core.update import Text
 from bot.immunization.forecast import GivenDose, forecast_next_doses
 from bot.immunization.vaccines import vaccine_name
+from bot.notices.compose import cancelled_by_clinic
 from handlers.common import is_choice
 from handlers.picking import Picker
 from models import Appointment, Identity, Slot
@@ -30,6 +31,7 @@ BOOK_WORDS = ("预约接种", "我要预约", "预约")
 MINE_WORDS = ("我的预约", "查看预约", "取消预约")
 PAGE_SIZE = 6
 STEP_TIMEOUT = timedelta(minutes=15)
+CANCELLED_SHOWN = timedelta(days=7)  # 我的预约 says which bookings a clinic's notice cancelled this long after
 NEXT_PAGE = text_in("下一页")
 PREVIOUS_PAGE = text_in("上一页")
 CONFIRM = text_in("确认", "确认预约", "确定")
@@ -395,6 +397,7 @@ async def list_mine(ctx: Context) -> None:
     visible = await visible_certificates(ctx.session, ctx.services.vault, identity)
     files = {item.certificate.vaccinee_id: item for item in visible}
     held = await bookings.active_of(ctx.session, list(files))
+    await _say_cancelled_by_clinic(ctx, files)
     if not held:
         ctx.say("booking_mine_none")
         return
@@ -413,6 +416,24 @@ async def list_mine(ctx: Context) -> None:
     ]
     choices = [[appointment.id, files[appointment.vaccinee_id].certificate.id] for appointment, _ in held]
     _show_page(ctx, MineSteps.choosing, ctx.text("booking_mine_head"), lines, 0, bookings=choices)
+
+
+async def _say_cancelled_by_clinic(ctx: Context, files: dict[int, Visible]) -> None:
+    """Bookings a clinic's notice cancelled lately (a closure), each said once more with the clinic's words."""
+    cancelled = await cancelled_by_clinic(ctx.session, list(files), ctx.now - CANCELLED_SHOWN)
+    names = await slots.clinic_names(ctx.session, [slot.clinic_id for _, slot, _ in cancelled])
+    for appointment, slot, notice in cancelled:
+        if slot.ends_at <= ctx.now:
+            continue
+        ctx.say(
+            "notice_mine_cancelled",
+            name=files[appointment.vaccinee_id].file.masked_name,
+            vaccine=vaccine_name(appointment.vaccine_code),
+            clinic=names.get(slot.clinic_id, ""),
+            when=_when(ctx, slot.starts_at),
+            window=_window(ctx, slot),
+            text=notice.text,
+        )
 
 
 async def choose_mine(ctx: Context) -> None:

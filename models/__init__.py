@@ -22,7 +22,15 @@ from models.clinic import (
 )
 from models.identity import Consent, Identity, PlatformAccount
 from models.miniprogram import AccountUnion, ConsentSource, MiniSession, SubscriptionConsent
-from models.notice import Notice, NoticeAction, NoticeAudience, NoticeDelivery, NoticeKind
+from models.notice import (
+    Notice,
+    NoticeAction,
+    NoticeAudience,
+    NoticeBooking,
+    NoticeBookingOutcome,
+    NoticeDelivery,
+    NoticeKind,
+)
 from models.ops import (
     AuditEntry,
     ConversationState,
@@ -81,6 +89,8 @@ __all__ = [
     "Notice",
     "NoticeAction",
     "NoticeAudience",
+    "NoticeBooking",
+    "NoticeBookingOutcome",
     "NoticeDelivery",
     "NoticeKind",
     "OutboxKind",

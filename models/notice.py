@@ -69,6 +69,29 @@ class Notice(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class NoticeBookingOutcome(StrEnum):
+    """What a notice did to one booking."""
+
+    CANCELLED = "cancelled"
+    MOVED = "moved"
+    MOVE_FAILED = "move_failed"  # the target had no room: cancelled instead
+
+
+class NoticeBooking(Base):
+    """One booking a notice cancelled or moved (``moved_to``: the booking it became), for the family's list."""
+
+    __tablename__ = "notice_bookings"
+    __table_args__ = (UniqueConstraint("notice_id", "appointment_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id", ondelete="CASCADE"))
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointments.id"), index=True)
+    vaccinee_id: Mapped[int] = mapped_column(ForeignKey("vaccinees.id"), index=True)
+    outcome: Mapped[NoticeBookingOutcome] = mapped_column(StrEnumType(NoticeBookingOutcome))
+    moved_to_appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class NoticeDelivery(Base):
     """One account told of one notice (once), and the outbox row carrying it (None: it could not be queued)."""
 

@@ -34,6 +34,8 @@ from models import (
     Notice,
     NoticeAction,
     NoticeAudience,
+    NoticeBooking,
+    NoticeBookingOutcome,
     NoticeDelivery,
     NoticeKind,
     OutboxKind,
@@ -148,6 +150,11 @@ async def test_a_closure_tells_the_holder_and_the_grantee_once_and_not_the_revok
     assert len(told) == 1 and told[0].certificate_id == world.certificate_id and len(told[0].detail["to"]) == 2
     assert [entry.action for entry in audit].count("notice_sent") == 1
 
+    # 我的预约 says, on both platforms, which booking the clinic cancelled and why.
+    for side, user in ((family[0], PARENT_USER), (family[1], GRANDMA_USER)):
+        mine = await side.say(user, "我的预约")
+        assert "林*满" in mine and "已被门诊取消" in mine and "冷链" in mine and "没有待接种的预约" in mine
+
 
 async def test_moving_keeps_people_booked_and_cancels_when_the_target_is_full(
     app_client: Client, family: tuple[WeChat, Alipay], fake: FakeWeChatAPI
@@ -169,6 +176,11 @@ async def test_moving_keeps_people_booked_and_cancels_when_the_target_is_full(
     # The first booking moved to the afternoon of the next day; the second found no room and was cancelled.
     assert (world.vaccinee_id, AppointmentStatus.BOOKED, target) in statuses
     assert (second, AppointmentStatus.CANCELLED, first_slot) in statuses
+    async with client.app[SESSIONS]() as session:
+        done = {row.vaccinee_id: row for row in (await session.scalars(select(NoticeBooking))).all()}
+    assert done[second].outcome == NoticeBookingOutcome.MOVE_FAILED and done[second].moved_to_appointment_id is None
+    moved = done[world.vaccinee_id]
+    assert moved.outcome == NoticeBookingOutcome.MOVED and moved.moved_to_appointment_id is not None
     async with client.app[SESSIONS]() as session:
         assert await bookings.count_active(session, target) == 1
         assert await bookings.count_active(session, first_slot) == 0

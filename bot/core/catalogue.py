@@ -950,6 +950,7 @@ MESSAGES: Final[dict[str, str]] = {
     "console_notices_problem_no_template": "未配置小程序通知模板",
     "console_notices_not_found": "没有找到这条通知。",
     "console_slots_close_booked": "所选日期或时段还有 {count} 个预约，不能直接关闭。请到「通知」页发停诊通知：预约会按通知取消或改期，并告诉每个家庭。",
+    "notice_mine_cancelled": "{name}　{vaccine}　{clinic}　{when}（{window}）的预约已被门诊取消。门诊通知：{text}\n需要的话，回复「预约接种」重新预约。",
     "platform_name_wechat": "微信",
     "platform_name_alipay": "支付宝",
     "platform_name_wxmini": "微信小程序",

@@ -39,6 +39,8 @@ from models import (
     Notice,
     NoticeAction,
     NoticeAudience,
+    NoticeBooking,
+    NoticeBookingOutcome,
     NoticeDelivery,
     NoticeKind,
     OutboxKind,
@@ -230,19 +232,23 @@ class _Outcome:
     """What the notice did to one family's booking."""
 
     vaccinee_id: int
-    kind: str  # cancelled | moved | move_failed | none
+    kind: str  # a NoticeBookingOutcome's value, or "none"
     slot: Slot | None = None  # the slot it was in (or was moved to)
 
 
 async def _apply(
     session: AsyncSession, notice: Notice, draft: Draft, rows: Sequence[tuple[Appointment, Slot]], now: datetime
 ) -> list[_Outcome]:
+    """Cancel or move each booking as the notice says; each one done is recorded for the family's list."""
     outcomes: list[_Outcome] = []
     for appointment, slot in rows:
         if draft.action == NoticeAction.NONE:
             outcomes.append(_Outcome(appointment.vaccinee_id, "none", slot))
             continue
+        outcome = NoticeBookingOutcome.CANCELLED
+        moved_to: Appointment | None = None
         if draft.action == NoticeAction.MOVE and draft.move_to is not None:
+            outcome = NoticeBookingOutcome.MOVE_FAILED
             target = await _move_target(session, notice.clinic_id, appointment.vaccine_code, draft.move_to, now)
             if target is not None:
                 key = f"notice:{notice.id}:move:{appointment.id}"
@@ -250,17 +256,48 @@ async def _apply(
                     session, appointment.id, target.id, appointment.booked_by_identity_id, key, now
                 )
                 if moved.outcome == bookings.Outcome.BOOKED:
-                    notice.bookings_moved += 1
-                    outcomes.append(_Outcome(appointment.vaccinee_id, "moved", moved.slot))
-                    continue
-            if await bookings.cancel(session, appointment.id, now):
-                notice.move_failed += 1
-                outcomes.append(_Outcome(appointment.vaccinee_id, "move_failed", slot))
-            continue
-        if await bookings.cancel(session, appointment.id, now):
-            notice.bookings_cancelled += 1
-            outcomes.append(_Outcome(appointment.vaccinee_id, "cancelled", slot))
+                    outcome, moved_to, slot = NoticeBookingOutcome.MOVED, moved.appointment, moved.slot or slot
+        if moved_to is None and not await bookings.cancel(session, appointment.id, now):
+            continue  # cancelled meanwhile (by the family, or another notice): nothing to tell of it
+        counter = {
+            NoticeBookingOutcome.CANCELLED: "bookings_cancelled",
+            NoticeBookingOutcome.MOVED: "bookings_moved",
+            NoticeBookingOutcome.MOVE_FAILED: "move_failed",
+        }[outcome]
+        setattr(notice, counter, getattr(notice, counter) + 1)
+        session.add(
+            NoticeBooking(
+                notice_id=notice.id,
+                appointment_id=appointment.id,
+                vaccinee_id=appointment.vaccinee_id,
+                outcome=outcome,
+                moved_to_appointment_id=moved_to.id if moved_to is not None else None,
+                created_at=now,
+            )
+        )
+        outcomes.append(_Outcome(appointment.vaccinee_id, outcome.value, slot))
     return outcomes
+
+
+async def cancelled_by_clinic(
+    session: AsyncSession, vaccinee_ids: Sequence[int], since: datetime
+) -> Sequence[tuple[Appointment, Slot, Notice]]:
+    """These people's bookings a clinic's notice cancelled since ``since`` (moves that kept them booked aside)."""
+    if not vaccinee_ids:
+        return []
+    rows = await session.execute(
+        select(Appointment, Slot, Notice)
+        .join(NoticeBooking, NoticeBooking.appointment_id == Appointment.id)
+        .join(Notice, Notice.id == NoticeBooking.notice_id)
+        .join(Slot, Slot.id == Appointment.slot_id)
+        .where(
+            NoticeBooking.vaccinee_id.in_(sorted(set(vaccinee_ids))),
+            NoticeBooking.outcome != NoticeBookingOutcome.MOVED,
+            NoticeBooking.created_at >= since,
+        )
+        .order_by(Slot.starts_at, Appointment.id)
+    )
+    return [(appointment, slot, notice) for appointment, slot, notice in rows.all()]
 
 
 def _short(text: str, limit: int = KEYWORD_LIMIT) -> str:

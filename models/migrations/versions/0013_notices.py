@@ -1,4 +1,4 @@
-"""notices: a clinic's notices (audience, windows, what they did to bookings) and one delivery per account told
+"""notices: a clinic's notices, the bookings each cancelled or moved, and one delivery per account told
 
 The unused placeholder ``notices`` table of the initial schema is replaced.
 
@@ -52,6 +52,34 @@ def upgrade() -> None:
     )
     op.create_index("ix_notices_clinic_id", "notices", ["clinic_id"], unique=False)
     op.create_table(
+        "notice_bookings",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("notice_id", ID, nullable=False),
+        sa.Column("appointment_id", ID, nullable=False),
+        sa.Column("vaccinee_id", ID, nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("moved_to_appointment_id", ID, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["notice_id"], ["notices.id"], name=op.f("fk_notice_bookings_notice_id_notices"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["appointment_id"], ["appointments.id"], name=op.f("fk_notice_bookings_appointment_id_appointments")
+        ),
+        sa.ForeignKeyConstraint(
+            ["moved_to_appointment_id"],
+            ["appointments.id"],
+            name=op.f("fk_notice_bookings_moved_to_appointment_id_appointments"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["vaccinee_id"], ["vaccinees.id"], name=op.f("fk_notice_bookings_vaccinee_id_vaccinees")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notice_bookings")),
+        sa.UniqueConstraint("notice_id", "appointment_id", name=op.f("uq_notice_bookings_notice_id_appointment_id")),
+    )
+    op.create_index("ix_notice_bookings_appointment_id", "notice_bookings", ["appointment_id"], unique=False)
+    op.create_index("ix_notice_bookings_vaccinee_id", "notice_bookings", ["vaccinee_id"], unique=False)
+    op.create_table(
         "notice_deliveries",
         sa.Column("id", ID, nullable=False),
         sa.Column("notice_id", ID, nullable=False),
@@ -76,6 +104,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_notice_deliveries_notice_id", table_name="notice_deliveries")
     op.drop_table("notice_deliveries")
+    op.drop_index("ix_notice_bookings_vaccinee_id", table_name="notice_bookings")
+    op.drop_index("ix_notice_bookings_appointment_id", table_name="notice_bookings")
+    op.drop_table("notice_bookings")
     op.drop_index("ix_notices_clinic_id", table_name="notices")
     op.drop_table("notices")
     op.create_table(
