@@ -15,27 +15,29 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.booking import bookings, slots
-from bot.certificates.rules import active_grants
 from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA
 from bot.core.config import Settings
-from bot.core.pii import Vault, mask_name
+from bot.core.pii import Vault
 from bot.core.update import Platform, TemplateMessage, TemplateValue
-from bot.identity.accounts import reachable_accounts
+from bot.notices.audience import Family, families
 from bot.outbox import queue as outbox
 from bot.platforms.wxmini.consents import queue_subscription
 from models import (
     Appointment,
     AppointmentStatus,
+    AuditEntry,
     Certificate,
     Clinic,
+    FileProfile,
     Notice,
     NoticeAction,
     NoticeAudience,
@@ -44,10 +46,14 @@ from models import (
     NoticeDelivery,
     NoticeKind,
     OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
     PlatformAccount,
     Slot,
     Vaccinee,
+    utcnow,
 )
+from models.registry import PROFILE_FIELD
 
 TEXT_LIMIT = 100  # the notice's own words (the template's remark); longer is refused in the form
 KEYWORD_LIMIT = 20  # template keywords (WeChat's ``thing`` fields take at most 20 characters)
@@ -150,9 +156,17 @@ async def affected(
 
 
 async def registered(session: AsyncSession, vault: Vault, clinic_id: int) -> list[Certificate]:
-    """Every claimed certificate whose file this clinic keeps (the clinic is sealed in the file's profile)."""
-    rows = await session.execute(select(Certificate, Vaccinee).join(Vaccinee, Vaccinee.id == Certificate.vaccinee_id))
-    return [certificate for certificate, file in rows.all() if file.profile(vault).clinic_id == clinic_id]
+    """Every claimed certificate whose file this clinic keeps (the clinic is sealed in the file's profile).
+
+    No query can select files by clinic, so every claimed file's profile is opened (only the profile is read).
+    """
+    query = select(Certificate, Vaccinee.profile_enc).join(Vaccinee, Vaccinee.id == Certificate.vaccinee_id)
+    rows = (await session.execute(query.order_by(Certificate.id))).all()
+    return [
+        certificate
+        for certificate, profile in rows
+        if FileProfile.from_json(vault.open(PROFILE_FIELD, profile)).clinic_id == clinic_id
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,12 +185,6 @@ async def _certificates(session: AsyncSession, vaccinee_ids: Sequence[int]) -> d
     return {certificate.vaccinee_id: certificate for certificate in rows.all()}
 
 
-async def _accounts_of(session: AsyncSession, certificate: Certificate) -> list[PlatformAccount]:
-    """The holder and every active grantee, on each platform they follow (a revoked grant is not active)."""
-    grantees = [grant.grantee_id_number_hash for grant in await active_grants(session, certificate.id)]
-    return await reachable_accounts(session, identity_ids=[certificate.holder_identity_id], id_number_hashes=grantees)
-
-
 async def preview(session: AsyncSession, vault: Vault, clinic_id: int, draft: Draft) -> Preview:
     """How many bookings, families and accounts a notice would reach (nobody's name)."""
     if draft.audience == NoticeAudience.REGISTERED:
@@ -186,10 +194,8 @@ async def preview(session: AsyncSession, vault: Vault, clinic_id: int, draft: Dr
         rows = await affected(session, clinic_id, draft.windows)
         booked = len(rows)
         certificates = list((await _certificates(session, [row.vaccinee_id for row, _ in rows])).values())
-    accounts: set[int] = set()
-    for certificate in certificates:
-        accounts.update(account.id for account in await _accounts_of(session, certificate))
-    return Preview(bookings=booked, families=len(certificates), accounts=len(accounts))
+    reached = {account.id for family in await families(session, vault, certificates) for account in family.accounts}
+    return Preview(bookings=booked, families=len(certificates), accounts=len(reached))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,18 +432,29 @@ async def _tell(
     """One message per account, whichever of its families' bookings the notice touched (each family hears once)."""
     clinic = await session.get(Clinic, notice.clinic_id)
     clinic_name = clinic.name if clinic is not None else ""
-    families: dict[int, tuple[PlatformAccount, list[Certificate]]] = {}
-    for certificate in certificates:
-        for account in await _accounts_of(session, certificate):
-            families.setdefault(account.id, (account, []))[1].append(certificate)
-    names: dict[int, str] = {}
-    for certificate in certificates:
-        file = await session.get(Vaccinee, certificate.vaccinee_id)
-        names[certificate.id] = mask_name(vault.open("name", file.name_enc)) if file is not None else ""
+    by_account: dict[int, tuple[PlatformAccount, list[Family]]] = {}
+    found = await families(session, vault, certificates, names=True)
+    for family in found:
+        for account in family.accounts:
+            by_account.setdefault(account.id, (account, []))[1].append(family)
     when = _windows_text(catalogue, notice, now)
-    for account, theirs in families.values():
-        who = "、".join(dict.fromkeys(names[certificate.id] for certificate in theirs))
-        what = _what(catalogue, notice, [each for c in theirs for each in outcomes.get(c.vaccinee_id, [])])
+    # Written in bulk (one INSERT … RETURNING of outbox rows, one INSERT of deliveries, one of audit rows): a
+    # notice to everyone registered at a clinic is thousands of rows, and on SQLite the writer waits meanwhile.
+    templates: list[tuple[PlatformAccount, dict[str, Any]]] = []
+    deliveries: list[dict[str, Any]] = []
+    for account, theirs in by_account.values():
+        who = "、".join(dict.fromkeys(family.masked_name for family in theirs))
+        touched = [each for family in theirs for each in outcomes.get(family.certificate.vaccinee_id, [])]
+        what = _what(catalogue, notice, touched)
+        key = f"notice:{notice.id}:{account.id}"
+        if account.platform == Platform.WXMINI:
+            row, problem = await _tell_in_mini_program(
+                session, settings, account, f"{clinic_name[:6]}：{what}", key, now
+            )
+            if row is not None:
+                await session.flush()
+            deliveries.append(_delivery(notice, account, row.id if row is not None else None, problem, now))
+            continue
         message = TemplateMessage(
             template_id=notice_template_id(settings, account.platform),
             first=TemplateValue(catalogue("notice_first", clinic=clinic_name)),
@@ -446,55 +463,67 @@ async def _tell(
             remark=TemplateValue(notice.text),
             url=settings.public_url.rstrip("/") + "/",
         )
-        key = f"notice:{notice.id}:{account.id}"
-        problem = ""
-        row_id: int | None = None
-        if account.platform == Platform.WXMINI:
-            summary = f"{clinic_name[:6]}：{what}"
-            row_id, problem = await _tell_in_mini_program(session, settings, account, summary, key, now)
-        else:
-            row = outbox.enqueue(
-                session,
-                platform=account.platform,
-                app_id=account.app_id,
-                recipient=account.user_id,
-                kind=OutboxKind.TEMPLATE,
-                payload=message.payload(),
-                idempotency_key=key,
-            )
-            await session.flush()
-            row_id = row.id
-        session.add(
-            NoticeDelivery(
-                notice_id=notice.id,
-                account_id=account.id,
-                platform=account.platform,
-                outbox_id=row_id,
-                problem=problem,
-                created_at=now,
-            )
-        )
-    for certificate in certificates:
-        told = sorted(
-            f"{account.platform}:identity:{account.identity_id}"
-            for account, theirs in families.values()
-            if certificate in theirs
-        )
-        record_access(
-            session,
-            actor_kind="system",
-            actor_ref="notices",
-            action="notice_told",
-            certificate_id=certificate.id,
-            vaccinee_id=certificate.vaccinee_id,
-            detail={"notice": notice.id, "to": told},
-        )
-    await session.flush()
+        templates.append((account, _outbox_row(account, message, key)))
+    row_ids = await outbox.insert_rows(session, [values for _, values in templates])
+    for (account, _), row_id in zip(templates, row_ids, strict=True):
+        deliveries.append(_delivery(notice, account, row_id, "", now))
+    if deliveries:
+        await session.execute(insert(NoticeDelivery), deliveries)
+    audit = [
+        {
+            "at": utcnow(),
+            "actor_kind": "system",
+            "actor_ref": "notices",
+            "action": "notice_told",
+            "reason": "",
+            "certificate_id": family.certificate.id,
+            "vaccinee_id": family.certificate.vaccinee_id,
+            "platform": None,
+            "detail": {
+                "notice": notice.id,
+                "to": sorted(f"{account.platform}:identity:{account.identity_id}" for account in family.accounts),
+            },
+        }
+        for family in found
+    ]
+    if audit:
+        await session.execute(insert(AuditEntry), audit)
+
+
+def _outbox_row(account: PlatformAccount, message: TemplateMessage, key: str) -> dict[str, Any]:
+    """One template message's outbox row, as :func:`bot.outbox.queue.enqueue` would add it."""
+    moment = utcnow()
+    return {
+        "platform": account.platform,
+        "app_id": account.app_id,
+        "recipient": account.user_id,
+        "kind": OutboxKind.TEMPLATE,
+        "payload": message.payload(),
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "available_at": moment,
+        "created_at": moment,
+        "idempotency_key": key,
+        "sent_at": None,
+    }
+
+
+def _delivery(
+    notice: Notice, account: PlatformAccount, row_id: int | None, problem: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "notice_id": notice.id,
+        "account_id": account.id,
+        "platform": account.platform,
+        "outbox_id": row_id,
+        "problem": problem,
+        "created_at": now,
+    }
 
 
 async def _tell_in_mini_program(
     session: AsyncSession, settings: Settings, account: PlatformAccount, what: str, key: str, now: datetime
-) -> tuple[int | None, str]:
+) -> tuple[OutboxMessage | None, str]:
     """A subscription message (the general notice: thing1 what, time2 when), spending a consent; else why not."""
     template = notice_template_id(settings, account.platform)
     if not template:
@@ -503,10 +532,7 @@ async def _tell_in_mini_program(
     queued = await queue_subscription(
         session, account, template_id=template, data=data, page=settings.wxmini_notice_page, key=key, now=now
     )
-    if queued is None:
-        return None, "no_consent"
-    await session.flush()
-    return queued.id, ""
+    return (queued, "") if queued is not None else (None, "no_consent")
 
 
 async def count_booked(session: AsyncSession, clinic_id: int, windows: Sequence[Window]) -> int:
