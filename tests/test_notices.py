@@ -399,3 +399,25 @@ async def test_a_mini_program_family_member_hears_only_with_a_consent(
     mini = sorted((line.state, line.problem) for line in found.lines if line.platform == "wxmini")
     assert mini == [(DeliveryState.FAILED, "no_consent"), (DeliveryState.WAITING, "")]
     assert len(found.lines) == 4  # the parent, the grandmother, the two in the mini program; not the uncle
+
+
+async def test_the_same_closure_sent_at_once_from_two_desks_tells_each_family_once(
+    app_client: Client, family: tuple[WeChat, Alipay], fake: FakeWeChatAPI
+) -> None:
+    client = app_client
+    world = await notice_world(client, *family)
+    draft = _closure(world)
+    # A double click (the same key) and another desk's notice for the same day (its own key), all at once.
+    sent = await asyncio.gather(
+        send_notice(client, world.clinic_id, draft, "k-race"),
+        send_notice(client, world.clinic_id, draft, "k-race"),
+        send_notice(client, world.clinic_id, draft, "k-race-other-desk"),
+    )
+    assert sorted(each.repeated for each in sent) == [False, False, True]
+    assert await count(client, Notice) == 2
+    assert sum(each.notice.bookings_cancelled for each in sent if not each.repeated) == 1  # cancelled once
+    ((appointment, slot),) = await _appointments(client)
+    assert appointment.status == AppointmentStatus.CANCELLED and slot.booked == 0
+    await drain_outbox(client)
+    assert len(_templates_to(fake, PARENT_USER)) == 1  # the notice that found no booking left tells nobody
+    assert await count(client, NoticeDelivery) == 2
