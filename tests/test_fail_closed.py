@@ -33,7 +33,12 @@ from bot.identity.face.providers import needs_dev_face
 
 NO_ENV_FILE = Path("/nonexistent/.env")
 METRICS_TOKEN = "fail-closed-metrics-token-0001"
-TEMPLATE = {"wechat_reminder_template": "wechat-dose-reminder-0001", "alipay_reminder_template": "alipay-0001"}
+TEMPLATE = {
+    "wechat_reminder_template": "wechat-dose-reminder-0001",
+    "alipay_reminder_template": "alipay-0001",
+    "wechat_notice_template": "wechat-clinic-notice-0001",
+    "alipay_notice_template": "alipay-notice-0001",
+}
 
 
 def routes(app: web.Application) -> set[tuple[str, str]]:
