@@ -249,8 +249,9 @@ async def _offer_days(ctx: Context, clinic_id: int) -> None:
             await _offer_clinics(ctx, seen[1])
         return
     if not days:
+        vaccine = vaccine_name(str(ctx.data["vaccine"]))
         ctx.finish()
-        ctx.say("booking_no_slots", vaccine=vaccine_name(str(ctx.data["vaccine"])))
+        ctx.say("booking_no_slots", vaccine=vaccine)
         return
     lines = []
     for day in days:
