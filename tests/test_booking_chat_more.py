@@ -14,7 +14,7 @@ from bot.core.chinatime import china_date
 from bot.dev.demo import CHILD, PARENT, demo_id_number
 from bot.immunization.forecast import add_months
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import Appointment, AppointmentStatus, Certificate, Dose, DoseDetail, Slot, utcnow
+from models import Appointment, AppointmentStatus, Certificate, Dose, DoseDetail, Slot, Vaccinee, utcnow
 from tests.channels import Channel
 from tests.desk_kit import DeskWorld, desk_world
 from tests.helpers import Client
@@ -196,3 +196,23 @@ async def test_a_move_to_another_clinic_whose_place_went_keeps_the_old_booking(
     assert "刚刚约满" in gone
     rows = await _appointments(client, world.vaccinee_id)
     assert [(row.slot_id, row.status) for row in rows] == [(first, AppointmentStatus.BOOKED)]
+
+
+async def test_the_demo_girl_can_book_the_demo_hpv9(app_client: Client, channel: Channel) -> None:
+    from bot.dev.demo import WX_GIRL, WX_PARENT, seed_demo
+    from tests.world import verified
+
+    services = app_client.app[SERVICES]
+    assert await seed_demo(app_client.app[SESSIONS], services.vault)
+    user = "o-demo-hpv" if channel.platform == "wechat" else "2088000000000931"
+    father = await verified(app_client, channel.platform, user, WX_PARENT.name, WX_PARENT.id_number, channel.app_id)
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        digest = services.vault.digest("id_number", WX_GIRL.id_number)
+        girl = (await session.scalars(select(Vaccinee).where(Vaccinee.id_number_hash == digest))).one()
+        session.add(Certificate(vaccinee_id=girl.id, holder_identity_id=father, kind="child", claimed_via="t"))
+    vaccines = await channel.say(user, "预约接种")
+    assert "陈*琪" in vaccines and "1. 九价HPV疫苗 第1剂（自费 1318元起）" in vaccines, vaccines
+    clinics = await channel.say(user, "1")
+    assert "无锡市梁溪区" in clinics and "南通" not in clinics
+    days = await channel.say(user, "1")
+    assert "开放预约" in days  # the demo's HPV9 opens tomorrow morning: the family is told when
