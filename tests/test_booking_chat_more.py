@@ -21,7 +21,7 @@ from tests.helpers import Client
 from tests.world import registry_file
 
 GIRL_NAME = "林小雅"
-GIRL_BIRTH = date(2016, 3, 1)  # old enough for 9-valent HPV (9–45)
+GIRL_BIRTH = date(2017, 2, 1)  # nine: old enough for 9-valent HPV (9–45), and claimable (born from 2017)
 
 
 async def _publish(client: Client, clinic_id: int, days_ahead: int, code: str = "HepB", capacity: int = 5) -> int:
@@ -33,7 +33,7 @@ async def _publish(client: Client, clinic_id: int, days_ahead: int, code: str = 
 
 
 async def _girl(client: Client, world: DeskWorld, platform: str) -> int:
-    """The parent's ten-year-old daughter (hepatitis B complete), her certificate held by the parent: her file id."""
+    """The parent's nine-year-old daughter (hepatitis B complete), her certificate held by the parent: her file id."""
     birth = GIRL_BIRTH
     doses = [("HepB", 1, birth), ("HepB", 2, birth + timedelta(days=31)), ("HepB", 3, birth + timedelta(days=184))]
     vaccinee = await registry_file(
