@@ -1,10 +1,13 @@
 """Journey: 预约接种 and 我的预约 — booking a dose for oneself or a child one may see, and cancelling it.
 
-certificate → vaccine (the forecaster's due doses first; only what the person may have now or soon) →
-clinic (the file's clinic first; only clinics with slots) → day → window → masked confirmation → 「预约成功」
-with a booking number. The confirmation carries a key made when it was shown, so a double tap or a
-platform retry books once. Every choice is checked again when it is answered (a grant may have been
-revoked, a place taken). Long lists are paged (「下一页」/「上一页」).
+certificate → vaccine (the forecaster's due doses first; only what the person may have now or soon; then
+self-paid vaccines the person may have by age, sex and spacing, with 自费 and the price) → clinic (the file's
+clinic first; only clinics with slots) → day → window → masked confirmation → 「预约成功」 with a booking
+number. 改期 moves a booking: the same clinic's days first, 「换一家门诊」 for another clinic. The slot's day is
+checked against age, sex and spacing again when a window is chosen and at the confirmation. The
+confirmation carries a key made when it was shown, so a double tap or a platform retry books once. Every
+choice is checked again when it is answered (a grant may have been revoked, a place taken). Long lists are
+paged (「下一页」/「上一页」).
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def _yuan(fen: int) -> str:
 
 
 async def offer_vaccines(ctx: Context, identity: Identity, visible: Visible) -> None:
-    """The vaccines this person may book: due and late doses first, then those coming within a month."""
+    """The vaccines this person may book: due and late doses first, then those within a month, then self-paid."""
     record = await _record(ctx, visible)
     found = await slots.offers(ctx.session, visible.file.birth_date, visible.file.sex, record, ctx.now)
     options: list[list[object]] = [
