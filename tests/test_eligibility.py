@@ -111,3 +111,19 @@ def test_programme_doses_are_checked_by_the_forecaster() -> None:
     assert may_have_on(child, "M", record, "HepB", TODAY).allowed
     assert may_have_on(child, "M", record, "BCG", TODAY).refusal == Refusal.COMPLETE  # no catch-up from 4 years
     assert may_have_on(child, "M", record, "DTaP-IPV/Hib", TODAY).refusal == Refusal.UNKNOWN
+
+
+def test_a_booster_waits_for_its_own_age_and_late_starters_space_wider() -> None:
+    infant = date(2026, 2, 1)
+    primary = [GivenDose("PCV13", n, date(2026, 3 + n, 20)) for n in (1, 2, 3)]  # at about 2, 3 and 4 months
+    booster = next_dose(infant, "F", primary, "PCV13", TODAY)
+    # At least 2 months after dose 3 (2026-08-20), but not before 12 months of age.
+    assert booster is not None and (booster.dose_number, booster.earliest) == (4, date(2027, 2, 1))
+    toddler = date(2025, 6, 1)  # started at 15 months: 2 doses at least 2 months apart
+    first = [GivenDose("PCV13", 1, date(2026, 9, 1))]
+    second = next_dose(toddler, "M", first, "PCV13", TODAY)
+    assert second is not None and second.earliest == date(2026, 11, 1)
+    assert next_dose(toddler, "M", [*first, GivenDose("PCV13", 2, date(2026, 11, 2))], "PCV13", TODAY) is None
+    hib = [GivenDose("Hib", n, date(2026, 3 + n, 1)) for n in (1, 2, 3)]
+    hib_booster = next_dose(infant, "F", hib, "Hib", TODAY)
+    assert hib_booster is not None and hib_booster.earliest == date(2027, 8, 1)  # 18 months
