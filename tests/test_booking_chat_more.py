@@ -216,3 +216,39 @@ async def test_the_demo_girl_can_book_the_demo_hpv9(app_client: Client, channel:
     assert "无锡市梁溪区" in clinics and "南通" not in clinics
     days = await channel.say(user, "1")
     assert "开放预约" in days  # the demo's HPV9 opens tomorrow morning: the family is told when
+
+
+async def test_pages_turn_back_and_a_grant_revoked_before_a_cancel_changes_nothing(
+    app_client: Client, channel: Channel
+) -> None:
+    from bot.certificates.rules import revoke_grant
+    from models import Grant, Identity
+
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    first = await _publish(client, world.clinic_id, 1)
+    for days_ahead in range(2, 9):
+        await _publish(client, world.clinic_id, days_ahead)
+    user = world.grandma_user
+    for answer in ("预约接种", "1", "1"):
+        days = await channel.say(user, answer)
+    assert "第1/2页" in days and "7. " not in days
+    assert "7. " in await channel.say(user, "下一页")
+    back = await channel.say(user, "上一页")
+    assert "第1/2页" in back and "1. " in back and "7. " not in back
+    for answer in ("1", "1", "确认"):
+        reply = await channel.say(user, answer)
+    assert "预约成功" in reply
+    await channel.say(user, "我的预约")
+    assert "确认取消" in await channel.say(user, "1")
+
+    async with client.app[SESSIONS]() as session, session.begin():
+        holder = await session.get(Identity, world.parent_id)
+        certificate = await session.get(Certificate, world.certificate_id)
+        grant = (await session.scalars(select(Grant).where(Grant.certificate_id == world.certificate_id))).one()
+        assert holder is not None and certificate is not None
+        assert await revoke_grant(session, holder, certificate, grant, channel.platform, utcnow())
+    assert "已无法查看" in await channel.say(user, "确认取消")
+    assert "没有待接种的预约" in await channel.say(user, "我的预约")  # she sees nobody's bookings now
+    rows = await _appointments(client, world.vaccinee_id)
+    assert [(row.slot_id, row.status) for row in rows] == [(first, AppointmentStatus.BOOKED)]
