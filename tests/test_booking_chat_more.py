@@ -10,15 +10,27 @@ from sqlalchemy import select
 
 from bot.booking import slots
 from bot.booking.slots import Funding, SlotSpec
+from bot.certificates.rules import revoke_grant
 from bot.core.chinatime import china_date
-from bot.dev.demo import CHILD, PARENT, demo_id_number
+from bot.dev.demo import CHILD, PARENT, WX_GIRL, WX_PARENT, demo_id_number, seed_demo
 from bot.immunization.forecast import add_months
 from bot.web.appkeys import SERVICES, SESSIONS
-from models import Appointment, AppointmentStatus, Certificate, Dose, DoseDetail, Slot, Vaccinee, utcnow
+from models import (
+    Appointment,
+    AppointmentStatus,
+    Certificate,
+    Dose,
+    DoseDetail,
+    Grant,
+    Identity,
+    Slot,
+    Vaccinee,
+    utcnow,
+)
 from tests.channels import Channel
 from tests.desk_kit import DeskWorld, desk_world
 from tests.helpers import Client
-from tests.world import registry_file
+from tests.world import registry_file, verified
 
 GIRL_NAME = "林小雅"
 GIRL_BIRTH = date(2017, 2, 1)  # nine: old enough for 9-valent HPV (9–45), and claimable (born from 2017)
@@ -199,9 +211,6 @@ async def test_a_move_to_another_clinic_whose_place_went_keeps_the_old_booking(
 
 
 async def test_the_demo_girl_can_book_the_demo_hpv9(app_client: Client, channel: Channel) -> None:
-    from bot.dev.demo import WX_GIRL, WX_PARENT, seed_demo
-    from tests.world import verified
-
     services = app_client.app[SERVICES]
     assert await seed_demo(app_client.app[SESSIONS], services.vault)
     user = "o-demo-hpv" if channel.platform == "wechat" else "2088000000000931"
@@ -221,9 +230,6 @@ async def test_the_demo_girl_can_book_the_demo_hpv9(app_client: Client, channel:
 async def test_pages_turn_back_and_a_grant_revoked_before_a_cancel_changes_nothing(
     app_client: Client, channel: Channel
 ) -> None:
-    from bot.certificates.rules import revoke_grant
-    from models import Grant, Identity
-
     client = app_client
     world = await desk_world(client, channel.platform, channel.app_id)
     first = await _publish(client, world.clinic_id, 1)
@@ -250,5 +256,28 @@ async def test_pages_turn_back_and_a_grant_revoked_before_a_cancel_changes_nothi
         assert await revoke_grant(session, holder, certificate, grant, channel.platform, utcnow())
     assert "已无法查看" in await channel.say(user, "确认取消")
     assert "没有待接种的预约" in await channel.say(user, "我的预约")  # she sees nobody's bookings now
+    rows = await _appointments(client, world.vaccinee_id)
+    assert [(row.slot_id, row.status) for row in rows] == [(first, AppointmentStatus.BOOKED)]
+
+
+async def test_a_grant_revoked_during_a_move_keeps_the_booking(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    first = await _publish(client, world.clinic_id, 2)
+    await _publish(client, world.other_clinic_id, 3)
+    user = world.grandma_user
+    for answer in ("预约接种", "1", "1", "1", "1", "确认"):
+        reply = await channel.say(user, answer)
+    assert "预约成功" in reply
+    for answer in ("我的预约", "1"):
+        await channel.say(user, answer)
+    assert "换一家门诊" in await channel.say(user, "改期")
+    async with client.app[SESSIONS]() as session, session.begin():
+        holder = await session.get(Identity, world.parent_id)
+        certificate = await session.get(Certificate, world.certificate_id)
+        grant = (await session.scalars(select(Grant).where(Grant.certificate_id == world.certificate_id))).one()
+        assert holder is not None and certificate is not None
+        assert await revoke_grant(session, holder, certificate, grant, channel.platform, utcnow())
+    assert "已无法查看" in await channel.say(user, "换一家门诊")
     rows = await _appointments(client, world.vaccinee_id)
     assert [(row.slot_id, row.status) for row in rows] == [(first, AppointmentStatus.BOOKED)]
