@@ -1,10 +1,13 @@
 """Journey: 预约接种 and 我的预约 — booking a dose for oneself or a child one may see, and cancelling it.
 
-certificate → vaccine (the forecaster's due doses first; only what the person may have now or soon) →
-clinic (the file's clinic first; only clinics with slots) → day → window → masked confirmation → 「预约成功」
-with a booking number. The confirmation carries a key made when it was shown, so a double tap or a
-platform retry books once. Every choice is checked again when it is answered (a grant may have been
-revoked, a place taken). Long lists are paged (「下一页」/「上一页」).
+certificate → vaccine (the forecaster's due doses first; only what the person may have now or soon; then
+self-paid vaccines the person may have by age, sex and spacing, with 自费 and the price) → clinic (the file's
+clinic first; only clinics with slots) → day → window → masked confirmation → 「预约成功」 with a booking
+number. 改期 moves a booking: the same clinic's days first, 「换一家门诊」 for another clinic. The slot's day is
+checked against age, sex and spacing again when a window is chosen and at the confirmation. The
+confirmation carries a key made when it was shown, so a double tap or a platform retry books once. Every
+choice is checked again when it is answered (a grant may have been revoked, a place taken). Long lists are
+paged (「下一页」/「上一页」).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGro
 from bot.chat.menu import LABELS, MenuKey
 from bot.core.chinatime import CHINA, china_date
 from bot.core.update import Text
-from bot.immunization.forecast import GivenDose, forecast_next_doses
+from bot.immunization.eligibility import Refusal, may_have_on, next_dose
+from bot.immunization.forecast import GivenDose
 from bot.immunization.vaccines import vaccine_name
 from bot.notices.compose import cancelled_by_clinic
 from handlers.common import is_choice
@@ -37,6 +41,7 @@ PREVIOUS_PAGE = text_in("上一页")
 CONFIRM = text_in("确认", "确认预约", "确定")
 CONFIRM_CANCEL = text_in("确认取消", "确定取消")
 RESCHEDULE = text_in("改期", "改约", "更改时间", "改时间")
+OTHER_CLINIC = text_in("换一家门诊", "换门诊", "换个门诊", "其他门诊")
 
 
 class BookingSteps(StatesGroup):
@@ -72,7 +77,7 @@ def _window(ctx: Context, slot: Slot) -> str:
 
 def _price(ctx: Context, slot: Slot) -> str:
     if slot.funding == slots.Funding.SELF_PAID and slot.price_fen:
-        return ctx.text("booking_price_paid", yuan=f"{slot.price_fen / 100:.2f}".removesuffix(".00"))
+        return ctx.text("booking_price_paid", yuan=_yuan(slot.price_fen))
     return ctx.text("booking_price_free")
 
 
@@ -123,20 +128,37 @@ def _free(slot: Slot, now: datetime) -> bool:
 # --- booking ---------------------------------------------------------------------------------
 
 
+async def _record(ctx: Context, visible: Visible) -> list[GivenDose]:
+    """The person's recorded doses, as the forecaster and the eligibility rules read them."""
+    given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, china_date(ctx.now))
+    return [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
+
+
+def _offer_line(ctx: Context, offer: slots.Offer) -> str:
+    """「乙肝疫苗 第2剂」, and for a self-paid vaccine 「（自费 1318元起）」."""
+    line = ctx.text("booking_vaccine_line", vaccine=vaccine_name(offer.vaccine_code), number=offer.dose_number)
+    if offer.self_paid and offer.price_fen:
+        return line + ctx.text("booking_vaccine_paid", yuan=_yuan(offer.price_fen))
+    return line
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:.2f}".removesuffix(".00")
+
+
 async def offer_vaccines(ctx: Context, identity: Identity, visible: Visible) -> None:
-    """The vaccines this person may book: due and late doses first, then those coming within a month."""
-    today = china_date(ctx.now)
-    given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, today)
-    record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
+    """The vaccines this person may book: due and late doses first, then those within a month, then self-paid."""
+    record = await _record(ctx, visible)
     found = await slots.offers(ctx.session, visible.file.birth_date, visible.file.sex, record, ctx.now)
-    options: list[list[object]] = [[item.vaccine_code, item.dose_number, item.earliest.isoformat()] for item in found]
+    options: list[list[object]] = [
+        [item.vaccine_code, item.dose_number, item.earliest.isoformat(), item.until.isoformat() if item.until else ""]
+        for item in found
+    ]
     if not options:
         ctx.finish()
         ctx.say("booking_no_vaccines", name=visible.file.masked_name)
         return
-    lines = [
-        ctx.text("booking_vaccine_line", vaccine=vaccine_name(str(code)), number=number) for code, number, _ in options
-    ]
+    lines = [_offer_line(ctx, item) for item in found]
     head = ctx.text("booking_vaccine_head", name=visible.file.masked_name)
     _show_page(ctx, BookingSteps.vaccine, head, lines, 0, certificate_id=visible.certificate.id, vaccines=options)
 
@@ -151,15 +173,34 @@ async def choose_vaccine(ctx: Context) -> None:
     if seen is None:
         return
     _, visible = seen
-    code, number, earliest = str(option[0]), int(option[1]), date.fromisoformat(str(option[2]))
+    code, number = str(option[0]), int(option[1])
     held = await bookings.active_of(ctx.session, [visible.certificate.vaccinee_id])
     for appointment, slot in held:
         if appointment.vaccine_code == code:
             await _say_held(ctx, appointment, slot, visible)
             return
-    found = [
-        slot for slot in await slots.upcoming(ctx.session, code, ctx.now) if china_date(slot.starts_at) >= earliest
-    ]
+    until = str(option[3]) if len(option) > 3 else ""
+    ctx.data.update(vaccine=code, dose=number, earliest=str(option[2]), until=until)
+    await _offer_clinics(ctx, visible)
+
+
+def _offer_of(ctx: Context) -> slots.Offer:
+    """The vaccine being booked (or moved), as the flow's data keeps it."""
+    until = str(ctx.data.get("until") or "")
+    return slots.Offer(
+        vaccine_code=str(ctx.data["vaccine"]),
+        dose_number=int(ctx.data.get("dose") or 0),
+        earliest=date.fromisoformat(str(ctx.data["earliest"])),
+        status="",
+        until=date.fromisoformat(until) if until else None,
+    )
+
+
+async def _offer_clinics(ctx: Context, visible: Visible) -> None:
+    """The clinics with slots for the vaccine being booked, the file's clinic first, with the places left."""
+    offer = _offer_of(ctx)
+    code = offer.vaccine_code
+    found = [slot for slot in await slots.upcoming(ctx.session, code, ctx.now) if slots.offered(offer, slot)]
     names = await slots.clinic_names(ctx.session, [slot.clinic_id for slot in found])
     clinic_ids = sorted(
         {slot.clinic_id for slot in found},
@@ -179,24 +220,18 @@ async def choose_vaccine(ctx: Context) -> None:
             ctx.text("booking_clinic_line", clinic=names.get(clinic_id, ""), free=free)
             + (ctx.text("booking_clinic_mine") if mine else "")
         )
-    head = ctx.text("booking_clinic_head", vaccine=vaccine_name(code), number=number)
-    _show_page(
-        ctx,
-        BookingSteps.clinic,
-        head,
-        lines,
-        0,
-        vaccine=code,
-        dose=number,
-        earliest=earliest.isoformat(),
-        clinics=clinic_ids,
+    head = (
+        ctx.text("booking_clinic_head", vaccine=vaccine_name(code), number=offer.dose_number)
+        if offer.dose_number
+        else ctx.text("booking_clinic_head_any", vaccine=vaccine_name(code))
     )
+    _show_page(ctx, BookingSteps.clinic, head, lines, 0, clinics=clinic_ids)
 
 
 async def _day_slots(ctx: Context, clinic_id: int) -> list[Slot]:
-    earliest = date.fromisoformat(str(ctx.data["earliest"]))
-    found = await slots.upcoming(ctx.session, str(ctx.data["vaccine"]), ctx.now, clinic_id=clinic_id)
-    return [slot for slot in found if china_date(slot.starts_at) >= earliest]
+    offer = _offer_of(ctx)
+    found = await slots.upcoming(ctx.session, offer.vaccine_code, ctx.now, clinic_id=clinic_id)
+    return [slot for slot in found if slots.offered(offer, slot)]
 
 
 async def choose_clinic(ctx: Context) -> None:
@@ -211,9 +246,17 @@ async def choose_clinic(ctx: Context) -> None:
 async def _offer_days(ctx: Context, clinic_id: int) -> None:
     found = await _day_slots(ctx, clinic_id)
     days = sorted({china_date(slot.starts_at) for slot in found})
+    if not days and ctx.data.get("replaces"):
+        # A move whose clinic has no other day for it: straight to the other clinics.
+        seen = await _still_visible(ctx)
+        if seen is not None:
+            ctx.say("booking_move_no_days")
+            await _offer_clinics(ctx, seen[1])
+        return
     if not days:
+        vaccine = vaccine_name(str(ctx.data["vaccine"]))
         ctx.finish()
-        ctx.say("booking_no_slots", vaccine=vaccine_name(str(ctx.data["vaccine"])))
+        ctx.say("booking_no_slots", vaccine=vaccine)
         return
     lines = []
     for day in days:
@@ -227,6 +270,8 @@ async def _offer_days(ctx: Context, clinic_id: int) -> None:
             lines.append(ctx.text("booking_day_line", day=label, free=free))
     names = await slots.clinic_names(ctx.session, [clinic_id])
     head = ctx.text("booking_day_head", clinic=names.get(clinic_id, ""))
+    if ctx.data.get("replaces"):
+        head += "\n" + ctx.text("booking_move_other_clinic")
     _show_page(ctx, BookingSteps.day, head, lines, 0, clinic_id=clinic_id, days=[day.isoformat() for day in days])
 
 
@@ -295,6 +340,8 @@ async def choose_window(ctx: Context) -> None:
     if slot.booked >= slot.capacity:
         await _gone(ctx)
         return
+    if await _refused_day(ctx, visible, slot):
+        return
     names = await slots.clinic_names(ctx.session, [slot.clinic_id])
     ctx.say(
         "booking_confirm",
@@ -311,6 +358,32 @@ async def choose_window(ctx: Context) -> None:
     ctx.goto(BookingSteps.confirm, slot_id=slot.id, key=secrets.token_hex(16))
 
 
+async def _refused_day(ctx: Context, visible: Visible, slot: Slot) -> bool:
+    """Age, sex and spacing checked again for the slot's day; if refused, say why and what may still be chosen."""
+    day = china_date(slot.starts_at)
+    record = await _record(ctx, visible)
+    verdict = may_have_on(visible.file.birth_date, visible.file.sex, record, slot.vaccine_code, day)
+    if verdict.allowed:
+        return False
+    values = {"name": visible.file.masked_name, "vaccine": vaccine_name(slot.vaccine_code), "day": _day_label(ctx, day)}
+    if verdict.refusal == Refusal.TOO_YOUNG and verdict.earliest is not None:
+        ctx.say("booking_refused_spacing", earliest=_day_label(ctx, verdict.earliest), **values)
+        ctx.data["earliest"] = verdict.earliest.isoformat()
+    elif verdict.refusal == Refusal.TOO_OLD:
+        ctx.say("booking_refused_age", **values)
+        ctx.data["until"] = day.isoformat()
+    else:
+        ctx.finish()
+        ctx.say("booking_refused", **values)
+        return True
+    await _offer_days(ctx, slot.clinic_id)
+    return True
+
+
+def _day_label(ctx: Context, day: date) -> str:
+    return ctx.text("records_date", year=day.year, month=day.month, day=day.day)
+
+
 async def confirm(ctx: Context) -> None:
     """「确认」: book (once per confirmation shown), and say how it went."""
     seen = await _still_visible(ctx)
@@ -318,6 +391,9 @@ async def confirm(ctx: Context) -> None:
         return
     identity, visible = seen
     slot_id, key, replaces = int(ctx.data["slot_id"]), str(ctx.data["key"]), ctx.data.get("replaces")
+    chosen = await ctx.session.get(Slot, slot_id)
+    if chosen is not None and await _refused_day(ctx, visible, chosen):
+        return
     if isinstance(replaces, int):
         result = await bookings.reschedule(ctx.session, replaces, slot_id, identity.id, key, ctx.now)
     else:
@@ -465,10 +541,8 @@ async def start_reschedule(ctx: Context) -> None:
         return
     appointment, slot = held[appointment_id]
     today = china_date(ctx.now)
-    given = await doses_of(ctx.session, ctx.services.vault, visible.certificate.vaccinee_id, today)
-    record = [GivenDose(dose.vaccine_code, dose.dose_number, dose.given_on) for dose in given]
-    forecasts = forecast_next_doses(visible.file.birth_date, visible.file.sex, record, today)
-    due = next((item for item in forecasts if item.vaccine_code == appointment.vaccine_code), None)
+    record = await _record(ctx, visible)
+    due = next_dose(visible.file.birth_date, visible.file.sex, record, appointment.vaccine_code, today)
     certificate_id = visible.certificate.id
     ctx.finish()
     ctx.data.update(
@@ -477,8 +551,17 @@ async def start_reschedule(ctx: Context) -> None:
         vaccine=appointment.vaccine_code,
         dose=due.dose_number if due is not None else None,
         earliest=(due.earliest if due is not None else today).isoformat(),
+        until=due.until.isoformat() if due is not None and due.until else "",
     )
     await _offer_days(ctx, slot.clinic_id)
+
+
+async def other_clinic(ctx: Context) -> None:
+    """「换一家门诊」 at the days: the clinics with slots for the same vaccine (for a move, the usual way out)."""
+    seen = await _still_visible(ctx)
+    if seen is None:
+        return
+    await _offer_clinics(ctx, seen[1])
 
 
 async def cancel_booking(ctx: Context) -> None:
@@ -533,7 +616,10 @@ BOOKING = Flow(
         ],
         BookingSteps.vaccine: _list_step(BookingSteps.vaccine, Route(is_choice, choose_vaccine)),
         BookingSteps.clinic: _list_step(BookingSteps.clinic, Route(is_choice, choose_clinic)),
-        BookingSteps.day: _list_step(BookingSteps.day, Route(is_choice, choose_day)),
+        BookingSteps.day: [
+            Route(OTHER_CLINIC, other_clinic),
+            *_list_step(BookingSteps.day, Route(is_choice, choose_day)),
+        ],
         BookingSteps.window: _list_step(BookingSteps.window, Route(is_choice, choose_window)),
         BookingSteps.confirm: [
             Route(CONFIRM, confirm),

@@ -235,12 +235,12 @@ async def test_a_claim_and_a_registry_batch_mark_the_plan(
     world: tuple[Sessions, Vault, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sessions, vault, settings = world
-    monkeypatch.setattr(registry_apply, "APPLY_PAGE", 2)  # the demo's nine files in five pages
+    monkeypatch.setattr(registry_apply, "APPLY_PAGE", 2)  # the demo's ten files in five pages
     path = tmp_path / "demo.json"
     path.write_bytes(demo_registry_json())
     await import_registry_file(sessions, vault, path, effective_from=TODAY, today=TODAY)
     [applied] = await apply_due_batches(sessions, vault, TODAY)
-    assert (applied.files_created, applied.files_updated) == (9, 0)
+    assert (applied.files_created, applied.files_updated) == (10, 0)
 
     async with sessions() as session, session.begin():
         child = (await session.scalars(select(Vaccinee).where(Vaccinee.registry_ref == CHILD.ref))).one()

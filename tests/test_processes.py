@@ -606,7 +606,7 @@ def test_init_on_an_empty_directory_creates_keys_database_and_demo_data(tmp_path
 
     seeded = counts()
     assert seeded["alembic_version"] == 1
-    assert seeded["clinics"] == 4 and seeded["vaccinees"] == 9 and seeded["doses"] > 0
+    assert seeded["clinics"] == 4 and seeded["vaccinees"] == 10 and seeded["doses"] > 0
 
     # Running it again changes nothing: same keys (data stays readable), demo data loaded once.
     key_material = keyring.read_bytes()

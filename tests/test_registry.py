@@ -296,8 +296,8 @@ async def test_demo_file_imports_as_json_effective_today(db: tuple[Sessions, Vau
     path.write_bytes(demo_registry_json())
     await stage(db, path, effective_from=TODAY)
     [applied] = await apply_due_batches(sessions, vault, TODAY)
-    assert (applied.files_created, applied.clinics_created) == (9, len(CLINICS))
-    assert (await counts(sessions))["vaccinees"] == 9
+    assert (applied.files_created, applied.clinics_created) == (10, len(CLINICS))
+    assert (await counts(sessions))["vaccinees"] == 10
 
 
 def test_effective_dates() -> None:
@@ -758,7 +758,7 @@ async def test_the_demo_world_is_loaded_through_the_import(db: tuple[Sessions, V
         assert (batch.source, batch.effective_from, batch.applied_at is not None) == ("demo-registry.json", TODAY, True)
         regions = {c.code: c.region_code for c in (await session.scalars(select(Clinic))).all()}
         assert regions == {code: region for code, _, region in CLINICS}
-    assert (await counts(sessions))["vaccinees"] == 9
+    assert (await counts(sessions))["vaccinees"] == 10
     parent = await must_see(sessions, vault, PARENT.ref)
     assert parent.stage == "adult" and any(
         code == "HPV9" and given >= date(2020, 12, 1) for (code, _), (given, _) in parent.doses.items()
@@ -814,14 +814,14 @@ def test_the_registry_command(
 
     assert run("db", "upgrade")[0] == 0
     code, out, _ = run("registry", "import", str(demo), "--dry-run")
-    assert code == 0 and "demo.json: valid, 9 file(s)" in out and "nothing written" in out
+    assert code == 0 and "demo.json: valid, 10 file(s)" in out and "nothing written" in out
     code, out, _ = run("registry", "import", str(demo))
     assert code == 0 and out.startswith("batch 1 staged from demo.json") and "effective " in out
     assert run("registry", "apply")[1] == "no registry batch is due\n"  # tomorrow's
     code, out, _ = run("registry", "import", str(demo), "--effective", "today")
     assert code == 0 and out.startswith("batch 2 staged")
     code, out, _ = run("registry", "apply")
-    assert code == 0 and out.startswith("applied batch 2 (demo.json, effective ") and "files 9 created" in out
+    assert code == 0 and out.startswith("applied batch 2 (demo.json, effective ") and "files 10 created" in out
     bad = write(tmp_path, "bad.csv", bad_records())
     code, out, err = run("registry", "import", str(bad))
     assert code == 1 and out == ""

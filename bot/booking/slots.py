@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.chinatime import CHINA, china_date
+from bot.immunization.eligibility import self_paid_now
 from bot.immunization.forecast import GivenDose, forecast_next_doses
 from bot.immunization.vaccines import find_vaccine
 from models import Clinic, Slot
@@ -201,33 +202,64 @@ async def coming(session: AsyncSession, clinic_id: int, now: datetime, days: int
 
 @dataclasses.dataclass(frozen=True)
 class Offer:
-    """A vaccine a person may book: the dose the forecast expects next and the first day it may be given."""
+    """A vaccine a person may book: the dose expected next, the first day it may be given, and the last.
+
+    ``status`` is the forecast's (overdue, due, upcoming) for a programme dose and ``self_paid`` for one the
+    family pays for (``price_fen`` is then the lowest price among its slots); ``until`` (exclusive) is the
+    day the person is too old for it, when the vaccine has an age limit.
+    """
 
     vaccine_code: str
     dose_number: int
     earliest: date
     status: str
+    until: date | None = None
+    price_fen: int | None = None
+
+    @property
+    def self_paid(self) -> bool:
+        """True for a self-paid vaccine (shown with 自费 and its price)."""
+        return self.status == SELF_PAID_STATUS
+
+
+SELF_PAID_STATUS = "self_paid"
 
 
 def offered(offer: Offer, slot: Slot) -> bool:
-    """Whether this slot may be booked for this offer (the same vaccine, on or after the earliest day)."""
-    return slot.vaccine_code == offer.vaccine_code and china_date(slot.starts_at) >= offer.earliest
+    """Whether this slot may be booked for this offer: the same vaccine, on a day the person may have it."""
+    day = china_date(slot.starts_at)
+    return (
+        slot.vaccine_code == offer.vaccine_code and day >= offer.earliest and (offer.until is None or day < offer.until)
+    )
 
 
 async def offers(
     session: AsyncSession, birth: date, sex: str, given: Sequence[GivenDose], now: datetime
 ) -> list[Offer]:
-    """What a person may book: due and late doses first, then those within a month, each only if a slot exists."""
+    """What a person may book, each only if a slot exists for it (open now or opening later).
+
+    Due and late programme doses first, then those within a month, then self-paid vaccines the person may
+    have today by age, sex and spacing (``bot.immunization.eligibility``).
+    """
     today = china_date(now)
     order = {"overdue": 0, "due": 1, "upcoming": 2}
     forecasts = forecast_next_doses(birth, sex, given, today)
     soon = [item for item in forecasts if item.status != "upcoming" or item.earliest <= today + timedelta(days=31)]
     soon.sort(key=lambda item: (order.get(item.status, 3), item.earliest))
+    candidates = [Offer(item.vaccine_code, item.dose_number, item.earliest, item.status) for item in soon]
+    candidates += [
+        Offer(item.vaccine_code, item.dose_number, item.earliest, SELF_PAID_STATUS, item.until)
+        for item in self_paid_now(birth, sex, given, today)
+    ]
     found: list[Offer] = []
-    for item in soon:
-        offer = Offer(item.vaccine_code, item.dose_number, item.earliest, item.status)
+    for offer in candidates:
         if any(each.vaccine_code == offer.vaccine_code for each in found):
             continue
-        if any(offered(offer, slot) for slot in await upcoming(session, offer.vaccine_code, now)):
-            found.append(offer)
+        usable = [slot for slot in await upcoming(session, offer.vaccine_code, now) if offered(offer, slot)]
+        if not usable:
+            continue
+        if offer.self_paid:
+            prices = [slot.price_fen for slot in usable if slot.price_fen]
+            offer = dataclasses.replace(offer, price_fen=min(prices) if prices else None)
+        found.append(offer)
     return found

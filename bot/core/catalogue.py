@@ -954,6 +954,17 @@ MESSAGES: Final[dict[str, str]] = {
     "platform_name_wechat": "微信",
     "platform_name_alipay": "支付宝",
     "platform_name_wxmini": "微信小程序",
+    # --- booking eligibility (self-paid vaccines by age, sex and spacing) and moving a booking to another clinic ---
+    "booking_vaccine_paid": "（自费 {yuan}元起）",
+    "booking_clinic_head_any": "{vaccine}，可预约的门诊：",
+    "booking_refused_spacing": "按年龄和接种间隔，{name}在{day}还不能接种{vaccine}，最早可以在{earliest}接种。",
+    "booking_refused_age": "到{day}时，{name}已超过{vaccine}的可接种年龄，这一天不能预约，可以选更早的日期。",
+    "booking_refused": (
+        "按年龄、性别和接种记录，{name}现在不需要（或不能）预约{vaccine}。如有疑问，请咨询建档门诊。"
+        "回复「预约接种」可以预约其他疫苗。"
+    ),
+    "booking_move_other_clinic": "想换到其他门诊，请回复「换一家门诊」。",
+    "booking_move_no_days": "原门诊暂时没有其他可改的日期，您可以换一家门诊：",
 }
 
 

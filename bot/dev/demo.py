@@ -7,7 +7,8 @@ The story holds as of 2026-11-23 (dose dates follow each child's birth date and 
   18-month and 2-year doses, a baby girl up to date (next doses at 6 months, 2026-12-01), and a boy born
   in 2015 (before 2017: not claimable);
 - the Chens in Wuxi (3202): the father, a boy complete for his age, a girl due for her 18-month doses,
-  and a newborn still in obstetrics with only a birth certificate number;
+  an older girl (9, complete for her age, old enough for the self-paid 9-valent HPV the Wuxi clinic
+  publishes), and a newborn still in obstetrics with only a birth certificate number;
 - the Zhaos in Nanjing (3201, outside the pilot regions): the mother and a boy whose file is not claimable.
 """
 
@@ -85,6 +86,7 @@ OLDER = DemoPerson("DEMO-C3", "林大川", demo_id_number("320602", date(2015, 9
 WX_PARENT = DemoPerson("DEMO-P3", "陈志远", demo_id_number("320213", date(1988, 7, 21), 311), "M", date(1988, 7, 21))
 WX_CHILD = DemoPerson("DEMO-C4", "陈思远", demo_id_number("320213", date(2019, 3, 15), 315), "M", date(2019, 3, 15))
 WX_TODDLER = DemoPerson("DEMO-C5", "陈思语", demo_id_number("320213", date(2025, 5, 10), 322), "F", date(2025, 5, 10))
+WX_GIRL = DemoPerson("DEMO-C8", "陈思琪", demo_id_number("320213", date(2017, 2, 18), 328), "F", date(2017, 2, 18))
 NEWBORN = DemoNewborn("DEMO-C6", "陈思安", "Q320261120", "M", date(2026, 11, 20))
 # Nanjing (outside the pilot regions): the Zhao family.
 NJ_PARENT = DemoPerson("DEMO-P4", "赵雅琴", demo_id_number("320102", date(1990, 12, 5), 424), "F", date(1990, 12, 5))
@@ -191,6 +193,37 @@ WX_TODDLER_DOSES = _series(
         ("MPSV-A", 2, 9, 1),
     ],
 )
+# Complete for a nine-year-old on the 2021 schedule (DTaP at 3, 4, 5, 18 months; DT at 6 years), with
+# varicella: nothing of the programme is due, and 9-valent HPV (self-paid, 9–45) is hers to book.
+WX_GIRL_DOSES = _series(
+    WX_GIRL.birth,
+    [
+        ("HepB", 1, 0, 0),
+        ("BCG", 1, 0, 1),
+        ("HepB", 2, 1, 0),
+        ("IPV", 1, 2, 0),
+        ("IPV", 2, 3, 0),
+        ("DTaP", 1, 3, 0),
+        ("bOPV", 1, 4, 0),
+        ("DTaP", 2, 4, 0),
+        ("DTaP", 3, 5, 0),
+        ("HepB", 3, 6, 0),
+        ("MPSV-A", 1, 6, 0),
+        ("MMR", 1, 8, 0),
+        ("JE-L", 1, 8, 0),
+        ("MPSV-A", 2, 9, 2),
+        ("VAR", 1, 12, 3),
+        ("DTaP", 4, 18, 0),
+        ("MMR", 2, 18, 0),
+        ("HepA-L", 1, 18, 0),
+        ("JE-L", 2, 24, 4),
+        ("MPSV-AC", 1, 36, 5),
+        ("bOPV", 2, 48, 2),
+        ("VAR", 2, 48, 2),
+        ("MPSV-AC", 2, 72, 3),
+        ("DT", 1, 72, 3),
+    ],
+)
 NEWBORN_DOSES = _series(NEWBORN.birth, [("HepB", 1, 0, 0), ("BCG", 1, 0, 1)])
 NJ_CHILD_DOSES = _series(
     NJ_CHILD.birth,
@@ -244,6 +277,7 @@ def demo_registry_records() -> list[dict[str, Any]]:
         _file(OLDER, "NT-CC-01", "child_clinic", OLDER_DOSES, lin),
         _file(WX_CHILD, "WX-LX-01", "child_clinic", WX_CHILD_DOSES, chen),
         _file(WX_TODDLER, "WX-LX-01", "child_clinic", WX_TODDLER_DOSES, chen),
+        _file(WX_GIRL, "WX-LX-01", "child_clinic", WX_GIRL_DOSES, chen),
         _file(NEWBORN, "WX-FY-01", "obstetrics", NEWBORN_DOSES, chen),
         _file(NJ_CHILD, "NJ-XW-01", "child_clinic", NJ_CHILD_DOSES, zhao),
     ]

@@ -763,6 +763,9 @@ class MiniProgramApi:
                     "dose": offer.dose_number,
                     "status": offer.status,
                     "earliest": offer.earliest.isoformat(),
+                    "until": offer.until.isoformat() if offer.until else None,
+                    "self_paid": offer.self_paid,
+                    "price_fen": offer.price_fen,
                     "booked": self._booking_view(booked[0], booked[1], visible, names) if booked else None,
                     "clinics": clinics,
                 }
