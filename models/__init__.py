@@ -23,6 +23,7 @@ from models.clinic import (
     VisitStatus,
 )
 from models.identity import Consent, Identity, PlatformAccount
+from models.lottery import EntryStatus, Lottery, LotteryEntry, LotteryStatus
 from models.miniprogram import AccountUnion, ConsentSource, MiniSession, SubscriptionConsent
 from models.ops import (
     AuditEntry,
@@ -71,6 +72,7 @@ __all__ = [
     "Dose",
     "DoseDetail",
     "DoseSource",
+    "EntryStatus",
     "FileProfile",
     "FilingRequest",
     "FilingStatus",
@@ -78,6 +80,9 @@ __all__ = [
     "Guardian",
     "Identity",
     "InboxUpdate",
+    "Lottery",
+    "LotteryEntry",
+    "LotteryStatus",
     "MiniSession",
     "Notice",
     "NoticeKind",
