@@ -23,8 +23,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.booking import bookings, draw
-from bot.booking.slots import Mode
+from bot.booking import bookings, draw, slots
+from bot.booking.slots import Mode, SlotSpec
 from bot.core.chinatime import CHINA, china_date
 from bot.core.pii import Vault
 from models import (
@@ -44,7 +44,7 @@ from models.lottery import SEED_FIELD
 ENTRY_FIELD = "lottery_entry"
 
 
-class LotteryRefused(ValueError):
+class LotteryRefused(slots.SlotRefused):
     """A lottery staff could not mean (in English, for staff tools)."""
 
 
@@ -424,7 +424,7 @@ async def counts(session: AsyncSession, lottery_id: int) -> dict[str, int]:
         .where(LotteryEntry.lottery_id == lottery_id)
         .group_by(LotteryEntry.status)
     )
-    found = {str(status): int(number) for status, number in rows.tuples()}
+    found = {str(status): int(number) for status, number in rows.all()}
     found["entries"] = sum(found.values())
     return found
 
@@ -454,3 +454,23 @@ async def published_record(session: AsyncSession, lottery_id: int) -> dict[str, 
         seed=lottery.seed if drawn else None,
         ranking=ranking,
     )
+
+
+async def publish_lottery(
+    session: AsyncSession,
+    vault: Vault,
+    clinic_id: int,
+    spec: SlotSpec,
+    *,
+    opens_at: datetime,
+    closes_at: datetime,
+    confirm_hours: int,
+) -> tuple[Slot, Lottery]:
+    """Publish a lottery-mode slot and open its registration (the seed committed) in one go."""
+    if spec.opens_at is not None:
+        raise LotteryRefused("a lottery slot has a registration window, not a booking opening time")
+    slot = await slots.publish(session, clinic_id, dataclasses.replace(spec, mode=Mode.LOTTERY))
+    lottery = await open_lottery(
+        session, vault, slot, opens_at=opens_at, closes_at=closes_at, confirm_hours=confirm_hours
+    )
+    return slot, lottery
