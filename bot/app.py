@@ -42,6 +42,7 @@ from bot.platforms.wxmini.inbound import MiniProgramGateway
 from bot.platforms.wxmini.sender import MiniProgramSender
 from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
+from bot.reminders.lottery_news import register_jobs as lottery_jobs
 from bot.showcode.page import CodePageRoutes
 from bot.web import clinic_api, webhooks
 from bot.web.appkeys import (
@@ -313,6 +314,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     registry_jobs(scheduler, sessions, services.vault)
     outbox_jobs(scheduler, sessions)
     reminder_jobs(scheduler, sessions, services.vault, services.catalogue, settings)
+    lottery_jobs(scheduler, sessions, services.vault, services.catalogue, settings)
     app[SCHEDULER] = scheduler
     task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield
