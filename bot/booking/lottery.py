@@ -474,3 +474,42 @@ async def publish_lottery(
         session, vault, slot, opens_at=opens_at, closes_at=closes_at, confirm_hours=confirm_hours
     )
     return slot, lottery
+
+
+def registration_from_fields(*, opens: str, closes: str, now: datetime) -> tuple[datetime, datetime]:
+    """A registration window as staff typed it (China time, ``YYYY-MM-DDTHH:MM``; opens empty: now)."""
+    try:
+        closes_at = datetime.fromisoformat(closes).replace(tzinfo=CHINA)
+        opens_at = datetime.fromisoformat(opens).replace(tzinfo=CHINA) if opens else now
+    except (TypeError, ValueError) as exc:
+        raise LotteryRefused(str(exc)) from None
+    if closes_at <= now:
+        raise LotteryRefused("registration must close in the future")
+    return opens_at, closes_at
+
+
+async def of_slots(session: AsyncSession, slot_ids: Sequence[int]) -> dict[int, Lottery]:
+    """The lotteries of these slots, by slot id."""
+    if not slot_ids:
+        return {}
+    found = await session.scalars(select(Lottery).where(Lottery.slot_id.in_(sorted(set(slot_ids)))))
+    return {item.slot_id: item for item in found}
+
+
+async def view(session: AsyncSession, lottery: Lottery) -> dict[str, Any]:
+    """A lottery as staff and clinic systems read it: its window, commitment, status and counts (no one's data)."""
+    numbers = await counts(session, lottery.id)
+    return {
+        "lottery_id": lottery.public_id,
+        "status": lottery.status.value,
+        "places": lottery.places,
+        "registration_opens_at": lottery.registration_opens_at.isoformat(),
+        "registration_closes_at": lottery.registration_closes_at.isoformat(),
+        "seed_sha256": lottery.seed_sha256,
+        "drawn_at": lottery.drawn_at.isoformat() if lottery.drawn_at else None,
+        "entries": numbers.get("entries", 0),
+        "offered": numbers.get(EntryStatus.OFFERED.value, 0),
+        "confirmed": numbers.get(EntryStatus.CONFIRMED.value, 0),
+        "waiting": numbers.get(EntryStatus.WAITING.value, 0),
+        "lapsed": numbers.get(EntryStatus.LAPSED.value, 0),
+    }

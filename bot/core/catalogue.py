@@ -939,6 +939,12 @@ MESSAGES: Final[dict[str, str]] = {
     "lottery_news_waiting_first": "{name}的{vaccine}摇号结果",
     "lottery_news_waiting": "未中签，候补第{position}位",
     "lottery_news_waiting_remark": "有中签家庭逾期未确认时，名额按摇号顺序顺延，轮到时会再通知您。",
+    "console_lottery_closes": "摇号报名截止（填写即为摇号号源）",
+    "console_lottery_opens": "摇号报名开始（不填为现在）",
+    "console_lottery_invalid": "摇号设置有误：报名截止须晚于现在和报名开始，且在接种日前留出确认时间；摇号号源不填“开放预约”时间。",
+    "console_lottery_line": "摇号 {lottery}：{state}，报名{entries}人，待确认{offered}，已确认{confirmed}，候补{waiting}",
+    "console_lottery_open": "{closes} 截止报名",
+    "console_lottery_drawn": "已摇号",
 }
 
 
