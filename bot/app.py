@@ -44,7 +44,7 @@ from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
 from bot.reminders.lottery_news import register_jobs as lottery_jobs
 from bot.showcode.page import CodePageRoutes
-from bot.web import clinic_api, webhooks
+from bot.web import clinic_api, lottery_record, webhooks
 from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
@@ -161,6 +161,7 @@ def create_app(
     webhooks.setup_routes(app)
     setup_mini_routes(app)
     clinic_api.setup_routes(app)
+    lottery_record.setup_routes(app)
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)

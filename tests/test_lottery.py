@@ -22,6 +22,7 @@ from bot.core.config import Settings
 from bot.core.db import create_engine, sessionmaker
 from bot.core.keys import load_keyring
 from bot.core.pii import Vault
+from bot.dev.demo import CLINICS, seed_demo_lottery
 from models import Appointment, AppointmentStatus, Clinic, EntryStatus, Identity, Lottery, LotteryEntry, Slot, Vaccinee
 from tests.test_cli import cli_env
 
@@ -329,3 +330,18 @@ def test_lottery_published_and_drawn_from_the_command_line(
     assert bot.cli.main(["lottery", "verify", str(out)]) == 0
     assert "OK" in capsys.readouterr().out
     assert bot.cli.main(["lottery", "export", "LT-NOPE"]) == 1
+
+
+async def test_the_demo_world_gets_an_hpv9_lottery_once(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    async with sessions() as session, session.begin():
+        for code, name, region in CLINICS:
+            session.add(Clinic(code=code, name=name, region_code=region))
+    today = date(2026, 12, 7)
+    assert await seed_demo_lottery(sessions, vault, today) == 1
+    assert await seed_demo_lottery(sessions, vault, today) == 0  # once
+    async with sessions() as session:
+        ((made, slot),) = (await session.execute(select(Lottery, Slot).join(Slot, Slot.id == Lottery.slot_id))).all()
+    assert made.vaccine_code == slot.vaccine_code == "HPV9" and slot.mode == "lottery" and made.places == 30
+    assert made.registration_closes_at < slot.starts_at - timedelta(hours=made.confirm_hours)

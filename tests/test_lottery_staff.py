@@ -6,8 +6,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from bot.booking import draw, lottery
 from bot.core.chinatime import CHINA, china_date
-from bot.web.appkeys import SESSIONS
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import AuditEntry, Lottery, Slot, StaffRole, utcnow
 from tests.helpers import Client
 from tests.test_clinic_api import API, ClinicSystem, _key
@@ -74,3 +75,23 @@ async def test_a_clinic_system_publishes_a_lottery_slot_through_the_api(app_clie
     assert len(await _lotteries(app_client)) == 1
     async with app_client.app[SESSIONS]() as session:
         assert len((await session.scalars(select(Slot))).all()) == 1
+
+
+async def test_the_published_record_is_served_and_verifies_once_drawn(app_client: Client) -> None:
+    await clinic(app_client, *NANTONG)
+    system = ClinicSystem(app_client, await _key(app_client, NANTONG[0]))
+    day = (china_date(utcnow()) + timedelta(days=12)).isoformat()
+    closes = (datetime.now(CHINA) + timedelta(days=5)).strftime("%Y-%m-%dT%H:%M")
+    body = {"vaccine_code": "HPV9", "date": day, "start": "14:00", "end": "16:00", "capacity": 3, "price_yuan": "1318"}
+    _, answer = await system.call("POST", f"{API}/slots", {**body, "lottery": {"registration_closes_at": closes}})
+    public_id = answer["slot"]["lottery"]["lottery_id"]
+    before = await (await app_client.get(f"/lottery/{public_id}")).json()
+    assert before["seed"] is None and before["ranking"] is None and before["seed_sha256"]
+    ((drawn, _),) = await _lotteries(app_client)
+    async with app_client.app[SESSIONS]() as session, session.begin():
+        assert await lottery.draw_lottery(
+            session, app_client.app[SERVICES].vault, drawn.id, utcnow() + timedelta(days=6)
+        )
+    after = await (await app_client.get(f"/lottery/{public_id}")).json()
+    assert after["seed_sha256"] == before["seed_sha256"] and draw.verify(after) == []
+    assert (await app_client.get("/lottery/LT-NOPE")).status == 404
