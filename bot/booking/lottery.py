@@ -17,9 +17,9 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -268,17 +268,7 @@ async def draw_lottery(session: AsyncSession, vault: Vault, lottery_id: int, now
     slot = await session.get(Slot, lottery.slot_id, populate_existing=True)
     free = max(0, (slot.capacity - slot.booked) if slot is not None else 0)
     deadline = now + timedelta(hours=lottery.confirm_hours)
-    values: list[dict[str, Any]] = [
-        {
-            "id": ids[value],
-            "rank": number,
-            "status": EntryStatus.OFFERED if number <= free else EntryStatus.WAITING,
-            "deadline": deadline if number <= free else None,
-        }
-        for number, value in enumerate(ranking, 1)
-    ]
-    if values:
-        await session.execute(update(LotteryEntry), values)
+    await _write_ranks(session, [(ids[value], number) for number, value in enumerate(ranking, 1)], free, deadline)
     await session.execute(
         update(Lottery)
         .where(Lottery.id == lottery_id)
@@ -286,6 +276,49 @@ async def draw_lottery(session: AsyncSession, vault: Vault, lottery_id: int, now
         .execution_options(synchronize_session=False)
     )
     return True
+
+
+async def _write_ranks(session: AsyncSession, ranks: Sequence[tuple[int, int]], free: int, deadline: datetime) -> None:
+    """Each entry's rank, and offered (until ``deadline``) within the first ``free`` ranks, else waiting.
+
+    On PostgreSQL one statement over two arrays; elsewhere one prepared UPDATE executed for every entry.
+    """
+    if not ranks:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text(
+                "UPDATE lottery_entries SET rank = ranked.rank,"
+                " status = CASE WHEN ranked.rank <= :free THEN :offered ELSE :waiting END,"
+                " deadline = CASE WHEN ranked.rank <= :free THEN CAST(:deadline AS TIMESTAMPTZ) END"
+                " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:ranks AS INTEGER[])) AS ranked (id, rank)"
+                " WHERE lottery_entries.id = ranked.id"
+            ),
+            {
+                "ids": [entry_id for entry_id, _ in ranks],
+                "ranks": [number for _, number in ranks],
+                "free": free,
+                "offered": EntryStatus.OFFERED.value,
+                "waiting": EntryStatus.WAITING.value,
+                "deadline": deadline,
+            },
+        )
+        return
+    table = cast(Table, LotteryEntry.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("entry_id"))
+        .values(rank=bindparam("entry_rank"), status=bindparam("entry_status"), deadline=bindparam("entry_deadline")),
+        [
+            {
+                "entry_id": entry_id,
+                "entry_rank": number,
+                "entry_status": (EntryStatus.OFFERED if number <= free else EntryStatus.WAITING).value,
+                "entry_deadline": deadline if number <= free else None,
+            }
+            for entry_id, number in ranks
+        ],
+    )
 
 
 async def confirm(session: AsyncSession, entry_id: int, identity_id: int, now: datetime) -> ConfirmResult:
