@@ -164,11 +164,22 @@ async def confirm_win(ctx: Context) -> None:
     if identity is None or not offered:
         ctx.say("lottery_confirm_none")
         return
-    for entry, _, slot in offered:
+    for entry, drawn, slot in offered:
         result = await lottery.confirm(ctx.session, entry.id, identity.id, ctx.now)
         name = files[entry.vaccinee_id].file.masked_name
         vaccine = vaccine_name(slot.vaccine_code)
         if result.outcome in (ConfirmOutcome.CONFIRMED, ConfirmOutcome.ALREADY) and result.appointment is not None:
+            if result.outcome == ConfirmOutcome.CONFIRMED:
+                record_access(
+                    ctx.session,
+                    actor_kind="identity",
+                    actor_ref=str(identity.id),
+                    action="lottery_confirmed",
+                    certificate_id=files[entry.vaccinee_id].certificate.id,
+                    vaccinee_id=entry.vaccinee_id,
+                    platform=ctx.update.platform.value,
+                    detail={"lottery": drawn.public_id, "entry": entry.id, "appointment": result.appointment.id},
+                )
             names = await slots.clinic_names(ctx.session, [slot.clinic_id])
             ctx.say(
                 "lottery_confirmed",

@@ -17,6 +17,7 @@ from bot.web.appkeys import SERVICES, SESSIONS
 from models import (
     Appointment,
     AppointmentStatus,
+    AuditEntry,
     EntryStatus,
     Lottery,
     LotteryEntry,
@@ -110,6 +111,11 @@ async def test_enter_in_chat_told_once_and_confirm_the_place(app_client: Client,
     async with client.app[SESSIONS]() as session:
         booked = (await session.scalars(select(Appointment).where(Appointment.vaccinee_id == world.vaccinee_id))).all()
     assert [row.status for row in booked] == [AppointmentStatus.BOOKED]
+    async with client.app[SESSIONS]() as session:
+        audited = (
+            await session.scalars(select(AuditEntry.action).where(AuditEntry.vaccinee_id == world.vaccinee_id))
+        ).all()
+    assert {"lottery_entered", "lottery_news_sent", "lottery_confirmed"} <= set(audited)
     assert "已确认" in await channel.say(user, "我的摇号")
 
     # The child does not come: a later HepB lottery refuses the entry, kindly, with the date it ends.
