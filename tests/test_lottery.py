@@ -263,6 +263,11 @@ async def test_confirmation_and_pass_down_in_draw_order(
         assert slot is not None and slot.booked == 2 == await bookings.count_active(session, slot_id)
         counted = await lottery.counts(session, lottery_id)
     assert counted == {"confirmed": 2, "lapsed": 1, "waiting": 2, "entries": 5}
+    # A winner cancels: the place goes to the next on the waiting list.
+    async with sessions() as session, session.begin():
+        assert await bookings.cancel(session, done.appointment.id, deadline + timedelta(hours=2))
+    async with sessions() as session, session.begin():
+        assert await lottery.pass_down(session, lottery_id, deadline + timedelta(hours=3)) == [fourth.id]
 
 
 async def test_no_shows_marked_once_and_the_penalty_refuses_a_later_entry(
