@@ -193,6 +193,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("crash_bench.py", "kill -9 under load: messages lost and sent twice", headline=crash_figures),
     Bench("plan_bench.py", "reminder planning over many children", headline=plan_figures),
     Bench("outbox_bench.py", "outbox send rate with one and two workers", headline=outbox_figures),
+    Bench("lottery_bench.py", "the lottery draw over 100,000 entries: draw, export, verify"),
 )
 
 

@@ -42,8 +42,9 @@ from bot.platforms.wxmini.inbound import MiniProgramGateway
 from bot.platforms.wxmini.sender import MiniProgramSender
 from bot.registry.apply import register_jobs as registry_jobs
 from bot.reminders.doses import register_jobs as reminder_jobs
+from bot.reminders.lottery_news import register_jobs as lottery_jobs
 from bot.showcode.page import CodePageRoutes
-from bot.web import clinic_api, webhooks
+from bot.web import clinic_api, lottery_record, webhooks
 from bot.web.appkeys import (
     ALIPAY,
     ALIPAY_API,
@@ -160,6 +161,7 @@ def create_app(
     webhooks.setup_routes(app)
     setup_mini_routes(app)
     clinic_api.setup_routes(app)
+    lottery_record.setup_routes(app)
     # The browser-facing pages: mounted now, served by route objects built whole at start-up.
     VerificationRoutes.setup(app, VERIFICATION)
     CodePageRoutes.setup(app, CODE_PAGES)
@@ -313,6 +315,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     registry_jobs(scheduler, sessions, services.vault)
     outbox_jobs(scheduler, sessions)
     reminder_jobs(scheduler, sessions, services.vault, services.catalogue, settings)
+    lottery_jobs(scheduler, sessions, services.vault, services.catalogue, settings)
     app[SCHEDULER] = scheduler
     task = asyncio.create_task(scheduler.run()) if settings.run_scheduler else None
     yield

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -577,7 +578,8 @@ def cmd_clinic_slot(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a bookable slot (预约号源), or close a day or one window of it to new bookings."""
     from datetime import date, time
 
-    from bot.booking import slots
+    from bot.booking import lottery, slots
+    from bot.core.keys import load_keyring
     from bot.notices.compose import Window, count_booked
     from models import utcnow
 
@@ -608,8 +610,22 @@ def cmd_clinic_slot(args: argparse.Namespace, settings: Settings) -> int:
                     funding=slots.Funding.SELF_PAID if price else slots.Funding.PROGRAMME,
                     price_fen=price,
                 )
-                slot = await slots.publish(session, clinic.id, spec)
                 window = f"{args.vaccine} {day} {args.start}-{args.end}"
+                if args.lottery_closes:
+                    slot, drawn_by = await lottery.publish_lottery(
+                        session,
+                        Vault(load_keyring(settings.keys_dir, private=settings.production)),
+                        clinic.id,
+                        spec,
+                        opens_at=_china_moment(args.lottery_opens) if args.lottery_opens else utcnow(),
+                        closes_at=_china_moment(args.lottery_closes),
+                        confirm_hours=settings.lottery_confirm_hours,
+                    )
+                    return (
+                        f"slot {slot.id} published at {clinic.code}: {window}, {args.capacity} places by lottery"
+                        f" {drawn_by.public_id} (seed SHA-256 {drawn_by.seed_sha256})"
+                    )
+                slot = await slots.publish(session, clinic.id, spec)
                 return f"slot {slot.id} published at {clinic.code}: {window}, {args.capacity} places"
         finally:
             await engine.dispose()
@@ -620,6 +636,65 @@ def cmd_clinic_slot(args: argparse.Namespace, settings: Settings) -> int:
         print(f"vaxbot: {exc}; nothing was changed", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_lottery(args: argparse.Namespace, settings: Settings) -> int:
+    """Lotteries (摇号): export the published record, verify one from its file alone, or draw one now."""
+    import json
+
+    from bot.booking import draw
+
+    if args.lottery_action == "verify":
+        try:
+            record = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"vaxbot: cannot read {args.file}: {exc}", file=sys.stderr)
+            return 2
+        problems = draw.verify(record) if isinstance(record, dict) else ["not a lottery record"]
+        if problems:
+            print("MISMATCH: " + "; ".join(problems))
+            return 1
+        winners = min(int(record.get("places", 0)), len(record["ranking"]))
+        print(f"OK: lottery {record['lottery']} reproduced: {len(record['entries'])} entries, {winners} places")
+        return 0
+    return _lottery_stored(args, settings)
+
+
+def _lottery_stored(args: argparse.Namespace, settings: Settings) -> int:
+    """``lottery export`` and ``lottery draw``: these read (and the draw writes) the database."""
+    from bot.booking import draw, lottery
+    from bot.core.keys import load_keyring
+    from models import utcnow
+
+    vault = Vault(load_keyring(settings.keys_dir, private=settings.production))
+
+    async def main() -> tuple[int, str]:
+        engine = create_engine(settings)
+        try:
+            async with sessionmaker(engine)() as session, session.begin():
+                found = await lottery.by_public_id(session, args.lottery)
+                if found is None:
+                    return 1, f"vaxbot: no lottery {args.lottery}"
+                if args.lottery_action == "draw":
+                    drawn = await lottery.draw_lottery(session, vault, found.id, utcnow())
+                    if not drawn:
+                        return 1, f"vaxbot: lottery {found.public_id} was drawn already or registration is still open"
+                record = await lottery.published_record(session, found.id)
+                assert record is not None
+                text = draw.dumps(record)
+                if args.lottery_action == "draw":
+                    return 0, f"lottery {found.public_id} drawn: {record['entry_count']} entries"
+                return 0, text
+        finally:
+            await engine.dispose()
+
+    status, text = asyncio.run(main())
+    if status == 0 and args.lottery_action == "export" and args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        text = f"lottery {args.lottery}: published record written to {args.out}"
+    text = text.rstrip("\n")
+    print(text, file=sys.stderr if status else sys.stdout)
+    return status
 
 
 def _read_new_password() -> str | None:
@@ -844,6 +919,10 @@ def build_parser() -> argparse.ArgumentParser:
     slot_add.add_argument("--capacity", required=True, type=int, help="how many places")
     slot_add.add_argument("--opens", help="when booking opens, YYYY-MM-DDTHH:MM China time (default: now)")
     slot_add.add_argument("--price", help="self-paid: the price in yuan shown to families (default: programme, free)")
+    slot_add.add_argument(
+        "--lottery-closes", help="a lottery slot (摇号): registration closes, YYYY-MM-DDTHH:MM China time"
+    )
+    slot_add.add_argument("--lottery-opens", help="a lottery slot: registration opens (default: now)")
     slot_add.set_defaults(func=cmd_clinic_slot)
     slot_close = slot_actions.add_parser(
         "close", help="close a day (or the window starting at --start) to new bookings"
@@ -852,6 +931,18 @@ def build_parser() -> argparse.ArgumentParser:
     slot_close.add_argument("--day", required=True, help="the China date, YYYY-MM-DD")
     slot_close.add_argument("--start", help="only the window starting at HH:MM")
     slot_close.set_defaults(func=cmd_clinic_slot)
+    lottery = sub.add_parser("lottery", help="lotteries (摇号): export, verify, draw (docs/lottery.md)")
+    lottery_actions = lottery.add_subparsers(dest="lottery_action", required=True)
+    lottery_export = lottery_actions.add_parser("export", help="print or write a lottery's published record")
+    lottery_export.add_argument("lottery", help="the lottery's public id (LT…)")
+    lottery_export.add_argument("--out", help="write the record to this file")
+    lottery_export.set_defaults(func=cmd_lottery)
+    lottery_verify = lottery_actions.add_parser("verify", help="re-draw a published record from the file alone")
+    lottery_verify.add_argument("file", help="the published record (JSON)")
+    lottery_verify.set_defaults(func=cmd_lottery)
+    lottery_draw = lottery_actions.add_parser("draw", help="draw a lottery whose registration has closed, now")
+    lottery_draw.add_argument("lottery", help="the lottery's public id (LT…)")
+    lottery_draw.set_defaults(func=cmd_lottery)
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("action", choices=["show"])
     audit.add_argument("--certificate", type=int, help="the certificate's id")

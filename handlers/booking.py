@@ -27,6 +27,7 @@ from bot.immunization.eligibility import Refusal, may_have_on, next_dose
 from bot.immunization.forecast import GivenDose
 from bot.immunization.vaccines import vaccine_name
 from bot.notices.compose import cancelled_by_clinic
+from handlers import lottery as lottery_chat
 from handlers.common import is_choice
 from handlers.picking import Picker
 from models import Appointment, Identity, Slot
@@ -53,6 +54,7 @@ class BookingSteps(StatesGroup):
     day = State()
     window = State()
     confirm = State()
+    lottery = State()  # a lottery slot: 「报名摇号」 (handlers/lottery.py)
 
 
 class MineSteps(StatesGroup):
@@ -291,6 +293,9 @@ async def _offer_windows(ctx: Context, day: date, head_key: str = "booking_windo
         return
     lines = []
     for slot in found:
+        if slot.mode == slots.Mode.LOTTERY:
+            lines.append(await lottery_chat.window_line(ctx, slot))
+            continue
         if slot.opens_at is not None and slot.opens_at > ctx.now:
             state = ctx.text("booking_window_opens", opens=_when(ctx, slot.opens_at))
         else:
@@ -332,6 +337,10 @@ async def choose_window(ctx: Context) -> None:
     slot = await ctx.session.get(Slot, slot_id, populate_existing=True)
     if slot is None or slot.closed_at is not None or slot.starts_at <= ctx.now:
         await _gone(ctx)
+        return
+    if slot.mode == slots.Mode.LOTTERY and not ctx.data.get("replaces"):
+        if not await lottery_chat.offer_entry(ctx, slot, visible, BookingSteps.lottery):
+            await _gone(ctx)
         return
     if slot.opens_at is not None and slot.opens_at > ctx.now:
         ctx.say("booking_not_open", opens=_when(ctx, slot.opens_at))
@@ -625,6 +634,11 @@ BOOKING = Flow(
             Route(CONFIRM, confirm),
             Route(BOOK_STARTS, PICKER.start),
             Route(any_text, not_confirmed),
+        ],
+        BookingSteps.lottery: [
+            Route(lottery_chat.ENTER, lottery_chat.enter),
+            Route(BOOK_STARTS, PICKER.start),
+            Route(any_text, lottery_chat.not_entered),
         ],
     },
     timeout=STEP_TIMEOUT,

@@ -21,6 +21,7 @@ from models.clinic import (
     VisitStatus,
 )
 from models.identity import Consent, Identity, PlatformAccount
+from models.lottery import EntryStatus, Lottery, LotteryEntry, LotteryStatus
 from models.miniprogram import AccountUnion, ConsentSource, MiniSession, SubscriptionConsent
 from models.notice import (
     Notice,
@@ -78,6 +79,7 @@ __all__ = [
     "Dose",
     "DoseDetail",
     "DoseSource",
+    "EntryStatus",
     "FileProfile",
     "FilingRequest",
     "FilingStatus",
@@ -85,6 +87,9 @@ __all__ = [
     "Guardian",
     "Identity",
     "InboxUpdate",
+    "Lottery",
+    "LotteryEntry",
+    "LotteryStatus",
     "MiniSession",
     "Notice",
     "NoticeAction",

@@ -144,3 +144,10 @@ def test_the_bench_runner_fails_on_wrong_answers_and_skips_missing_scripts(tmp_p
     assert "| `right_bench` | a test bench | ok |" in table and "lost: 0; p99_ms: 12.5" in table
     assert "exit status 2, no JSON report" in table and "bench/absent_bench.py is not in this tree" in table
     assert {bench.name for bench in runner.BENCHES} >= {"wechat_bench", "qr_bench", "crash_bench", "plan_bench"}
+
+
+@pytest.mark.slow
+def test_quick_lottery_bench_draws_verifies_and_notices_one_bit() -> None:
+    report = run_quick("lottery_bench.py")
+    assert report["stored"]["verify_ok"] and report["stored"]["wrong_seed_refused"]
+    assert report["tampered_list_refused"] and report["one_bit"]["ranking_changed"]

@@ -74,9 +74,19 @@ async def _known(session: AsyncSession, key: str, vaccinee_id: int, vaccine_code
 
 
 async def book(
-    session: AsyncSession, slot_id: int, vaccinee_id: int, booked_by_identity_id: int, key: str, now: datetime
+    session: AsyncSession,
+    slot_id: int,
+    vaccinee_id: int,
+    booked_by_identity_id: int,
+    key: str,
+    now: datetime,
+    *,
+    by_lottery: bool = False,
 ) -> Booking:
-    """Take a place in a slot for a person, once per ``key``; the outcome says what happened."""
+    """Take a place in a slot for a person, once per ``key``; the outcome says what happened.
+
+    A lottery slot's places are only booked by confirming an offer (``by_lottery``), never first come.
+    """
     earlier = await _by_key(session, key)
     slot = await session.get(Slot, earlier.slot_id if earlier else slot_id, populate_existing=True)
     if slot is None:
@@ -88,6 +98,8 @@ async def book(
         return Booking(Outcome.CLOSED, slot=slot)
     if slot.opens_at is not None and slot.opens_at > now:
         return Booking(Outcome.NOT_OPEN, slot=slot)
+    if slot.mode == "lottery" and not by_lottery:
+        return Booking(Outcome.CLOSED, slot=slot)
     try:
         async with session.begin_nested():
             taken = await session.execute(

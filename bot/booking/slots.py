@@ -18,7 +18,7 @@ from models import Clinic, Slot
 
 
 class Mode(StrEnum):
-    """How places are given: first come, first served (the lottery is not built yet)."""
+    """How places are given: first come, first served, or drawn by lottery (``bot.booking.lottery``)."""
 
     FIRST_COME = "first_come"
     LOTTERY = "lottery"
@@ -65,8 +65,8 @@ def check(spec: SlotSpec) -> None:
         raise SlotRefused("the window must end after it starts")
     if not 1 <= spec.capacity <= 10_000:
         raise SlotRefused("capacity must be between 1 and 10000")
-    if spec.mode != Mode.FIRST_COME:
-        raise SlotRefused("only first-come slots can be published for now")
+    if spec.mode == Mode.LOTTERY and spec.opens_at is not None:
+        raise SlotRefused("a lottery slot's places are drawn: it has a registration window, not an opening time")
     if spec.funding == Funding.SELF_PAID and (spec.price_fen is None or spec.price_fen <= 0):
         raise SlotRefused("a self-paid slot needs its price")
     if spec.funding == Funding.PROGRAMME and spec.price_fen:

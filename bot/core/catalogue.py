@@ -965,6 +965,55 @@ MESSAGES: Final[dict[str, str]] = {
     ),
     "booking_move_other_clinic": "想换到其他门诊，请回复「换一家门诊」。",
     "booking_move_no_days": "原门诊暂时没有其他可改的日期，您可以换一家门诊：",
+    # --- Lottery (摇号) for scarce vaccines: entering in chat, the outcome, confirming, the no-show penalty ---
+    "lottery_when": "{month}月{day}日 {hour}:{minute}",
+    "lottery_slot_line": "{window}　摇号 {places}个名额（{closes}截止报名）　{price}",
+    "lottery_confirm": (
+        "请核对摇号报名信息：\n接种人：{name}\n疫苗：{vaccine}\n门诊：{clinic}\n接种时间：{when}（{window}）\n"
+        "名额：{places}个，{price}\n报名截止：{closes}，截止后摇号\n\n"
+        "每人每次摇号只能报名一次，中签名额仅限本人使用，不可转让。\n回复「报名摇号」确认报名，回复「退出」放弃。"
+    ),
+    "lottery_confirm_hint": "请回复「报名摇号」确认报名，或回复「退出」放弃。",
+    "lottery_entered": (
+        "已为{name}报名摇号（{vaccine}，{clinic}）。\n报名截止：{closes}，截止后立即摇号，结果会通知您和已授权的家人。\n"
+        "您的报名编号：{entry}（公示名单里可以按它找到自己）。\n摇号算法和公示数据人人可以核验，回复「我的摇号」查看进度。"
+    ),
+    "lottery_already": "{name}已经报名过这次摇号了，报名编号：{entry}。一人一次只能报名一次，请等待摇号结果。",
+    "lottery_not_open": "这次摇号还没有开始报名，将于 {opens} 开始，请到时再来。",
+    "lottery_closed": "这次摇号的报名已经截止了。可以回复「预约接种」看看其他时段。",
+    "lottery_penalised": (
+        "抱歉，{name}之前有一次摇号中签的{vaccine}预约没有按时接种，按规定在 {until} 前不能报名这种疫苗的摇号。"
+        "到期后即可再报名。如有疑问请拨打{phone}。"
+    ),
+    "lottery_mine_none": "您家里目前没有进行中的摇号。回复「预约接种」选择标有「摇号」的时段即可报名。",
+    "lottery_mine_head": "您的摇号：",
+    "lottery_mine_line": "{name}　{vaccine}　{clinic}　{state}　编号 {entry}",
+    "lottery_state_entered": "已报名，{closes}摇号",
+    "lottery_state_waiting": "候补第{position}位",
+    "lottery_state_offered": "中签待确认（{deadline}前回复「确认中签」）",
+    "lottery_state_confirmed": "已确认，已预约",
+    "lottery_state_lapsed": "逾期未确认，名额已顺延",
+    "lottery_confirm_none": "您家里目前没有待确认的中签名额。回复「我的摇号」查看摇号进度。",
+    "lottery_confirmed": (
+        "已为{name}确认中签名额，预约成功！\n{vaccine}　{clinic}　{when}（{window}）\n预约号：{number}\n"
+        "请按时到门诊接种；未按时接种的，{days}天内不能再报名这种疫苗的摇号。"
+    ),
+    "lottery_confirm_lapsed": "抱歉，{name}的中签名额已经过了确认期限，已顺延给候补的家庭。",
+    "lottery_confirm_held": "{name}已经有一个{vaccine}的预约了（预约号 {number}）。如要使用中签名额，请先在「我的预约」里取消原预约，再回复「确认中签」。",
+    "lottery_confirm_closed": "抱歉，这个时段已经停止接种预约了（门诊已关闭）。门诊会另行通知安排。",
+    "lottery_news_won_first": "{name}的{vaccine}摇号中签了",
+    "lottery_news_won": "中签，请于{deadline}前确认",
+    "lottery_news_won_remark": "请在{deadline}前回复「确认中签」完成预约，逾期名额将顺延给候补。{clinic}",
+    "lottery_news_passed_first": "候补名额轮到{name}了",
+    "lottery_news_waiting_first": "{name}的{vaccine}摇号结果",
+    "lottery_news_waiting": "未中签，候补第{position}位",
+    "lottery_news_waiting_remark": "有中签家庭逾期未确认时，名额按摇号顺序顺延，轮到时会再通知您。",
+    "console_lottery_closes": "摇号报名截止（填写即为摇号号源）",
+    "console_lottery_opens": "摇号报名开始（不填为现在）",
+    "console_lottery_invalid": "摇号设置有误：报名截止须晚于现在和报名开始，且在接种日前留出确认时间；摇号号源不填“开放预约”时间。",
+    "console_lottery_line": "摇号 {lottery}：{state}，报名{entries}人，待确认{offered}，已确认{confirmed}，候补{waiting}",
+    "console_lottery_open": "{closes} 截止报名",
+    "console_lottery_drawn": "已摇号",
 }
 
 

@@ -233,6 +233,11 @@ class Settings:
     wechat_notice_template: str = DEV_NOTICE_TEMPLATE
     alipay_notice_template: str = DEV_NOTICE_TEMPLATE
 
+    # Lotteries (摇号) for scarce vaccines: hours a winner has to confirm a place before it passes down the
+    # waiting list, and days a no-show for a lottery vaccine keeps the person out of its lotteries (0: none).
+    lottery_confirm_hours: int = 24
+    no_show_penalty_days: int = 180
+
     customer_service_phone: str = "400-101-6588"
     pilot_regions: tuple[str, ...] = ("3206", "3202")
     child_born_on_or_after: date = date(2017, 1, 1)
@@ -536,6 +541,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     for name in ("code_ttl_seconds", "code_page_ttl_seconds", "code_page_code_seconds"):
         if getattr(settings, name) < 60:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 60 (a code must live long enough to show)")
+    if settings.lottery_confirm_hours < 1 or settings.no_show_penalty_days < 0:
+        raise ConfigError(
+            f"{PREFIX}LOTTERY_CONFIRM_HOURS must be at least 1 and {PREFIX}NO_SHOW_PENALTY_DAYS not negative"
+        )
     if not 0 <= settings.reminder_hour <= 23 or settings.reminder_days_ahead < 0:
         raise ConfigError(f"{PREFIX}REMINDER_HOUR must be 0–23 and {PREFIX}REMINDER_DAYS_AHEAD not negative")
     for name in ("page", "address", "miss"):

@@ -24,6 +24,7 @@ from alembic import command
 from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.booking import lottery as booking_lottery
 from bot.booking import slots as booking_slots
 from bot.core.chinatime import CHINA, china_today
 from bot.core.db import alembic_config, sessionmaker
@@ -34,7 +35,7 @@ from bot.registry.staging import stage_registry
 from bot.registry.validate import parse_registry
 from bot.staff.auth import add_staff
 from bot.staff.passwords import hash_password_async
-from models import Clinic, ClinicStaff, RegistryBatch, Slot, StaffRole
+from models import Clinic, ClinicStaff, Lottery, RegistryBatch, Slot, StaffRole
 
 DEMO_SOURCE = "demo-registry.json"
 # The demo clinic's staff, one per role, for the clinic console (development only: the password is public).
@@ -298,12 +299,14 @@ async def seed_demo(sessions: async_sessionmaker[AsyncSession], vault: Vault, *,
         await apply_due_batches(sessions, vault, today)  # in case a crash came between import and apply
         await seed_demo_staff(sessions)
         await seed_demo_slots(sessions, today)
+        await seed_demo_lottery(sessions, vault, today)
         return False
     parsed = parse_registry(DEMO_SOURCE, demo_registry_json(), today=today)
     await stage_registry(sessions, vault, parsed, source=DEMO_SOURCE, effective_from=today)
     await apply_due_batches(sessions, vault, today)
     await seed_demo_staff(sessions)
     await seed_demo_slots(sessions, today)
+    await seed_demo_lottery(sessions, vault, today)
     return True
 
 
@@ -373,6 +376,38 @@ async def seed_demo_slots(sessions: async_sessionmaker[AsyncSession], today: dat
                     await booking_slots.publish(session, clinic.id, hpv)
                     added += 1
         return added
+
+
+DEMO_LOTTERY_CLINIC = "NT-CC-01"
+
+
+async def seed_demo_lottery(sessions: async_sessionmaker[AsyncSession], vault: Vault, today: date) -> int:
+    """An HPV9 lottery (摇号) at a demo clinic: registration open a week, the slot a fortnight away; once."""
+    async with sessions() as session, session.begin():
+        if (await session.scalars(select(Lottery.id).limit(1))).first() is not None:
+            return 0
+        clinic = (await session.scalars(select(Clinic).where(Clinic.code == DEMO_LOTTERY_CLINIC))).first()
+        if clinic is None:
+            return 0
+        spec = booking_slots.SlotSpec(
+            "HPV9",
+            today + timedelta(days=14),
+            time(9),
+            time(11, 30),
+            30,
+            funding=booking_slots.Funding.SELF_PAID,
+            price_fen=131800,
+        )
+        await booking_lottery.publish_lottery(
+            session,
+            vault,
+            clinic.id,
+            spec,
+            opens_at=datetime.combine(today, time(0), tzinfo=CHINA),
+            closes_at=datetime.combine(today + timedelta(days=7), time(20), tzinfo=CHINA),
+            confirm_hours=24,
+        )
+        return 1
 
 
 async def reset_demo(engine: AsyncEngine, vault: Vault, *, today: date | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bot.booking import lottery as booking_lottery
 from bot.booking import slots as booking_slots
 from bot.core.audit import record_access
 from bot.core.chinatime import china_date
@@ -336,18 +337,24 @@ SLOT_DAYS = 60  # GET /slots lists the slots starting within this many days
 
 
 async def get_slots(request: web.Request, actor: DeskActor, _data: dict[str, Any]) -> Any:
-    """GET /slots: the clinic's slots not yet over, starting within the coming weeks."""
+    """GET /slots: the clinic's slots not yet over, starting within the coming weeks (a lottery's counts too)."""
     async with request.app[SESSIONS]() as session:
-        return {
-            "slots": [
-                booking_slots.view(slot)
-                for slot in await booking_slots.coming(session, actor.clinic_id, utcnow(), SLOT_DAYS)
-            ]
-        }
+        found = await booking_slots.coming(session, actor.clinic_id, utcnow(), SLOT_DAYS)
+        lotteries = await booking_lottery.of_slots(session, [slot.id for slot in found])
+        listed = []
+        for slot in found:
+            shown = booking_slots.view(slot)
+            if slot.id in lotteries:
+                shown["lottery"] = await booking_lottery.view(session, lotteries[slot.id])
+            listed.append(shown)
+        return {"slots": listed}
 
 
 async def add_slot(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:
-    """POST /slots {vaccine_code, date, start, end, capacity, opens_at?, price_yuan?}: publish a slot."""
+    """POST /slots {vaccine_code, date, start, end, capacity, opens_at?, price_yuan?, lottery?}: publish a slot.
+
+    ``lottery`` {registration_closes_at, registration_opens_at?} publishes it in lottery mode (docs/lottery.md).
+    """
     capacity = data.get("capacity")
     if not isinstance(capacity, int) or isinstance(capacity, bool):
         raise BadRequest("capacity")
@@ -365,16 +372,48 @@ async def add_slot(request: web.Request, actor: DeskActor, data: dict[str, Any])
         return _error(422, "slot_refused", f"号源填写有误：{exc}")
     if spec.window()[0] <= utcnow():
         return _error(422, "slot_in_the_past", "这个时段已经开始或已过去，不能再发布。")
-    async with request.app[SESSIONS]() as session, session.begin():
-        slot = await booking_slots.publish(session, actor.clinic_id, spec)
-        record_access(
-            session,
-            actor_kind="clinic_api",
-            actor_ref=actor.audit_actor(),
-            action="slot_published",
-            detail={"slot": slot.id, "vaccine": spec.vaccine_code, "capacity": spec.capacity},
-        )
-        return {"slot": booking_slots.view(slot)}
+    draw_by = data.get("lottery")
+    if draw_by is not None and not isinstance(draw_by, dict):
+        raise BadRequest("lottery")
+    services = request.app[SERVICES]
+    try:
+        async with request.app[SESSIONS]() as session, session.begin():
+            drawn = None
+            if draw_by is not None:
+                opens_at, closes_at = booking_lottery.registration_from_fields(
+                    opens=_text(draw_by, "registration_opens_at", required=False),
+                    closes=_text(draw_by, "registration_closes_at"),
+                    now=utcnow(),
+                )
+                slot, drawn = await booking_lottery.publish_lottery(
+                    session,
+                    services.vault,
+                    actor.clinic_id,
+                    spec,
+                    opens_at=opens_at,
+                    closes_at=closes_at,
+                    confirm_hours=services.settings.lottery_confirm_hours,
+                )
+            else:
+                slot = await booking_slots.publish(session, actor.clinic_id, spec)
+            record_access(
+                session,
+                actor_kind="clinic_api",
+                actor_ref=actor.audit_actor(),
+                action="slot_published",
+                detail={
+                    "slot": slot.id,
+                    "vaccine": spec.vaccine_code,
+                    "capacity": spec.capacity,
+                    **({"lottery": drawn.public_id} if drawn is not None else {}),
+                },
+            )
+            shown = booking_slots.view(slot)
+            if drawn is not None:
+                shown["lottery"] = await booking_lottery.view(session, drawn)
+            return {"slot": shown}
+    except booking_slots.SlotRefused as exc:  # nothing was published: the transaction rolled back
+        return _error(422, "slot_refused", f"号源填写有误：{exc}")
 
 
 async def close_slots(request: web.Request, actor: DeskActor, data: dict[str, Any]) -> Any:

@@ -912,7 +912,8 @@ def _slot_view(slot: Slot, now: datetime) -> dict[str, Any]:
         "starts_at": slot.starts_at.astimezone(CHINA).isoformat(),
         "ends_at": slot.ends_at.astimezone(CHINA).isoformat(),
         "left": max(0, slot.capacity - slot.booked),
-        "bookable": booking_slots.is_bookable(slot, now),
+        # A lottery slot's places are drawn (entered in the chat for now), never booked from the page.
+        "bookable": booking_slots.is_bookable(slot, now) and slot.mode != booking_slots.Mode.LOTTERY,
         "opens_at": slot.opens_at.astimezone(CHINA).isoformat() if not_yet and slot.opens_at else None,
         "price_fen": slot.price_fen if slot.funding == booking_slots.Funding.SELF_PAID else 0,
     }

@@ -9,12 +9,13 @@ as the signed-in member's own clinic, and each change is audited with the member
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import date, datetime, time
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.booking import slots
+from bot.booking import lottery, slots
 from bot.chat.conversation import Services
 from bot.core.audit import record_access
 from bot.core.chinatime import CHINA, china_date
@@ -34,6 +35,22 @@ class _Booked(Exception):
         self.count = count
 
 
+def _lottery_line(services: Services, shown: dict[str, Any] | None) -> str:
+    """A lottery slot's state for the table: its id, status and counts (empty for a first-come slot)."""
+    if shown is None:
+        return ""
+    closes = datetime.fromisoformat(str(shown["registration_closes_at"])).astimezone(CHINA)
+    return services.catalogue(
+        "console_lottery_line",
+        lottery=shown["lottery_id"],
+        state=services.catalogue(f"console_lottery_{shown['status']}", closes=f"{closes:%m-%d %H:%M}"),
+        entries=shown["entries"],
+        offered=shown["offered"],
+        confirmed=shown["confirmed"],
+        waiting=shown["waiting"],
+    )
+
+
 class SlotPages:
     """The slot page's handlers (mixed into the console's routes object)."""
 
@@ -47,6 +64,8 @@ class SlotPages:
         now = self.clock()
         async with self.sessions() as session:
             rows = await slots.coming(session, console.member.clinic_id, now, SHOWN_DAYS)
+            drawn_by = await lottery.of_slots(session, [slot.id for slot in rows])
+            lotteries = {slot_id: await lottery.view(session, item) for slot_id, item in drawn_by.items()}
         listed = [
             {
                 "day": slot.starts_at.astimezone(CHINA).strftime("%Y-%m-%d"),
@@ -57,6 +76,7 @@ class SlotPages:
                 "opens": slot.opens_at.astimezone(CHINA).strftime("%m-%d %H:%M") if slot.opens_at else "",
                 "price": f"{slot.price_fen / 100:.2f}" if slot.price_fen else "",
                 "closed": slot.closed_at is not None,
+                "lottery": _lottery_line(self.services, lotteries.get(slot.id)),
             }
             for slot in rows
         ]
@@ -100,15 +120,35 @@ class SlotPages:
             return await self._slots_page(console, error=catalogue("console_slots_invalid"), status=400)
         if spec.window()[0] <= self.clock():
             return await self._slots_page(console, error=catalogue("console_slots_past"), status=400)
-        async with self.sessions() as session, session.begin():
-            slot = await slots.publish(session, console.member.clinic_id, spec)
-            record_access(
-                session,
-                actor_kind="staff",
-                actor_ref=console.member.audit_actor(),
-                action="slot_published",
-                detail={"slot": slot.id, "vaccine": spec.vaccine_code, "capacity": spec.capacity},
-            )
+        closes = console.field("lottery_closes")
+        try:
+            async with self.sessions() as session, session.begin():
+                detail: dict[str, object] = {"vaccine": spec.vaccine_code, "capacity": spec.capacity}
+                if closes:
+                    opens_at, closes_at = lottery.registration_from_fields(
+                        opens=console.field("lottery_opens"), closes=closes, now=self.clock()
+                    )
+                    slot, drawn = await lottery.publish_lottery(
+                        session,
+                        self.services.vault,
+                        console.member.clinic_id,
+                        spec,
+                        opens_at=opens_at,
+                        closes_at=closes_at,
+                        confirm_hours=self.services.settings.lottery_confirm_hours,
+                    )
+                    detail["lottery"] = drawn.public_id
+                else:
+                    slot = await slots.publish(session, console.member.clinic_id, spec)
+                record_access(
+                    session,
+                    actor_kind="staff",
+                    actor_ref=console.member.audit_actor(),
+                    action="slot_published",
+                    detail={"slot": slot.id, **detail},
+                )
+        except lottery.LotteryRefused:  # the slot is rolled back with it
+            return await self._slots_page(console, error=catalogue("console_lottery_invalid"), status=400)
         return await self._slots_page(console, notice=catalogue("console_slots_added"))
 
     @staff_page(Permission.SLOTS)
