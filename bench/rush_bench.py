@@ -187,8 +187,9 @@ class ProfiledServer(Server):
         self.url = f"http://127.0.0.1:{self.port}"
         self._out = (scratch / f"{name}.log").open("wb")
         code = (
-            "import cProfile, sys; from bot.cli import main; "
-            f'cProfile.run(\'main(["serve", "--port", "{self.port}"])\', {str(profile_out)!r})'
+            "import cProfile, time; from bot.cli import main; "
+            "profile = cProfile.Profile(time.process_time); "  # CPU time: a loaded machine's waits left out
+            f"profile.runcall(main, ['serve', '--port', '{self.port}']); profile.dump_stats({str(profile_out)!r})"
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
@@ -258,14 +259,18 @@ async def post(http: aiohttp.ClientSession, base: str, signed: Any) -> tuple[int
 
 
 async def walk_to_confirmation(
-    http: aiohttp.ClientSession, sim: WeChatClientSim, servers: list[Server], users: int, parallel: int
+    engine: AsyncEngine, sim: WeChatClientSim, servers: list[Server], users: int, parallel: int
 ) -> float:
-    """Every user through the journey up to the confirmation (each on their own server); seconds taken."""
+    """Every user through the journey up to the confirmation (each on their own server); seconds taken.
+
+    Set-up, not measured: the client waits as long as it takes (no 5 s), and whoever did not reach the
+    confirmation (an answer lost to an overloaded machine) walks again, 「预约接种」 starting afresh.
+    """
     gate = asyncio.Semaphore(parallel)
     started = time.perf_counter()
     failures: list[str] = []
 
-    async def walk(index: int) -> None:
+    async def walk(http: aiohttp.ClientSession, index: int) -> None:
         async with gate:
             server = servers[index % len(servers)]
             for word in JOURNEY:
@@ -274,10 +279,22 @@ async def walk_to_confirmation(
                     failures.append(f"{user_id(index)} {word!r}: status {status}")
                     return
 
-    await asyncio.gather(*(walk(index) for index in range(users)))
-    if failures:
-        raise RuntimeError(f"{len(failures)} set-up messages failed, e.g. {failures[:3]}")
-    return time.perf_counter() - started
+    async def not_there() -> list[int]:
+        query = select(ConversationState.user_id).where(ConversationState.state == CONFIRM_STATE)
+        async with engine.connect() as connection:
+            there = set((await connection.execute(query)).scalars().all())
+        return [index for index in range(users) if user_id(index) not in there]
+
+    walking = list(range(users))
+    connector = aiohttp.TCPConnector(limit=parallel)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
+        for _ in range(3):
+            await asyncio.gather(*(walk(http, index) for index in walking))
+            walking = await not_there()
+            if not walking:
+                return time.perf_counter() - started
+            log(f"set-up: {len(walking)} users not at the confirmation yet ({len(failures)} messages failed)")
+    raise RuntimeError(f"{len(walking)} users never reached the confirmation, e.g. {failures[:3]}")
 
 
 async def count_where(engine: AsyncEngine, query: Any) -> int:
@@ -313,6 +330,16 @@ async def server_errors(http: aiohttp.ClientSession, servers: list[Server], logs
             if level in ("ERROR", "CRITICAL", "UNSTRUCTURED"):
                 error_lines += 1
     return handler_errors, error_lines
+
+
+def listen_overflows() -> int:
+    """Connections the kernel dropped because a listen queue was full, since boot (the whole machine)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/net/netstat", encoding="ascii") as handle:
+            lines = [line.split() for line in handle if line.startswith("TcpExt:")]
+        names, values = lines[0], lines[1]
+        return int(values[names.index("ListenOverflows")])
+    return 0
 
 
 def quantile_ms(values: list[float], quantile: float) -> float:
@@ -371,14 +398,8 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             for server in servers:
                 await server.healthy(http)
-            walked = await walk_to_confirmation(http, sim, servers, args.users, args.parallel)
-            at_confirm = await count_where(
-                engine,
-                select(func.count()).select_from(ConversationState).where(ConversationState.state == CONFIRM_STATE),
-            )
-            log(f"set-up: {at_confirm} of {args.users} users at the confirmation after {walked:.1f} s")
-            if at_confirm != args.users:
-                raise RuntimeError(f"only {at_confirm} of {args.users} users reached the confirmation")
+            walked = await walk_to_confirmation(engine, sim, servers, args.users, args.parallel)
+            log(f"set-up: every user at the confirmation after {walked:.1f} s")
 
             async def outbox_idle() -> bool:
                 busy = OutboxMessage.status.in_(("pending", "sending"))
@@ -406,6 +427,7 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
                 return status, body
 
             cpu_before = sum(cpu_seconds(server.proc.pid) for server in servers)
+            overflows_before = listen_overflows()
             answers.started = time.perf_counter()
             statuses = await asyncio.gather(*(confirm(index) for index in range(args.users)))
             everyone = [user_id(index) for index in range(args.users)]
@@ -413,6 +435,7 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
                 await asyncio.wait_for(answers.all_in.wait(), SETTLE_LIMIT)
             await wait_for(engine, outbox_idle, "the rush's pushes")
             server_cpu = sum(cpu_seconds(server.proc.pid) for server in servers) - cpu_before
+            overflows = listen_overflows() - overflows_before
             await asyncio.sleep(0.5)  # a push sent twice would arrive now
             listener.cancel()
             handler_errors, error_lines = await server_errors(
@@ -454,6 +477,8 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
         "replies": {key: replies.get(key, 0) for key in ("booked", "full", "other", "unanswered")},
         "answered_twice": sum(answers.repeated(user) for user in everyone),
         "server_cpu_ms_per_attempt": round(1000 * server_cpu / args.users, 2),
+        # Connections refused by a full listen queue during the rush (they are retried a second or more later).
+        "listen_overflows": overflows,
         "http_statuses": dict(Counter(str(status) for status, _ in statuses)),
         "passive_replies": sum(1 for status, body in statuses if status == 200 and body not in (b"", b"success")),
         "attempts_per_second": round(args.users / last, 1) if latencies else None,
@@ -528,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=1000, help="the client's open connections at most")
     parser.add_argument("--profile", action="store_true", help="run the servers under cProfile (hot spots on stderr)")
-    parser.add_argument("--parallel", type=int, default=200, help="users walking the set-up at once")
+    parser.add_argument("--parallel", type=int, default=100, help="users walking the set-up at once")
     return parser
 
 

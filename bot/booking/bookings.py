@@ -76,13 +76,19 @@ async def _held(session: AsyncSession, vaccinee_id: int, vaccine_code: str) -> A
 
 
 async def _known(
-    session: AsyncSession, key: str, vaccinee_id: int, vaccine_code: str, earlier: Appointment | None = None
+    session: AsyncSession,
+    key: str,
+    vaccinee_id: int,
+    vaccine_code: str,
+    *,
+    looked_up: bool = False,
+    earlier: Appointment | None = None,
 ) -> Booking | None:
     """The same key booked already (a retry), or the person holds this vaccine elsewhere.
 
-    ``earlier`` is the key's booking when the caller has just looked it up (not looked up again).
+    With ``looked_up``, ``earlier`` is the key's booking (or None) the caller has just read: not read again.
     """
-    if earlier is None:
+    if not looked_up:
         earlier = await _by_key(session, key)
     if earlier is not None:
         if earlier.vaccinee_id != vaccinee_id:
@@ -102,7 +108,7 @@ async def book(
     slot = await session.get(Slot, earlier.slot_id if earlier else slot_id, populate_existing=True)
     if slot is None:
         return Booking(Outcome.GONE)
-    known = await _known(session, key, vaccinee_id, slot.vaccine_code, earlier)
+    known = await _known(session, key, vaccinee_id, slot.vaccine_code, looked_up=True, earlier=earlier)
     if known is not None:
         return known
     if slot.closed_at is not None or slot.starts_at <= now:
