@@ -313,24 +313,29 @@ async def wait_for(engine: AsyncEngine, check: Any, what: str, limit: float = SE
         await asyncio.sleep(0.2)
 
 
-async def server_errors(http: aiohttp.ClientSession, servers: list[Server], logs: list[Path]) -> tuple[int, int]:
-    """Handler errors from every server's /metrics, and ERROR/CRITICAL lines in their logs."""
+async def server_errors(
+    http: aiohttp.ClientSession, servers: list[Server], logs: list[Path]
+) -> tuple[int, Counter[str]]:
+    """Handler errors from every server's /metrics, and ERROR/CRITICAL lines in their logs by message."""
     handler_errors = 0
     for server in servers:
         async with http.get(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as response:
             for line in (await response.text()).splitlines():
                 if line.startswith("vaxbot_handler_errors_total"):
                     handler_errors += int(float(line.rsplit(" ", 1)[1]))
-    error_lines = 0
+    errors: Counter[str] = Counter()
     for path in logs:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                level = str(json.loads(line).get("level", "")).upper()
+                entry = json.loads(line)
+                level, message = str(entry.get("level", "")).upper(), str(entry.get("msg", ""))
+                if entry.get("exc"):  # the exception's last line: its type and message
+                    message += " — " + str(entry["exc"]).strip().splitlines()[-1][:120]
             except (ValueError, AttributeError):
-                level = "UNSTRUCTURED" if "Traceback" in line else ""
+                level, message = ("UNSTRUCTURED", line[:120]) if "Traceback" in line else ("", "")
             if level in ("ERROR", "CRITICAL", "UNSTRUCTURED"):
-                error_lines += 1
-    return handler_errors, error_lines
+                errors[message] += 1
+    return handler_errors, errors
 
 
 def listen_overflows() -> int:
@@ -450,7 +455,7 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
             overflows = listen_overflows() - overflows_before
             await asyncio.sleep(0.5)  # a push sent twice would arrive now
             listener.cancel()
-            handler_errors, error_lines = await server_errors(
+            handler_errors, logged_errors = await server_errors(
                 http, servers, [scratch / f"rush-{index}.log" for index in range(len(servers))]
             )
     finally:
@@ -500,7 +505,8 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
         "max_ms": quantile_ms(latencies, 1.0),
         "within_5s": round(sum(1 for value in latencies if value <= WECHAT_GIVES_UP) / args.users, 4),
         "handler_errors": handler_errors,
-        "error_log_lines": error_lines,
+        "error_log_lines": sum(logged_errors.values()),
+        "error_log_messages": dict(logged_errors.most_common(5)),
         "other_samples": other_samples[:5],
     }
     if args.profile:  # the statistics are in the scratch directory, gone after this run
@@ -516,7 +522,7 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
         and report["replies"]["unanswered"] == 0
         and report["answered_twice"] == 0
         and handler_errors == 0
-        and error_lines == 0
+        and not logged_errors
     )
     report["summary"] = {
         "users / places": f"{args.users} / {args.capacity}",

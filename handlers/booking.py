@@ -240,6 +240,8 @@ async def _offer_days(ctx: Context, clinic_id: int, found: list[Slot] | None = N
     days = sorted({china_date(slot.starts_at) for slot in found})
     if not days:
         ctx.finish()
+        if lead:
+            ctx.reply(Text(lead))
         ctx.say("booking_no_slots", vaccine=vaccine_name(str(ctx.data["vaccine"])))
         return
     lines = []
