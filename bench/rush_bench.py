@@ -478,7 +478,9 @@ async def rush(args: argparse.Namespace, database_url: str, scratch: Path) -> di
     latencies = [answers.at[user] for user in everyone if user in answers.at]
     replies = Counter(classify(answers.text(user)) if user in answers.at else "unanswered" for user in everyone)
     last = max(latencies) if latencies else math.nan
-    other_samples = [answers.text(user)[:120] for user in everyone if classify(answers.text(user)) == "other"]
+    other_samples = [
+        answers.text(user)[:120] for user in everyone if user in answers.at and classify(answers.text(user)) == "other"
+    ]
     report: dict[str, Any] = {
         "machine": machine(),
         "plan": {
