@@ -58,6 +58,22 @@ async def test_booking_numbers_are_random_and_a_clash_is_drawn_again(
     assert await _invariant(sessions, slot_id) == (2, 2)  # the clashing attempts gave their places back
 
 
+async def test_a_tap_committed_after_its_key_was_read_is_the_same_booking(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    clinic_id, identity_id, (child,) = await _people(sessions, 1)
+    slot_id = await _slot(sessions, clinic_id, 5)
+    first = await _book(sessions, slot_id, child, identity_id, "tap")
+    assert first.appointment is not None
+    # Another transaction read the key before this one committed: it finds the booking as "held" by the key.
+    async with sessions() as session:
+        seen = await bookings._known(session, "tap", child, "HepB", looked_up=True, earlier=None)
+        other = await bookings._known(session, "another-tap", child, "HepB")
+    assert seen is not None and (seen.outcome, seen.repeated) == (Outcome.BOOKED, True)
+    assert seen.appointment is not None and seen.appointment.id == first.appointment.id
+    assert other is not None and other.outcome == Outcome.HELD  # a different confirmation: already booked
+
+
 async def test_a_full_slot_is_answered_without_an_update(sessions: async_sessionmaker[AsyncSession]) -> None:
     clinic_id, identity_id, files = await _people(sessions, 3)
     slot_id = await _slot(sessions, clinic_id, 1)

@@ -96,7 +96,10 @@ async def _known(
         return Booking(Outcome.BOOKED, earlier, await session.get(Slot, earlier.slot_id), repeated=True)
     held = await _held(session, vaccinee_id, vaccine_code)
     if held is not None:
-        return Booking(Outcome.HELD, held, await session.get(Slot, held.slot_id))
+        # Booked with this very key since the key was read (the same tap committing in another transaction).
+        repeated = held.idempotency_key == key
+        outcome = Outcome.BOOKED if repeated else Outcome.HELD
+        return Booking(outcome, held, await session.get(Slot, held.slot_id), repeated=repeated)
     return None
 
 
