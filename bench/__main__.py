@@ -14,7 +14,8 @@ there is skipped with a note.
     python -m bench --output other.md      # write the table elsewhere
 
 To add a benchmark: give it ``--json`` (its report on stdout, ``answers_ok`` in it) and a quick mode, and add
-a :class:`Bench` below. Its headline figures are its report's ``summary`` object (figure name → value) unless
+a :class:`Bench` below. A bench that cannot run here (no PostgreSQL) reports ``{"skipped": reason}`` and is
+listed as skipped. Its headline figures are its report's ``summary`` object (figure name → value) unless
 the entry names a function that picks them.
 """
 
@@ -194,6 +195,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("plan_bench.py", "reminder planning over many children", headline=plan_figures),
     Bench("outbox_bench.py", "outbox send rate with one and two workers", headline=outbox_figures),
     Bench("lottery_bench.py", "the lottery draw over 100,000 entries: draw, export, verify"),
+    Bench("rush_bench.py", "a booking rush: everyone confirms one slot at once, two servers, PostgreSQL"),
 )
 
 
@@ -227,6 +229,8 @@ def run_bench(bench: Bench, full: bool, timeout: float) -> Outcome:
         report = json.loads(result.stdout)
     except json.JSONDecodeError:
         return Outcome(bench, "failed", seconds, note=f"exit status {result.returncode}, no JSON report")
+    if isinstance(report, dict) and report.get("skipped"):  # it needs what this machine lacks (PostgreSQL)
+        return Outcome(bench, "skipped", seconds, note=str(report["skipped"]))
     figures = bench.headline(report) if isinstance(report, dict) else []
     if not isinstance(report, dict) or result.returncode != 0 or not bench.passed(report):
         return Outcome(bench, "failed", seconds, figures, note=f"exit status {result.returncode}, answers not right")

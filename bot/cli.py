@@ -94,6 +94,11 @@ async def prepare(settings: Settings) -> None:
         await engine.dispose()
 
 
+# Connections waiting to be accepted. aiohttp's default (128) overflows when thousands of families tap at
+# the same moment (a booking rush): the kernel drops the rest and they retry a second or more later.
+LISTEN_BACKLOG = 1024
+
+
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
     """Bind ``host:port`` now (every address the host resolves to), as aiohttp would; raises ``OSError``."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -108,7 +113,7 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             # Listen at once so the port is ours alone; connections wait in the backlog until we serve.
-            sock.listen(128)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
     except OSError:
         for sock in bound:

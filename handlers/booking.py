@@ -18,9 +18,10 @@ from datetime import date, datetime, timedelta
 
 from bot.booking import bookings, slots
 from bot.booking.bookings import Outcome
-from bot.certificates.rules import Visible, bound_identity, doses_of, open_visible, visible_certificates
+from bot.certificates.rules import Visible, actor, bound_identity, doses_of, open_visible, visible_certificates
 from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, any_text, list_number, menu, text_in
 from bot.chat.menu import LABELS, MenuKey
+from bot.core.audit import record_access
 from bot.core.chinatime import CHINA, china_date
 from bot.core.update import Text
 from bot.immunization.eligibility import Refusal, may_have_on, next_dose
@@ -83,14 +84,25 @@ def _price(ctx: Context, slot: Slot) -> str:
     return ctx.text("booking_price_free")
 
 
-def _show_page(ctx: Context, state: State, head: str, lines: Sequence[str], page: int, **data: object) -> None:
-    """One page of a numbered list (numbers run on across pages) and how to turn the page."""
+def _show_page(
+    ctx: Context, state: State, head: str, lines: Sequence[str], page: int, *, lead: str = "", **data: object
+) -> None:
+    """One page of a numbered list (numbers run on across pages) and how to turn the page.
+
+    ``lead`` opens this message only (why the list is shown again), not the pages turned to later.
+    """
     pages = max(1, (len(lines) + PAGE_SIZE - 1) // PAGE_SIZE)
     page = min(max(page, 0), pages - 1)
     start = page * PAGE_SIZE
     shown = [f"{number}. {line}" for number, line in enumerate(lines[start : start + PAGE_SIZE], start + 1)]
     footer = ctx.text("booking_page", page=page + 1, pages=pages) if pages > 1 else ""
-    ctx.reply(Text("\n".join([head, *shown, *([footer] if footer else []), ctx.text("booking_pick_hint")])))
+    ctx.reply(
+        Text(
+            "\n".join(
+                [*([lead] if lead else []), head, *shown, *([footer] if footer else []), ctx.text("booking_pick_hint")]
+            )
+        )
+    )
     # The list's masked lines are kept so 「下一页」 shows the same list, not one that moved meanwhile.
     ctx.goto(state, page=page, list_head=head, list_lines=list(lines), **data)
 
@@ -121,6 +133,23 @@ def _dose(ctx: Context, vaccine_code: str, number: object) -> str:
     if isinstance(number, int):
         return ctx.text("booking_vaccine_line", vaccine=vaccine_name(vaccine_code), number=number)
     return vaccine_name(vaccine_code)
+
+
+async def _audit(
+    ctx: Context, identity: Identity, visible: Visible | None, action: str, reason: str = "", **detail: object
+) -> None:
+    """Audit a booking action in the chat: who (the person and the account), for whose certificate, what."""
+    record_access(
+        ctx.session,
+        actor_kind="identity",
+        actor_ref=actor(identity, await ctx.account()),
+        action=action,
+        reason=reason,
+        certificate_id=visible.certificate.id if visible is not None else None,
+        vaccinee_id=visible.certificate.vaccinee_id if visible is not None else None,
+        platform=ctx.update.platform.value,
+        detail={**detail, "via": "chat"},
+    )
 
 
 def _free(slot: Slot, now: datetime) -> bool:
@@ -245,8 +274,8 @@ async def choose_clinic(ctx: Context) -> None:
     await _offer_days(ctx, clinic_id)
 
 
-async def _offer_days(ctx: Context, clinic_id: int) -> None:
-    found = await _day_slots(ctx, clinic_id)
+async def _offer_days(ctx: Context, clinic_id: int, found: list[Slot] | None = None, lead: str = "") -> None:
+    found = found if found is not None else await _day_slots(ctx, clinic_id)
     days = sorted({china_date(slot.starts_at) for slot in found})
     if not days and ctx.data.get("replaces"):
         # A move whose clinic has no other day for it: straight to the other clinics.
@@ -258,6 +287,8 @@ async def _offer_days(ctx: Context, clinic_id: int) -> None:
     if not days:
         vaccine = vaccine_name(str(ctx.data["vaccine"]))
         ctx.finish()
+        if lead:
+            ctx.reply(Text(lead))
         ctx.say("booking_no_slots", vaccine=vaccine)
         return
     lines = []
@@ -274,7 +305,9 @@ async def _offer_days(ctx: Context, clinic_id: int) -> None:
     head = ctx.text("booking_day_head", clinic=names.get(clinic_id, ""))
     if ctx.data.get("replaces"):
         head += "\n" + ctx.text("booking_move_other_clinic")
-    _show_page(ctx, BookingSteps.day, head, lines, 0, clinic_id=clinic_id, days=[day.isoformat() for day in days])
+    _show_page(
+        ctx, BookingSteps.day, head, lines, 0, lead=lead, clinic_id=clinic_id, days=[day.isoformat() for day in days]
+    )
 
 
 async def choose_day(ctx: Context) -> None:
@@ -286,8 +319,12 @@ async def choose_day(ctx: Context) -> None:
     await _offer_windows(ctx, date.fromisoformat(day))
 
 
-async def _offer_windows(ctx: Context, day: date, head_key: str = "booking_window_head") -> None:
-    found = [slot for slot in await _day_slots(ctx, int(ctx.data["clinic_id"])) if china_date(slot.starts_at) == day]
+async def _offer_windows(
+    ctx: Context, day: date, head_key: str = "booking_window_head", clinic_slots: list[Slot] | None = None
+) -> None:
+    if clinic_slots is None:
+        clinic_slots = await _day_slots(ctx, int(ctx.data["clinic_id"]))
+    found = [slot for slot in clinic_slots if china_date(slot.starts_at) == day]
     if not found:
         await _offer_days(ctx, int(ctx.data["clinic_id"]))
         return
@@ -314,14 +351,16 @@ async def _offer_windows(ctx: Context, day: date, head_key: str = "booking_windo
 
 
 async def _gone(ctx: Context) -> None:
-    """The chosen place is gone: the day's windows if one still has places, else the clinic's other days."""
+    """The chosen place is gone: the day's windows if one still has places, else the clinic's other days.
+
+    One query and one message: in a rush most of the people confirming get this answer at the same moment.
+    """
     day = date.fromisoformat(str(ctx.data["day"]))
-    found = [slot for slot in await _day_slots(ctx, int(ctx.data["clinic_id"])) if china_date(slot.starts_at) == day]
-    if any(_free(slot, ctx.now) for slot in found):
-        await _offer_windows(ctx, day, "booking_gone_head")
+    clinic_slots = await _day_slots(ctx, int(ctx.data["clinic_id"]))
+    if any(_free(slot, ctx.now) for slot in clinic_slots if china_date(slot.starts_at) == day):
+        await _offer_windows(ctx, day, "booking_gone_head", clinic_slots)
         return
-    ctx.say("booking_day_full")
-    await _offer_days(ctx, int(ctx.data["clinic_id"]))
+    await _offer_days(ctx, int(ctx.data["clinic_id"]), clinic_slots, lead=ctx.text("booking_day_full"))
 
 
 async def choose_window(ctx: Context) -> None:
@@ -407,6 +446,12 @@ async def confirm(ctx: Context) -> None:
         result = await bookings.reschedule(ctx.session, replaces, slot_id, identity.id, key, ctx.now)
     else:
         result = await bookings.book(ctx.session, slot_id, visible.certificate.vaccinee_id, identity.id, key, ctx.now)
+    if result.outcome == Outcome.BOOKED and result.appointment is not None and not result.repeated:
+        action = "booking_rescheduled" if isinstance(replaces, int) else "booking_made"
+        moved: dict[str, object] = {"replaces": replaces} if isinstance(replaces, int) else {}
+        await _audit(ctx, identity, visible, action, "", slot=slot_id, booking=result.appointment.id, **moved)
+    elif result.outcome != Outcome.BOOKED:
+        await _audit(ctx, identity, visible, "booking_refused", result.outcome.value, slot=slot_id)
     if result.outcome == Outcome.GONE and isinstance(replaces, int) and result.slot is not None:
         ctx.finish()
         ctx.say("booking_cancel_gone")  # the booking being moved was cancelled meanwhile
@@ -499,6 +544,8 @@ async def list_mine(ctx: Context) -> None:
         )
         for appointment, slot in held
     ]
+    for vaccinee_id in sorted({appointment.vaccinee_id for appointment, _ in held}):
+        await _audit(ctx, identity, files[vaccinee_id], "bookings_view")
     choices = [[appointment.id, files[appointment.vaccinee_id].certificate.id] for appointment, _ in held]
     _show_page(ctx, MineSteps.choosing, ctx.text("booking_mine_head"), lines, 0, bookings=choices)
 
@@ -584,9 +631,12 @@ async def cancel_booking(ctx: Context) -> None:
     held = {
         appointment.id for appointment, _ in await bookings.active_of(ctx.session, [visible.certificate.vaccinee_id])
     }
+    identity = seen[0]
     if appointment_id not in held or not await bookings.cancel(ctx.session, appointment_id, ctx.now):
+        await _audit(ctx, identity, visible, "booking_refused", "not_active", step="cancel", booking=appointment_id)
         ctx.say("booking_cancel_gone")
         return
+    await _audit(ctx, identity, visible, "booking_cancelled", booking=appointment_id)
     ctx.say("booking_cancelled", name=visible.file.masked_name)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, BigId, StrEnumType, UTCDateTime, utcnow
+from models.booking_numbers import new_booking_number
 from models.registry import Dose, Sealer
 
 # The field names bound into a reminder's sealed detail and keyed into its job key.
@@ -123,6 +124,8 @@ class Appointment(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the day-before reminder went out (claimed by a conditional UPDATE: one process sends it).
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The number the family quotes (random, so it tells nobody how many bookings there are).
+    number: Mapped[str] = mapped_column(String(16), unique=True, default=new_booking_number)
 
 
 # The chat's query: one vaccine's slots at a clinic, by time.

@@ -97,7 +97,11 @@ async def test_book_retry_held_cancel_and_list(sessions: async_sessionmaker[Asyn
     second = await _slot(sessions, clinic_id, 2)
     booked = await _book(sessions, first, child, identity_id, "k1")
     assert booked.outcome == Outcome.BOOKED and not booked.repeated and booked.appointment is not None
-    assert bookings.booking_number(booked.appointment).startswith("YY")
+    number = bookings.booking_number(booked.appointment)
+    assert len(number) == 10 and str(booked.appointment.id) not in number
+    async with sessions() as session:
+        found = await bookings.by_number(session, f" {number[:5].lower()}-{number[5:]} ")  # as typed
+    assert found is not None and found.id == booked.appointment.id
     again = await _book(sessions, first, child, identity_id, "k1")  # a platform retry of the same update
     assert again.outcome == Outcome.BOOKED and again.repeated
     assert again.appointment is not None and again.appointment.id == booked.appointment.id

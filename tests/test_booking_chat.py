@@ -64,7 +64,7 @@ async def test_book_then_cancel_holder_and_grantee(app_client: Client, channel: 
     assert "请核对预约信息" in confirmation and "林*满" in confirmation and CHILD.name not in confirmation
     assert CHILD.id_number not in confirmation
     done = await channel.say(user, "确认")
-    assert "预约成功" in done and "预约号：YY" in done
+    assert "预约成功" in done and "预约号：" in done
     await channel.say(user, "确认")  # a double tap after the booking: nothing more is booked
     booked = await _appointments(client, world)
     assert len(booked) == 1 and booked[0].slot_id == mine and booked[0].booked_by_identity_id == world.parent_id

@@ -5,6 +5,10 @@ bookings of the last place cannot both succeed on any backend; the schema's CHEC
 active booking per person per vaccine is a partial unique index, and the idempotency key is unique, so a
 double tap or a platform retry books once. Each attempt runs in a savepoint: a conflict undoes the taken
 place with it and becomes an outcome, never a database error shown to anyone. Nothing here commits.
+
+Under a rush (thousands confirming one slot at once) most attempts find the slot full: that is read from the
+slot row just loaded, without the UPDATE, so they neither queue on the row's lock nor open a savepoint.
+Booking numbers are random (``models.booking_numbers``); a clash with an existing one is retried.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Appointment, AppointmentStatus, Slot
+from models.booking_numbers import new_booking_number, normalise_booking_number
+
+NUMBER_ATTEMPTS = 3  # fresh booking numbers tried when one clashes (about once in 10**14 bookings)
 
 
 class Outcome(StrEnum):
@@ -44,7 +51,15 @@ class Booking:
 
 def booking_number(appointment: Appointment) -> str:
     """The number the family quotes at the clinic (not a secret: the booking is found by it and the code)."""
-    return f"YY{appointment.id:08d}"
+    return appointment.number
+
+
+async def by_number(session: AsyncSession, text: str) -> Appointment | None:
+    """The booking with this number, as someone typed or read it out (spaces, dashes, lower case); or None."""
+    number = normalise_booking_number(text)
+    if not number:
+        return None
+    return (await session.scalars(select(Appointment).where(Appointment.number == number))).first()
 
 
 async def _by_key(session: AsyncSession, key: str) -> Appointment | None:
@@ -60,16 +75,31 @@ async def _held(session: AsyncSession, vaccinee_id: int, vaccine_code: str) -> A
     return (await session.scalars(query)).first()
 
 
-async def _known(session: AsyncSession, key: str, vaccinee_id: int, vaccine_code: str) -> Booking | None:
-    """The same key booked already (a retry), or the person holds this vaccine elsewhere."""
-    earlier = await _by_key(session, key)
+async def _known(
+    session: AsyncSession,
+    key: str,
+    vaccinee_id: int,
+    vaccine_code: str,
+    *,
+    looked_up: bool = False,
+    earlier: Appointment | None = None,
+) -> Booking | None:
+    """The same key booked already (a retry), or the person holds this vaccine elsewhere.
+
+    With ``looked_up``, ``earlier`` is the key's booking (or None) the caller has just read: not read again.
+    """
+    if not looked_up:
+        earlier = await _by_key(session, key)
     if earlier is not None:
         if earlier.vaccinee_id != vaccinee_id:
             raise ValueError("an idempotency key reused for another person")
         return Booking(Outcome.BOOKED, earlier, await session.get(Slot, earlier.slot_id), repeated=True)
     held = await _held(session, vaccinee_id, vaccine_code)
     if held is not None:
-        return Booking(Outcome.HELD, held, await session.get(Slot, held.slot_id))
+        # Booked with this very key since the key was read (the same tap committing in another transaction).
+        repeated = held.idempotency_key == key
+        outcome = Outcome.BOOKED if repeated else Outcome.HELD
+        return Booking(outcome, held, await session.get(Slot, held.slot_id), repeated=repeated)
     return None
 
 
@@ -91,7 +121,7 @@ async def book(
     slot = await session.get(Slot, earlier.slot_id if earlier else slot_id, populate_existing=True)
     if slot is None:
         return Booking(Outcome.GONE)
-    known = await _known(session, key, vaccinee_id, slot.vaccine_code)
+    known = await _known(session, key, vaccinee_id, slot.vaccine_code, looked_up=True, earlier=earlier)
     if known is not None:
         return known
     if slot.closed_at is not None or slot.starts_at <= now:
@@ -100,36 +130,44 @@ async def book(
         return Booking(Outcome.NOT_OPEN, slot=slot)
     if slot.mode == "lottery" and not by_lottery:
         return Booking(Outcome.CLOSED, slot=slot)
-    try:
-        async with session.begin_nested():
-            taken = await session.execute(
-                update(Slot)
-                .where(Slot.id == slot_id, Slot.booked < Slot.capacity, Slot.closed_at.is_(None))
-                .values(booked=Slot.booked + 1)
-                .execution_options(synchronize_session=False)
-            )
-            if not getattr(taken, "rowcount", 0):
-                await session.refresh(slot)
-                return Booking(Outcome.FULL, slot=slot)
-            appointment = Appointment(
-                slot_id=slot_id,
-                vaccinee_id=vaccinee_id,
-                vaccine_code=slot.vaccine_code,
-                booked_by_identity_id=booked_by_identity_id,
-                status=AppointmentStatus.BOOKED,
-                idempotency_key=key,
-                created_at=now,
-            )
-            session.add(appointment)
-            await session.flush()
-    except IntegrityError:
-        # Another transaction booked with this key or for this person and vaccine meanwhile (the savepoint
-        # gave the place back), or the CHECK refused a place that was not there.
-        known = await _known(session, key, vaccinee_id, slot.vaccine_code)
+    for _ in range(NUMBER_ATTEMPTS):
+        if slot.booked >= slot.capacity:
+            # Full when just read: no UPDATE that would wait on the row lock of whoever books now.
+            return Booking(Outcome.FULL, slot=slot)
+        try:
+            async with session.begin_nested():
+                taken = await session.execute(
+                    update(Slot)
+                    .where(Slot.id == slot_id, Slot.booked < Slot.capacity, Slot.closed_at.is_(None))
+                    .values(booked=Slot.booked + 1)
+                    .execution_options(synchronize_session=False)
+                )
+                if not getattr(taken, "rowcount", 0):
+                    await session.refresh(slot)
+                    return Booking(Outcome.FULL, slot=slot)
+                appointment = Appointment(
+                    slot_id=slot_id,
+                    vaccinee_id=vaccinee_id,
+                    vaccine_code=slot.vaccine_code,
+                    booked_by_identity_id=booked_by_identity_id,
+                    status=AppointmentStatus.BOOKED,
+                    idempotency_key=key,
+                    number=new_booking_number(),
+                    created_at=now,
+                )
+                session.add(appointment)
+                await session.flush()
+        except IntegrityError:
+            # Another transaction booked with this key or for this person and vaccine meanwhile (the savepoint
+            # gave the place back), or the CHECK refused a place that was not there, or the number clashed.
+            known = await _known(session, key, vaccinee_id, slot.vaccine_code)
+            await session.refresh(slot)
+            if known is not None:
+                return known
+            continue  # a full slot is answered at the top; otherwise a fresh number
         await session.refresh(slot)
-        return known if known is not None else Booking(Outcome.FULL, slot=slot)
-    await session.refresh(slot)
-    return Booking(Outcome.BOOKED, appointment, slot)
+        return Booking(Outcome.BOOKED, appointment, slot)
+    return Booking(Outcome.FULL, slot=slot)
 
 
 async def cancel(session: AsyncSession, appointment_id: int, now: datetime) -> bool:

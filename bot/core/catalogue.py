@@ -858,6 +858,7 @@ MESSAGES: Final[dict[str, str]] = {
     "booking_reminder_when": "{month}月{day}日 {start}–{end}",
     "booking_reminder_remark": (
         "地点：{clinic}。请按预约时段到达，带好身份证（孩子请带上户口本或出生证明），"
+        "试点期间请继续携带纸质预防接种证；"
         "到门诊后点菜单「亮码接种」出示接种码。不能前往请回复「我的预约」取消，把名额留给别人。"
     ),
     "console_nav_slots": "预约号源",

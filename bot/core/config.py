@@ -220,6 +220,11 @@ class Settings:
     alipay_reminder_template: str = DEV_REMINDER_TEMPLATE
     reminder_hour: int = 9
     reminder_days_ahead: int = 3
+    # Booking reminders (预约提醒, the day before): their own templates (first, keyword1 who, keyword2 vaccine,
+    # keyword3 when, remark: where and what to bring); empty: the dose-reminder template of that platform.
+    wechat_booking_template: str = ""
+    alipay_booking_template: str = ""
+    wxmini_booking_template: str = ""
     # Clinic desk progress (取号 … 留观结束) outside the customer-service windows: a template message whose
     # values (the person, the step, what it means, when) go under these field names, in that order
     # (WeChat; Alipay's templates take keyword1…). Empty: texts only, which miss anyone who has not written
@@ -389,6 +394,15 @@ class Settings:
         if platform == "wxmini":
             return self.wxmini_reminder_template
         return self.alipay_reminder_template if platform == "alipay" else self.wechat_reminder_template
+
+    def booking_template_id(self, platform: str) -> str:
+        """The booking-reminder template of one platform, else its dose-reminder template."""
+        own = {
+            "wechat": self.wechat_booking_template,
+            "alipay": self.alipay_booking_template,
+            "wxmini": self.wxmini_booking_template,
+        }.get(platform, "")
+        return own or self.reminder_template_id(platform)
 
     def production_problems(self, dev_keys: bool) -> list[str]:
         """Reasons this configuration must not serve real users (empty when fine)."""

@@ -124,7 +124,7 @@ async def _remind(
     told: list[PlatformAccount] = []
     for account in accounts:
         key = f"appointment_reminder:{appointment.id}:{account.id}"
-        template_id = settings.reminder_template_id(account.platform)
+        template_id = settings.booking_template_id(account.platform)
         if account.platform == Platform.WXMINI:
             data = {f"thing{n}": _short(value.value) for n, value in enumerate(message.keywords, 1)}
             queued = await queue_subscription(
