@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
-from bot.booking import bookings, slots
+from bot.booking import bookings, lottery, slots
 from bot.booking.bookings import Outcome
 from bot.certificates.rules import Visible, actor, bound_identity, doses_of, open_visible, visible_certificates
 from bot.chat.conversation import Context, Flow, Route, Router, State, StatesGroup, any_text, list_number, menu, text_in
@@ -156,6 +156,15 @@ def _free(slot: Slot, now: datetime) -> bool:
     return slots.is_bookable(slot, now)
 
 
+def _is_lottery(slot: Slot) -> bool:
+    return slot.mode == slots.Mode.LOTTERY
+
+
+def _split_by_mode(found: Sequence[Slot]) -> tuple[list[Slot], list[Slot]]:
+    """The first-come slots and the lottery slots among ``found`` (a lottery's places are never 「余N个」)."""
+    return [slot for slot in found if not _is_lottery(slot)], [slot for slot in found if _is_lottery(slot)]
+
+
 # --- booking ---------------------------------------------------------------------------------
 
 
@@ -243,14 +252,18 @@ async def _offer_clinics(ctx: Context, visible: Visible) -> None:
         return
     lines = []
     for clinic_id in clinic_ids:
-        free = sum(
-            slot.capacity - slot.booked for slot in found if slot.clinic_id == clinic_id and _free(slot, ctx.now)
-        )
-        mine = names.get(clinic_id) == visible.file.clinic_name
-        lines.append(
-            ctx.text("booking_clinic_line", clinic=names.get(clinic_id, ""), free=free)
-            + (ctx.text("booking_clinic_mine") if mine else "")
-        )
+        here = [slot for slot in found if slot.clinic_id == clinic_id]
+        first_come, drawn = _split_by_mode(here)
+        free = sum(slot.capacity - slot.booked for slot in first_come if _free(slot, ctx.now))
+        clinic = names.get(clinic_id, "")
+        if drawn and not first_come:
+            line = ctx.text("booking_clinic_line_lottery", clinic=clinic, places=sum(slot.capacity for slot in drawn))
+        elif drawn:
+            line = ctx.text("booking_clinic_line_mixed", clinic=clinic, free=free)
+        else:
+            line = ctx.text("booking_clinic_line", clinic=clinic, free=free)
+        mine = clinic == visible.file.clinic_name
+        lines.append(line + (ctx.text("booking_clinic_mine") if mine else ""))
     head = (
         ctx.text("booking_clinic_head", vaccine=vaccine_name(code), number=offer.dose_number)
         if offer.dose_number
@@ -292,15 +305,26 @@ async def _offer_days(ctx: Context, clinic_id: int, found: list[Slot] | None = N
         ctx.say("booking_no_slots", vaccine=vaccine)
         return
     lines = []
+    registrations = await lottery.of_slots(ctx.session, [slot.id for slot in found if _is_lottery(slot)])
     for day in days:
-        that_day = [slot for slot in found if china_date(slot.starts_at) == day]
-        free = sum(slot.capacity - slot.booked for slot in that_day if _free(slot, ctx.now))
+        first_come, drawn = _split_by_mode([slot for slot in found if china_date(slot.starts_at) == day])
+        free = sum(slot.capacity - slot.booked for slot in first_come if _free(slot, ctx.now))
         label = ctx.text("records_date", year=day.year, month=day.month, day=day.day)
-        opens = [slot.opens_at for slot in that_day if slot.opens_at is not None and slot.opens_at > ctx.now]
-        if free == 0 and opens:
-            lines.append(ctx.text("booking_day_not_open", day=label, opens=_when(ctx, min(opens))))
+        opens = [slot.opens_at for slot in first_come if slot.opens_at is not None and slot.opens_at > ctx.now]
+        closes = [registrations[slot.id].registration_closes_at for slot in drawn if slot.id in registrations]
+        if drawn and not first_come:
+            places = sum(slot.capacity for slot in drawn)
+            if closes:
+                line = ctx.text("booking_day_line_lottery", day=label, places=places, closes=_when(ctx, min(closes)))
+            else:
+                line = ctx.text("booking_day_line_lottery_bare", day=label, places=places)
+        elif free == 0 and opens:
+            line = ctx.text("booking_day_not_open", day=label, opens=_when(ctx, min(opens)))
+        elif drawn:
+            line = ctx.text("booking_day_line_mixed", day=label, free=free)
         else:
-            lines.append(ctx.text("booking_day_line", day=label, free=free))
+            line = ctx.text("booking_day_line", day=label, free=free)
+        lines.append(line)
     names = await slots.clinic_names(ctx.session, [clinic_id])
     head = ctx.text("booking_day_head", clinic=names.get(clinic_id, ""))
     if ctx.data.get("replaces"):
@@ -330,7 +354,7 @@ async def _offer_windows(
         return
     lines = []
     for slot in found:
-        if slot.mode == slots.Mode.LOTTERY:
+        if _is_lottery(slot):
             lines.append(await lottery_chat.window_line(ctx, slot))
             continue
         if slot.opens_at is not None and slot.opens_at > ctx.now:

@@ -222,9 +222,14 @@ async def test_the_demo_girl_can_book_the_demo_hpv9(app_client: Client, channel:
     vaccines = await channel.say(user, "预约接种")
     assert "陈*琪" in vaccines and "1. 九价HPV疫苗 第1剂（自费 1318元起）" in vaccines, vaccines
     clinics = await channel.say(user, "1")
-    assert "无锡市梁溪区" in clinics and "南通" not in clinics
+    lines = clinics.splitlines()
+    # The file's clinic (Wuxi, first come) comes first; the demo's HPV9 lottery at Nantong is listed as 摇号,
+    # never as first-come places.
+    assert lines[1].startswith("1. 无锡市梁溪区") and "建档门诊" in lines[1], clinics
+    assert lines[2].startswith("2. 南通市") and "摇号" in lines[2] and "余" not in lines[2], clinics
     days = await channel.say(user, "1")
-    assert "开放预约" in days  # the demo's HPV9 opens tomorrow morning: the family is told when
+    assert days.startswith("无锡市梁溪区"), days  # choosing 1 is the Wuxi clinic
+    assert "开放预约" in days and "摇号" not in days  # the demo's HPV9 opens tomorrow morning: the family is told when
 
 
 async def test_pages_turn_back_and_a_grant_revoked_before_a_cancel_changes_nothing(

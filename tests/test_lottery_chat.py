@@ -60,8 +60,10 @@ async def test_enter_in_chat_told_once_and_confirm_the_place(app_client: Client,
     made = await _lottery(client, world.clinic_id, 5, closes)
     user = world.parent_user
 
-    for answer in ("预约接种", "1", "1", "1"):
-        windows = await channel.say(user, answer)
+    _, clinics, days, windows = [await channel.say(user, answer) for answer in ("预约接种", "1", "1", "1")]
+    # A lottery's places are 摇号 in every list, never first-come 「余N个」.
+    assert "（摇号 1个名额）" in clinics and "余" not in clinics, clinics
+    assert "摇号 1个名额" in days and "截止报名" in days and "余" not in days, days
     assert "摇号 1个名额" in windows and "截止报名" in windows
     ask = await channel.say(user, "1")
     assert "请核对摇号报名信息" in ask and "林*满" in ask and CHILD.name not in ask and "回复「报名摇号」" in ask
@@ -105,12 +107,12 @@ async def test_enter_in_chat_told_once_and_confirm_the_place(app_client: Client,
         assert len(passed) == 2 and "候补名额轮到林*满" in json.dumps(passed[-1].payload, ensure_ascii=False)
     assert "中签待确认" in await channel.say(user, "我的摇号")
     done = await channel.say(world.grandma_user, "确认中签")
-    assert "已为林*满确认中签名额" in done and "预约号：YY" in done
     again = await channel.say(user, "确认中签")  # a second tap (another family member): the same booking
-    assert "预约号：YY" in again
     async with client.app[SESSIONS]() as session:
         booked = (await session.scalars(select(Appointment).where(Appointment.vaccinee_id == world.vaccinee_id))).all()
     assert [row.status for row in booked] == [AppointmentStatus.BOOKED]
+    assert "已为林*满确认中签名额" in done and f"预约号：{booked[0].number}" in done
+    assert f"预约号：{booked[0].number}" in again
     async with client.app[SESSIONS]() as session:
         audited = (
             await session.scalars(select(AuditEntry.action).where(AuditEntry.vaccinee_id == world.vaccinee_id))

@@ -808,6 +808,12 @@ MESSAGES: Final[dict[str, str]] = {
     "booking_day_head": "{clinic}，请选择日期：",
     "booking_day_line": "{day}（余{free}个）",
     "booking_day_not_open": "{day}（{opens} 开放预约）",
+    # Lottery (摇号) slots in 预约接种's clinic and day lists: never counted as first-come places
+    "booking_clinic_line_lottery": "{clinic}（摇号 {places}个名额）",
+    "booking_clinic_line_mixed": "{clinic}（余{free}个，另有摇号）",
+    "booking_day_line_lottery": "{day}（摇号 {places}个名额，{closes}截止报名）",
+    "booking_day_line_lottery_bare": "{day}（摇号 {places}个名额）",
+    "booking_day_line_mixed": "{day}（余{free}个，另有摇号）",
     "booking_window_head": "{day}，请选择时段：",
     "booking_gone_head": "抱歉，您选的时段刚刚约满或已停止预约。{day}现在的情况：",
     "booking_day_full": "抱歉，您选的时段刚刚约满，这一天已经没有空余名额了。可以看看其他日期：",
