@@ -4,7 +4,7 @@ all), cancels or moves the bookings, and its delivery report follows the outbox 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select, update
 
 import bot.cli
-from bot.booking import bookings
+from bot.booking import bookings, lottery
+from bot.booking.slots import SlotSpec
 from bot.certificates.rules import Grantee, add_grant
 from bot.core.config import DEV_NOTICE_TEMPLATE, load_settings
 from bot.core.db import create_engine, sessionmaker
@@ -190,6 +191,34 @@ async def test_moving_keeps_people_booked_and_cancels_when_the_target_is_full(
     (to_parent,) = _templates_to(fake, PARENT_USER)  # the second child has no certificate: nobody to tell
     values = {key: value["value"] for key, value in to_parent["data"].items()}
     assert values["keyword2"] == f"预约改到{next_day.month}月{next_day.day}日 14:00"
+
+
+async def test_a_move_never_targets_a_lottery_slot(
+    app_client: Client, family: tuple[WeChat, Alipay], fake: FakeWeChatAPI
+) -> None:
+    client = app_client
+    world = await notice_world(client, *family)
+    next_day = world.day + timedelta(days=1)
+    # The next day has a lottery window with far more room than its one first-come window.
+    async with client.app[SESSIONS]() as session, session.begin():
+        spec = SlotSpec("HepB", next_day, time(9), time(10), 50)
+        _, drawn = await lottery.publish_lottery(
+            session,
+            client.app[SERVICES].vault,
+            world.clinic_id,
+            spec,
+            opens_at=utcnow() - timedelta(hours=1),
+            closes_at=utcnow() + timedelta(days=1),
+            confirm_hours=24,
+        )
+    target = await publish(client, world.clinic_id, next_day, 14, capacity=2)
+    draft = _closure(world, action=NoticeAction.MOVE, move_to=Window(next_day))
+    sent = await send_notice(client, world.clinic_id, draft, "form-key-move-lottery")
+    assert (sent.notice.bookings_moved, sent.notice.move_failed) == (1, 0)
+    statuses = [(appointment.status, slot.id) for appointment, slot in await _appointments(client)]
+    assert (AppointmentStatus.BOOKED, target) in statuses
+    async with client.app[SESSIONS]() as session:
+        assert await bookings.count_active(session, drawn.slot_id) == 0
 
 
 async def test_the_delivery_report_reads_sent_waiting_and_failed_from_the_outbox(

@@ -219,11 +219,12 @@ class Sent:
 async def _move_target(
     session: AsyncSession, clinic_id: int, vaccine_code: str, target: Window, now: datetime
 ) -> Slot | None:
-    """The open slot of this vaccine in the target window: the one with most room left."""
+    """The open first-come slot of this vaccine in the target window with most room left (never a lottery's)."""
     first, last = target.bounds()
     query = select(Slot).where(
         Slot.clinic_id == clinic_id,
         Slot.vaccine_code == vaccine_code,
+        Slot.mode != slots.Mode.LOTTERY.value,
         Slot.starts_at >= max(first, now),
         Slot.starts_at < last,
         Slot.closed_at.is_(None),
