@@ -240,7 +240,7 @@ async def _offer_clinics(ctx: Context, visible: Visible) -> None:
     """The clinics with slots for the vaccine being booked, the file's clinic first, with the places left."""
     offer = _offer_of(ctx)
     code = offer.vaccine_code
-    found = [slot for slot in await slots.upcoming(ctx.session, code, ctx.now) if slots.offered(offer, slot)]
+    found = [slot for slot in await slots.upcoming(ctx.session, code, ctx.now) if _listed(ctx, offer, slot)]
     names = await slots.clinic_names(ctx.session, [slot.clinic_id for slot in found])
     clinic_ids = sorted(
         {slot.clinic_id for slot in found},
@@ -275,7 +275,12 @@ async def _offer_clinics(ctx: Context, visible: Visible) -> None:
 async def _day_slots(ctx: Context, clinic_id: int) -> list[Slot]:
     offer = _offer_of(ctx)
     found = await slots.upcoming(ctx.session, offer.vaccine_code, ctx.now, clinic_id=clinic_id)
-    return [slot for slot in found if slots.offered(offer, slot)]
+    return [slot for slot in found if _listed(ctx, offer, slot)]
+
+
+def _listed(ctx: Context, offer: slots.Offer, slot: Slot) -> bool:
+    """Whether ``slot`` belongs in the lists: offered for the dose, and for a 改期 never a lottery's places."""
+    return slots.offered(offer, slot) and not (ctx.data.get("replaces") and _is_lottery(slot))
 
 
 async def choose_clinic(ctx: Context) -> None:

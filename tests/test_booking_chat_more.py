@@ -8,7 +8,7 @@ from datetime import date, time, timedelta
 
 from sqlalchemy import select
 
-from bot.booking import slots
+from bot.booking import lottery, slots
 from bot.booking.slots import Funding, SlotSpec
 from bot.certificates.rules import revoke_grant
 from bot.core.chinatime import china_date
@@ -208,6 +208,39 @@ async def test_a_move_to_another_clinic_whose_place_went_keeps_the_old_booking(
     assert "刚刚约满" in gone
     rows = await _appointments(client, world.vaccinee_id)
     assert [(row.slot_id, row.status) for row in rows] == [(first, AppointmentStatus.BOOKED)]
+
+
+async def test_a_move_never_lists_lottery_slots(app_client: Client, channel: Channel) -> None:
+    client = app_client
+    world = await desk_world(client, channel.platform, channel.app_id)
+    await _publish(client, world.clinic_id, 2)
+    await _publish(client, world.clinic_id, 5)
+    async with client.app[SESSIONS]() as session, session.begin():
+        for clinic_id, days_ahead in ((world.clinic_id, 3), (world.other_clinic_id, 4)):
+            spec = SlotSpec("HepB", china_date(utcnow()) + timedelta(days=days_ahead), time(9), time(10), 20)
+            await lottery.publish_lottery(
+                session,
+                client.app[SERVICES].vault,
+                clinic_id,
+                spec,
+                opens_at=utcnow() - timedelta(hours=1),
+                closes_at=utcnow() + timedelta(days=1),
+                confirm_hours=24,
+            )
+        names = await slots.clinic_names(session, [world.other_clinic_id])
+    user = world.parent_user
+    for answer in ("预约接种", "1", "1", "1", "1", "确认"):
+        reply = await channel.say(user, answer)
+    assert "预约成功" in reply
+    days = [await channel.say(user, answer) for answer in ("我的预约", "1", "改期")][-1]
+    lottery_day, later = (china_date(utcnow()) + timedelta(days=ahead) for ahead in (3, 5))
+    assert "摇号" not in days and f"{lottery_day.month}月{lottery_day.day}日" not in days, days
+    assert f"{later.month}月{later.day}日" in days, days  # the same clinic's later first-come day is offered
+    clinics = await channel.say(user, "换一家门诊")
+    # The other clinic has only a lottery for hepatitis B: nothing a move could take there.
+    assert "摇号" not in clinics and names[world.other_clinic_id] not in clinics, clinics
+    rows = await _appointments(client, world.vaccinee_id)
+    assert [row.status for row in rows] == [AppointmentStatus.BOOKED]
 
 
 async def test_the_demo_girl_can_book_the_demo_hpv9(app_client: Client, channel: Channel) -> None:
