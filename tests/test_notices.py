@@ -4,7 +4,7 @@ all), cancels or moves the bookings, and its delivery report follows the outbox 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import bot.cli
 from bot.booking import bookings, lottery
 from bot.booking.slots import SlotSpec
 from bot.certificates.rules import Grantee, add_grant
+from bot.core.chinatime import CHINA
 from bot.core.config import DEV_NOTICE_TEMPLATE, load_settings
 from bot.core.db import create_engine, sessionmaker
 from bot.dev.demo import demo_id_number
@@ -219,6 +220,30 @@ async def test_a_move_never_targets_a_lottery_slot(
     assert (AppointmentStatus.BOOKED, target) in statuses
     async with client.app[SESSIONS]() as session:
         assert await bookings.count_active(session, drawn.slot_id) == 0
+
+
+async def test_no_shows_leave_notice_cancelled_bookings_alone_and_first_come_has_no_penalty(
+    app_client: Client, family: tuple[WeChat, Alipay]
+) -> None:
+    client = app_client
+    world = await notice_world(client, *family)
+    next_day = world.day + timedelta(days=1)
+    target = await publish(client, world.clinic_id, next_day, 14)
+    draft = _closure(world, action=NoticeAction.MOVE, move_to=Window(next_day))
+    assert (await send_notice(client, world.clinic_id, draft, "form-key-no-show")).notice.bookings_moved == 1
+    (old, _), (moved, _) = await _appointments(client)
+    assert (old.status, moved.status) == (AppointmentStatus.CANCELLED, AppointmentStatus.BOOKED)
+    ends = [datetime.combine(day + timedelta(days=1), time(0, 5), tzinfo=CHINA) for day in (world.day, next_day)]
+    for after, expected in ((ends[0], 0), (ends[1], 1), (ends[1], 0)):
+        async with client.app[SESSIONS]() as session, session.begin():
+            assert await lottery.mark_no_shows(session, after) == expected
+    statuses = [(row.id, row.status, slot.id) for row, slot in await _appointments(client)]
+    assert statuses == [
+        (old.id, AppointmentStatus.CANCELLED, old.slot_id),  # the notice cancelled it: never a no-show
+        (moved.id, AppointmentStatus.NO_SHOW, target),
+    ]
+    async with client.app[SESSIONS]() as session:  # a first-come no-show carries no lottery penalty
+        assert await lottery.penalty_until(session, world.vaccinee_id, "HepB", ends[1], 180) is None
 
 
 async def test_the_delivery_report_reads_sent_waiting_and_failed_from_the_outbox(
