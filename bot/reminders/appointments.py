@@ -9,30 +9,21 @@ which vaccine, where and when are in the message, as the family needs them. Each
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.certificates.rules import active_grants, open_file
+from bot.certificates.rules import open_file
 from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA, china_date
 from bot.core.config import Settings
 from bot.core.pii import Vault
-from bot.core.update import Platform, TemplateMessage, TemplateValue
-from bot.identity.accounts import reachable_accounts
+from bot.core.update import TemplateMessage, TemplateValue
 from bot.immunization.vaccines import vaccine_name
-from bot.outbox import queue as outbox
-from bot.platforms.wxmini.consents import queue_subscription
-from models import Appointment, AppointmentStatus, Certificate, Clinic, OutboxKind, PlatformAccount, Slot, Vaccinee
-
-KEYWORD_LIMIT = 20  # as the dose reminder's: template keywords stay short
-
-
-def _short(text: str, limit: int = KEYWORD_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+from bot.reminders.family import short, tell_family
+from models import Appointment, AppointmentStatus, Certificate, Clinic, Slot, Vaccinee
 
 
 def tomorrow_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -96,10 +87,6 @@ async def _remind(
         return 0
     clinic = await session.get(Clinic, slot.clinic_id)
     file = await open_file(session, vault, vaccinee, "child" if certificate.kind == "child" else "self")
-    grantees = [grant.grantee_id_number_hash for grant in await active_grants(session, certificate.id)]
-    accounts = await reachable_accounts(
-        session, identity_ids=[certificate.holder_identity_id], id_number_hashes=grantees
-    )
     local_start, local_end = slot.starts_at.astimezone(CHINA), slot.ends_at.astimezone(CHINA)
     when = catalogue(
         "booking_reminder_when",
@@ -115,40 +102,21 @@ async def _remind(
         # keyword1 who, keyword2 what, keyword3 when (the reminder template's fields, in its order)
         keywords=(
             TemplateValue(file.masked_name),
-            TemplateValue(_short(vaccine_name(appointment.vaccine_code))),
+            TemplateValue(short(vaccine_name(appointment.vaccine_code))),
             TemplateValue(when),
         ),
         remark=TemplateValue(catalogue("booking_reminder_remark", clinic=clinic_name)),
         url=settings.public_url.rstrip("/") + "/",
     )
-    told: list[PlatformAccount] = []
-    for account in accounts:
-        key = f"appointment_reminder:{appointment.id}:{account.id}"
-        template_id = settings.booking_template_id(account.platform)
-        if account.platform == Platform.WXMINI:
-            data = {f"thing{n}": _short(value.value) for n, value in enumerate(message.keywords, 1)}
-            queued = await queue_subscription(
-                session,
-                account,
-                template_id=template_id,
-                data=data,
-                page=settings.wxmini_reminder_page,
-                key=key,
-                now=now,
-            )
-            if queued is not None:
-                told.append(account)
-            continue
-        told.append(account)
-        outbox.enqueue(
-            session,
-            platform=account.platform,
-            app_id=account.app_id,
-            recipient=account.user_id,
-            kind=OutboxKind.TEMPLATE,
-            payload=dataclasses.replace(message, template_id=template_id).payload(),
-            idempotency_key=key,
-        )
+    told = await tell_family(
+        session,
+        certificate,
+        message,
+        key=f"appointment_reminder:{appointment.id}",
+        template_id=settings.booking_template_id,
+        page=settings.wxmini_reminder_page,
+        now=now,
+    )
     record_access(
         session,
         actor_kind="system",

@@ -11,7 +11,6 @@ family member hear it on each platform they follow; the person is masked; each t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime, timedelta
 
@@ -19,18 +18,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.booking import lottery
-from bot.certificates.rules import active_grants, open_file
+from bot.certificates.rules import open_file
 from bot.core.audit import record_access
 from bot.core.catalogue import Catalogue
 from bot.core.chinatime import CHINA
 from bot.core.config import Settings
 from bot.core.pii import Vault
 from bot.core.scheduler import Scheduler
-from bot.core.update import Platform, TemplateMessage, TemplateValue
-from bot.identity.accounts import reachable_accounts
+from bot.core.update import TemplateMessage, TemplateValue
 from bot.immunization.vaccines import vaccine_name
-from bot.outbox import queue as outbox
-from bot.platforms.wxmini.consents import queue_subscription
+from bot.reminders.family import short, tell_family
 from models import (
     Certificate,
     Clinic,
@@ -38,18 +35,11 @@ from models import (
     Lottery,
     LotteryEntry,
     LotteryStatus,
-    OutboxKind,
-    PlatformAccount,
     Vaccinee,
     utcnow,
 )
 
 log = logging.getLogger("vaxbot.lottery")
-KEYWORD_LIMIT = 20
-
-
-def _short(text: str, limit: int = KEYWORD_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _moment(catalogue: Catalogue, moment: datetime) -> str:
@@ -187,37 +177,19 @@ async def _tell(
     message = TemplateMessage(
         template_id="",
         first=TemplateValue(catalogue(first, name=file.masked_name, vaccine=vaccine)),
-        keywords=(TemplateValue(file.masked_name), TemplateValue(_short(vaccine)), TemplateValue(_short(result))),
+        keywords=(TemplateValue(file.masked_name), TemplateValue(short(vaccine)), TemplateValue(short(result))),
         remark=TemplateValue(remark),
         url=settings.public_url.rstrip("/") + "/",
     )
-    grantees = [grant.grantee_id_number_hash for grant in await active_grants(session, certificate.id)]
-    accounts = await reachable_accounts(
-        session, identity_ids=[certificate.holder_identity_id], id_number_hashes=grantees
+    told = await tell_family(
+        session,
+        certificate,
+        message,
+        key=f"lottery_{kind}:{entry.id}",
+        template_id=settings.reminder_template_id,
+        page=settings.wxmini_reminder_page,
+        now=now,
     )
-    told: list[PlatformAccount] = []
-    for account in accounts:
-        key = f"lottery_{kind}:{entry.id}:{account.id}"
-        template_id = settings.reminder_template_id(account.platform)
-        if account.platform == Platform.WXMINI:
-            data = {f"thing{n}": _short(value.value) for n, value in enumerate(message.keywords, 1)}
-            page = settings.wxmini_reminder_page
-            queued = await queue_subscription(
-                session, account, template_id=template_id, data=data, page=page, key=key, now=now
-            )
-            if queued is not None:
-                told.append(account)
-            continue
-        told.append(account)
-        outbox.enqueue(
-            session,
-            platform=account.platform,
-            app_id=account.app_id,
-            recipient=account.user_id,
-            kind=OutboxKind.TEMPLATE,
-            payload=dataclasses.replace(message, template_id=template_id).payload(),
-            idempotency_key=key,
-        )
     record_access(
         session,
         actor_kind="system",
