@@ -517,7 +517,7 @@ async def get_notice(request: web.Request, actor: DeskActor, _data: dict[str, An
     async with request.app[SESSIONS]() as session:
         found = await notice_report(session, actor.clinic_id, int(request.match_info["notice_id"]))
     if found is None:
-        return _error(404, "not_found", "没有找到这条通知")
+        return _error(404, "not_found", request.app[SERVICES].catalogue("console_notices_not_found"))
     return {
         "notice": {
             "id": found.notice.id,
