@@ -208,6 +208,18 @@ async def list_entries(ctx: Context) -> None:
     if not found:
         ctx.say("lottery_mine_none")
         return
+    identity = await bound_identity(ctx.session, await ctx.account())
+    for vaccinee_id in sorted({entry.vaccinee_id for entry, _, _ in found}):
+        record_access(
+            ctx.session,
+            actor_kind="identity",
+            actor_ref=str(identity.id) if identity is not None else "",
+            action="lottery_entries_view",
+            certificate_id=files[vaccinee_id].certificate.id,
+            vaccinee_id=vaccinee_id,
+            platform=ctx.update.platform.value,
+            detail={"via": "chat"},
+        )
     names = await slots.clinic_names(ctx.session, [slot.clinic_id for _, _, slot in found])
     lines = [ctx.text("lottery_mine_head")]
     for entry, drawn, slot in found:

@@ -117,7 +117,7 @@ async def test_enter_in_chat_told_once_and_confirm_the_place(app_client: Client,
         audited = (
             await session.scalars(select(AuditEntry.action).where(AuditEntry.vaccinee_id == world.vaccinee_id))
         ).all()
-    assert {"lottery_entered", "lottery_news_sent", "lottery_confirmed"} <= set(audited)
+    assert {"lottery_entered", "lottery_news_sent", "lottery_confirmed", "lottery_entries_view"} <= set(audited)
     assert "已确认" in await channel.say(user, "我的摇号")
 
     # The child does not come: a later HepB lottery refuses the entry, kindly, with the date it ends.
