@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.booking import slots
+from bot.booking import lottery, slots
 from bot.booking.slots import SlotSpec
 from bot.core.chinatime import china_date
 from bot.core.config import Settings
 from bot.dev.demo import CHILD, GRANDMA, NJ_PARENT, PARENT
 from bot.dev.fakes.wxmini import FakeMiniProgramAPI
-from bot.web.appkeys import SESSIONS
+from bot.web.appkeys import SERVICES, SESSIONS
 from models import Appointment, AppointmentStatus, AuditEntry, Slot, utcnow
 from tests.helpers import Client, Gate
 from tests.test_miniprogram_api import Page
@@ -96,6 +96,17 @@ async def test_options_book_once_per_key_list_and_cancel(
     slot = await _publish(client, nantong, 2, 5)
     await _publish(client, nanjing, 3, 5)
     later = await _publish(client, nantong, 4, 5, opens_at=utcnow() + timedelta(days=1))
+    async with client.app[SESSIONS]() as session, session.begin():
+        spec = SlotSpec("HepB", china_date(utcnow()) + timedelta(days=5), time(9), time(10), 5)
+        drawn, _ = await lottery.publish_lottery(
+            session,
+            client.app[SERVICES].vault,
+            nantong,
+            spec,
+            opens_at=utcnow(),
+            closes_at=utcnow() + timedelta(days=1),
+            confirm_hours=24,
+        )
 
     status, options = await parent.call("GET", f"/certificates/{certificate}/booking")
     assert status == 200, options
@@ -106,6 +117,8 @@ async def test_options_book_once_per_key_list_and_cancel(
     windows = {window["slot"]: window for each in hepb["clinics"] for day in each["days"] for window in day["windows"]}
     assert (windows[slot]["left"], windows[slot]["bookable"]) == (5, True)
     assert windows[later]["bookable"] is False and windows[later]["opens_at"]
+    assert (windows[drawn.id]["lottery"], windows[drawn.id]["bookable"]) == (True, False)
+    assert windows[slot]["lottery"] is False
 
     # A double tap: the same key twice books one place and answers the same booking.
     status, first = await parent.call(

@@ -914,6 +914,7 @@ def _slot_view(slot: Slot, now: datetime) -> dict[str, Any]:
         "left": max(0, slot.capacity - slot.booked),
         # A lottery slot's places are drawn (entered in the chat for now), never booked from the page.
         "bookable": booking_slots.is_bookable(slot, now) and slot.mode != booking_slots.Mode.LOTTERY,
+        "lottery": slot.mode == booking_slots.Mode.LOTTERY,
         "opens_at": slot.opens_at.astimezone(CHINA).isoformat() if not_yet and slot.opens_at else None,
         "price_fen": slot.price_fen if slot.funding == booking_slots.Funding.SELF_PAID else 0,
     }
