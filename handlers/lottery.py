@@ -1,10 +1,10 @@
 """Journey: 摇号 — entering a lottery slot from 预约接种, 「确认中签」 to take a place won, 「我的摇号」.
 
-In 预约接种 a lottery slot's places say 「摇号」 in the clinic, day and window lists; choosing it shows the masked entry and the registration
-close (the draw follows it); 「报名摇号」 enters the person once (a retry, another family member or a
-second device finds the entry made) and answers with the entry hash's short form, which finds the entry in
-the published list. The outcome is told by ``bot.reminders.lottery_news``; a winner (or whoever the place
-passed down to) answers 「确认中签」 before the deadline, which books the place.
+In 预约接种 a lottery slot's places say 「摇号」 in the clinic, day and window lists; choosing it shows the
+masked entry and the registration close (the draw follows it); 「报名摇号」 enters the person once (a retry,
+another family member or a second device finds the entry made) and answers with the entry hash's short
+form, which finds the entry in the published list. The outcome is told by ``bot.reminders.lottery_news``;
+a winner (or whoever the place passed down to) answers 「确认中签」 before the deadline, which books the place.
 """
 
 from __future__ import annotations
