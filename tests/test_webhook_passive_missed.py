@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bot.chat.conversation import Context, Route, text_in
 from bot.dev.fakes.wechat import FakeWeChatAPI, SignedRequest, WeChatClientSim
 from bot.web import webhooks
-from bot.web.appkeys import SESSIONS
+from bot.web.appkeys import ENGINE, SESSIONS, WECHAT
 from models import ProcessedMessage
 from tests.conftest import Serve
 from tests.helpers import PATIENCE_SECONDS, Client, drain_outbox, eventually, outbox_rows, post, router_with
@@ -140,3 +140,24 @@ async def test_an_answer_in_time_is_not_pushed(
     assert [(row.status, row.last_error) for row in await outbox_rows(client, recipient="o-fast")] == [
         ("passive", None)
     ]
+
+
+async def test_missing_twice_pushes_once(
+    make_settings: Any, serve: Serve, fake_wechat: tuple[FakeWeChatAPI, str]
+) -> None:
+    # The original's answer and a retry's answer (given while the original's was still being written) both
+    # come too late: each asks for the push, the first one queues it.
+    client, sim = await _serve(make_settings, serve)
+    request = sim.sign(sim.text("o-twice", "客服电话", msg_id=848484))
+    status, body = await post(client, request)
+    assert status == 200 and sim.open_reply(body) is not None
+    update, _ = client.app[WECHAT].open(request.query, request.body)
+    engine = client.app[ENGINE]
+    assert await asyncio.gather(engine.passive_missed(update), engine.passive_missed(update)) in (
+        [True, False],
+        [False, True],
+    )
+    await eventually(lambda: _has_push(client, fake_wechat[0], "o-twice"), "the answer is pushed")
+    assert await engine.passive_missed(update) is False  # sent: nothing to requeue
+    texts = await _pushed(client, fake_wechat[0], "o-twice")
+    assert len(texts) == 1 and CONTACT in texts[0]
