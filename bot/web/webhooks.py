@@ -73,9 +73,8 @@ async def _answered_in_time(request: web.Request, response: web.Response, starte
         await response.prepare(request)
         await response.write_eof()
     except (ConnectionError, RuntimeError):
-        return (
-            False  # aiohttp's "cannot write to closing transport" is a ConnectionResetError (or, older, a RuntimeError)
-        )
+        # "Cannot write to closing transport": a ConnectionResetError (a RuntimeError in older aiohttp).
+        return False
     return _elapsed(started) < PASSIVE_TRUSTED_SECONDS
 
 
