@@ -576,14 +576,23 @@ class Engine:
         """
         answer = Answer()
         task = self._track(self.process(update, answer))
-        remaining = deadline - (utcnow() - received_at).total_seconds()
-        done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
-        if not done and answer.give_up():
-            log.warning("deadline passed; answer goes through the outbox", extra={"platform": update.platform.value})
-            await self._acknowledge_late(update, received_at, task)
-            return None
-        # Done, or the engine took the passive answer just before the deadline: its commit is in flight.
-        outcome = await asyncio.shield(task)
+        try:
+            remaining = deadline - (utcnow() - received_at).total_seconds()
+            done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
+            if not done and answer.give_up():
+                log.warning(
+                    "deadline passed; answer goes through the outbox", extra={"platform": update.platform.value}
+                )
+                await self._acknowledge_late(update, received_at, task)
+                return None
+            # Done, or the engine took the passive answer just before the deadline: its commit is in flight.
+            outcome = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The request is gone (a server that cancels the handler of a dropped connection): no passive
+            # answer can be read. Untaken, the replies go through the outbox; taken, the answer is pushed.
+            if not answer.give_up():
+                self._track(self._push_when_committed(update, task))
+            raise
         if outcome.failed and outcome.replies and not outcome.outbox_ids:
             return outcome.replies[0]  # nothing could be queued: answer directly
         if outcome.duplicate:
@@ -696,6 +705,8 @@ class Engine:
                 ).first()
                 if row is None or row.status not in ("passive", "pending"):
                     return None
+                if row.status == "pending" and row.last_error == outbox.PASSIVE_MISSED:
+                    return None  # an earlier passive answer came too late and is being pushed: read it once
                 if row.kind != "text" and not can_be_passive(message_from_payload(row.kind, row.payload)):
                     return None  # never a passive reply (see respond): the worker sends it
                 if row.status == "pending" and not await outbox.mark_passive(session, [row.id]):
@@ -705,6 +716,33 @@ class Engine:
         except Exception:
             log.exception("could not look up the answer to a retried delivery")
             return None
+
+    async def _push_when_committed(self, update: Update, task: asyncio.Task[Outcome]) -> None:
+        """Once the update's transaction commits, push the passive answer nobody is left to read."""
+        outcome = await task
+        if outcome.passive:
+            await self.passive_missed(update)
+
+    async def passive_missed(self, update: Update) -> bool:
+        """The webhook's passive answer cannot have reached the platform: queue it as a push instead.
+
+        A short transaction of its own turns the answer's outbox row (its key is derived from the update)
+        from passive back to pending, conditionally, so the push goes out exactly once however many
+        deliveries of the message miss; a later retry then gets the plain acknowledgement. True when it
+        was requeued.
+        """
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                requeued = await outbox.requeue_passive(session, reply_key(update, 0))
+        except Exception:
+            log.exception(
+                "a missed passive answer could not be queued as a push", extra={"platform": update.platform.value}
+            )
+            return False
+        if requeued:
+            log.warning("passive answer missed the platform; pushed instead", extra={"platform": update.platform.value})
+            self._on_enqueued()
+        return requeued
 
     def _track(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.create_task(coroutine)

@@ -195,6 +195,26 @@ async def mark_passive(session: AsyncSession, ids: Sequence[int]) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# ``last_error`` of a passive answer that was written after the platform had given up, now queued as a push:
+# a retry of the message must not claim it as its passive answer again (see :func:`requeue_passive`).
+PASSIVE_MISSED = "passive answer missed the platform; pushed instead"
+
+
+async def requeue_passive(session: AsyncSession, idempotency_key: str) -> bool:
+    """Turn a row answered passively back into a pending push; False when it is not (or no longer) passive.
+
+    Conditional on the row still being passive, so of any number of callers one requeues it: the push
+    goes out once.
+    """
+    now = utcnow()
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.idempotency_key == idempotency_key, OutboxMessage.status == OutboxStatus.PASSIVE)
+        .values(status=OutboxStatus.PENDING, sent_at=None, available_at=now, last_error=PASSIVE_MISSED)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 # What is left of a credential's payload (a show-code image or code-page link) once it is delivered.
 SCRUBBED: dict[str, Any] = {"credential": True, "scrubbed": True}
 # What is left of any other message once it is delivered (or given up on). Every row is a message to one
