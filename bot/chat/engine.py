@@ -40,10 +40,9 @@ from bot.core.update import (
     Update,
     UpdateKind,
     can_be_passive,
-    message_from_payload,
 )
 from bot.outbox import queue as outbox
-from models import ConversationState, OutboxMessage, ProcessedMessage, utcnow
+from models import ConversationState, ProcessedMessage, utcnow
 
 log = logging.getLogger("vaxbot.engine")
 _T = TypeVar("_T")
@@ -596,7 +595,8 @@ class Engine:
         if outcome.failed and outcome.replies and not outcome.outbox_ids:
             return outcome.replies[0]  # nothing could be queued: answer directly
         if outcome.duplicate:
-            return await self._answer_retry(update, received_at)
+            await self._answer_retry(update, received_at)
+            return None
         return outcome.replies[0] if outcome.passive else None
 
     async def deliver(self, update: Update, deadline: float, received_at: datetime) -> bool | None:
@@ -674,13 +674,15 @@ class Engine:
                 log.exception("inbox upkeep failed; trying again")
             await asyncio.sleep(every)
 
-    async def _answer_retry(self, update: Update, received_at: datetime) -> OutMessage | None:
-        """A duplicate delivery: answer it again only when it is the platform's retry of a lost answer.
+    async def _answer_retry(self, update: Update, received_at: datetime) -> None:
+        """A duplicate delivery: when it is the platform's retry, the answer goes out as a push; it is acknowledged.
 
-        WeChat retries only when it got no answer in time, so a copy arriving well after the original
-        means the original's passive reply never reached the user: send the same reply again (or claim
-        the still-queued one). A copy arriving at the same time as the original (a double tap, a
-        concurrent duplicate) gets the acknowledgement, so the user reads the answer once.
+        WeChat retries only when it got no answer in time, and it has dropped the connection the earlier
+        answer was written to, so an answer given passively never reached the user. Answering the retry
+        passively again can come too late in the same way (on a loaded server every copy can), so the
+        recorded answer is pushed instead, once (a conditional update of its outbox row), and the retry gets
+        the acknowledgement; an answer still queued is sent by the worker anyway. A copy arriving at the
+        same time as the original (a concurrent duplicate) is acknowledged only: the live request answers.
         """
         try:
             async with self._sessionmaker() as session, session.begin():
@@ -692,30 +694,19 @@ class Engine:
                     )
                 )
                 if first_seen is None:
-                    return None
+                    return
                 # A copy arriving soon after the original races a live request, which answers it; unless
                 # the original was taken up before this process started: that process may have died
                 # between its commit (which recorded the passive answer) and its response.
                 if received_at - first_seen < RETRY_AFTER and first_seen >= self._started_at:
-                    return None
-                row = (
-                    await session.scalars(
-                        select(OutboxMessage).where(OutboxMessage.idempotency_key == reply_key(update, 0))
-                    )
-                ).first()
-                if row is None or row.status not in ("passive", "pending"):
-                    return None
-                if row.status == "pending" and row.last_error == outbox.PASSIVE_MISSED:
-                    return None  # an earlier passive answer came too late and is being pushed: read it once
-                if row.kind != "text" and not can_be_passive(message_from_payload(row.kind, row.payload)):
-                    return None  # never a passive reply (see respond): the worker sends it
-                if row.status == "pending" and not await outbox.mark_passive(session, [row.id]):
-                    return None
-                log.info("answering a platform retry again", extra={"platform": update.platform.value})
-                return message_from_payload(row.kind, row.payload)
+                    return
+                requeued = await outbox.requeue_passive(session, reply_key(update, 0))
         except Exception:
-            log.exception("could not look up the answer to a retried delivery")
-            return None
+            log.exception("could not push the answer to a retried delivery")
+            return
+        if requeued:
+            log.info("a platform retry: the passive answer is pushed", extra={"platform": update.platform.value})
+            self._on_enqueued()
 
     async def _push_when_committed(self, update: Update, task: asyncio.Task[Outcome]) -> None:
         """Once the update's transaction commits, push the passive answer nobody is left to read."""
